@@ -1,0 +1,103 @@
+"""``backfill``: parse arguments, dispatch, and turn errors into one line and an exit code.
+
+Subcommands are loaded lazily so ``backfill --help`` never imports the Azure SDK, SQLAlchemy or
+pyodbc. Every command module exposes one click command or group named in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from backfill.errors import BackfillError, ExitCode
+
+# name -> (module, attribute, one-line help shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("backfill.cli.demo", "demo", "The whole story on the emulator, in a temporary folder."),
+    "plan": ("backfill.cli.plan", "plan", "Check a plan and print its windows, or the plan schema."),
+    "history": ("backfill.cli.history", "history", "Fetch and cache a pipeline's run history."),
+    "preview": ("backfill.cli.preview", "preview", "What would happen to every window of a plan, and why."),
+    "request": ("backfill.cli.approvals", "request", "Freeze a plan and its preview for approval."),
+    "approve": ("backfill.cli.approvals", "approve", "Approve a backfill, a canary pause or a blocked window."),
+    "reject": ("backfill.cli.approvals", "reject", "Reject a backfill."),
+    "run": ("backfill.cli.execute", "run", "Execute an approved backfill (resumable)."),
+    "stop": ("backfill.cli.execute", "stop", "Stop a backfill after the window in flight."),
+    "status": ("backfill.cli.execute", "status", "A backfill's state and each window's."),
+    "runs": ("backfill.cli.runs", "runs", "List, show and cancel pipeline runs."),
+    "ledger": ("backfill.cli.ledger", "ledger", "Show, verify, checkpoint and export the ledger."),
+    "report": ("backfill.cli.report", "report", "Evidence report for a backfill."),
+    "emulator": ("backfill.cli.emulator", "emulator", "Run the local ADF emulator."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module_name, attribute, _ = spec
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="backfill")
+def cli() -> None:
+    """Guarded reruns and backfills for Azure Data Factory pipelines.
+
+    Settings: BACKFILL_ADF_ENDPOINT, BACKFILL_ADF_CA_BUNDLE, BACKFILL_ADF_TOKEN (the factory),
+    AZURE_SUBSCRIPTION_ID, BACKFILL_RESOURCE_GROUP, BACKFILL_FACTORY (commands without a plan),
+    BACKFILL_LEDGER (the ledger database URL), BACKFILL_ACTOR (declared identity).
+    """
+
+
+def _log_traceback() -> Path:
+    path = Path(tempfile.gettempdir()) / "backfill-debug.log"
+    with path.open("a", encoding="utf-8") as log:
+        log.write(traceback.format_exc())
+        log.write("\n")
+    return path
+
+
+def run(args: list[str] | None = None, **extra: Any) -> int:
+    """Run the CLI and return its exit code (the single error handler of the program)."""
+    try:
+        cli.main(args=args, standalone_mode=False, **extra)
+    except BackfillError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return int(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.USAGE) if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        path = _log_traceback()
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (traceback in {path})", err=True)
+        return int(ExitCode.FAILED)
+    return int(ExitCode.OK)
+
+
+def main() -> None:
+    sys.exit(run())

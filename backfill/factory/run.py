@@ -1,0 +1,192 @@
+"""Our own immutable values for ADF pipeline runs and activity runs.
+
+They are built from the raw JSON the service sends (the SDK is asked for the raw body, see
+client.py), so SDK model objects never leak into the rest of the code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from backfill.timeutil import parse_adf_time
+
+
+class RunStatus(StrEnum):
+    QUEUED = "Queued"
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELING = "Canceling"
+    CANCELLED = "Cancelled"
+
+    @classmethod
+    def parse(cls, text: str) -> RunStatus:
+        # ADF's documents spell it both ways; we normalise to the service's "Cancelled".
+        if text.lower() == "canceled":
+            return cls.CANCELLED
+        for member in cls:
+            if member.value.lower() == text.lower():
+                return member
+        raise ValueError(f"unknown run status {text!r}")
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.CANCELING)
+
+    @property
+    def is_final(self) -> bool:
+        return not self.is_active
+
+
+def decode_parameter(value: Any) -> Any:
+    """ADF returns every run parameter as a string; arrays and objects arrive JSON-encoded.
+
+    A string that holds a JSON array or object is decoded; anything else is kept as sent, so a
+    String parameter ``"north"`` stays ``"north"`` and ``"5"`` stays ``"5"``.
+    """
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in ("[", "{"):
+            try:
+                return json.loads(stripped)
+            except ValueError:
+                return value
+    return value
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    pipeline: str
+    status: RunStatus
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    run_group_id: str | None = None
+    is_latest: bool = True
+    start: datetime | None = None
+    end: datetime | None = None
+    last_updated: datetime | None = None
+    duration: timedelta | None = None
+    message: str = ""
+    invoked_by: str = ""
+    invoked_by_type: str = ""
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Run:
+        duration_ms = body.get("durationInMs")
+        invoked = body.get("invokedBy") or {}
+        raw_params = body.get("parameters") or {}
+        return cls(
+            run_id=str(body["runId"]),
+            pipeline=str(body.get("pipelineName") or ""),
+            status=RunStatus.parse(str(body.get("status") or "")),
+            parameters={str(k): decode_parameter(v) for k, v in raw_params.items()},
+            run_group_id=body.get("runGroupId"),
+            # The published examples omit isLatest; a run alone in its group is the latest.
+            is_latest=bool(body.get("isLatest", True)),
+            start=parse_adf_time(body.get("runStart")),
+            end=parse_adf_time(body.get("runEnd")),
+            last_updated=parse_adf_time(body.get("lastUpdated")),
+            duration=timedelta(milliseconds=duration_ms) if duration_ms is not None else None,
+            message=str(body.get("message") or ""),
+            invoked_by=str(invoked.get("name") or ""),
+            invoked_by_type=str(invoked.get("invokedByType") or ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A stable JSON form (our own, used by --json output and the history cache)."""
+        from backfill.timeutil import format_utc
+
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "status": self.status.value,
+            "parameters": dict(self.parameters),
+            "run_group_id": self.run_group_id,
+            "is_latest": self.is_latest,
+            "start": format_utc(self.start, precise=True) or None,
+            "end": format_utc(self.end, precise=True) or None,
+            "last_updated": format_utc(self.last_updated, precise=True) or None,
+            "duration_ms": int(self.duration.total_seconds() * 1000) if self.duration is not None else None,
+            "message": self.message,
+            "invoked_by": self.invoked_by,
+            "invoked_by_type": self.invoked_by_type,
+        }
+
+    @classmethod
+    def from_cache(cls, data: Mapping[str, Any]) -> Run:
+        """Inverse of ``to_json``."""
+        duration_ms = data.get("duration_ms")
+        return cls(
+            run_id=data["run_id"],
+            pipeline=data["pipeline"],
+            status=RunStatus.parse(data["status"]),
+            parameters=dict(data.get("parameters") or {}),
+            run_group_id=data.get("run_group_id"),
+            is_latest=bool(data.get("is_latest", True)),
+            start=parse_adf_time(data.get("start")),
+            end=parse_adf_time(data.get("end")),
+            last_updated=parse_adf_time(data.get("last_updated")),
+            duration=timedelta(milliseconds=duration_ms) if duration_ms is not None else None,
+            message=data.get("message") or "",
+            invoked_by=data.get("invoked_by") or "",
+            invoked_by_type=data.get("invoked_by_type") or "",
+        )
+
+
+@dataclass(frozen=True)
+class ActivityRun:
+    activity_run_id: str
+    name: str
+    type: str
+    status: str
+    start: datetime | None = None
+    end: datetime | None = None
+    duration: timedelta | None = None
+    error_code: str = ""
+    message: str = ""
+    failure_type: str = ""
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ActivityRun:
+        error = body.get("error") or {}
+        duration_ms = body.get("durationInMs")
+        return cls(
+            activity_run_id=str(body.get("activityRunId") or ""),
+            name=str(body.get("activityName") or ""),
+            type=str(body.get("activityType") or ""),
+            status=str(body.get("status") or ""),
+            start=parse_adf_time(body.get("activityRunStart")),
+            end=parse_adf_time(body.get("activityRunEnd")),
+            duration=timedelta(milliseconds=duration_ms) if duration_ms is not None else None,
+            error_code=str(error.get("errorCode") or ""),
+            message=str(error.get("message") or ""),
+            failure_type=str(error.get("failureType") or ""),
+        )
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "Failed"
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    name: str
+    parameters: Mapping[str, str]  # name -> ADF type (String, Array, SecureString...)
+    activities: tuple[str, ...]
+    concurrency: int | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> PipelineInfo:
+        props = body.get("properties") or {}
+        params = props.get("parameters") or {}
+        return cls(
+            name=str(body.get("name") or ""),
+            parameters={str(k): str((v or {}).get("type", "String")) for k, v in params.items()},
+            activities=tuple(str(a.get("name")) for a in props.get("activities") or []),
+            concurrency=props.get("concurrency"),
+        )

@@ -1,0 +1,1 @@
+"""Adapters to the ledger database: schema and migrations, history cache, backfills, ledger."""
