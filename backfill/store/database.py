@@ -11,6 +11,7 @@ dialect-specific DDL (triggers) registers with ``on_migrate``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,8 +29,11 @@ Migration = tuple[int, str, Callable[[Connection], None]]
 MIGRATIONS: list[Migration] = []
 
 
-def on_migrate(version: int, description: str) -> Callable[[Callable[[Connection], None]], Callable[[Connection], None]]:
-    def register(step: Callable[[Connection], None]) -> Callable[[Connection], None]:
+Step = Callable[[Connection], None]
+
+
+def on_migrate(version: int, description: str) -> Callable[[Step], Step]:
+    def register(step: Step) -> Step:
         MIGRATIONS.append((version, description, step))
         return step
 
@@ -40,12 +44,14 @@ def ledger_url() -> str:
     return os.environ.get("BACKFILL_LEDGER", "").strip() or DEFAULT_URL
 
 
+TABLE_MODULES = ("backfill.store.backfills", "backfill.store.history", "backfill.store.ledger")
+
+
 def _load_tables() -> None:
     # Imported for their side effect: each registers its tables on SQLModel.metadata and its
     # migration steps in MIGRATIONS.
-    import backfill.store.backfills  # noqa: F401
-    import backfill.store.history  # noqa: F401
-    import backfill.store.ledger  # noqa: F401
+    for module in TABLE_MODULES:
+        importlib.import_module(module)
 
 
 class Database:

@@ -1,0 +1,276 @@
+"""The one wrapper around azure-mgmt-datafactory (imported lazily: it costs about a second).
+
+Reads go through azure-core's retry policy, which honours Retry-After. ``create_run`` and
+``cancel_run`` are sent exactly once (``retry_total=0``): ADF has no idempotency key, and
+azure-core would otherwise re-send a POST on 500/503/504 and create a second run
+(shared/adf-rest-examples/README.md). Pages are read with the operation's own ``stream=True`` and
+the JSON parsed directly: the SDK still builds, authenticates, retries and maps errors, but building
+its response models would cost ~20 ms a page (about 40 s of CPU for 200,000 runs).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from backfill.errors import FactoryError
+from backfill.factory.protocol import FactoryRef
+from backfill.factory.run import ActivityRun, PipelineInfo, Run
+from backfill.factory.settings import ConnectionSettings
+from backfill.timeutil import format_utc, require_utc, utcnow
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, TokenCredential
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+
+class StaticTokenCredential:
+    """A fixed bearer token (BACKFILL_ADF_TOKEN), for emulators and CI."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int((utcnow() + timedelta(hours=1)).timestamp()))
+
+
+def _as_factory_error(exc: BaseException, *, write: bool) -> FactoryError:
+    """Map azure-core's exceptions to our one error type.
+
+    For a write, "effect unknown" means the request may have reached the service: a 5xx, a
+    response that never came back (dropped connection, read timeout). A connection that was never
+    made, or a 4xx, is definitive.
+    """
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code
+        code: str | None = None
+        message = exc.message or str(exc)
+        error = getattr(exc, "error", None)
+        if error is not None and getattr(error, "code", None):
+            code = str(error.code)
+            message = str(getattr(error, "message", None) or message)
+        elif exc.response is not None:
+            code, message = _error_from_body(exc.response.text(), message)
+        if isinstance(exc, ClientAuthenticationError) and not code:
+            code = "AuthenticationFailed"
+        message = message.splitlines()[0] if message else "no message"
+        return FactoryError(
+            message, code=code, status=status, effect_unknown=write and status is not None and status >= 500
+        )
+    if isinstance(exc, ServiceResponseError):
+        return FactoryError(
+            f"no answer ({_first_line(exc)})", effect_unknown=write
+        )
+    if isinstance(exc, ServiceRequestError):
+        return FactoryError(f"cannot reach the factory endpoint ({_first_line(exc)})")
+    return FactoryError(f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _error_from_body(body: str, fallback: str) -> tuple[str | None, str]:
+    try:
+        error = json.loads(body).get("error") or {}
+        return error.get("code"), error.get("message") or fallback
+    except (ValueError, AttributeError):
+        return None, fallback
+
+
+class FactoryClient:
+    """Implements backfill.factory.protocol.Factory over the real SDK."""
+
+    def __init__(self, ref: FactoryRef, settings: ConnectionSettings | None = None) -> None:
+        self.ref = ref
+        self.settings = settings or ConnectionSettings.from_env()
+        self._calls = 0
+        self._lock = threading.Lock()
+        self._sdk: DataFactoryManagementClient | None = None
+
+    @property
+    def api_calls(self) -> int:
+        return self._calls
+
+    def _count(self, _request: Any) -> None:
+        # Runs once per attempt (the hook policy sits after the retry policy), so retries count.
+        with self._lock:
+            self._calls += 1
+
+    def credential(self) -> TokenCredential:
+        if self.settings.token is not None:
+            return StaticTokenCredential(self.settings.token)
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    @property
+    def sdk(self) -> DataFactoryManagementClient:
+        if self._sdk is None:
+            from azure.mgmt.datafactory import DataFactoryManagementClient
+
+            options: dict[str, Any] = {
+                "raw_request_hook": self._count,
+                "connection_timeout": self.settings.connect_timeout,
+                "read_timeout": self.settings.read_timeout,
+            }
+            if self.settings.ca_bundle:
+                options["connection_verify"] = self.settings.ca_bundle
+            self._sdk = DataFactoryManagementClient(
+                self.credential(), self.ref.subscription_id, base_url=self.settings.endpoint, **options
+            )
+        return self._sdk
+
+    def close(self) -> None:
+        if self._sdk is not None:
+            self._sdk.close()
+            self._sdk = None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def query_runs(
+        self,
+        *,
+        updated_after: datetime,
+        updated_before: datetime,
+        pipeline: str | None = None,
+        statuses: Sequence[str] | None = None,
+        run_group_id: str | None = None,
+        latest_only: bool = False,
+        newest_first: bool = False,
+    ) -> Iterator[Run]:
+        filters: list[dict[str, Any]] = []
+        if pipeline:
+            filters.append({"operand": "PipelineName", "operator": "Equals", "values": [pipeline]})
+        if statuses:
+            filters.append({"operand": "Status", "operator": "In", "values": list(statuses)})
+        if run_group_id:
+            filters.append({"operand": "RunGroupId", "operator": "Equals", "values": [run_group_id]})
+        if latest_only:
+            filters.append({"operand": "LatestOnly", "operator": "Equals", "values": ["true"]})
+        body: dict[str, Any] = {
+            "lastUpdatedAfter": format_utc(require_utc(updated_after), precise=True),
+            "lastUpdatedBefore": format_utc(require_utc(updated_before), precise=True),
+            "filters": filters,
+            "orderBy": [{"orderBy": "RunStart", "order": "DESC" if newest_first else "ASC"}],
+        }
+        while True:
+            page = self._read_json(
+                lambda content: self.sdk.pipeline_runs.query_by_factory(
+                    self.ref.resource_group, self.ref.factory, content, stream=True
+                ),
+                body,
+            )
+            for raw in page.get("value") or []:
+                yield Run.from_json(raw)
+            token = page.get("continuationToken")
+            if not token:
+                return
+            body = {**body, "continuationToken": token}
+
+    def get_run(self, run_id: str) -> Run:
+        try:
+            run = self.sdk.pipeline_runs.get(self.ref.resource_group, self.ref.factory, run_id)
+        except Exception as exc:
+            raise _as_factory_error(exc, write=False) from None
+        return Run.from_json(run.as_dict())
+
+    def query_activity_runs(
+        self, run_id: str, *, updated_after: datetime | None = None, updated_before: datetime | None = None
+    ) -> list[ActivityRun]:
+        # Activity runs are filtered on last-updated too; without bounds, take ADF's whole retention.
+        now = utcnow()
+        body: dict[str, Any] = {
+            "lastUpdatedAfter": format_utc(updated_after or now - timedelta(days=45), precise=True),
+            "lastUpdatedBefore": format_utc(updated_before or now + timedelta(days=1), precise=True),
+        }
+        result: list[ActivityRun] = []
+        while True:
+            page = self._read_json(
+                lambda content: self.sdk.activity_runs.query_by_pipeline_run(
+                    self.ref.resource_group, self.ref.factory, run_id, content, stream=True
+                ),
+                body,
+            )
+            result.extend(ActivityRun.from_json(raw) for raw in page.get("value") or [])
+            token = page.get("continuationToken")
+            if not token:
+                return result
+            body = {**body, "continuationToken": token}
+
+    def get_pipeline(self, pipeline: str) -> PipelineInfo:
+        try:
+            resource = self.sdk.pipelines.get(self.ref.resource_group, self.ref.factory, pipeline)
+        except Exception as exc:
+            raise _as_factory_error(exc, write=False) from None
+        if resource is None:
+            raise FactoryError(f"pipeline {pipeline} not found", code="NotFound", status=404)
+        return PipelineInfo.from_json(resource.as_dict())
+
+    def _read_json(self, call: Any, body: Mapping[str, Any]) -> dict[str, Any]:
+        content = json.dumps(body).encode()
+        try:
+            chunks = call(content)
+            data = b"".join(chunks)
+        except Exception as exc:
+            raise _as_factory_error(exc, write=False) from None
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise FactoryError("the factory answered with a body that is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise FactoryError("the factory answered with an unexpected JSON shape")
+        return parsed
+
+    # -- writes: sent once, never retried ---------------------------------------------------
+
+    def create_run(
+        self,
+        pipeline: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        reference_run_id: str | None = None,
+        is_recovery: bool | None = None,
+        start_from_failure: bool | None = None,
+        start_activity_name: str | None = None,
+    ) -> str:
+        try:
+            response = self.sdk.pipelines.create_run(
+                self.ref.resource_group,
+                self.ref.factory,
+                pipeline,
+                dict(parameters) if parameters else None,
+                reference_pipeline_run_id=reference_run_id,
+                is_recovery=is_recovery,
+                start_from_failure=start_from_failure,
+                start_activity_name=start_activity_name,
+                retry_total=0,
+            )
+        except Exception as exc:
+            raise _as_factory_error(exc, write=True) from None
+        return str(response.run_id)
+
+    def cancel_run(self, run_id: str, *, recursive: bool = False) -> None:
+        try:
+            self.sdk.pipeline_runs.cancel(
+                self.ref.resource_group, self.ref.factory, run_id, is_recursive=recursive or None, retry_total=0
+            )
+        except Exception as exc:
+            raise _as_factory_error(exc, write=True) from None
+
+
+def connect(ref: FactoryRef, settings: ConnectionSettings | None = None) -> FactoryClient:
+    return FactoryClient(ref, settings)
