@@ -31,10 +31,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def require_utc(value: datetime, what: str = "timestamp") -> datetime:
+def require_utc(value: datetime, what: str | None = None) -> datetime:
     """Return ``value`` converted to UTC; refuse a naive datetime."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise NaiveTimestamp(f"{what} {value.isoformat()} has no UTC offset; write it with Z or +00:00")
+        label = what or f"timestamp {value.isoformat()}"
+        raise NaiveTimestamp(f"{label} has no UTC offset; write it with Z or +00:00")
     return value.astimezone(UTC)
 
 
