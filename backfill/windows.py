@@ -7,17 +7,21 @@ renders as ``2026-11-03T02:00:00Z``; ``{{`` and ``}}`` are literal braces.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from backfill.secrets import Secret, redact
 from backfill.timeutil import format_utc
 
 FIELDS = ("start", "end")
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}:]*)(?::([^{}]*))?\}")
+# ``${VAR}`` is an environment reference expanded at use time (backfill.secrets), never a field:
+# the lookbehind keeps ``${SOURCE_API_KEY}`` out of template rendering and validation.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|(?<!\$)\{([^{}:]*)(?::([^{}]*))?\}")
 
 
 class TemplateError(ValueError):
@@ -72,3 +76,170 @@ class Window:
         """The parameters with every Secret redacted: safe to print and record."""
         redacted: dict[str, Any] = redact(self.parameters)
         return redacted
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+_UNIT_TEXT = (
+    ("w", timedelta(weeks=1)),
+    ("d", timedelta(days=1)),
+    ("h", timedelta(hours=1)),
+    ("m", timedelta(minutes=1)),
+    ("s", timedelta(seconds=1)),
+    ("ms", timedelta(milliseconds=1)),
+)
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+class WindowError(ValueError):
+    """Bounds that cannot make windows. ``field`` is ``end``, ``every`` or ``list``; ``index`` the
+    position of the offending pair in an explicit list, as written."""
+
+    def __init__(self, message: str, *, field: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.index = index
+
+
+def duration_text(value: timedelta) -> str:
+    """The exact, parseable short form of a duration: ``15m`` (also for 900s), ``36h``, ``1500ms``."""
+    for unit, size in _UNIT_TEXT:
+        if value % size == timedelta(0):
+            return f"{value // size}{unit}"
+    return f"{value // timedelta(microseconds=1)}us"
+
+
+def count_windows(start: datetime, end: datetime, every: timedelta) -> int:
+    """How many windows ``every`` cuts [start, end) into; refuses ranges it does not divide."""
+    if end <= start:
+        raise WindowError(f"{format_utc(end)} is not after the start {format_utc(start)}", field="end")
+    if every <= timedelta(0):
+        raise WindowError(f"{duration_text(every)} is not a positive duration", field="every")
+    span = end - start
+    if span % every:
+        raise WindowError(
+            f'"{duration_text(every)}" does not divide the range {format_utc(start)} to {format_utc(end)}'
+            f" ({duration_text(span)})",
+            field="every",
+        )
+    return span // every
+
+
+def generate_windows(
+    start: datetime,
+    end: datetime,
+    every: timedelta,
+    parameters: Mapping[str, Any] | None = None,
+) -> list[Window]:
+    """Contiguous windows of length ``every`` covering [start, end), parameters rendered."""
+    count = count_windows(start, end, every)
+    bounds = [(start + i * every, start + (i + 1) * every) for i in range(count)]
+    return _with_parameters(bounds, parameters)
+
+
+def explicit_windows(
+    bounds: Iterable[tuple[datetime, datetime]],
+    parameters: Mapping[str, Any] | None = None,
+) -> list[Window]:
+    """Windows from ``[[start, end], ...]``, sorted by start; empty or overlapping ones refused."""
+    pairs = list(bounds)
+    for index, (start, end) in enumerate(pairs):
+        if end <= start:
+            raise WindowError(
+                f"{format_utc(end)} is not after the start {format_utc(start)}", field="list", index=index
+            )
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i])
+    for before, current in itertools.pairwise(order):
+        # Half-open: a window may start exactly where the previous one ends.
+        if pairs[current][0] < pairs[before][1]:
+            first, second = sorted((before, current))
+            raise WindowError(
+                f"{window_key(*pairs[second])} overlaps list[{first}] ({window_key(*pairs[first])})",
+                field="list",
+                index=second,
+            )
+    return _with_parameters([pairs[i] for i in order], parameters)
+
+
+def _with_parameters(bounds: list[tuple[datetime, datetime]], parameters: Mapping[str, Any] | None) -> list[Window]:
+    if not parameters:
+        return [Window(start, end) for start, end in bounds]
+    # Adjacent windows share a bound: format each bound once per format.
+    memo: dict[tuple[datetime, str | None], str] = {}
+    return [
+        Window(start, end, {name: _render_fast(t, start, end, memo) for name, t in parameters.items()})
+        for start, end in bounds
+    ]
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+# A compiled template: literal text and (field, strftime format or None) placeholders.
+_Part = str | tuple[str, str | None]
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(template: str) -> tuple[_Part, ...]:
+    parts: list[_Part] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(template[position : match.start()])
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            parts.append(text[0])
+        else:
+            name, fmt = match.group(1), match.group(2)
+            if name not in FIELDS:
+                raise TemplateError(f"unknown field {{{name}}} (only {{start}} and {{end}} exist)")
+            parts.append((name, fmt or None))
+        position = match.end()
+    parts.append(template[position:])
+    return tuple(p for p in parts if p != "")
+
+
+def _format(value: datetime, fmt: str | None, memo: dict[tuple[datetime, str | None], str]) -> str:
+    key = (value, fmt)
+    text = memo.get(key)
+    if text is None:
+        if not fmt:
+            text = format_utc(value)
+        elif "%z" in fmt or "%Z" in fmt or "%:z" in fmt:
+            text = value.strftime(fmt)
+        else:
+            # Bounds are UTC; strftime on the naive equivalent is three times faster.
+            text = value.replace(tzinfo=None).strftime(fmt)
+        memo[key] = text
+    return text
+
+
+def _render_fast(template: Any, start: datetime, end: datetime, memo: dict[tuple[datetime, str | None], str]) -> Any:
+    if isinstance(template, str):
+        pieces: list[str] = []
+        for part in _compile(template):
+            if isinstance(part, str):
+                pieces.append(part)
+            else:
+                pieces.append(_format(start if part[0] == "start" else end, part[1], memo))
+        return "".join(pieces)
+    if isinstance(template, Secret):
+        return Secret(_render_fast(template.template, start, end, memo))
+    if isinstance(template, list | tuple):
+        return [_render_fast(t, start, end, memo) for t in template]
+    return template
+
+
+def render_parameters(templates: Mapping[str, Any], start: datetime, end: datetime) -> dict[str, Any]:
+    """Every parameter rendered for the window [start, end); literals pass through, Secrets stay
+    Secrets (their template rendered, ``${VAR}`` left for use time)."""
+    memo: dict[tuple[datetime, str | None], str] = {}
+    return {name: _render_fast(template, start, end, memo) for name, template in templates.items()}
+
+
+def check_template(template: str) -> None:
+    """Raise TemplateError when a template names a field other than start/end or has a lone brace."""
+    for name in template_fields(template):
+        if name not in FIELDS:
+            raise TemplateError(f"unknown field {{{name}}} (only {{start}} and {{end}} exist)")
+    rest = _PLACEHOLDER.sub("", _ENV_REFERENCE.sub("", template))
+    if "{" in rest or "}" in rest:
+        raise TemplateError("a lone { or }; write {{ or }} for a literal brace")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from backfill.windows import Window
@@ -43,12 +44,15 @@ class CheckResult:
 @dataclass(frozen=True)
 class CheckSpec:
     """One ``[[checks]]`` table of a plan. ``options`` holds every other key, as written
-    (``${VAR}`` templates unexpanded)."""
+    (``${VAR}`` templates unexpanded). ``base_dir`` is the folder relative paths in options
+    (``query_file``, a command's program) resolve against: the plan file's folder; None means
+    the working directory."""
 
     name: str
     kind: str
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout: timedelta = timedelta(seconds=30)
+    base_dir: Path | None = None
 
 
 class Check(Protocol):

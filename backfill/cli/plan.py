@@ -1,0 +1,77 @@
+"""``backfill plan check PLAN [--json]`` and ``backfill plan schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from backfill.cli.output import echo_json, echo_table
+from backfill.plan import LoadedPlan, canonical_json, load_plan
+from backfill.plan_model import Plan
+from backfill.timeutil import format_utc
+from backfill.windows import Window
+
+
+@click.group("plan")
+def plan() -> None:
+    """Check a plan and print its windows, or the plan schema."""
+
+
+@plan.command("check")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and its windows as JSON.")
+def check(path: Path, as_json: bool) -> None:
+    """Validate PLAN and print its windows with their rendered parameters (secrets redacted)."""
+    loaded = load_plan(path)
+    if as_json:
+        echo_json(check_json(loaded))
+        return
+    target = loaded.plan.target
+    click.echo(f"plan: {loaded.path}")
+    click.echo(f"title: {loaded.plan.title}")
+    click.echo(f"target: {target.factory}/{target.pipeline} (resource group {target.resource_group})")
+    click.echo(f"hash: {loaded.hash}")
+    click.echo(f"match on: {', '.join(loaded.match_on) or '(nothing)'}")
+    checks = ", ".join(f"{spec.name} ({spec.kind})" for spec in loaded.check_specs)
+    click.echo(f"checks: {checks or '(none)'}")
+    click.echo(f"windows: {len(loaded.windows)}")
+    names = list(loaded.plan.parameters)
+    echo_table(["key", "start", "end", *names], (_row(window, names) for window in loaded.windows))
+
+
+@plan.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of plan files (for editors)."""
+    document = Plan.model_json_schema(by_alias=True)
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "backfill plan"
+    echo_json(document)
+
+
+def check_json(loaded: LoadedPlan) -> dict[str, Any]:
+    """The stable ``plan check --json`` document: the canonical plan, its hash and its windows."""
+    return {
+        "path": str(loaded.path),
+        "hash": loaded.hash,
+        "plan": json.loads(canonical_json(loaded.plan)),
+        "match_on": list(loaded.match_on),
+        "window_count": len(loaded.windows),
+        "windows": [
+            {
+                "key": window.key,
+                "start": format_utc(window.start),
+                "end": format_utc(window.end),
+                "parameters": window.public_parameters(),
+            }
+            for window in loaded.windows
+        ],
+    }
+
+
+def _row(window: Window, names: list[str]) -> list[str]:
+    public = window.public_parameters()
+    cells = [value if isinstance(value, str) else json.dumps(value) for value in (public[n] for n in names)]
+    return [window.key, format_utc(window.start), format_utc(window.end), *cells]
