@@ -1,0 +1,399 @@
+"""The hash-chained ledger, pure: canonical encoding, SHA-256 chaining, verification, redaction.
+
+Every event's ``hash`` is the SHA-256 hex digest of the canonical JSON encoding of all its other
+fields, ``prev_hash`` included, so each event commits to the whole chain before it. Canonical
+JSON: ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` encoded as UTF-8,
+with ``at`` written as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always six fractional digits). The object
+hashed is exactly an exported JSON line without its ``hash`` key, so an auditor can recompute the
+chain from an export with nothing but a JSON library and SHA-256.
+
+No database, no click: the store adapter (``backfill.store.ledger``) feeds events in here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from backfill.secrets import REDACTED, redact
+from backfill.timeutil import require_utc
+
+GENESIS_HASH = "0" * 64
+HASHED_FIELDS = ("seq", "at", "actor", "identity_source", "backfill_id", "window_key", "kind", "payload")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_AT_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+
+class PayloadError(ValueError):
+    """A payload cannot be encoded canonically (NaN, a non-JSON value, a lone surrogate)."""
+
+
+def format_at(value: datetime) -> str:
+    """The canonical form of an event time: UTC, microseconds, ``Z``."""
+    return require_utc(value, "ledger time").strftime(_AT_FORMAT)
+
+
+def parse_at(text: str) -> datetime:
+    """Parse the canonical form of an event time (and nothing looser)."""
+    if not _AT_TEXT.match(text):
+        raise ValueError(f"ledger time {text!r} is not in the canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return datetime.strptime(text, _AT_FORMAT).replace(tzinfo=UTC)
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of ``value`` that hashing and storage use."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"not canonical JSON: {exc}") from None
+
+
+def canonical_encoding(value: Any) -> bytes:
+    try:
+        return canonical_json(value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(f"not encodable as UTF-8: {exc.reason}") from None
+
+
+def compute_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+    """SHA-256 hex over the canonical encoding of ``fields`` plus ``prev_hash``.
+
+    ``fields`` are the event's other hashed fields in their JSON form (``at`` as its canonical
+    string); a ``hash`` key, if present, is ignored.
+    """
+    body = {k: v for k, v in fields.items() if k != "hash"}
+    body["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical_encoding(body)).hexdigest()
+
+
+def normalise_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Redact, then round-trip through canonical JSON, so the stored value is the hashed one.
+
+    Datetimes become canonical UTC strings and enums their values; tuples become lists. Anything
+    else that is not JSON raises ``PayloadError``.
+    """
+    cleaned = redact_payload(payload)
+    result = json.loads(canonical_json(_jsonable(cleaned, "payload")))
+    assert isinstance(result, dict)
+    return result
+
+
+def _jsonable(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value.value if isinstance(value, Enum) else value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PayloadError(f"{path} is {value}, which JSON cannot carry")
+        return value
+    if isinstance(value, Enum):
+        return _jsonable(value.value, path)
+    if isinstance(value, datetime):
+        return format_at(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise PayloadError(f"{path} is of type {type(value).__name__}, which JSON cannot carry")
+
+
+# --- redaction -----------------------------------------------------------------------------------
+
+# Key words that mark a value as a credential or something that usually embeds one.
+_DENIED_WORDS = frozenset(
+    {"connection", "connstr", "password", "passwd", "pwd", "secret", "token", "url", "uri", "dsn",
+     "credential", "credentials", "apikey"}
+)
+_TEMPLATE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# ``Password=hunter2;``, ``AccountKey=...``, ``sig=...`` in connection strings and query strings.
+_ASSIGNMENT = re.compile(
+    r"(?i)\b(password|pwd|passwd|secret|token|access_token|accountkey|sharedaccesskey|api_key|apikey|sig)"
+    r"(\s*=\s*)([^;&\s]+)"
+)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):([^@\s/]+)@")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*")
+
+
+def _key_words(key: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+
+
+def is_denied_key(key: str) -> bool:
+    """True for keys named like a credential: ``connection_string``, ``sinkPassword``, ``url``...
+
+    The last word decides (``connection_timeout`` is a number, not a credential), except for
+    ``connection string`` and ``api key`` anywhere in the name.
+    """
+    words = _key_words(key)
+    joined = "".join(words)
+    if words and words[-1] in _DENIED_WORDS:
+        return True
+    return "apikey" in joined or "connectionstring" in joined
+
+
+def scrub_text(text: str) -> str:
+    """Mask credentials embedded in free text: ``Password=x``, ``scheme://user:pass@``, bearer tokens.
+
+    Values that are still ``${VAR}`` templates are left as written: they name the secret, not
+    its value.
+    """
+
+    def assignment(match: re.Match[str]) -> str:
+        value = match.group(3)
+        if _TEMPLATE.fullmatch(value):
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}{REDACTED}"
+
+    def userinfo(match: re.Match[str]) -> str:
+        if _TEMPLATE.fullmatch(match.group(2)):
+            return match.group(0)
+        return f"{match.group(1)}:{REDACTED}@"
+
+    text = _ASSIGNMENT.sub(assignment, text)
+    text = _USERINFO.sub(userinfo, text)
+    return _BEARER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _denied_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        # Only the template form is safe to keep: once expanded, nothing tells a credential apart.
+        return scrub_text(value) if _TEMPLATE.search(value) else REDACTED
+    if isinstance(value, Mapping):
+        return {str(k): _denied_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_denied_value(v) for v in value]
+    return REDACTED
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            str(k): (_denied_value(v) if is_denied_key(str(k)) else _redact_value(v)) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+def redact_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a payload may be written to the ledger.
+
+    The rule, applied at every depth:
+
+    1. A ``Secret`` (plan parameters marked secret, check connections) becomes ``***``.
+    2. Under a key named like a credential (ending in ``connection``, ``password``, ``secret``,
+       ``token``, ``url``, ``uri``, ``dsn``, ``credential``, or containing ``connection_string`` or
+       ``api_key``, in snake, kebab or camel case; see ``is_denied_key``) a string is kept only
+       while it still contains an unexpanded ``${VAR}`` template, and even then with any literal
+       ``Password=...`` masked; every other string or number there becomes ``***``. ``None`` and
+       booleans carry nothing and stay.
+    3. Everywhere else, strings keep their text but lose embedded credentials: ``Password=x``,
+       ``AccountKey=x``, ``sig=x``, ``scheme://user:pass@`` and ``Bearer x`` are masked.
+    """
+    redacted = redact(payload)
+    assert isinstance(redacted, dict)
+    result = _redact_value(redacted)
+    assert isinstance(result, dict)
+    return result
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    seq: int
+    at: datetime
+    actor: str
+    identity_source: str
+    backfill_id: str | None
+    window_key: str | None
+    kind: str
+    payload: dict[str, Any] = field(hash=False)
+    prev_hash: str
+    hash: str
+
+    def fields(self) -> dict[str, Any]:
+        """The hashed fields in their JSON form (everything but ``prev_hash`` and ``hash``)."""
+        return {
+            "seq": self.seq,
+            "at": format_at(self.at),
+            "actor": self.actor,
+            "identity_source": self.identity_source,
+            "backfill_id": self.backfill_id,
+            "window_key": self.window_key,
+            "kind": self.kind,
+            "payload": self.payload,
+        }
+
+    def expected_hash(self) -> str:
+        return compute_hash(self.prev_hash, self.fields())
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable export form; ``hash`` is SHA-256 of the canonical JSON of the rest."""
+        return {**self.fields(), "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def make_event(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    identity_source: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    prev_hash: str,
+    backfill_id: str | None = None,
+    window_key: str | None = None,
+) -> LedgerEvent:
+    """A new event chained onto ``prev_hash``: payload redacted and normalised, time truncated to
+    microseconds in UTC, hash computed."""
+    if seq < 1:
+        raise ValueError(f"ledger seq must start at 1, got {seq}")
+    at = require_utc(at, "ledger time")
+    unsigned = LedgerEvent(
+        seq=seq,
+        at=at,
+        actor=actor,
+        identity_source=identity_source,
+        backfill_id=backfill_id,
+        window_key=window_key,
+        kind=kind,
+        payload=normalise_payload(payload),
+        prev_hash=prev_hash,
+        hash="",
+    )
+    return replace(unsigned, hash=unsigned.expected_hash())
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+    first_bad_kind: str | None = None
+    reason: str | None = None
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+
+    @property
+    def message(self) -> str:
+        """One line: ``ledger: event 17 (approval) hash mismatch`` or the count verified."""
+        if self.ok:
+            return f"ledger: {self.count} events verified, head {self.head_seq}:{self.head_hash}"
+        kind = f" ({self.first_bad_kind})" if self.first_bad_kind else ""
+        return f"ledger: event {self.first_bad_seq}{kind} {self.reason}"
+
+
+class ChainVerifier:
+    """Checks events one at a time in stored order, so a large ledger streams through."""
+
+    def __init__(self, checkpoint: tuple[int, str] | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.count = 0
+        self.head_seq = 0
+        self.head_hash = GENESIS_HASH
+        self.failure: VerifyReport | None = None
+        self._checkpoint_seen = checkpoint is None or checkpoint[0] == 0
+
+    def fail(self, seq: int | None, kind: str | None, reason: str) -> VerifyReport:
+        """Record the first failure (an adapter calls this for a row it cannot even read)."""
+        if self.failure is None:
+            self.failure = VerifyReport(False, self.count, seq, kind, reason, self.head_seq, self.head_hash)
+        return self.failure
+
+    def feed(self, event: LedgerEvent) -> VerifyReport | None:
+        """Check the next event; the failure report if it is the first bad one, else None."""
+        if self.failure is not None:
+            return self.failure
+        expected_seq = self.head_seq + 1
+        if event.seq > expected_seq:
+            missing = f"{expected_seq}" if event.seq == expected_seq + 1 else f"{expected_seq}-{event.seq - 1}"
+            return self.fail(
+                expected_seq, None, f"missing: the sequence jumps from {self.head_seq} to {event.seq} "
+                f"(events {missing} deleted)"
+            )
+        if event.seq < expected_seq:
+            return self.fail(event.seq, event.kind, f"out of order: found after event {self.head_seq}")
+        problem = _event_problem(event, self.head_seq, self.head_hash)
+        if problem:
+            return self.fail(event.seq, event.kind, problem)
+        if self.checkpoint is not None and event.seq == self.checkpoint[0]:
+            if event.hash != self.checkpoint[1]:
+                return self.fail(event.seq, event.kind, "does not match the checkpoint hash (history rewritten)")
+            self._checkpoint_seen = True
+        self.count += 1
+        self.head_seq = event.seq
+        self.head_hash = event.hash
+        return None
+
+    def finish(self) -> VerifyReport:
+        if self.failure is not None:
+            return self.failure
+        if not self._checkpoint_seen and self.checkpoint is not None:
+            seq = self.checkpoint[0]
+            return self.fail(
+                self.head_seq + 1, None,
+                f"missing: the ledger ends at event {self.head_seq} but the checkpoint is event {seq} "
+                "(truncated)",
+            )
+        if self.checkpoint is not None and self.checkpoint[0] == 0 and self.checkpoint[1] != GENESIS_HASH:
+            return self.fail(0, None, "checkpoint 0 must carry the genesis hash (64 zeros)")
+        return VerifyReport(True, self.count, head_seq=self.head_seq, head_hash=self.head_hash)
+
+
+def _event_problem(event: LedgerEvent, prev_seq: int, prev_hash: str) -> str | None:
+    if not _HEX64.match(event.hash):
+        return "hash is not 64 lowercase hex digits"
+    try:
+        expected = event.expected_hash()
+    except (PayloadError, ValueError) as exc:
+        return f"unreadable: {exc}"
+    if expected != event.hash:
+        return "hash mismatch"
+    if event.prev_hash != prev_hash:
+        if prev_seq == 0:
+            return "chain broken: the first event's prev_hash is not the genesis hash (64 zeros)"
+        return f"chain broken: prev_hash does not match the hash of event {prev_seq}"
+    return None
+
+
+def verify_chain(events: Iterable[LedgerEvent], checkpoint: tuple[int, str] | None = None) -> VerifyReport:
+    """Recompute the chain in the order given; the report names the first bad event and why.
+
+    With ``checkpoint`` (seq, hash) kept by an auditor, also prove the ledger still extends it:
+    the event at that seq exists and carries that hash.
+    """
+    verifier = ChainVerifier(checkpoint)
+    for event in events:
+        if verifier.feed(event) is not None:
+            break
+    return verifier.finish()
+
+
+def parse_checkpoint(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as printed by ``backfill ledger checkpoint``; raise ValueError otherwise."""
+    seq_text, sep, digest = text.strip().partition(":")
+    if not sep or not seq_text.isdigit() or not _HEX64.match(digest.lower()):
+        raise ValueError(f"checkpoint {text!r} is not SEQ:HASH (e.g. 42:{'ab' * 32})")
+    return int(seq_text), digest.lower()
+
+
+def format_checkpoint(checkpoint: tuple[int, str]) -> str:
+    return f"{checkpoint[0]}:{checkpoint[1]}"
+

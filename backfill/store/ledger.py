@@ -1,0 +1,388 @@
+"""The ledger table and its adapter: append-only storage of the hash chain (spec §8).
+
+Appends are serialised across threads, processes and machines, so the chain never forks: on
+SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see ``database.py``), on PostgreSQL the
+append transaction takes a transaction-scoped advisory lock, on Azure SQL an application lock.
+``seq`` is the primary key, the last guard against two writers taking the same number.
+The database itself refuses UPDATE and DELETE through triggers (migration 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
+from sqlmodel import Field, Session, SQLModel
+
+from backfill.errors import LedgerError, LedgerInvalid, UsageError
+from backfill.identity import Actor
+from backfill.ledger import (
+    GENESIS_HASH,
+    ChainVerifier,
+    LedgerEvent,
+    PayloadError,
+    VerifyReport,
+    canonical_json,
+    make_event,
+)
+from backfill.store.database import Database, on_migrate
+from backfill.timeutil import require_utc, utcnow
+
+EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_COLUMNS = (
+    "seq", "at", "actor", "identity_source", "backfill_id", "window_key", "kind", "payload", "prev_hash", "hash"
+)
+_BATCH = 2000
+# "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
+_PG_LOCK_KEY = 0x6261636B66696C6C
+_LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
+
+
+class LedgerEventRow(SQLModel, table=True):
+    __tablename__ = "ledger_events"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    actor: str = Field(sa_column=Column(String(_LIMITS["actor"]), nullable=False))
+    identity_source: str = Field(sa_column=Column(String(_LIMITS["identity_source"]), nullable=False))
+    backfill_id: str | None = Field(default=None, sa_column=Column(String(_LIMITS["backfill_id"]), index=True))
+    window_key: str | None = Field(default=None, sa_column=Column(String(_LIMITS["window_key"])))
+    kind: str = Field(sa_column=Column(String(_LIMITS["kind"]), nullable=False, index=True))
+    # The canonical JSON text, not a JSON column: PostgreSQL's jsonb would re-encode it.
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+TABLE: Table = LedgerEventRow.__table__  # type: ignore[attr-defined]
+APPEND_ONLY = "ledger is append-only"
+
+_SQLITE_TRIGGERS = [
+    f"CREATE TRIGGER IF NOT EXISTS ledger_events_no_{op.lower()} BEFORE {op} ON ledger_events "
+    f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+    for op in ("UPDATE", "DELETE")
+]
+_POSTGRES_TRIGGERS = [
+    "CREATE OR REPLACE FUNCTION ledger_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
+    "CREATE TRIGGER ledger_events_no_update_delete BEFORE UPDATE OR DELETE ON ledger_events "
+    "FOR EACH ROW EXECUTE FUNCTION ledger_events_append_only()",
+    "CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only()",
+]
+# Azure SQL: untested here (no server in CI); INSTEAD OF swallows the statement and THROW aborts it.
+_MSSQL_TRIGGERS = [
+    "CREATE TRIGGER ledger_events_append_only ON ledger_events INSTEAD OF UPDATE, DELETE AS "
+    f"BEGIN THROW 51000, '{APPEND_ONLY}', 1; END",
+]
+
+
+@on_migrate(1, "ledger append-only triggers")
+def _append_only_triggers(conn: Connection) -> None:
+    statements = {
+        "sqlite": _SQLITE_TRIGGERS,
+        "postgresql": _POSTGRES_TRIGGERS,
+        "mssql": _MSSQL_TRIGGERS,
+    }.get(conn.dialect.name, [])
+    for statement in statements:
+        # exec_driver_sql: the trigger bodies must reach the server verbatim, no bind parsing.
+        conn.exec_driver_sql(statement)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One event to append with ``Ledger.append_many``."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    backfill_id: str | None = None
+    window_key: str | None = None
+
+
+class _Unreadable(Exception):
+    def __init__(self, seq: int, kind: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.seq = seq
+        self.kind = kind
+        self.reason = reason
+
+
+class Ledger:
+    """The append-only, hash-chained event record in the ledger database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def append(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        actor: Actor,
+        backfill_id: str | None = None,
+        window_key: str | None = None,
+        session: Session | None = None,
+    ) -> LedgerEvent:
+        """Append one event (payload redacted, see ``backfill.ledger.redact_payload``).
+
+        With ``session``, the event joins the caller's transaction (to commit with a claim, say);
+        the append lock is then held until that transaction ends.
+        """
+        return self.append_many([Draft(kind, payload, backfill_id, window_key)], actor=actor, session=session)[0]
+
+    def append_many(
+        self, drafts: Iterable[Draft], *, actor: Actor, session: Session | None = None
+    ) -> list[LedgerEvent]:
+        """Append several events in one transaction, consecutive in the chain."""
+        items = list(drafts)
+        for draft in items:
+            _check_lengths(actor, draft)
+        if not items:
+            return []
+        if session is not None:
+            return self._append(session.connection(), items, actor)
+        try:
+            with self.db.session() as own:
+                return self._append(own.connection(), items, actor)
+        except IntegrityError:
+            # Only reachable on a dialect without an append lock: another writer took this seq.
+            raise LedgerError("ledger: another writer appended at the same moment; retry") from None
+
+    def _append(self, conn: Connection, drafts: list[Draft], actor: Actor) -> list[LedgerEvent]:
+        head_query = select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        elif dialect == "mssql":
+            conn.exec_driver_sql(
+                "EXEC sp_getapplock @Resource = 'backfill-ledger', @LockMode = 'Exclusive', "
+                "@LockOwner = 'Transaction', @LockTimeout = 30000"
+            )
+        elif dialect != "sqlite":
+            head_query = head_query.with_for_update()
+        head = conn.execute(head_query).first()
+        seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+        at = utcnow()
+        events: list[LedgerEvent] = []
+        for draft in drafts:
+            seq += 1
+            try:
+                event = make_event(
+                    seq=seq,
+                    at=at,
+                    actor=actor.name,
+                    identity_source=actor.source.value,
+                    backfill_id=draft.backfill_id,
+                    window_key=draft.window_key,
+                    kind=draft.kind,
+                    payload=draft.payload,
+                    prev_hash=prev_hash,
+                )
+            except PayloadError as exc:
+                raise LedgerError(f"ledger: {draft.kind} event payload refused: {exc}") from None
+            events.append(event)
+            prev_hash = event.hash
+        conn.execute(insert(TABLE), [_to_row(e) for e in events])
+        return events
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        backfill_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[str] | None = None,
+        after_seq: int | None = None,
+    ) -> list[LedgerEvent]:
+        """Events in seq order; ``since`` inclusive, ``until`` exclusive (like windows)."""
+        return list(self.iter_events(
+            backfill_id=backfill_id, since=since, until=until, kinds=kinds, after_seq=after_seq
+        ))
+
+    def iter_events(
+        self,
+        *,
+        backfill_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[str] | None = None,
+        after_seq: int | None = None,
+    ) -> Iterator[LedgerEvent]:
+        """Like ``events`` but streamed in batches; raises LedgerInvalid on an unreadable row."""
+        query = self._select()
+        if backfill_id is not None:
+            query = query.where(TABLE.c.backfill_id == backfill_id)
+        if since is not None:
+            query = query.where(TABLE.c.at >= require_utc(since, "since"))
+        if until is not None:
+            query = query.where(TABLE.c.at < require_utc(until, "until"))
+        if kinds is not None:
+            query = query.where(TABLE.c.kind.in_(list(kinds)))
+        for row in self._rows(query, after_seq or 0):
+            try:
+                yield _to_event(row)
+            except _Unreadable as exc:
+                report = VerifyReport(False, 0, exc.seq, exc.kind, exc.reason)
+                raise LedgerInvalid(report.message) from None
+
+    def _select(self) -> Select[Any]:
+        if self.db.dialect != "sqlite":
+            return select(TABLE)
+        # SQLite stores times as text; read it raw so a tampered value is reported, not raised.
+        columns = [type_coerce(c, Text).label("at") if c.name == "at" else c for c in TABLE.c]
+        return select(*columns)
+
+    def _rows(self, query: Select[Any], after_seq: int) -> Iterator[Mapping[str, Any]]:
+        # Keyset pages in short transactions: on SQLite every transaction holds the write lock.
+        last = after_seq
+        while True:
+            page = query.where(TABLE.c.seq > last).order_by(TABLE.c.seq).limit(_BATCH)
+            with self.db.session() as session:
+                rows = [dict(r) for r in session.connection().execute(page).mappings()]
+            yield from rows
+            if len(rows) < _BATCH:
+                return
+            last = int(rows[-1]["seq"])
+
+    def head(self) -> LedgerEvent | None:
+        query = self._select().order_by(TABLE.c.seq.desc()).limit(1)
+        with self.db.session() as session:
+            row = session.connection().execute(query).mappings().first()
+        if row is None:
+            return None
+        try:
+            return _to_event(dict(row))
+        except _Unreadable as exc:
+            raise LedgerInvalid(VerifyReport(False, 0, exc.seq, exc.kind, exc.reason).message) from None
+
+    # --- auditing --------------------------------------------------------------------------------
+
+    def verify(self, checkpoint: tuple[int, str] | None = None) -> VerifyReport:
+        """Recompute the whole chain; the report names the first bad event and why."""
+        verifier = ChainVerifier(checkpoint)
+        for row in self._rows(self._select(), 0):
+            try:
+                event = _to_event(row)
+            except _Unreadable as exc:
+                return verifier.fail(exc.seq, exc.kind, exc.reason)
+            if verifier.feed(event) is not None:
+                break
+        return verifier.finish()
+
+    def checkpoint(self) -> tuple[int, str]:
+        """(seq, hash) of the head after verifying the chain; (0, 64 zeros) for an empty ledger.
+
+        Raises LedgerInvalid rather than hand an auditor a checkpoint of a broken chain.
+        """
+        report = self.verify()
+        if not report.ok:
+            raise LedgerInvalid(report.message)
+        return report.head_seq, report.head_hash
+
+    def export(
+        self,
+        fmt: str,
+        out: TextIO,
+        *,
+        backfill_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> int:
+        """Write matching events as JSON lines or CSV; return how many were written.
+
+        Each JSON line is ``LedgerEvent.to_json()``: its ``hash`` is SHA-256 over the canonical
+        JSON of the line without ``hash``. CSV carries the same fields, payload as canonical JSON.
+        """
+        if fmt not in EXPORT_FORMATS:
+            raise UsageError(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        events = self.iter_events(backfill_id=backfill_id, since=since, until=until, kinds=kinds)
+        count = 0
+        if fmt == "jsonl":
+            for event in events:
+                out.write(canonical_json(event.to_json()) + "\n")
+                count += 1
+            return count
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for event in events:
+            data = event.to_json()
+            data["payload"] = canonical_json(event.payload)
+            writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
+            count += 1
+        return count
+
+
+def _check_lengths(actor: Actor, draft: Draft) -> None:
+    values = {
+        "actor": actor.name,
+        "identity_source": actor.source.value,
+        "backfill_id": draft.backfill_id,
+        "window_key": draft.window_key,
+        "kind": draft.kind,
+    }
+    if not draft.kind:
+        raise LedgerError("ledger: an event needs a kind")
+    for name, value in values.items():
+        if value is not None and len(value) > _LIMITS[name]:
+            raise LedgerError(f"ledger: {name} is longer than {_LIMITS[name]} characters")
+
+
+def _to_row(event: LedgerEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "at": event.at,
+        "actor": event.actor,
+        "identity_source": event.identity_source,
+        "backfill_id": event.backfill_id,
+        "window_key": event.window_key,
+        "kind": event.kind,
+        "payload": canonical_json(event.payload),
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def _to_event(row: Mapping[str, Any]) -> LedgerEvent:
+    seq = int(row["seq"])
+    kind = row["kind"] if isinstance(row["kind"], str) else None
+    at = row["at"]
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at)
+        except ValueError:
+            raise _Unreadable(seq, kind, f"unreadable: time {at!r} is not a timestamp") from None
+    if not isinstance(at, datetime):
+        raise _Unreadable(seq, kind, f"unreadable: time {at!r} is not a timestamp")
+    # SQLite keeps no offset; every stored time was written in UTC.
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    try:
+        payload = json.loads(row["payload"])
+    except (TypeError, ValueError):
+        raise _Unreadable(seq, kind, "unreadable: payload is not JSON") from None
+    if not isinstance(payload, dict):
+        raise _Unreadable(seq, kind, "unreadable: payload is not a JSON object")
+    return LedgerEvent(
+        seq=seq,
+        at=at,
+        actor=str(row["actor"]),
+        identity_source=str(row["identity_source"]),
+        backfill_id=row["backfill_id"],
+        window_key=row["window_key"],
+        kind=str(row["kind"]),
+        payload=payload,
+        prev_hash=str(row["prev_hash"]),
+        hash=str(row["hash"]),
+    )

@@ -1,0 +1,97 @@
+"""Ledger throughput: appends per second and events verified per second.
+
+Prints one JSON line per figure, on SQLite (a temporary file) and on PostgreSQL when the server at
+BACKFILL_BENCH_POSTGRES (default: postgresql+psycopg://postgres@127.0.0.1:5432/test) is reachable.
+
+    .venv/bin/python bench/ledger.py [--events 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from backfill.identity import Actor, IdentitySource
+from backfill.store.database import Database
+from backfill.store.ledger import Ledger
+
+POSTGRES_ADMIN = os.environ.get("BACKFILL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ACTOR = Actor("bench", IdentitySource.DECLARED)
+
+
+def emit(figure: str, backend: str, value: float, unit: str, events: int) -> None:
+    print(json.dumps({"bench": "ledger", "figure": figure, "backend": backend, "value": round(value, 1),
+                      "unit": unit, "events": events}), flush=True)
+
+
+def measure(url: str, backend: str, count: int) -> None:
+    db = Database(url)
+    ledger = Ledger(db)
+    started = time.perf_counter()
+    for i in range(count):
+        # A payload shaped like the runner's: a window, parameters and a run ID.
+        ledger.append(
+            "run-created",
+            {"run_id": str(uuid.uuid4()), "parameters": {"windowStart": f"2026-11-03T{i % 24:02d}:00:00Z",
+                                                          "feederRegion": "north"}, "attempt": 1},
+            actor=ACTOR,
+            backfill_id="bf-bench",
+            window_key=f"2026-11-03T{i % 24:02d}:00:00Z/2026-11-03T{i % 24:02d}:15:00Z",
+        )
+    elapsed = time.perf_counter() - started
+    emit("ledger_appends_per_second", backend, count / elapsed, "appends/s", count)
+    started = time.perf_counter()
+    report = ledger.verify()
+    elapsed = time.perf_counter() - started
+    if not report.ok or report.count != count:
+        raise SystemExit(f"bench: verification failed on {backend}: {report.message}")
+    emit("ledger_verified_per_second", backend, count / elapsed, "events/s", count)
+    db.dispose()
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str | None]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        print(f"bench: PostgreSQL not reachable at {POSTGRES_ADMIN} ({type(exc).__name__}); skipped",
+              file=sys.stderr)
+        yield None
+        return
+    name = f"bf_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=2000, help="events to append per backend")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        measure(f"sqlite:///{Path(folder) / 'bench-ledger.db'}", "sqlite", args.events)
+    with fresh_postgres() as url:
+        if url is not None:
+            measure(url, "postgresql", args.events)
+
+
+if __name__ == "__main__":
+    main()
