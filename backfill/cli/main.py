@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reject": ("backfill.cli.approvals", "reject", "Reject a backfill."),
     "run": ("backfill.cli.execute", "run", "Execute an approved backfill (resumable)."),
     "stop": ("backfill.cli.execute", "stop", "Stop a backfill after the window in flight."),
-    "status": ("backfill.cli.execute", "status", "A backfill's state and each window's."),
+    "status": ("backfill.cli.status", "status", "A backfill's state and each window's."),
     "runs": ("backfill.cli.runs", "runs", "List, show and cancel pipeline runs."),
     "ledger": ("backfill.cli.ledger", "ledger", "Show, verify, checkpoint and export the ledger."),
     "report": ("backfill.cli.report", "report", "Evidence report for a backfill."),
@@ -77,7 +77,8 @@ def _log_traceback() -> Path:
 def run(args: list[str] | None = None, **extra: Any) -> int:
     """Run the CLI and return its exit code (the single error handler of the program)."""
     try:
-        cli.main(args=args, standalone_mode=False, **extra)
+        # Without standalone mode click returns, not raises, the code of an Exit (exit_with).
+        result = cli.main(args=args, standalone_mode=False, **extra)
     except BackfillError as exc:
         click.echo(f"error: {exc}", err=True)
         return int(exc.exit_code)
@@ -96,6 +97,8 @@ def run(args: list[str] | None = None, **extra: Any) -> int:
         path = _log_traceback()
         click.echo(f"error: unexpected {type(exc).__name__}: {exc} (traceback in {path})", err=True)
         return int(ExitCode.FAILED)
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result
     return int(ExitCode.OK)
 
 

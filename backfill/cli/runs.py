@@ -191,7 +191,7 @@ def _activity_json(activity: ActivityRun) -> dict[str, object]:
 def cancel_run(subscription: str | None, resource_group: str | None, factory: str | None, run_id: str,
                reason: str, recursive: bool, yes: bool) -> None:
     """Cancel a run, after showing how long runs of its pipeline usually take."""
-    from backfill.identity import current_actor
+    from backfill.identity import resolve_actor
     from backfill.store.database import Database
     from backfill.store.ledger import Ledger
 
@@ -204,7 +204,7 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     ledger = Ledger(Database())
     payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": reason,
                "factory": client.ref.key, "recursive": recursive}
-    actor = current_actor()
+    actor = resolve_actor()
     ledger.append("run.cancel-requested", payload, actor=actor)
     client.cancel_run(run_id, recursive=recursive)
     ledger.append("run.cancelled", payload, actor=actor)

@@ -1,0 +1,193 @@
+"""``backfill status [ID] [--json]``: every backfill, or one backfill's approvals and windows.
+
+The JSON shape is documented in docs/status-json.md and kept stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from backfill.approvals import (
+    BackfillRecord,
+    BackfillState,
+    BackfillStatus,
+    Decided,
+    approved_keys,
+    derive_state,
+    load_backfill,
+)
+from backfill.cli.output import echo_json, echo_table
+from backfill.progress import Progress, summarize, window_duration
+from backfill.store.database import Database
+from backfill.timeutil import format_duration, format_utc, utcnow
+
+SCHEMA_VERSION = 1
+
+
+def _decided(item: Decided | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    return {"actor": item.actor, "source": item.source, "at": format_utc(item.at), "note": item.note}
+
+
+def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Progress:
+    return summarize((state.windows[k] for k in approved_keys(record, state)), now, state.concurrency)
+
+
+@click.command()
+@click.argument("backfill_id", metavar="[ID]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/status-json.md).")
+def status(backfill_id: str | None, as_json: bool) -> None:
+    """Every backfill, or backfill ID's state, approvals and windows with progress."""
+    db = Database()
+    now = utcnow()
+    if backfill_id is None:
+        _list(db, now, as_json)
+    else:
+        record, state = load_backfill(db, backfill_id, now)
+        if as_json:
+            echo_json(detail_json(record, state, now))
+        else:
+            _show(record, state, now)
+
+
+def _list(db: Database, now: datetime, as_json: bool) -> None:
+    from backfill.store.backfills import list_backfills
+    from backfill.store.ledger import Ledger
+
+    ledger = Ledger(db)
+    rows: list[dict[str, Any]] = []
+    for record in list_backfills(db):
+        state = derive_state(record, ledger.events(backfill_id=record.id), now)
+        progress = _progress(record, state, now)
+        rows.append({
+            "id": record.id,
+            "title": record.title,
+            "pipeline": record.pipeline,
+            "factory": record.factory_key,
+            "state": state.status.value,
+            "requested_by": {"name": record.requester, "source": record.requester_source},
+            "requested_at": format_utc(record.requested_at),
+            "windows_done": progress.done,
+            "windows_total": progress.total,
+        })
+    if as_json:
+        echo_json({"schema": SCHEMA_VERSION, "backfills": rows})
+        return
+    if not rows:
+        click.echo("no backfills yet (backfill request PLAN creates one)")
+        return
+    echo_table(
+        ["id", "pipeline", "state", "requested by", "requested at", "windows"],
+        [
+            [r["id"], r["pipeline"], r["state"], r["requested_by"]["name"], r["requested_at"],
+             f"{r['windows_done']}/{r['windows_total']}"]
+            for r in rows
+        ],
+    )
+
+
+def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> dict[str, Any]:
+    """The stable JSON of one backfill (docs/status-json.md)."""
+    windows = []
+    for key, w in state.windows.items():
+        duration = window_duration(w, now)
+        windows.append({
+            "key": key,
+            "decision": w["decision"],
+            "state": w["state"],
+            "run_id": w["run_id"],
+            "status": w["status"],
+            "attempts": w["attempts"],
+            "accepted": w["accepted"],
+            "cancel_requested": w["cancel_requested"],
+            "started_at": format_utc(w["started_at"]) or None,
+            "finished_at": format_utc(w["finished_at"]) or None,
+            "duration_seconds": duration.total_seconds() if duration is not None else None,
+            "reason": w["reason"],
+        })
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": record.id,
+        "title": record.title,
+        "ticket": record.ticket,
+        "pipeline": record.pipeline,
+        "factory": record.factory_key,
+        "plan_path": record.plan_path,
+        "plan_hash": record.plan_hash,
+        "state": state.status.value,
+        "requested_by": {"name": record.requester, "source": record.requester_source},
+        "requested_at": format_utc(record.requested_at),
+        "note": record.note,
+        "policy": record.policy.to_json(),
+        "approvals": [_decided(a) for a in state.approval_events],
+        "approvals_required": state.required,
+        "expires_at": format_utc(state.expires_at) or None,
+        "rejection": _decided(state.rejection),
+        "canary": {
+            "windows": record.policy.canary,
+            "paused": state.canary_paused,
+            "approved": state.canary_approved,
+            "approval": _decided(state.canary_approval),
+        },
+        "accepted_windows": [{"key": k, **(_decided(d) or {})} for k, d in sorted(state.acceptances.items())],
+        "stop_requested": state.stop_requested,
+        "started_at": format_utc(state.started_at) or None,
+        "finished_at": format_utc(state.finished_at) or None,
+        "progress": _progress(record, state, now).to_json(),
+        "windows": windows,
+    }
+
+
+def _show(record: BackfillRecord, state: BackfillState, now: datetime) -> None:
+    policy = record.policy
+    click.echo(f"{record.id}: {state.status.value}")
+    click.echo(f"{record.title} ({record.ticket})" if record.ticket else record.title)
+    click.echo(f"pipeline {record.pipeline} in {record.factory_key}; plan {record.plan_path} "
+               f"({record.plan_hash[:12]})")
+    requested = f"requested by {record.requester} ({record.requester_source}) at {format_utc(record.requested_at)}"
+    click.echo(requested + (f": {record.note}" if record.note else ""))
+    given = ", ".join(f"{a.actor} ({a.source}) at {format_utc(a.at)}" for a in state.approval_events) or "none"
+    click.echo(f"approvals ({len(state.approvals)} of {state.required}): {given}")
+    if state.expires_at is not None:
+        deadline, waited = format_utc(state.expires_at), format_duration(policy.expires)
+        if state.status is BackfillStatus.REQUESTED:
+            click.echo(f"approve by {deadline} (requests expire {waited} after the request)")
+        elif state.status is BackfillStatus.APPROVED:
+            click.echo(f"start by {deadline} (approvals expire {waited} after the approval)")
+        else:
+            click.echo(f"expired at {deadline}")
+    if state.rejection is not None:
+        r = state.rejection
+        click.echo(f"rejected by {r.actor} ({r.source}) at {format_utc(r.at)}: {r.note}")
+    if policy.canary:
+        if state.canary_approval is not None:
+            canary = f"approved by {state.canary_approval.actor} at {format_utc(state.canary_approval.at)}"
+        else:
+            canary = "paused, awaiting approval" if state.canary_paused else "not reached"
+        click.echo(f"canary ({policy.canary} window{'s' if policy.canary > 1 else ''}): {canary}")
+    for key, a in sorted(state.acceptances.items()):
+        click.echo(f"accepted {key}: by {a.actor} at {format_utc(a.at)}: {a.note}")
+    if state.stop_requested:
+        click.echo("stop requested: stops after the window in flight")
+    rows = []
+    for key, w in state.windows.items():
+        rows.append([key, w["decision"], w["state"], w["run_id"] or "", w["status"] or "",
+                     format_duration(window_duration(w, now))])
+    echo_table(["window", "decision", "state", "run id", "status", "duration"], rows)
+    click.echo(_progress_line(_progress(record, state, now)))
+
+
+def _progress_line(progress: Progress) -> str:
+    line = (f"progress: {progress.done} done, {progress.running} running, {progress.left} left, "
+            f"{progress.failed} failed of {progress.total}")
+    if progress.running or progress.left:
+        if progress.estimated_finish is not None and progress.average is not None:
+            line += (f"; estimated finish {format_utc(progress.estimated_finish)} "
+                     f"(average {format_duration(progress.average)} a window)")
+        else:
+            line += "; estimated finish: after the first window succeeds"
+    return line

@@ -1,0 +1,161 @@
+"""The ``backfills`` table: one insert-only row per request, the frozen plan hash and preview.
+
+A backfill's state is not a column: it is derived from the ledger (``backfill.approvals``), so
+there is nothing here to update, and the database refuses UPDATE and DELETE (triggers, migration
+30). The row and its ``backfill.requested`` event commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, String, Table, Text, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, SQLModel
+
+from backfill import events as ev
+from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.errors import BackfillError, LedgerError
+from backfill.identity import Actor
+from backfill.store.database import Database, on_migrate
+from backfill.store.ledger import Ledger
+
+INSERT_ONLY = "backfills are insert-only"
+
+
+class BackfillRow(SQLModel, table=True):
+    __tablename__ = "backfills"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True, autoincrement=False))
+    plan_path: str = Field(sa_column=Column(Text, nullable=False))
+    plan_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    pipeline: str = Field(sa_column=Column(String(260), nullable=False))
+    factory_key: str = Field(sa_column=Column(String(400), nullable=False))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    ticket: str = Field(sa_column=Column(String(200), nullable=False))
+    requester: str = Field(sa_column=Column(String(320), nullable=False))
+    requester_source: str = Field(sa_column=Column(String(16), nullable=False))
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    # JSON texts: the approval policy, window key -> decision, and the whole frozen preview.
+    approval: str = Field(sa_column=Column(Text, nullable=False))
+    decisions: str = Field(sa_column=Column(Text, nullable=False))
+    preview: str = Field(sa_column=Column(Text, nullable=False))
+
+
+TABLE: Table = BackfillRow.__table__  # type: ignore[attr-defined]
+
+_TRIGGERS = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS backfills_no_{op.lower()} BEFORE {op} ON backfills "
+        f"BEGIN SELECT RAISE(ABORT, '{INSERT_ONLY}'); END"
+        for op in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION backfills_insert_only() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN RAISE EXCEPTION '{INSERT_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER backfills_no_update_delete BEFORE UPDATE OR DELETE ON backfills "
+        "FOR EACH ROW EXECUTE FUNCTION backfills_insert_only()",
+    ],
+    # Azure SQL: written like the ledger's trigger, untested here (no server in CI).
+    "mssql": [
+        "CREATE TRIGGER backfills_insert_only ON backfills INSTEAD OF UPDATE, DELETE AS "
+        f"BEGIN THROW 51001, '{INSERT_ONLY}', 1; END",
+    ],
+}
+
+
+@on_migrate(30, "backfills insert-only triggers")
+def _insert_only_triggers(conn: Connection) -> None:
+    for statement in _TRIGGERS.get(conn.dialect.name, []):
+        conn.exec_driver_sql(statement)
+
+
+def new_backfill_id(at: datetime) -> str:
+    """Short and readable: ``bf-20261125-3f9a2c`` (request date, 24 random bits)."""
+    return f"bf-{at.astimezone(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+
+
+def _to_row(record: BackfillRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "plan_path": record.plan_path,
+        "plan_hash": record.plan_hash,
+        "pipeline": record.pipeline,
+        "factory_key": record.factory_key,
+        "title": record.title,
+        "ticket": record.ticket,
+        "requester": record.requester,
+        "requester_source": record.requester_source,
+        "requested_at": record.requested_at,
+        "note": record.note,
+        "approval": json.dumps(record.policy.to_json(), sort_keys=True),
+        "decisions": json.dumps(dict(record.decisions)),
+        "preview": json.dumps(dict(record.preview), sort_keys=True, default=str),
+    }
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything written here was UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _to_record(row: Mapping[Any, Any], with_preview: bool = True) -> BackfillRecord:
+    return BackfillRecord(
+        id=row["id"],
+        plan_path=row["plan_path"],
+        plan_hash=row["plan_hash"],
+        pipeline=row["pipeline"],
+        factory_key=row["factory_key"],
+        title=row["title"],
+        ticket=row["ticket"],
+        requester=row["requester"],
+        requester_source=row["requester_source"],
+        requested_at=_utc(row["requested_at"]),
+        note=row["note"],
+        policy=ApprovalPolicy.from_json(json.loads(row["approval"])),
+        decisions=json.loads(row["decisions"]),
+        preview=json.loads(row["preview"]) if with_preview else {},
+    )
+
+
+def create_backfill(
+    db: Database, draft: BackfillRecord, payload: Mapping[str, Any], actor: Actor
+) -> BackfillRecord:
+    """Insert the request under a fresh ID with its ``backfill.requested`` event, atomically.
+    ``draft.id`` is ignored."""
+    ledger = Ledger(db)
+    for _ in range(5):
+        record = replace(draft, id=new_backfill_id(draft.requested_at))
+        try:
+            with db.session() as session:
+                session.connection().execute(insert(TABLE), _to_row(record))
+                ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, session=session)
+        except IntegrityError:
+            # Two requests drew the same 24 random bits on the same day: draw again.
+            continue
+        return record
+    raise LedgerError("ledger: could not allocate a backfill ID; retry")
+
+
+def get_backfill(db: Database, backfill_id: str) -> BackfillRecord:
+    """The request, or BackfillError (exit 1) when no backfill has this ID."""
+    with db.engine.connect() as conn:
+        row = conn.execute(select(TABLE).where(TABLE.c.id == backfill_id.strip())).mappings().first()
+    if row is None:
+        raise BackfillError(f"no backfill {backfill_id} in the ledger (backfill status lists them)")
+    return _to_record(row)
+
+
+def list_backfills(db: Database) -> list[BackfillRecord]:
+    """Every request, oldest first, without the frozen previews (large; reports read them)."""
+    columns = [c for c in TABLE.c if c.name != "preview"]
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(*columns).order_by(TABLE.c.requested_at, TABLE.c.id)).mappings().all()
+    return [_to_record(row, with_preview=False) for row in rows]
