@@ -1,0 +1,3 @@
+from backfill.cli.main import main
+
+main()
