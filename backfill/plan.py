@@ -138,7 +138,7 @@ def plan_from_data(
     return LoadedPlan(
         path=Path(path),
         plan=plan,
-        hash=plan_hash(plan),
+        hash=plan_hash(plan, _query_file_digests(where, plan, base_dir)),
         windows=tuple(windows),
         match_on=match_on,
         check_specs=tuple(_check_spec(check, base_dir) for check in plan.checks),
@@ -158,10 +158,42 @@ def canonical_json(plan: Plan) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def plan_hash(plan: Plan) -> str:
+def plan_hash(plan: Plan, query_files: Mapping[str, str] | None = None) -> str:
     """sha256 hex of ``canonical_json``: comments, layout, key order and ``15m`` vs ``900s`` do
-    not change it; any change of meaning does."""
-    return hashlib.sha256(canonical_json(plan).encode("utf-8")).hexdigest()
+    not change it; any change of meaning does. ``query_files`` (check key -> sha256 of the file's
+    bytes) joins the hashed JSON, so editing a check's SQL file after approval changes the hash."""
+    text = canonical_json(plan)
+    if query_files:
+        # Only plans that name query files get the extra key: every other plan keeps its hash.
+        data = json.loads(text)
+        data["query_files"] = dict(query_files)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _query_file_digests(where: str, plan: Plan, base_dir: Path | None) -> dict[str, str]:
+    """sha256 of every ``query_file`` (and ``expect.query_file``) the checks name, by plan key."""
+    digests: dict[str, str] = {}
+    for index, check in enumerate(plan.checks):
+        options = check.options
+        expect = options.get("expect")
+        named = [(f"checks[{index}].query_file", options.get("query_file"))]
+        if isinstance(expect, dict):
+            named.append((f"checks[{index}].expect.query_file", expect.get("query_file")))
+        for key, written in named:
+            # A non-string value is left to the check kind's own validation (CheckError).
+            if not isinstance(written, str) or not written.strip():
+                continue
+            file = Path(written).expanduser()
+            if not file.is_absolute() and base_dir is not None:
+                file = base_dir / file
+            try:
+                digests[key] = hashlib.sha256(file.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                raise PlanError(where, key, f"{file} does not exist; expected a SQL file") from None
+            except OSError as exc:
+                raise PlanError(where, key, f"{file} cannot be read ({exc.strerror or exc})") from None
+    return digests
 
 
 def _windows(plan: Plan) -> list[Window]:

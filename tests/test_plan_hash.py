@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -166,3 +167,46 @@ def test_naive_times_in_explicit_lists_and_json_are_refused(moment: datetime, in
     as_json["windows"] = {"start": moment.isoformat(), "end": "2126-01-01T00:00:00Z", "every": "1d"}
     with pytest.raises(PlanError, match=r"^p.json: windows.start: \".*\" is a local time"):
         plan_from_data(as_json, path="p.json")
+
+
+QUERY_FILE_CHECK = """
+[[checks]]
+name = "readings"
+kind = "sql"
+url = "${SINK_URL}"
+query_file = "../checks/readings.sql"
+args = { start = "{start}", end = "{end}" }
+expect = { query_file = "../checks/source.sql", args = { start = "{start}" } }
+"""
+
+
+def test_editing_a_query_file_changes_the_hash(tmp_path: Path) -> None:
+    (tmp_path / "checks").mkdir()
+    (tmp_path / "plans").mkdir()
+    sink_sql, source_sql = tmp_path / "checks" / "readings.sql", tmp_path / "checks" / "source.sql"
+    sink_sql.write_text("SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end\n", encoding="utf-8")
+    source_sql.write_text("SELECT 4 WHERE :start IS NOT NULL\n", encoding="utf-8")
+    plan = tmp_path / "plans" / "p.toml"
+    plan.write_text(MINIMAL_PLAN + QUERY_FILE_CHECK, encoding="utf-8")
+    first = load_plan(plan).hash
+    assert load_plan(plan).hash == first
+    sink_sql.write_text("SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts <= :end\n", encoding="utf-8")
+    second = load_plan(plan).hash
+    source_sql.write_text("SELECT 5 WHERE :start IS NOT NULL\n", encoding="utf-8")
+    third = load_plan(plan).hash
+    assert len({first, second, third}) == 3
+    # Plans without query files keep the hash of their canonical JSON alone.
+    plain = load_plan(tmp_path / "plans" / "p.toml")
+    assert plain.hash != hashlib.sha256(canonical_json(plain.plan).encode()).hexdigest()
+    bare = tmp_path / "bare.toml"
+    bare.write_text(MINIMAL_PLAN, encoding="utf-8")
+    assert load_plan(bare).hash == hashlib.sha256(canonical_json(load_plan(bare).plan).encode()).hexdigest()
+
+
+def test_a_missing_query_file_is_refused_with_its_key(tmp_path: Path) -> None:
+    plan = tmp_path / "p.toml"
+    plan.write_text(MINIMAL_PLAN + QUERY_FILE_CHECK, encoding="utf-8")
+    with pytest.raises(PlanError) as caught:
+        load_plan(plan)
+    missing_file = tmp_path / ".." / "checks" / "readings.sql"
+    assert str(caught.value) == f"{plan}: checks[0].query_file: {missing_file} does not exist; expected a SQL file"
