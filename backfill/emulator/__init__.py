@@ -1,0 +1,34 @@
+"""A local Azure Data Factory emulator for the real SDK: HTTPS, scenarios, clock speed-up, faults.
+
+``Emulator`` runs it in-process; ``backfill emulator serve`` runs it as a command. See
+docs/scenario.md for the scenario file.
+"""
+
+from backfill.emulator.emulator import Emulator
+from backfill.emulator.faults import Fault, FaultSet
+from backfill.emulator.http import LoggedRequest
+from backfill.emulator.loader import load_scenario
+from backfill.emulator.scenario import (
+    Activity,
+    HistoryRun,
+    HistorySeries,
+    Outcome,
+    Pipeline,
+    Scenario,
+    Sink,
+)
+
+__all__ = [
+    "Activity",
+    "Emulator",
+    "Fault",
+    "FaultSet",
+    "HistoryRun",
+    "HistorySeries",
+    "LoggedRequest",
+    "Outcome",
+    "Pipeline",
+    "Scenario",
+    "Sink",
+    "load_scenario",
+]
