@@ -1,0 +1,69 @@
+"""``backfill preview PLAN [--json] [--no-sync]``: what would happen to every window, and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from backfill.cli.output import echo_json, echo_table, exit_with
+from backfill.errors import ExitCode
+from backfill.preview import Preview
+
+
+def echo_preview(result: Preview) -> None:
+    """The table of decisions, then the summary line."""
+    rows = []
+    for item in result.decisions:
+        run = item.latest_run
+        rows.append([
+            item.key,
+            run.run_id if run else "-",
+            run.status.value if run else "-",
+            item.check_summary(),
+            item.decision.value,
+            item.reason,
+        ])
+    echo_table(["window", "latest run", "status", "checks", "decision", "reason"], rows)
+    click.echo(result.summary_line())
+
+
+@click.command("preview")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/preview-json.md).")
+@click.option("--no-sync", is_flag=True, help="Use the cached history as it is, without asking the factory.")
+def preview(path: Path, as_json: bool, no_sync: bool) -> None:
+    """Decide every window of PLAN from the pipeline's history and the sink checks.
+
+    Syncs the history cache first (a few API calls once it is warm). Exits 4 when any window is
+    blocked, 0 otherwise."""
+    from backfill.checks.registry import build_checks
+    from backfill.cli.history import describe_sync
+    from backfill.history import load_history, sync_history
+    from backfill.plan import load_plan
+    from backfill.preview import compute_preview
+    from backfill.store.database import Database
+
+    loaded = load_plan(path)
+    # Built before any network call, so a wrong check definition fails fast.
+    checks = build_checks(loaded.check_specs)
+    db = Database()
+    try:
+        if not no_sync:
+            from backfill.factory.client import connect
+
+            synced = sync_history(db, connect(loaded.ref), loaded.pipeline)
+            click.echo(describe_sync(synced, loaded.pipeline), err=True)
+        history = load_history(db, loaded.ref, loaded.pipeline)
+        if history.synced_at is None:
+            click.echo(f"note: the history of {loaded.pipeline} was never synced; run without --no-sync",
+                       err=True)
+        result = compute_preview(loaded, history, checks)
+    finally:
+        db.dispose()
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        echo_preview(result)
+    if result.blocked_keys:
+        exit_with(ExitCode.BLOCKED)
