@@ -184,6 +184,11 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # The client died mid-request (kill -9 between headers and body): the service never
+            # sees a request cut short, so neither do we (nor our request log).
+            self.close_connection = True
+            return
         operation, args = "unknown", list[str]()
         match = _ARM.match(url.path)
         if match:

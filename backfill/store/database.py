@@ -44,7 +44,12 @@ def ledger_url() -> str:
     return os.environ.get("BACKFILL_LEDGER", "").strip() or DEFAULT_URL
 
 
-TABLE_MODULES = ("backfill.store.backfills", "backfill.store.history", "backfill.store.ledger")
+TABLE_MODULES = (
+    "backfill.store.backfills",
+    "backfill.store.claims",
+    "backfill.store.history",
+    "backfill.store.ledger",
+)
 
 
 def _load_tables() -> None:

@@ -1,0 +1,61 @@
+"""A test-only hook that kills the runner at a chosen ledger step, to prove crash safety.
+
+``BACKFILL_CRASH_AT="window.intent:2"`` makes the process SIGKILL itself right after it appended
+its 2nd ``window.intent`` event; ``"before:window.created:1"`` kills it just before appending its
+1st ``window.created`` (createRun has answered, the run exists, the ledger does not know it yet).
+Counts are per process. Unset (always, outside the crash harness), the hook does nothing.
+SIGKILL and not an exception: no ``finally``, no flush, no atexit, exactly like ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+ENV = "BACKFILL_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    when: str  # "before" or "after"
+    kind: str
+    nth: int
+
+    @classmethod
+    def parse(cls, text: str) -> CrashPoint:
+        parts = text.strip().split(":")
+        when = "after"
+        if parts and parts[0] in ("before", "after"):
+            when = parts.pop(0)
+        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) < 1 or not parts[0]:
+            raise ValueError(f"{ENV}={text!r}: expected [before:|after:]KIND:N, e.g. window.intent:2")
+        return cls(when, parts[0], int(parts[1]))
+
+
+class CrashHook:
+    def __init__(self, point: CrashPoint | None) -> None:
+        self.point = point
+        self._seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> CrashHook:
+        text = os.environ.get(ENV, "").strip()
+        return cls(CrashPoint.parse(text) if text else None)
+
+    def before(self, kind: str) -> None:
+        self._maybe("before", kind, self._seen[kind] + 1)
+
+    def after(self, kind: str) -> None:
+        with self._lock:
+            self._seen[kind] += 1
+            count = self._seen[kind]
+        self._maybe("after", kind, count)
+
+    def _maybe(self, when: str, kind: str, count: int) -> None:
+        point = self.point
+        if point is not None and point.when == when and point.kind == kind and point.nth == count:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,390 @@
+"""The per-window state machine of ``backfill run`` (spec §7).
+
+For one claimed window: re-run its checks (``window.checked``), write ``window.intent`` with the
+exact public parameters BEFORE createRun, create the run with retries off (``window.created``),
+poll it (``window.status`` on each change) and record how it ended (``window.finished``, with the
+failing activity and its error). After any doubt (an intent without a created/adopted event, a
+createRun whose effect is unknown) it reconciles with history (``backfill.reconcile``) before it
+ever calls createRun again: it adopts the run it finds (``window.adopted``), creates again only when
+history is definitive, and otherwise asks for an operator (``window.needs-operator``).
+
+Every step is a ledger event, read back by ``LedgerView``: the ledger alone says where a window
+stands, so a runner killed at any point resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from backfill import events as ev
+from backfill import progress as pg
+from backfill.approvals import BackfillRecord
+from backfill.checks.base import Check
+from backfill.crashpoint import CrashHook
+from backfill.decisions import Decision, decide
+from backfill.errors import ConfigError, FactoryError
+from backfill.factory.protocol import Factory
+from backfill.factory.run import Run, RunStatus
+from backfill.identity import Actor
+from backfill.ledger import LedgerEvent
+from backfill.polling import PollPolicy, median, next_poll
+from backfill.preview import WindowDecision
+from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, reconcile
+from backfill.secrets import reveal_all
+from backfill.store.claims import DEFAULT_LEASE, Claim, Claims
+from backfill.store.ledger import Ledger
+from backfill.timeutil import format_duration, format_utc, parse_duration, utcnow
+from backfill.windows import Window
+
+BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Timing knobs; ``from_env`` reads ``BACKFILL_RECONCILE_SETTLE`` and ``BACKFILL_CLAIM_LEASE``."""
+
+    settle: timedelta = DEFAULT_SETTLE
+    skew: timedelta = DEFAULT_SKEW
+    lease: timedelta = DEFAULT_LEASE
+    max_poll_errors: int = 5
+    # Intents one runner process may write for a window (each after a reconciliation found no
+    # run) before it leaves the window to an operator; a new `backfill run` gets as many again.
+    max_intents: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunnerOptions:
+        return cls(
+            settle=_duration_setting(env, "BACKFILL_RECONCILE_SETTLE", DEFAULT_SETTLE),
+            lease=_duration_setting(env, "BACKFILL_CLAIM_LEASE", DEFAULT_LEASE),
+        )
+
+
+def _duration_setting(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return parse_duration(text, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class LedgerView:
+    """The runner's incremental reading of one backfill's ledger events (thread-safe)."""
+
+    def __init__(
+        self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: CrashHook | None = None
+    ) -> None:
+        self.ledger = ledger
+        self.backfill_id = record.id
+        self.actor = actor
+        self.hook = hook or CrashHook(None)
+        self.windows = pg.initial_windows(record.decisions)
+        # Window key -> (time, payload) of an intent not yet followed by created/adopted/finished.
+        self.pending: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
+        # Windows whose end is recorded (finished or skipped). Not derived from the progress
+        # state: a status event saying Succeeded is not yet a recorded finish.
+        self.closed: set[str] = set()
+        self.stop_requested = False
+        self.ended: str | None = None
+        self.listeners: list[Callable[[LedgerEvent], None]] = []
+        self.lock = threading.RLock()
+        self._seq = 0
+
+    def refresh(self) -> None:
+        with self.lock:
+            for event in self.ledger.events(backfill_id=self.backfill_id, after_seq=self._seq):
+                self._apply(event)
+                self._seq = event.seq
+
+    def _apply(self, event: LedgerEvent) -> None:
+        kind, key = event.kind, event.window_key
+        if kind.startswith("window.") and key:
+            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
+            if kind == ev.WINDOW_INTENT:
+                self.pending[key] = (event.at, event.payload)
+            elif kind in (ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
+                          ev.WINDOW_SKIPPED):
+                self.pending.pop(key, None)
+            if kind in (ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED):
+                self.closed.add(key)
+        elif kind == ev.WINDOW_ACCEPTED and key:
+            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
+        elif kind == ev.STARTED:
+            self.stop_requested, self.ended = False, None
+        elif kind == ev.STOP_REQUESTED:
+            self.stop_requested = True
+        elif kind in BACKFILL_ENDS:
+            self.ended = kind
+
+    def append(self, kind: str, payload: Mapping[str, Any], window_key: str | None = None) -> LedgerEvent:
+        self.hook.before(kind)
+        event = self.ledger.append(kind, payload, actor=self.actor, backfill_id=self.backfill_id, window_key=window_key)
+        self.hook.after(kind)
+        self.refresh()
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def window(self, key: str) -> pg.WindowProgress:
+        with self.lock:
+            return pg.WindowProgress(**self.windows.get(key, pg.new_window("")))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One window to run and what the recomputed preview said about it."""
+
+    window: Window
+    decision: WindowDecision
+    accepted: bool = False
+
+
+@dataclass
+class WindowMachine:
+    """Runs one claimed window to its end, or to the point where an operator must decide."""
+
+    view: LedgerView
+    factory: Factory
+    claims: Claims
+    pipeline: str
+    match_fields: Sequence[str]
+    checks: Sequence[Check]
+    horizon: datetime | None
+    mode: str = "new-run"
+    run_timeout: timedelta | None = None
+    on_timeout: str = "report"
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], object] = time.sleep
+    durations: list[timedelta] = field(default_factory=list)
+    intents: Counter[str] = field(default_factory=Counter)
+
+    def process(self, job: Job, claim: Claim) -> str:
+        """Drive ``job`` from wherever the ledger says it stands; return its window state."""
+        key = job.window.key
+        self.view.refresh()
+        state = self.view.window(key)
+        if key in self.view.closed:
+            return state["state"]
+        pending = self.view.pending.get(key)
+        if pending is not None:
+            return self._after_doubt(job, claim, pending, "an intent without a created or adopted event")
+        if state["run_id"]:
+            return self._follow(job, state["run_id"], state["started_at"] or self.clock())
+        if state["state"] == pg.FAILED:  # createRun was refused; the runner died before recording the end
+            self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": state["reason"]}, key)
+            return pg.FAILED
+        return self._start(job, claim, {})
+
+    # --- creating ------------------------------------------------------------------------------
+
+    def _recheck(self, job: Job) -> tuple[Decision, str, list[dict[str, Any]]] | None:
+        if not self.checks:
+            return None
+        results = [check.evaluate(job.window) for check in self.checks]
+        decision, reason = decide(job.window, job.decision.latest_run, results, horizon=self.horizon)
+        return decision, reason, [r.to_json() for r in results]
+
+    def _start(self, job: Job, claim: Claim, doubt: Mapping[str, Any]) -> str:
+        key, window = job.window.key, job.window
+        checked = self._recheck(job)
+        if checked is not None:
+            decision, reason, results = checked
+            self.view.append(ev.WINDOW_CHECKED, {"decision": decision, "reason": reason, "checks": results}, key)
+            if decision is Decision.SKIP_COMPLETE_IN_SINK:
+                self.view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": reason}, key)
+                return pg.SKIPPED
+            if not (decision.runnable or (decision is Decision.BLOCKED_PARTIAL and job.accepted)):
+                return pg.BLOCKED
+        if self.intents[key] >= self.options.max_intents:
+            return self._operator(key, f"createRun was sent {self.intents[key]} times and no run appeared", doubt)
+        # Secrets are read from the environment now, before the intent: a missing variable must
+        # not leave an intent behind that looks like a createRun in doubt.
+        parameters = reveal_all(window.parameters)
+        latest = job.decision.latest_run
+        recover = self.mode == "recover" and latest is not None and latest.status is RunStatus.FAILED
+        reference = latest.run_id if recover and latest is not None else None
+        if not self.claims.renew(claim):
+            return pg.PENDING  # another worker took the window over: leave it to them
+        intent_at = self.clock()
+        self.intents[key] += 1
+        self.view.append(
+            ev.WINDOW_INTENT,
+            {
+                "parameters": window.public_parameters(),
+                "intent_at": format_utc(intent_at, precise=True),
+                "mode": "recover" if recover else "new-run",
+                "reference_run_id": reference,
+                "previous_run_id": latest.run_id if latest is not None else None,
+                "attempt": claim.attempt,
+                "worker": claim.worker,
+                **({"after_doubt": dict(doubt)} if doubt else {}),
+            },
+            key,
+        )
+        try:
+            run_id = self.factory.create_run(
+                self.pipeline,
+                parameters,
+                reference_run_id=reference,
+                is_recovery=True if recover else None,
+                start_from_failure=True if recover else None,
+            )
+        except FactoryError as exc:
+            if exc.effect_unknown:
+                return self._after_doubt(job, claim, self.view.pending[key], f"createRun in doubt: {exc}")
+            failure = {"reason": f"createRun refused: {exc}", "code": exc.code, "http_status": exc.status}
+            self.view.append(ev.WINDOW_CREATE_FAILED, failure, key)
+            self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
+            return pg.FAILED
+        self.view.append(ev.WINDOW_CREATED, {"run_id": run_id, "attempt": claim.attempt}, key)
+        return self._follow(job, run_id, intent_at)
+
+    def _after_doubt(
+        self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str
+    ) -> str:
+        key = job.window.key
+        at, payload = pending
+        intent_at = _intent_time(payload, at)
+        previous = payload.get("previous_run_id")
+        result = reconcile(
+            self.factory,
+            self.pipeline,
+            job.window,
+            self.match_fields,
+            intent_at,
+            exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
+            settle=self.options.settle,
+            skew=self.options.skew,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+        evidence = {"doubt": why, "intent_at": format_utc(intent_at, precise=True), **result.evidence}
+        if result.run is not None:
+            run = result.run
+            self.view.append(
+                ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status.value, "attempt": claim.attempt,
+                                    "reason": why, "evidence": evidence}, key,
+            )
+            if run.status.is_final:
+                return self._finish(key, run)
+            return self._follow(job, run.run_id, run.start or intent_at)
+        if result.ambiguous:
+            return self._operator(key, f"{why}; history could not tell whether the run exists", evidence)
+        return self._start(job, claim, evidence)
+
+    def _operator(self, key: str, reason: str, evidence: Mapping[str, Any], run_id: str | None = None) -> str:
+        payload: dict[str, Any] = {"reason": reason, "evidence": dict(evidence)}
+        if run_id:
+            payload["run_id"] = run_id
+        self.view.append(ev.WINDOW_NEEDS_OPERATOR, payload, key)
+        return pg.NEEDS_OPERATOR
+
+    # --- following -----------------------------------------------------------------------------
+
+    def _follow(self, job: Job, run_id: str, started_at: datetime) -> str:
+        key = job.window.key
+        state = self.view.window(key)
+        last_status = state["status"] if state["run_id"] == run_id else None
+        deadline = started_at + self.run_timeout if self.run_timeout is not None else None
+        cancelled_at: datetime | None = self.clock() if state["cancel_requested"] else None
+        errors = 0
+        while True:
+            now = self.clock()
+            if cancelled_at is not None:
+                # A cancel takes effect in seconds, whatever the run's usual duration.
+                fast = PollPolicy(floor=self.poll.effective_floor)
+                wake = cancelled_at + next_poll(fast, now - cancelled_at)
+            else:
+                wake = started_at + next_poll(self._policy(), now - started_at)
+                if deadline is not None:
+                    wake = min(wake, max(deadline, now))
+            self.sleep(max(0.0, (wake - now).total_seconds()))
+            try:
+                run = self.factory.get_run(run_id)
+            except FactoryError as exc:
+                errors += 1
+                if errors >= self.options.max_poll_errors:
+                    return self._operator(key, f"cannot read the run's status: {exc}", {"errors": errors}, run_id)
+                continue
+            errors = 0
+            if run.start is not None and run.start != started_at:
+                # ADF's runStart, not our intent time, is what durations (and so the schedule and
+                # run_timeout) count from: the queue time is not the run's.
+                started_at = run.start
+                deadline = started_at + self.run_timeout if self.run_timeout is not None else None
+            if run.status.is_final:
+                return self._finish(key, run)  # the final status goes in window.finished alone
+            if run.status.value != last_status:
+                self.view.append(ev.WINDOW_STATUS, {"run_id": run_id, "status": run.status.value}, key)
+                last_status = run.status.value
+            if deadline is not None and cancelled_at is None and self.clock() >= deadline:
+                timeout = format_duration(self.run_timeout)
+                evidence = {"status": run.status.value, "run_timeout": timeout,
+                            "elapsed_seconds": round((self.clock() - started_at).total_seconds(), 3)}
+                if self.on_timeout == "report":
+                    return self._operator(key, f"run still {run.status.value} after run_timeout {timeout}; "
+                                          "left running", evidence, run_id)
+                try:
+                    self.factory.cancel_run(run_id)
+                except FactoryError as exc:
+                    return self._operator(key, f"run_timeout {timeout} passed and the cancel failed: {exc}",
+                                          evidence, run_id)
+                self.view.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": f"run_timeout {timeout}",
+                                                       **evidence}, key)
+                cancelled_at = self.clock()
+
+    def _policy(self) -> PollPolicy:
+        # A pipeline without history learns its usual duration from this backfill's own runs.
+        if self.poll.usual is None and self.poll.fixed is None and self.durations:
+            return replace(self.poll, usual=median(self.durations))
+        return self.poll
+
+    def _finish(self, key: str, run: Run) -> str:
+        payload: dict[str, Any] = {
+            "run_id": run.run_id,
+            "status": run.status.value,
+            "duration_ms": int(run.duration.total_seconds() * 1000) if run.duration is not None else None,
+            "message": run.message,
+            "run_start": format_utc(run.start, precise=True) or None,
+            "run_end": format_utc(run.end, precise=True) or None,
+        }
+        if run.status is RunStatus.FAILED:
+            payload.update(self._failing_activity(run))
+        if run.status is RunStatus.SUCCEEDED and run.duration is not None:
+            self.durations.append(run.duration)
+        self.view.append(ev.WINDOW_FINISHED, payload, key)
+        return self.view.window(key)["state"]
+
+    def _failing_activity(self, run: Run) -> dict[str, Any]:
+        try:
+            activities = self.factory.query_activity_runs(
+                run.run_id, updated_after=(run.start or self.clock()) - timedelta(minutes=5)
+            )
+        except FactoryError as exc:
+            return {"activity_error": f"activity runs could not be read: {exc}"}
+        failed = sorted((a for a in activities if a.failed), key=lambda a: a.end.timestamp() if a.end else math.inf)
+        if not failed:
+            return {}
+        first = failed[0]
+        return {"failed_activity": first.name, "activity_type": first.type, "error_code": first.error_code,
+                "error": first.message}
+
+
+def _intent_time(payload: Mapping[str, Any], recorded: datetime) -> datetime:
+    from backfill.timeutil import parse_utc
+
+    text = payload.get("intent_at")
+    try:
+        return parse_utc(text) if isinstance(text, str) else recorded
+    except ValueError:
+        return recorded

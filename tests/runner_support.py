@@ -1,0 +1,153 @@
+"""Shared set-up of the runner tests: a fast emulator scenario, a plan, a requested and approved
+backfill, and readers of what the ledger and the emulator recorded."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backfill.cli import main
+from backfill.emulator import Emulator
+from backfill.emulator.scenario import Activity, HistorySeries, Pipeline, Scenario
+from backfill.ledger import LedgerEvent
+from backfill.store.database import Database
+from backfill.store.ledger import Ledger
+from backfill.timeutil import format_utc, utcnow
+from backfill.windows import window_key
+
+PIPELINE = "LoadMeterTelemetry"
+EVERY = timedelta(minutes=15)
+# A 15-minute emulated run takes 0.15 s of real time.
+SPEED = 6000.0
+# Settings every runner test uses: reconciliation settles fast against the in-process emulator.
+FAST_ENV = {"BACKFILL_RECONCILE_SETTLE": "300ms", "BACKFILL_CLAIM_LEASE": "30s", "SOURCE_API_KEY": "hunter2"}
+
+
+def base_time() -> datetime:
+    """Windows start three hours ago, on the quarter hour: inside the history horizon."""
+    return utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+
+
+def keys(base: datetime, count: int) -> list[str]:
+    return [window_key(base + i * EVERY, base + (i + 1) * EVERY) for i in range(count)]
+
+
+def scenario(base: datetime, **options: Any) -> Scenario:
+    """The pipeline, with a day of succeeded history before ``base`` (the usual duration)."""
+    scen = Scenario(speed=SPEED, **options)
+    scen.add_pipeline(
+        Pipeline(
+            name=PIPELINE,
+            activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
+            parameters={"windowStart": "String", "windowEnd": "String", "feederRegion": "String",
+                        "sourceKey": "SecureString"},
+        )
+    )
+    scen.series.append(
+        HistorySeries(PIPELINE, base - timedelta(hours=6), base - timedelta(hours=1), EVERY,
+                      {"windowStart": "{start}", "windowEnd": "{end}", "feederRegion": "north"})
+    )
+    return scen
+
+
+def plan_text(base: datetime, count: int, *, execution: Mapping[str, Any] | None = None,
+              approval: Mapping[str, Any] | None = None, checks: str = "") -> str:
+    def table(values: Mapping[str, Any]) -> str:
+        return "\n".join(f"{k} = {_toml(v)}" for k, v in values.items())
+
+    return f"""
+title = "Replay north"
+ticket = "INC-4821"
+
+[target]
+subscription_id = "00000000-0000-0000-0000-000000000000"
+resource_group = "rg-energy-analytics"
+factory = "adf-grid-telemetry"
+pipeline = "{PIPELINE}"
+
+[windows]
+start = {format_utc(base)}
+end = {format_utc(base + count * EVERY)}
+every = "15m"
+
+[parameters]
+windowStart = "{{start}}"
+windowEnd = "{{end}}"
+feederRegion = "north"
+sourceKey = {{ secret = "${{SOURCE_API_KEY}}" }}
+
+[match]
+on = ["windowStart", "feederRegion"]
+{checks}
+[approval]
+{table({"required": 1, "expires": "1h", **(approval or {})})}
+
+[execution]
+{table({"poll": "auto", **(execution or {})})}
+"""
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return f'"{value}"'
+
+
+@contextmanager
+def emulator(scen: Scenario, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with Emulator(scen) as emu:
+        for name, value in {**emu.env(), **FAST_ENV}.items():
+            monkeypatch.setenv(name, value)
+        yield emu
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, actor: str, *args: str) -> int:
+    monkeypatch.setenv("BACKFILL_ACTOR", actor)
+    return main.run(list(args))
+
+
+def request(plan: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *, approve: bool = True) -> str:
+    """``request`` as alice and, unless told otherwise, ``approve`` as bob; the backfill ID."""
+    capsys.readouterr()
+    assert cli(monkeypatch, "alice", "request", str(plan)) == 0, capsys.readouterr()
+    backfill_id = capsys.readouterr().out.splitlines()[0]
+    if approve:
+        assert cli(monkeypatch, "bob", "approve", backfill_id) == 0, capsys.readouterr()
+        capsys.readouterr()
+    return backfill_id
+
+
+def events(backfill_id: str, url: str | None = None) -> list[LedgerEvent]:
+    db = Database(url)
+    try:
+        return Ledger(db).events(backfill_id=backfill_id)
+    finally:
+        db.dispose()
+
+
+def window_kinds(backfill_id: str, url: str | None = None) -> dict[str, list[str]]:
+    """Each window's event kinds in ledger order, ``window.`` dropped, and without the
+    ``window.status`` events (how many a run gets depends on when the polls fall)."""
+    per: dict[str, list[str]] = defaultdict(list)
+    for event in events(backfill_id, url):
+        if event.window_key and event.kind.startswith("window.") and event.kind != "window.status":
+            per[event.window_key].append(event.kind.removeprefix("window."))
+    return dict(per)
+
+
+def creates_per_window(emu: Emulator) -> Counter[str]:
+    """Runs created while the test ran (the emulator's own state, not its request log), by window
+    start parameter. Declared history started hours ago and is left out."""
+    recent = format_utc(utcnow() - timedelta(minutes=10))
+    return Counter(
+        str(run["parameters"].get("windowStart")) for run in emu.runs() if str(run.get("runStart") or "9") >= recent
+    )
