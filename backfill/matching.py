@@ -5,6 +5,11 @@ timestamps in any aware ISO form compare as the same instant, JSON-encoded strin
 they decode to (ADF returns every parameter as a string, arrays and objects JSON-encoded), and a
 number equals its string form. Matching builds one index key per window and one per run, so it is
 linear in windows + runs.
+
+``key_hash`` folds a key into a signed 64-bit integer through a canonical text form (equal keys,
+equal text), so the history cache can index runs by key and a preview reads only the runs whose
+key is one of its windows'. A hash can collide, so whoever looks runs up by hash compares the keys
+themselves before trusting a match.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
@@ -29,6 +35,8 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 Key = tuple[Hashable, ...]
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Matchable(Protocol):
@@ -129,6 +137,66 @@ def normalise(value: Any) -> Hashable:
     if isinstance(value, list | tuple):
         return ("l", tuple(normalise(v) for v in value))
     return ("s", str(value))
+
+
+def canonical(value: Hashable) -> str:
+    """A text form of a ``normalise`` result: equal values give equal text, different ones
+    different text. Every piece is self-delimiting, so the text of a whole key is unambiguous."""
+    tag = value[0] if isinstance(value, tuple) and value else None
+    if tag == "s" or tag == "f":
+        text = value[1]  # type: ignore[index]
+        return f"{tag}{len(text)}:{text}"
+    if tag == "t":
+        # Equal instants, whatever their offsets, are the same count of microseconds.
+        return f"t{(value[1] - _EPOCH) // _MICROSECOND};"  # type: ignore[index]
+    if tag == "n":
+        # Integral numbers are ints by now, so an int and a float are never equal, and repr is exact.
+        text = repr(value[1])  # type: ignore[index]
+        return f"n{len(text)}:{text}"
+    if tag == "b":
+        return "b1" if value[1] else "b0"  # type: ignore[index]
+    if tag == "z":
+        return "z"
+    if tag == "l":
+        items = value[1]  # type: ignore[index]
+        return f"l{len(items)}:" + "".join(canonical(item) for item in items)
+    if tag == "o":
+        items = value[1]  # type: ignore[index]
+        return f"o{len(items)}:" + "".join(f"{len(name)}:{name}{canonical(item)}" for name, item in items)
+    text = repr(value)
+    return f"?{len(text)}:{text}"
+
+
+@lru_cache(maxsize=16384)
+def _text_key(text: str) -> tuple[Hashable, str]:
+    # Runs repeat the same parameter values (a region, a window start in several regions); one
+    # cache lookup for both forms, the normaliser's own cache left to plain matching.
+    normal = _normalise_text.__wrapped__(text)
+    return normal, canonical(normal)
+
+
+def key_hash(parameters: Mapping[str, Any], fields: Sequence[str]) -> tuple[Key, int] | None:
+    """The match key of a parameter set and a 64-bit hash of it; None when a field is missing.
+
+    The hash is a signed 64-bit integer (a database BIGINT), stable across processes and
+    versions; it is an index, not an identity: compare the keys before trusting a match."""
+    key: list[Hashable] = []
+    parts: list[str] = []
+    for name in fields:
+        try:
+            value = parameters[name]
+        except KeyError:
+            return None
+        if type(value) is str:
+            normal, text = _text_key(value)
+        else:
+            normal = normalise(value)
+            text = canonical(normal)
+        key.append(normal)
+        parts.append(text)
+    data = "".join(parts).encode("utf-8", "surrogatepass")
+    # Two fast checksums make 64 bits; a collision only costs a comparison, never a wrong match.
+    return tuple(key), ((zlib.crc32(data) << 32) | zlib.adler32(data)) - (1 << 63)
 
 
 def match_fields(windows: Sequence[Window], match_on: Sequence[str]) -> tuple[str, ...]:

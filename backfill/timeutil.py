@@ -33,6 +33,8 @@ def utcnow() -> datetime:
 
 def require_utc(value: datetime, what: str | None = None) -> datetime:
     """Return ``value`` converted to UTC; refuse a naive datetime."""
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         label = what or f"timestamp {value.isoformat()}"
         raise NaiveTimestamp(f"{label} has no UTC offset; write it with Z or +00:00")
@@ -41,6 +43,17 @@ def require_utc(value: datetime, what: str | None = None) -> datetime:
 
 def parse_utc(text: str, what: str = "timestamp") -> datetime:
     """Parse an ISO 8601 timestamp that carries an offset; raise NaiveTimestamp or ValueError."""
+    try:
+        # Python 3.11 reads Z and any number of fractional digits (truncated to 6, as below):
+        # the common, clean spelling needs no regex. Anything else takes the careful path.
+        value = datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        pass
+    else:
+        if value.tzinfo is UTC:
+            return value
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            return value.astimezone(UTC)
     raw = text.strip()
     cleaned = _FRACTION.sub(r"\1", raw)
     if cleaned.endswith(("Z", "z")):
@@ -71,10 +84,18 @@ def format_utc(value: datetime | None, *, precise: bool = False) -> str:
     """``2026-11-03T02:00:00Z``; with ``precise``, microseconds when there are any."""
     if value is None:
         return ""
-    value = require_utc(value)
-    if precise and value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is not UTC:
+        value = require_utc(value)
+    if value.year < 1000:
+        # strftime does not zero-pad such years; keep its spelling for them.
+        if precise and value.microsecond:
+            return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is several times faster than strftime; an aware UTC value ends with "+00:00" and
+    # shows microseconds exactly when there are any.
+    if value.microsecond and not precise:
+        value = value.replace(microsecond=0)
+    return value.isoformat()[:-6] + "Z"
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:

@@ -26,6 +26,9 @@ class RunStatus(StrEnum):
 
     @classmethod
     def parse(cls, text: str) -> RunStatus:
+        exact = _STATUS_BY_VALUE.get(text)
+        if exact is not None:
+            return exact
         # ADF's documents spell it both ways; we normalise to the service's "Cancelled".
         if text.lower() == "canceled":
             return cls.CANCELLED
@@ -41,6 +44,10 @@ class RunStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return not self.is_active
+
+
+# The service's own spelling, looked up directly: parsing 200,000 runs must not walk the enum.
+_STATUS_BY_VALUE: dict[str, RunStatus] = {status.value: status for status in RunStatus}
 
 
 def decode_parameter(value: Any) -> Any:
