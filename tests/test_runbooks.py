@@ -1,0 +1,312 @@
+"""Every command of every runbook runs, for real, in the order the runbook gives.
+
+For each ``runbooks/*.md`` the test prepares what the runbook's story starts from (the demo's
+emulated factory with yesterday's history, ``plans/demo.toml`` shifted to yesterday as
+``plan.toml``, and for some runbooks a backfill already under way), turns the runbook's ```sh
+blocks into one bash script (``runbook_support``) and runs it with ``bash -e`` in a fresh folder,
+the console script first on PATH and the emulator's settings exported, as an operator would. Then
+it checks what the story promises: one run per window, the sink holding each window once.
+
+The runbooks run concurrently: their time goes mostly into starting Python for each command. A
+runbook without a stage of its own below runs against the demo's factory and plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import missing
+from hypothesis import given
+from hypothesis import strategies as st
+from runbook_support import BIN, MARK, Block, Play, bash_script, failed_at, sh_blocks
+
+from backfill import demo
+from backfill import progress as pg
+from backfill.emulator import Emulator, Outcome, Scenario
+from backfill.timeutil import format_utc
+
+REPO = Path(__file__).resolve().parent.parent
+RUNBOOKS = sorted((REPO / "runbooks").glob("*.md"))
+LIMIT = 240.0  # seconds for one runbook, however loaded the machine is
+ENGINEER, SUPERVISOR = demo.ENGINEER, demo.SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a runbook starts from; ``prepare`` sets its story up, ``verify`` checks its end."""
+
+    emulator: bool = True
+    factory_in_shell: bool = True  # False: the runbook's shell cannot reach the factory
+    plan: Callable[[str], str] = lambda text: text
+    scenario: Callable[[Scenario], None] = lambda scenario: None
+    prepare: Callable[[Play], None] | None = None
+    verify: Callable[[Play], None] | None = None
+
+
+def _key(index: int) -> str:
+    start = demo.yesterday() + index * demo.EVERY
+    return f"{format_utc(start)}/{format_utc(start + demo.EVERY)}"
+
+
+def _readings(play: Play, index: int) -> int:
+    start, end = _key(index).split("/")
+    with contextlib.closing(sqlite3.connect(play.work / demo.SINK_FILE)) as sink:
+        query = "SELECT COUNT(*) FROM meter_readings WHERE feeder = 'north' AND reading_ts >= ? AND reading_ts < ?"
+        return int(sink.execute(query, (start, end)).fetchone()[0])
+
+
+def _creates(play: Play) -> Counter[str]:
+    assert play.emulator is not None
+    return demo.create_runs_per_window(play.emulator)
+
+
+def _window_states(play: Play, backfill_id: str) -> dict[str, str]:
+    from backfill.approvals import load_backfill
+    from backfill.store.database import Database
+
+    db = Database(play.env()["BACKFILL_LEDGER"])
+    try:
+        _, state = load_backfill(db, backfill_id)
+    finally:
+        db.dispose()
+    return {key: str(window["state"]) for key, window in state.windows.items()}
+
+
+def _requested_and_canaried(play: Play) -> str:
+    """Requested, approved, its canary windows run and approved: the rest may run."""
+    plan = str(play.work / demo.PLAN_FILE)
+    backfill_id = play.cli(["request", plan, "--note", "INC-4821"], actor=ENGINEER).splitlines()[0]
+    play.cli(["approve", backfill_id], actor=SUPERVISOR)
+    play.cli(["run", backfill_id], actor=ENGINEER, expect=(3,))
+    play.cli(["approve", backfill_id], actor=SUPERVISOR)
+    play.facts["id"] = backfill_id
+    return backfill_id
+
+
+# --- replay-failed-windows: from nothing to a completed backfill ----------------------------------
+
+
+def _verify_replay(play: Play) -> None:
+    ran = {_key(i) for i, decision in demo.EXPECTED_DECISIONS.items() if decision.runnable or decision.blocked}
+    assert _creates(play) == Counter(ran), "one createRun per window, the accepted partial one included"
+    assert _readings(play, demo.PARTIAL) == demo.ROWS, "the accepted window holds its readings once"
+
+
+# --- after-a-crash: the runner killed while it created the last two runs --------------------------
+
+# The two windows that never ran hang in CopyReadings when run. When the runner dies, one is in
+# flight with its run ID recorded, the other in doubt (its run exists, the ledger does not know it).
+HUNG = demo.NEVER
+# The emulator compresses runs' durations, not the runner's clock: a run_timeout of a few real
+# seconds stands for the plan's 45 minutes. Longer than the set-up takes to crash; shorter than
+# the runbook takes to reach its resume, so the adopted run is overdue by then.
+RUN_TIMEOUT = "5s"
+
+
+def _crash_plan(text: str) -> str:
+    shifted, count = re.subn(r'^run_timeout = "[^"]*"', f'run_timeout = "{RUN_TIMEOUT}"', text, flags=re.MULTILINE)
+    assert count == 1, "plans/demo.toml sets run_timeout once"
+    return shifted
+
+
+def _crash_scenario(scenario: Scenario) -> None:
+    starts = [_key(i).split("/")[0] for i in HUNG]
+    scenario.add_outcome(Outcome(result="hang", activity="CopyReadings", match={"windowStart": starts}))
+
+
+def _prepare_crash(play: Play) -> None:
+    backfill_id = _requested_and_canaried(play)
+    # SIGKILL right before the second window.created: both runs exist in ADF, one is recorded.
+    env = play.env() | {"BACKFILL_ACTOR": ENGINEER, "BACKFILL_CRASH_AT": "before:window.created:2"}
+    crashed = subprocess.run([str(BIN / "backfill"), "run", backfill_id], cwd=play.work, env=env,
+                             capture_output=True, text=True, timeout=LIMIT)
+    assert crashed.returncode == -signal.SIGKILL, f"set-up: the runner was to be killed: {crashed.stderr[-800:]}"
+    states = sorted(_window_states(play, backfill_id)[_key(i)] for i in HUNG)
+    assert states == [pg.INTENT, pg.RUNNING], f"set-up: after the crash the hung windows are {states}"
+
+
+def _verify_crash(play: Play) -> None:
+    assert _creates(play) == Counter({_key(i): 1 for i in (*demo.LOCKED, *HUNG)}), "no window got a second run"
+    states = _window_states(play, play.facts["id"])
+    assert [states[_key(i)] for i in HUNG] == [pg.CANCELLED, pg.CANCELLED]
+
+
+# --- audit-the-ledger: a finished backfill to audit -----------------------------------------------
+
+
+def _prepare_audit(play: Play) -> None:
+    backfill_id = _requested_and_canaried(play)
+    play.cli(["run", backfill_id], actor=ENGINEER, expect=(0, 4))  # 4: the partial window stays blocked
+
+
+def _verify_audit(play: Play) -> None:
+    reports = [path.read_text(encoding="utf-8") for path in play.work.glob("*.html")]
+    assert any(play.facts["id"] in report for report in reports), "the runbook wrote the backfill's report"
+
+
+STAGES: dict[str, Stage] = {
+    "replay-failed-windows": Stage(verify=_verify_replay),
+    "after-a-crash": Stage(plan=_crash_plan, scenario=_crash_scenario, prepare=_prepare_crash, verify=_verify_crash),
+    # An auditor needs no access to the factory: the runbook's shell gets none.
+    "audit-the-ledger": Stage(factory_in_shell=False, prepare=_prepare_audit, verify=_verify_audit),
+    "try-the-emulator": Stage(emulator=False),  # it starts its own, from plans/emulator-scenario.toml
+}
+
+
+# --- playing them ----------------------------------------------------------------------------------
+
+
+def _start(play: Play, stage: Stage, stack: contextlib.ExitStack) -> None:
+    play.work.mkdir()
+    play.factory_in_shell = stage.factory_in_shell
+    (play.base / "tmp").mkdir()
+    for folder in ("plans", "checks"):  # the runbooks are written for a checkout of the repository
+        shutil.copytree(REPO / folder, play.work / folder)
+    if stage.emulator:
+        day = demo.yesterday()
+        plan = demo.shifted_plan((REPO / "plans" / "demo.toml").read_text(encoding="utf-8"),
+                                 day, day + demo.WINDOW_COUNT * demo.EVERY)
+        (play.work / demo.PLAN_FILE).write_text(stage.plan(plan), encoding="utf-8")
+        scenario = demo.demo_scenario(day, f"sqlite:///{play.work / demo.SINK_FILE}", speed=demo.FAST_SPEED)
+        stage.scenario(scenario)
+        play.emulator = stack.enter_context(Emulator(scenario))
+    if stage.prepare is not None:
+        stage.prepare(play)
+    play.start(bash_script(play.blocks, f"runbooks/{play.name}.md"))
+
+
+def _selected(session: pytest.Session) -> list[str]:
+    """The runbooks whose test is to run in this session (so ``-k`` plays only those)."""
+    names = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "path", None) == Path(__file__) and callspec is not None and "runbook" in callspec.params:
+            names.append(str(callspec.params["runbook"]))
+    return names
+
+
+@pytest.fixture(scope="module")
+def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Play]]:
+    """Start every selected runbook, those with a set-up first: a set-up and its runbook take longest.
+
+    Set-ups run in-process in this thread only, before their runbook starts: they alone change
+    os.environ while the other runbooks' shells run with environments of their own."""
+    names = sorted(set(_selected(request.session)), key=lambda name: STAGES.get(name, Stage()).prepare is None)
+    started: dict[str, Play] = {}
+    with contextlib.ExitStack() as stack:
+        try:
+            for name in names:
+                play = started[name] = Play(name, [], tmp_path_factory.mktemp(name))
+                try:
+                    play.blocks = sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8"))
+                    _start(play, STAGES.get(name, Stage()), stack)
+                except Exception as exc:  # the runbook's own test reports it, not every test
+                    play.error = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+            yield started
+        finally:
+            for play in started.values():
+                if play.proc is not None and play.proc.returncode is None:
+                    play.finish(0)
+            from backfill.checks import sql
+
+            sql.dispose_engines()
+
+
+@pytest.mark.parametrize("runbook", [path.stem for path in RUNBOOKS])
+def test_runbook(runbook: str, plays: dict[str, Play]) -> None:
+    play = plays[runbook]
+    if play.error is not None:
+        pytest.fail(f"runbooks/{runbook}.md: {play.error}")
+    assert play.blocks, f"runbooks/{runbook}.md has no ```sh block: every runbook is run by this test"
+    if any("sqlite3 " in block.code for block in play.blocks) and shutil.which("sqlite3") is None:
+        missing("the sqlite3 command")
+    code = play.finish(LIMIT)
+    transcript = play.tail()
+    assert code is not None, f"runbooks/{runbook}.md still running after {LIMIT:.0f}s:\n{transcript}"
+    where = failed_at(transcript)
+    assert code == 0 and where == "done", f"runbooks/{runbook}.md failed at {where} (exit {code}):\n{transcript}"
+    stage = STAGES.get(runbook, Stage())
+    if stage.verify is not None:
+        stage.verify(play)
+
+
+# --- the harness itself ----------------------------------------------------------------------------
+
+
+def test_every_runbook_parses_and_has_commands() -> None:
+    assert len(RUNBOOKS) >= 3
+    for path in RUNBOOKS:
+        blocks = sh_blocks(path.read_text(encoding="utf-8"))
+        assert blocks, f"{path.name} has no ```sh block"
+        assert all(block.code.strip() for block in blocks), f"{path.name} has an empty ```sh block"
+
+
+_NOT_IN_LINE = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+CODE_LINE = st.text(st.characters(codec="utf-8", exclude_characters="`~" + _NOT_IN_LINE), max_size=30)
+PROSE = st.text(st.characters(codec="utf-8", exclude_characters="`~<" + _NOT_IN_LINE), min_size=1, max_size=30)
+SEGMENT = st.one_of(
+    st.tuples(st.just("prose"), PROSE.filter(str.strip)),
+    st.tuples(st.just("sh"), st.lists(CODE_LINE, max_size=4), st.none() | st.integers(0, 255)),
+    st.tuples(st.just("other"), st.sampled_from(["", "toml", "json", "shell"]), st.lists(CODE_LINE, max_size=3)),
+)
+
+
+@given(st.lists(SEGMENT, max_size=8), st.sampled_from(["```", "````", "~~~"]))
+def test_sh_blocks_finds_each_block_its_code_and_exit(segments: list[tuple[Any, ...]], fence: str) -> None:
+    lines: list[str] = []
+    expected: list[Block] = []
+    for segment in segments:
+        if segment[0] == "prose":
+            lines += [segment[1], ""]
+        elif segment[0] == "sh":
+            _, code, exit_code = segment
+            if exit_code is not None:
+                lines.append(f"<!-- exit: {exit_code} -->")
+            expected.append(Block(len(lines) + 1, "\n".join(code), exit_code or 0))
+            lines += [fence + "sh", *code, fence, ""]
+        else:
+            lines += [fence + segment[1], *segment[2], fence, ""]
+    assert sh_blocks("\n".join(lines)) == expected
+
+
+@pytest.mark.parametrize(("markdown", "problem"), [
+    ("```sh\nbackfill status\n", "line 1: the ```sh block is never closed"),
+    ("<!-- exit: 4 -->\nSome prose.\n```sh\nfalse\n```\n", "line 1: the exit comment is not right before"),
+    ("<!-- exit: 4 -->\n```toml\na = 1\n```\n", "line 1: the exit comment is not right before"),
+    ("text\n<!-- exit: 3 -->\n", "line 2: the exit comment is not right before"),
+])
+def test_sh_blocks_refuses_what_would_hide_a_command(markdown: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        sh_blocks(markdown)
+
+
+def _bash(markdown: str, folder: Path) -> tuple[int, list[str]]:
+    script = folder / "script.sh"
+    script.write_text(bash_script(sh_blocks(markdown), "x.md"), encoding="utf-8")
+    done = subprocess.run(["bash", "-e", str(script)], cwd=folder, capture_output=True, text=True, timeout=30)
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def test_variables_carry_across_blocks_and_every_block_fails_on_its_first_error(tmp_path: Path) -> None:
+    story = '```sh\nID=bf-1\n```\n\n<!-- exit: 4 -->\n```sh\necho "$ID"\nexit 4\n```\n\n```sh\necho "again $ID"\n```\n'
+    assert _bash(story, tmp_path) == (0, [
+        f"{MARK}x.md:1", "$ ID=bf-1",
+        f"{MARK}x.md:6", '$ echo "$ID"', "$ exit 4", "bf-1",
+        f"{MARK}x.md:11", '$ echo "again $ID"', "again bf-1",
+        f"{MARK}done",
+    ])
+    code, out = _bash("<!-- exit: 4 -->\n```sh\nfalse\necho after\n```\n", tmp_path)
+    assert (code, out[-1], "after" in out) == (1, f"{MARK}x.md:2: exit 1, expected 4", False)
+    code, out = _bash("```sh\nfalse\necho after\n```\n\n```sh\necho next\n```\n", tmp_path)
+    assert (code, failed_at("\n".join(out)), "after" in out) == (1, "x.md:1", False)
