@@ -344,18 +344,24 @@ def request_stop(
 ) -> list[str]:
     """Record a stop request (and cancel the runs in flight with ``cancel_run``); lines to print."""
     record, state = load_backfill(db, backfill_id)
-    if state.status not in (BackfillStatus.RUNNING, BackfillStatus.PAUSED):
+    flying = [(k, w["run_id"]) for k, w in state.windows.items()
+              if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL]
+    ended = state.status not in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
+    # A backfill that ended (failed, say) may still have left a run going in a needs-operator
+    # window: --cancel-run must still reach it, so the operator need not cancel run by run.
+    if ended and not (cancel_run and flying):
         raise BackfillError(f"{backfill_id} is {state.status.value}; nothing to stop")
     ledger = Ledger(db)
-    ledger.append(ev.STOP_REQUESTED, {"cancel_run": cancel_run}, actor=actor, backfill_id=backfill_id)
-    lines = [f"stop requested for {backfill_id}: the runner stops after the windows in flight"]
+    if ended:
+        lines = [f"{backfill_id} is {state.status.value}; cancelling the runs it left in flight"]
+    else:
+        ledger.append(ev.STOP_REQUESTED, {"cancel_run": cancel_run}, actor=actor, backfill_id=backfill_id)
+        lines = [f"stop requested for {backfill_id}: the runner stops after the windows in flight"]
     if state.status is BackfillStatus.PAUSED:
         ledger.append(ev.STOPPED, {"reason": "stopped at the canary pause"}, actor=actor, backfill_id=backfill_id)
         lines = [f"stopped {backfill_id} at its canary pause"]
     if not cancel_run:
         return lines
-    flying = [(k, w["run_id"]) for k, w in state.windows.items()
-              if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL]
     if not flying:
         return [*lines, "no run in flight to cancel"]
     factory = factory or _connect(_factory_ref(record))

@@ -259,3 +259,30 @@ def test_concurrent_threads_never_fork_the_chain(db: Database) -> None:
         thread.join()
     assert errors == []
     assert (ledger.verify().ok, ledger.verify().count) == (True, 60)
+
+
+def test_an_auditor_with_a_read_only_role_can_verify(postgres_url: str) -> None:
+    """Opening an up-to-date ledger writes nothing, so a SELECT-only role can verify it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from backfill.identity import Actor, IdentitySource
+    from backfill.store.database import Database
+    from backfill.store.ledger import Ledger
+
+    Ledger(Database(postgres_url)).append("note", {"text": "x"}, actor=Actor("alice", IdentitySource.DECLARED))
+    role = f"auditor_{make_url(postgres_url).database}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+    try:
+        auditor_url = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+        database = Database(auditor_url)
+        assert Ledger(database).verify().ok
+        database.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()

@@ -136,10 +136,15 @@ def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatc
         err = capsys.readouterr().err.splitlines()[-1]
         hung = [e for e in events(bid) if e.kind == ev.WINDOW_NEEDS_OPERATOR]
         assert len(hung) == 1 and emu.run(hung[0].payload["run_id"])["status"] == "InProgress"
+        # The backfill has ended, yet its hung run is still going: stop --cancel-run reaches it.
+        assert cli(monkeypatch, "carol", "stop", bid, "--cancel-run") == 0
+        assert len(emu.requests("cancelPipelineRun")) == 1
+        assert emu.run(hung[0].payload["run_id"])["status"] in ("Canceling", "Cancelled")
     first = keys(base, 1)[0]
     assert err == (f"error: {bid}: 1 window is blocked or needs an operator; first {first}: run still "
                    f"InProgress after run_timeout 1.0s; left running (backfill status {bid})")
     assert window_kinds(bid)[keys(base, 2)[1]][-1] == "finished"
+    assert window_kinds(bid)[first][-1] == "cancel-requested"
 
 
 def test_a_timed_out_run_is_cancelled_when_the_plan_says_so(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:

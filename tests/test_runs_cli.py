@@ -111,3 +111,14 @@ def test_cancel_is_recorded_in_the_ledger(emulator: Emulator, monkeypatch: pytes
     # Cancelling again: the service says the run is no longer running; one line, exit 1.
     emulator_run = emulator.client().get_run(run_id)
     assert emulator_run.status.value in ("Canceling", "Cancelled")
+
+
+def test_cancel_not_confirmed_cancels_nothing(emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    run_id = emulator.client().create_run(PIPELINE, {"windowStart": "2026-11-03T01:00:00Z"})
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert run(["runs", "cancel", run_id, "--reason", "wrong window"]) == 1
+    assert capsys.readouterr().err == f"error: run {run_id} not cancelled: not confirmed\n"
+    assert emulator.requests("cancelPipelineRun") == []

@@ -9,7 +9,7 @@ import click
 
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table
-from backfill.errors import UsageError
+from backfill.errors import BackfillError, UsageError
 from backfill.factory.client import FactoryClient, connect
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
@@ -199,8 +199,8 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     run = client.get_run(run_id)
     click.echo(f"{run.run_id} {run.pipeline} {run.status.value} since {format_utc(run.start)}")
     click.echo(_usual_line(_usual_durations(client, run.pipeline), run, utcnow()))
-    if not yes:
-        click.confirm("cancel this run?", abort=True)
+    if not yes and not click.confirm("cancel this run?", default=False):
+        raise BackfillError(f"run {run_id} not cancelled: not confirmed")
     ledger = Ledger(Database())
     payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": reason,
                "factory": client.ref.key, "recursive": recursive}

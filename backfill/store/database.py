@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -87,6 +87,9 @@ class Database:
 
     def migrate(self) -> None:
         _load_tables()
+        if self._up_to_date():
+            # Nothing to do, and nothing written: an auditor's read-only role can open the ledger.
+            return
         with self.engine.begin() as conn:
             SQLModel.metadata.create_all(conn)
             conn.execute(
@@ -101,6 +104,14 @@ class Database:
                     text("INSERT INTO schema_version (version, description) VALUES (:v, :d)"),
                     {"v": version, "d": description},
                 )
+
+    def _up_to_date(self) -> bool:
+        with self.engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            if "schema_version" not in names or not set(SQLModel.metadata.tables) <= names:
+                return False
+            done = {row[0] for row in conn.execute(text("SELECT version FROM schema_version"))}
+        return {version for version, _, _ in MIGRATIONS} <= done
 
     def dispose(self) -> None:
         self.engine.dispose()
