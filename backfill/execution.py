@@ -297,7 +297,8 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
                        f"other workers ({_tally(counts)})", counts, api_calls)
     if pool.canary and open_keys:
         end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.SUCCEEDED, 0)})
-        raise AwaitingApproval(f"{backfill_id} paused after its first {pool.canary} canary windows succeeded; "
+        canary = "canary window" if pool.canary == 1 else f"{pool.canary} canary windows"
+        raise AwaitingApproval(f"{backfill_id} paused after its first {canary} succeeded; "
                                f"check them, then: backfill approve {backfill_id} and backfill run {backfill_id}")
     if failed:
         why = _failure_text(view, failed[0])

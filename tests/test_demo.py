@@ -45,7 +45,7 @@ def story_checks(out: str) -> None:
     assert backfill_id is not None, out
     bid = backfill_id.group(1)
     assert f"$ BACKFILL_ACTOR=bob@contoso.com backfill approve {bid}\napproved {bid} (1 of 1)" in out
-    assert (f"error: {bid} paused after its first 2 canary windows succeeded; check them, then: backfill approve "
+    assert (f"error: {bid} paused after its first canary window succeeded; check them, then: backfill approve "
             f"{bid} and backfill run {bid}\n(exit 3: paused after the canary windows, as expected)") in out
     assert f"canary approved for {bid}: the remaining windows may run" in out
     assert f"{bid} completed: 4 succeeded\n" in out

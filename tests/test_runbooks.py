@@ -115,9 +115,11 @@ RUN_TIMEOUT = "5s"
 
 
 def _crash_plan(text: str) -> str:
-    shifted, count = re.subn(r'^run_timeout = "[^"]*"', f'run_timeout = "{RUN_TIMEOUT}"', text, flags=re.MULTILINE)
-    assert count == 1, "plans/demo.toml sets run_timeout once"
-    return shifted
+    # Two canary windows (the two reruns), then the two hung windows in flight together.
+    for key, value in (("run_timeout", f'"{RUN_TIMEOUT}"'), ("canary", "2"), ("concurrency", "2")):
+        text, count = re.subn(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.MULTILINE)
+        assert count == 1, f"plans/demo.toml sets {key} once"
+    return text
 
 
 def _crash_scenario(scenario: Scenario) -> None:
