@@ -13,25 +13,32 @@ ADF keeps runs for 45 days and ``queryPipelineRuns`` filters on the *last update
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import json
+import queue
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import Run
-from backfill.matching import Matchable
+from backfill.gcpause import paused_gc
+from backfill.matching import Matchable, key_hash, key_hashes, latest_of, latest_runs, match_fields
 from backfill.timeutil import require_utc, utcnow
+from backfill.windows import Window
 
 if TYPE_CHECKING:
     from backfill.store.database import Database
-    from backfill.store.history import SyncState
+    from backfill.store.history import RunRecord, SyncState
 
 RETENTION = timedelta(days=45)
 OVERLAP = timedelta(minutes=5)
 FUTURE = timedelta(days=1)
-# Runs per write transaction: short enough not to hold SQLite's write lock across many pages.
-BATCH = 2000
+# Runs per write transaction, written while the next pages are fetched. Larger batches rewrite
+# each page of the run-ID index fewer times (run IDs are random); the lock is held only while a
+# batch is written (about a second on SQLite), never while paging.
+BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,10 @@ class SyncResult:
 class HistoryView:
     """The cached runs of one pipeline, the horizon they cover and when they were synced.
 
-    Built from plain runs (``HistoryView(runs, horizon, synced_at)``) or, by ``load_history``, from
-    light records whose full runs are decoded only when asked for: a preview needs every run's
-    matched parameters but only each window's latest run in full.
+    Built from plain runs (``HistoryView(runs, horizon, synced_at)``) or, by ``load_history``,
+    over the cache itself: then ``latest_runs`` looks the windows' match keys up in the cache's
+    key index and decodes only each window's latest run, and ``records`` (every run, light) and
+    ``runs`` (every run, decoded) are read only when asked for.
     """
 
     def __init__(
@@ -57,42 +65,111 @@ class HistoryView:
         horizon: datetime | None = None,
         synced_at: datetime | None = None,
         *,
-        records: Sequence[Matchable] | None = None,
-        fetch: Callable[[Sequence[str]], Mapping[str, Run]] | None = None,
-        fetch_all: Callable[[], Sequence[Run]] | None = None,
+        cache: CachedRuns | None = None,
     ) -> None:
         self.horizon = horizon
         self.synced_at = synced_at
-        self._runs: tuple[Run, ...] | None = None
-        if records is None:
-            self._runs = tuple(runs)
-            records = self._runs
-        self.records: Sequence[Matchable] = records
-        self._fetch = fetch
-        self._fetch_all = fetch_all
+        self._cache = cache
+        self._runs: tuple[Run, ...] | None = None if cache is not None else tuple(runs)
+        self._records: Sequence[Matchable] | None = self._runs
+
+    @property
+    def records(self) -> Sequence[Matchable]:
+        """Every cached run, light (full runs are decoded by ``resolve``); loaded on first use."""
+        if self._records is None:
+            assert self._cache is not None
+            self._records = self._cache.records()
+        return self._records
 
     @property
     def runs(self) -> tuple[Run, ...]:
         """Every cached run, fully decoded (loaded on first use)."""
         if self._runs is None:
-            if self._fetch_all is not None:
-                self._runs = tuple(self._fetch_all())
-            else:
-                self._runs = tuple(self.resolve(list(self.records)).values())
+            assert self._cache is not None
+            self._runs = tuple(self._cache.all_runs())
         return self._runs
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self._cache.count if self._cache is not None else len(self.records)
 
     def resolve(self, items: Sequence[Matchable]) -> dict[str, Run]:
         """Full runs for some of ``records``, by run ID."""
         found = {item.run_id: item for item in items if isinstance(item, Run)}
         wanted = [item.run_id for item in items if not isinstance(item, Run)]
         if wanted:
-            if self._fetch is None:
+            if self._cache is None:
                 raise TypeError("this history view holds light records but no way to fetch full runs")
-            found.update(self._fetch(wanted))
+            found.update(self._cache.fetch(wanted))
         return found
+
+    def latest_runs(self, windows: Sequence[Window], match_on: Sequence[str]) -> list[Run | None]:
+        """For each window (same order), its latest run in this history, or None (SPEC §4)."""
+        with paused_gc():
+            if self._cache is None:
+                winners = latest_runs(windows, self.records, match_on)
+                full = self.resolve([w for w in winners if w is not None])
+                return [full[w.run_id] if w is not None else None for w in winners]
+            return self._cache.latest_runs(windows, match_fields(windows, match_on))
+
+
+@dataclass(frozen=True)
+class CachedRuns:
+    """The history cache of one pipeline, read on demand (``load_history`` makes one)."""
+
+    db: Database
+    factory_key: str
+    pipeline: str
+    count: int
+
+    def records(self) -> list[RunRecord]:
+        from backfill.store import history as store
+
+        with self.db.engine.begin() as conn:
+            return store.load_records(conn, self.factory_key, self.pipeline)
+
+    def all_runs(self) -> list[Run]:
+        from backfill.store import history as store
+
+        with self.db.engine.begin() as conn:
+            return list(store.iter_runs(conn, self.factory_key, self.pipeline))
+
+    def fetch(self, run_ids: Sequence[str]) -> Mapping[str, Run]:
+        from backfill.store import history as store
+
+        with self.db.engine.begin() as conn:
+            return store.fetch_runs(conn, self.factory_key, self.pipeline, run_ids)
+
+    def latest_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[Run | None]:
+        """Look the windows' keys up in the key index; decode only each window's latest run."""
+        from backfill.store import history_keys as keys
+
+        slots: dict[str, list[int]] = {}
+        hashes: set[int] = set()
+        for index, keyed in enumerate(key_hashes([window.parameters for window in windows], fields)):
+            if keyed is not None:
+                slots.setdefault(keyed[0], []).append(index)
+                hashes.add(keyed[1])
+        with self.db.engine.begin() as conn:
+            set_id = keys.key_set(conn, self.factory_key, self.pipeline, fields)
+            keys.fill_keys(conn, self.factory_key, self.pipeline, set_id, fields, runs=self.count)
+            found = keys.lookup(conn, self.factory_key, self.pipeline, set_id, hashes) if hashes else []
+        buckets: dict[str, list[RunRecord]] = {}
+        documents: dict[str, str] = {}
+        for _, record, document in found:
+            # A hash is an index, not an identity: the run belongs to a window only if the keys'
+            # canonical texts are equal.
+            keyed = key_hash(record.parameters, fields)
+            if keyed is not None and keyed[0] in slots:
+                buckets.setdefault(keyed[0], []).append(record)
+                documents[record.run_id] = document
+        latest: list[Run | None] = [None] * len(windows)
+        for key, bucket in buckets.items():
+            winner = latest_of(bucket)
+            assert winner is not None
+            run = Run.from_cache(json.loads(documents[winner.run_id]))
+            for index in slots[key]:
+                latest[index] = run
+        return latest
 
 
 def sync_history(db: Database, factory: Factory, pipeline: str, *, now: datetime | None = None) -> SyncResult:
@@ -114,15 +191,21 @@ def sync_history(db: Database, factory: Factory, pipeline: str, *, now: datetime
     fetched = 0
     seen_max: datetime | None = None
     batch: list[Run] = []
-    for run in factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
-        batch.append(run)
-        fetched += 1
-        if run.last_updated is not None and (seen_max is None or run.last_updated > seen_max):
-            seen_max = run.last_updated
-        if len(batch) >= BATCH:
-            with db.engine.begin() as conn:
-                store.upsert_runs(conn, key, pipeline, batch)
-            batch = []
+    writer = _BatchWriter(db, key, pipeline)
+    try:
+        for run in factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
+            batch.append(run)
+            fetched += 1
+            if run.last_updated is not None and (seen_max is None or run.last_updated > seen_max):
+                seen_max = run.last_updated
+            if len(batch) >= BATCH:
+                writer.write(batch)
+                batch = []
+    except BaseException:
+        # The batches already fetched are still worth caching; the state does not move.
+        writer.close(raise_error=False)
+        raise
+    writer.close()
     api_calls = factory.api_calls - calls_before
 
     for attempt in (1, 2):
@@ -147,6 +230,43 @@ def sync_history(db: Database, factory: Factory, pipeline: str, *, now: datetime
     )
 
 
+class _BatchWriter:
+    """Writes batches of runs in a background thread, each in its own transaction, while the
+    caller fetches the next pages: the database works outside the GIL, so waiting for the
+    service and writing to the cache overlap. At most one batch waits, which bounds memory."""
+
+    def __init__(self, db: Database, key: str, pipeline: str) -> None:
+        self._db, self._key, self._pipeline = db, key, pipeline
+        self._queue: queue.Queue[list[Run] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from backfill.store import history as store
+
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the caller learns of the failure at its next write
+            try:
+                with self._db.engine.begin() as conn:
+                    store.upsert_runs(conn, self._key, self._pipeline, batch)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def write(self, batch: list[Run]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every queued batch is written; raise the first error a write met."""
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
 def _next_state(
     current: SyncState | None, seen_max: datetime | None, covered_from: datetime, now: datetime
 ) -> SyncState:
@@ -163,26 +283,17 @@ def _next_state(
 
 
 def load_history(db: Database, ref: FactoryRef, pipeline: str) -> HistoryView:
-    """The cached history of a pipeline (empty, with no horizon, when it was never synced)."""
+    """The cached history of a pipeline (empty, with no horizon, when it was never synced).
+
+    Reads only the sync state and the number of runs; runs are read when the view is asked."""
     from backfill.store import history as store
 
     key = ref.key
     with db.engine.begin() as conn:
         state = store.read_state(conn, key, pipeline)
-        records = store.load_records(conn, key, pipeline)
-
-    def fetch(run_ids: Sequence[str]) -> Mapping[str, Run]:
-        with db.engine.begin() as conn:
-            return store.fetch_runs(conn, key, pipeline, run_ids)
-
-    def fetch_all() -> Sequence[Run]:
-        with db.engine.begin() as conn:
-            return list(store.iter_runs(conn, key, pipeline))
-
+        count = store.count_runs(conn, key, pipeline)
     return HistoryView(
         horizon=state.horizon if state else None,
         synced_at=state.synced_at if state else None,
-        records=records,
-        fetch=fetch,
-        fetch_all=fetch_all,
+        cache=CachedRuns(db, key, pipeline, count),
     )

@@ -36,6 +36,7 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 Key = tuple[Hashable, ...]
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MISSING = object()
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -168,35 +169,66 @@ def canonical(value: Hashable) -> str:
 
 
 @lru_cache(maxsize=16384)
-def _text_key(text: str) -> tuple[Hashable, str]:
-    # Runs repeat the same parameter values (a region, a window start in several regions); one
-    # cache lookup for both forms, the normaliser's own cache left to plain matching.
-    normal = _normalise_text.__wrapped__(text)
-    return normal, canonical(normal)
+def _canonical_text(text: str) -> str:
+    """``canonical(normalise(text))``. Runs repeat the same parameter values (a region, a window
+    start in several regions); the normaliser's own cache is left to plain matching."""
+    if text[4:5] == "-" and text[:1].isdigit() and _TIMESTAMP_HINT.match(text):
+        # The timestamp branch of _normalise_text and canonical, inlined: every window of a plan
+        # has its own start, so this runs once per window (35,040 for a year of 15 minutes).
+        parsed = _parse_time(text)
+        if parsed is not None:
+            return f"t{(parsed - _EPOCH) // _MICROSECOND};"
+        return f"s{len(text)}:{text}"
+    return canonical(_normalise_text.__wrapped__(text))
 
 
-def key_hash(parameters: Mapping[str, Any], fields: Sequence[str]) -> tuple[Key, int] | None:
-    """The match key of a parameter set and a 64-bit hash of it; None when a field is missing.
+def key_hash(parameters: Mapping[str, Any], fields: Sequence[str]) -> tuple[str, int] | None:
+    """The canonical text of a parameter set's match key and a 64-bit hash of it; None when a
+    field is missing. Two parameter sets match exactly when their texts are equal.
 
     The hash is a signed 64-bit integer (a database BIGINT), stable across processes and
-    versions; it is an index, not an identity: compare the keys before trusting a match."""
-    key: list[Hashable] = []
+    versions; it is an index, not an identity: compare the texts before trusting a match."""
     parts: list[str] = []
     for name in fields:
         try:
             value = parameters[name]
         except KeyError:
             return None
-        if type(value) is str:
-            normal, text = _text_key(value)
-        else:
-            normal = normalise(value)
-            text = canonical(normal)
-        key.append(normal)
-        parts.append(text)
-    data = "".join(parts).encode("utf-8", "surrogatepass")
+        parts.append(_canonical_text(value) if type(value) is str else canonical(normalise(value)))
+    text = "".join(parts)
+    data = text.encode("utf-8", "surrogatepass")
     # Two fast checksums make 64 bits; a collision only costs a comparison, never a wrong match.
-    return tuple(key), ((zlib.crc32(data) << 32) | zlib.adler32(data)) - (1 << 63)
+    return text, ((zlib.crc32(data) << 32) | zlib.adler32(data)) - (1 << 63)
+
+
+def key_hashes(parameter_sets: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[tuple[str, int] | None]:
+    """``key_hash`` of each parameter set, a field at a time: a preview hashes every window of
+    its plan, and a column of one field's values is a tight loop over one cache."""
+    cached, missing = _canonical_text, _MISSING
+    columns: list[list[str | None]] = []
+    for name in fields:
+        column: list[str | None] = []
+        for parameters in parameter_sets:
+            value = parameters.get(name, missing)
+            if type(value) is str:
+                column.append(cached(value))
+            elif value is missing:
+                column.append(None)
+            else:
+                column.append(canonical(normalise(value)))
+        columns.append(column)
+    if not columns:
+        return [key_hash(parameters, fields) for parameters in parameter_sets]
+    keyed: list[tuple[str, int] | None] = []
+    crc32, adler32 = zlib.crc32, zlib.adler32
+    for row in zip(*columns, strict=True):
+        if None in row:
+            keyed.append(None)
+            continue
+        text = "".join(row)
+        data = text.encode("utf-8", "surrogatepass")
+        keyed.append((text, ((crc32(data) << 32) | adler32(data)) - (1 << 63)))
+    return keyed
 
 
 def match_fields(windows: Sequence[Window], match_on: Sequence[str]) -> tuple[str, ...]:

@@ -133,7 +133,7 @@ def plan_from_data(
         raise PlanError(where, _one_line(key), _one_line(expected)) from None
     windows = _windows(plan)
     match_on = plan.match_on
-    _require_distinct(where, windows, match_on)
+    _require_distinct(where, windows, match_on, plan.parameters)
     target = plan.target
     return LoadedPlan(
         path=Path(path),
@@ -204,8 +204,24 @@ def _windows(plan: Plan) -> list[Window]:
     return generate_windows(spec.start, spec.end, spec.every, plan.parameters)
 
 
-def _require_distinct(where: str, windows: list[Window], match_on: tuple[str, ...]) -> None:
+def _require_distinct(
+    where: str, windows: list[Window], match_on: tuple[str, ...], templates: Mapping[str, Any]
+) -> None:
     # Two windows with equal matched parameters would claim each other's runs in history.
+    if any(templates.get(name) in ("{start}", "{end}") for name in match_on) and not any(
+        window.start.microsecond or window.end.microsecond for window in windows
+    ):
+        # Windows never share a start or an end (they would overlap), and a bare {start} or {end}
+        # renders a whole-second bound as its own text: nothing to compare.
+        return
+    try:
+        # Plain values (the usual strings) are checked in one pass; lists and secrets, and any
+        # duplicate, take the loop below, which names the two windows.
+        identities = {tuple([window.parameters[name] for name in match_on]) for window in windows}
+        if len(identities) == len(windows):
+            return
+    except TypeError:
+        pass
     seen: dict[tuple[Any, ...], Window] = {}
     for window in windows:
         identity = tuple(_hashable(window.parameters[name]) for name in match_on)

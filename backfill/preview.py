@@ -19,8 +19,8 @@ from backfill.checks.runner import evaluate_all
 from backfill.decisions import Decision, decide, needs_checks
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run
+from backfill.gcpause import paused_gc
 from backfill.history import HistoryView
-from backfill.matching import latest_runs
 from backfill.secrets import REDACTED, Secret
 from backfill.timeutil import format_utc
 from backfill.windows import Window
@@ -54,7 +54,8 @@ def _time(value: datetime | None) -> str | None:
     return format_utc(value) if value is not None else None
 
 
-@dataclass(frozen=True)
+# Slots: one per window of the plan (35,040 for a year of 15-minute windows).
+@dataclass(frozen=True, slots=True)
 class WindowDecision:
     window: Window
     decision: Decision
@@ -79,10 +80,12 @@ class WindowDecision:
                 name: REDACTED if isinstance(self.window.parameters.get(name), Secret) else value
                 for name, value in latest["parameters"].items()
             }
+        key = self.window.key
+        start, _, end = key.partition("/")  # the key is the two bounds in format_utc form
         return {
-            "key": self.window.key,
-            "start": format_utc(self.window.start),
-            "end": format_utc(self.window.end),
+            "key": key,
+            "start": start,
+            "end": end,
             "parameters": self.window.public_parameters(),
             "decision": self.decision.value,
             "reason": self.reason,
@@ -154,16 +157,17 @@ def compute_preview(
 ) -> Preview:
     """Decide every window of the plan from the cached history and, where needed, the checks."""
     windows = loaded.windows
-    winners = latest_runs(windows, history.records, loaded.match_on)
-    full = history.resolve([w for w in winners if w is not None])
-    latest: list[Run | None] = [full[w.run_id] if w is not None else None for w in winners]
-    pending = [window for window, run in zip(windows, latest, strict=True) if needs_checks(run)]
-    results = evaluate_all(checks, pending, concurrency=check_concurrency) if checks else {}
+    latest = history.latest_runs(windows, loaded.match_on)
+    results: dict[str, tuple[CheckResult, ...]] = {}
+    if checks:
+        pending = [window for window, run in zip(windows, latest, strict=True) if needs_checks(run)]
+        results = evaluate_all(checks, pending, concurrency=check_concurrency)
     decisions = []
-    for window, run in zip(windows, latest, strict=True):
-        found = results.get(window.key, ()) if results and needs_checks(run) else ()
-        decision, reason = decide(window, run, found, horizon=history.horizon)
-        decisions.append(WindowDecision(window, decision, reason, run, found))
+    with paused_gc():
+        for window, run in zip(windows, latest, strict=True):
+            found = results.get(window.key, ()) if results and needs_checks(run) else ()
+            decision, reason = decide(window, run, found, horizon=history.horizon)
+            decisions.append(WindowDecision(window, decision, reason, run, found))
     return Preview(
         plan_hash=loaded.hash,
         decisions=tuple(decisions),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from backfill.gcpause import paused_gc
 from backfill.secrets import Secret, redact
 from backfill.timeutil import format_utc
 
@@ -61,21 +62,28 @@ def window_key(start: datetime, end: datetime) -> str:
     return f"{format_utc(start)}/{format_utc(end)}"
 
 
-@dataclass(frozen=True)
+# Slots: a year of 15-minute windows is 35,040 of them; no per-window __dict__ to allocate or
+# for the garbage collector to walk.
+@dataclass(frozen=True, slots=True)
 class Window:
     start: datetime
     end: datetime
     # Rendered parameters as they go to createRun; secure ones stay Secret until sent.
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    # The key, formatted on first use: previews, ledgers and reports ask for it many times.
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
-        return window_key(self.start, self.end)
+        if self._key is None:
+            object.__setattr__(self, "_key", window_key(self.start, self.end))
+        assert self._key is not None
+        return self._key
 
     def public_parameters(self) -> dict[str, Any]:
         """The parameters with every Secret redacted: safe to print and record."""
-        redacted: dict[str, Any] = redact(self.parameters)
-        return redacted
+        # Plain strings (nearly every parameter) need no walk through redact.
+        return {str(name): value if type(value) is str else redact(value) for name, value in self.parameters.items()}
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -133,8 +141,9 @@ def generate_windows(
 ) -> list[Window]:
     """Contiguous windows of length ``every`` covering [start, end), parameters rendered."""
     count = count_windows(start, end, every)
-    bounds = [(start + i * every, start + (i + 1) * every) for i in range(count)]
-    return _with_parameters(bounds, parameters)
+    # Window i runs from bound i to bound i + 1: adjacent windows share one datetime object.
+    moments = [start + i * every for i in range(count + 1)]
+    return _with_parameters(moments, [(i, i + 1) for i in range(count)], parameters)
 
 
 def explicit_windows(
@@ -158,17 +167,72 @@ def explicit_windows(
                 field="list",
                 index=second,
             )
-    return _with_parameters([pairs[i] for i in order], parameters)
+    # Number the distinct bounds (a window may start exactly where the previous one ends); the
+    # zone is part of a bound's identity, since it may be formatted.
+    points: dict[tuple[datetime, Any], int] = {}
+    moments: list[datetime] = []
+    numbered: list[tuple[int, int]] = []
+    for start, end in (pairs[i] for i in order):
+        numbers = []
+        for moment in (start, end):
+            number = points.setdefault((moment, moment.tzinfo), len(moments))
+            if number == len(moments):
+                moments.append(moment)
+            numbers.append(number)
+        numbered.append((numbers[0], numbers[1]))
+    return _with_parameters(moments, numbered, parameters)
 
 
-def _with_parameters(bounds: list[tuple[datetime, datetime]], parameters: Mapping[str, Any] | None) -> list[Window]:
+def _with_parameters(
+    moments: list[datetime], bounds: list[tuple[int, int]], parameters: Mapping[str, Any] | None
+) -> list[Window]:
+    """Windows from ``moments[first]`` to ``moments[last]`` for each pair of ``bounds``, their
+    parameters rendered a whole column at a time: each bound is formatted once per format, and a
+    parameter that is the bare ``{start}`` or a literal costs a list index or nothing per window."""
     if not parameters:
-        return [Window(start, end) for start, end in bounds]
-    # Adjacent windows share a bound: format each bound once per format.
-    memo: dict[tuple[datetime, str | None], str] = {}
+        return [Window(moments[first], moments[last]) for first, last in bounds]
+    if not bounds:
+        return []
+    formatted: dict[str | None, list[str]] = {}
+
+    def texts(fmt: str | None) -> list[str]:
+        found = formatted.get(fmt)
+        if found is None:
+            found = formatted[fmt] = [_format_text(moment, fmt) for moment in moments]
+        return found
+
+    names = list(parameters)
+    with paused_gc():
+        columns = [_column(template, texts, bounds) for template in parameters.values()]
+        return [
+            Window(moments[first], moments[last], dict(zip(names, row, strict=True)))
+            for (first, last), row in zip(bounds, zip(*columns, strict=True), strict=True)
+        ]
+
+
+def _column(template: Any, texts: Callable[[str | None], list[str]], bounds: list[tuple[int, int]]) -> list[Any]:
+    """One parameter rendered for every window (what ``_render_fast`` computes for one)."""
+    if isinstance(template, Secret):
+        return [Secret(text) for text in _column(template.template, texts, bounds)]
+    if isinstance(template, list | tuple):
+        items = [_column(item, texts, bounds) for item in template]
+        return [list(row) for row in zip(*items, strict=True)] if items else [[] for _ in bounds]
+    if not isinstance(template, str):
+        return [template] * len(bounds)
+    parts = _compile(template)
+    if not any(isinstance(part, tuple) for part in parts):
+        return ["".join(part for part in parts if isinstance(part, str))] * len(bounds)
+    if len(parts) == 1 and isinstance(parts[0], tuple):
+        # The common template: one bound, nothing around it.
+        values = texts(parts[0][1])
+        if parts[0][0] == "start":
+            return [values[first] for first, _ in bounds]
+        return [values[last] for _, last in bounds]
+    pieces = [(part, None, False) if isinstance(part, str) else ("", texts(part[1]), part[0] == "start")
+              for part in parts]
     return [
-        Window(start, end, {name: _render_fast(t, start, end, memo) for name, t in parameters.items()})
-        for start, end in bounds
+        "".join([text if values is None else values[first if is_start else last] for text, values, is_start in pieces])
+        for first, last in bounds
     ]
 
 
@@ -201,15 +265,17 @@ def _format(value: datetime, fmt: str | None, memo: dict[tuple[datetime, str | N
     key = (value, fmt)
     text = memo.get(key)
     if text is None:
-        if not fmt:
-            text = format_utc(value)
-        elif "%z" in fmt or "%Z" in fmt or "%:z" in fmt:
-            text = value.strftime(fmt)
-        else:
-            # Bounds are UTC; strftime on the naive equivalent is three times faster.
-            text = value.replace(tzinfo=None).strftime(fmt)
-        memo[key] = text
+        text = memo[key] = _format_text(value, fmt)
     return text
+
+
+def _format_text(value: datetime, fmt: str | None) -> str:
+    if not fmt:
+        return format_utc(value)
+    if "%z" in fmt or "%Z" in fmt or "%:z" in fmt:
+        return value.strftime(fmt)
+    # Bounds are UTC; strftime on the naive equivalent is three times faster.
+    return value.replace(tzinfo=None).strftime(fmt)
 
 
 def _render_fast(template: Any, start: datetime, end: datetime, memo: dict[tuple[datetime, str | None], str]) -> Any:

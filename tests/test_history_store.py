@@ -123,7 +123,8 @@ def test_times_convert_exactly() -> None:
 def test_replace_path_on_other_dialects(mariadb_url: str) -> None:
     # MySQL/MariaDB and Azure SQL take the delete-and-insert path inside one transaction.
     engine = create_engine(mariadb_url)
-    store.RUNS.create(engine)
+    for table in (store.RUNS, store.KEY_SETS, store.KEYS):
+        table.create(engine)
     try:
         with engine.begin() as conn:
             store.upsert_runs(conn, KEY, "Load", [make_run("r1", RunStatus.QUEUED), make_run("r2")])

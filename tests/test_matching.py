@@ -10,7 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.factory.run import Run, RunStatus, decode_parameter
-from backfill.matching import latest_of, latest_runs, match_fields, match_key, normalise
+from backfill.matching import (
+    _canonical_text,
+    canonical,
+    key_hash,
+    key_hashes,
+    latest_of,
+    latest_runs,
+    match_fields,
+    match_key,
+    normalise,
+)
 from backfill.secrets import Secret
 from backfill.windows import Window
 
@@ -211,3 +221,70 @@ def test_matching_agrees_with_brute_force(count: int, specs: list[tuple[int, str
         # The oracle compares meanings directly, window by window.
         matching = [r for r, spec in zip(runs, specs, strict=True) if spec[0] == i and spec[1] == "north"]
         assert found[i] is latest_of(matching), (start, found[i], matching)
+
+
+# --- key_hash: the canonical text behind the history cache's key index ----------------------------
+
+parameter_values = st.one_of(
+    json_values,
+    st.builds(json.dumps, json_values),
+    aware_times.map(lambda moment: moment.isoformat()),
+    st.tuples(aware_times, offsets).map(lambda pair: pair[0].astimezone(pair[1]).isoformat()),
+    aware_times.map(lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"),
+    st.sampled_from(["5", "5.0", "-0", "0.0", "1e3", "1000", "007", "true", "False", "nan", "null", "north",
+                     "2026-11-03T02:00:00", "2026-11-03T02:00Z", '"north"', "[1, 2]", "[1.0, 2.0]"]),
+)
+
+
+@settings(max_examples=300)
+@given(parameter_values, parameter_values)
+def test_canonical_text_is_equal_exactly_when_values_match(left: object, right: object) -> None:
+    assert (canonical(normalise(left)) == canonical(normalise(right))) == (normalise(left) == normalise(right))
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3),
+       st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3))
+def test_key_hash_agrees_with_match_key(left: dict[str, object], right: dict[str, object]) -> None:
+    fields = ("a", "b")
+    keyed = [key_hash(side, fields) for side in (left, right)]
+    for side, result in zip((left, right), keyed, strict=True):
+        assert (result is None) == (match_key(side, fields) is None)
+        if result is not None:
+            assert -(2**63) <= result[1] < 2**63
+    if keyed[0] is not None and keyed[1] is not None:
+        assert (keyed[0][0] == keyed[1][0]) == (match_key(left, fields) == match_key(right, fields))
+        if keyed[0][0] == keyed[1][0]:
+            assert keyed[0][1] == keyed[1][1]
+
+
+def test_key_text_frames_every_piece() -> None:
+    # Without lengths, ("ab", "c") and ("a", "bc") would concatenate to the same text.
+    first = key_hash({"x": "ab", "y": "c"}, ("x", "y"))
+    second = key_hash({"x": "a", "y": "bc"}, ("x", "y"))
+    assert first is not None and second is not None and first[0] != second[0]
+    assert key_hash({"x": "2026-11-03T03:00:00+01:00"}, ("x",)) == key_hash({"x": "2026-11-03T02:00:00Z"}, ("x",))
+    # A stable value, so keys written by one version are found by the next.
+    assert key_hash({"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north"},
+                    ("windowStart", "feederRegion")) == ("t1793671200000000;s5:north", 819136572098545377)
+
+
+@given(aware_times, offsets, st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(milliseconds=1),
+                                              timedelta(seconds=1), timedelta(hours=-1)]))
+def test_canonical_instants_differ_by_any_amount(moment: datetime, offset: timezone, delta: timedelta) -> None:
+    other = (moment + delta).astimezone(offset)
+    for spelling in (other.isoformat(), other.strftime("%Y-%m-%dT%H:%M:%S.%f") + "1" + other.strftime("%z")):
+        assert (canonical(normalise(moment.isoformat())) == canonical(normalise(spelling))) == (delta == timedelta(0))
+
+
+@settings(max_examples=100)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3), max_size=6),
+       st.sampled_from([(), ("a",), ("a", "b"), ("c", "a", "b")]))
+def test_key_hashes_of_many_agree_with_key_hash(sets: list[dict[str, object]], fields: tuple[str, ...]) -> None:
+    assert key_hashes(sets, fields) == [key_hash(parameters, fields) for parameters in sets]
+
+
+@given(st.one_of(parameter_values.filter(lambda v: isinstance(v, str)),
+                 st.text(alphabet="0123456789-T:Z+. ", max_size=26)))
+def test_canonical_text_of_a_string_is_canonical_of_its_normal_form(text: str) -> None:
+    assert _canonical_text.__wrapped__(text) == canonical(normalise(text))

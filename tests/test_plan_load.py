@@ -221,3 +221,41 @@ def test_plan_from_data_needs_no_file() -> None:
     assert str(caught.value) == (
         'memory: windows.every: "7m" does not divide the range 2026-11-03T00:00:00Z to 2026-11-03T01:00:00Z (1h)'
     )
+
+
+@pytest.mark.parametrize(
+    ("windows", "start_template", "refused"),
+    [
+        ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start:%Y-%m-%d}", True),
+        ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start:%H}", True),
+        ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start}", False),
+        ('list = [[2026-11-03T01:00:00Z, 2026-11-03T02:00:00Z], [2026-11-03T00:00:00Z, 2026-11-03T01:00:00Z]]',
+         "{end}", False),
+    ],
+)
+def test_windows_must_render_distinct_matched_parameters(
+    tmp_path: Path, windows: str, start_template: str, refused: bool
+) -> None:
+    text = f"""\
+title = "t"
+ticket = "T-1"
+[target]
+subscription_id = "s"
+resource_group = "rg"
+factory = "f"
+pipeline = "P"
+[windows]
+{windows}
+[parameters]
+windowStart = "{start_template}"
+region = "north"
+[match]
+on = ["windowStart", "region"]
+"""
+    path = write(tmp_path / "plan.toml", text)
+    if refused:
+        with pytest.raises(PlanError, match="render the same matched parameters"):
+            load_plan(path)
+    else:
+        loaded = load_plan(path)
+        assert len({w.parameters["windowStart"] for w in loaded.windows}) == len(loaded.windows)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -75,3 +76,53 @@ def test_format_duration() -> None:
     assert format_duration(timedelta(hours=1, minutes=5)) == "1h05m"
     assert format_duration(timedelta(seconds=12.3)) == "12.3s"
     assert format_duration(None) == ""
+
+
+# --- the fast paths agree with the careful ones ------------------------------------------------
+
+
+def reference_parse(text: str) -> datetime:
+    """parse_utc as it was before its fromisoformat fast path: regex, then fromisoformat."""
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", text.strip())
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    value = datetime.fromisoformat(cleaned)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise NaiveTimestamp(text)
+    return value.astimezone(UTC)
+
+
+any_moment = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+spellings = st.one_of(
+    st.tuples(any_moment, st.integers(min_value=-14 * 60, max_value=14 * 60)).map(
+        lambda pair: pair[0].astimezone(timezone(timedelta(minutes=pair[1]))).isoformat()
+    ),
+    any_moment.map(lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "4Z"),
+    any_moment.map(lambda moment: moment.isoformat().replace("+00:00", "z")),
+    any_moment.map(lambda moment: f" {moment.isoformat()} "),
+    any_moment.map(lambda moment: moment.replace(tzinfo=None).isoformat()),
+    st.text(alphabet="0123456789-:T.Zz+ ", max_size=30),
+)
+
+
+@given(spellings)
+def test_parse_utc_agrees_with_the_reference(text: str) -> None:
+    try:
+        expected: datetime | type[Exception] = reference_parse(text)
+    except NaiveTimestamp:
+        expected = NaiveTimestamp
+    except ValueError:
+        expected = ValueError
+    if isinstance(expected, datetime):
+        parsed = parse_utc(text)
+        assert parsed == expected and parsed.tzinfo is UTC
+    else:
+        with pytest.raises(expected):
+            parse_utc(text)
+
+
+@given(any_moment, st.booleans())
+def test_format_utc_agrees_with_strftime(moment: datetime, precise: bool) -> None:
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise and moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    assert format_utc(moment, precise=precise) == expected
+    assert format_utc(moment.astimezone(timezone(timedelta(hours=5, minutes=30))), precise=precise) == expected

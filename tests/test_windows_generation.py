@@ -218,3 +218,26 @@ def test_duration_text_is_exact_and_parseable(amount: int, unit: str) -> None:
 def test_generated_windows_carry_rendered_parameters(start: datetime) -> None:
     windows = generate_windows(start, start + timedelta(hours=1), timedelta(minutes=15), {"ws": "{start}"})
     assert [w.parameters["ws"] for w in windows] == [format_utc(w.start) for w in windows]
+
+
+@settings(max_examples=60)
+@given(
+    parameters=st.dictionaries(
+        st.text(min_size=1, max_size=5), st.one_of(values, st.sampled_from(["{start}", "{end}", "{end:%H}", "x"])),
+        max_size=5,
+    ),
+    start=starts,
+    every=everies,
+    count=st.integers(min_value=1, max_value=6),
+    gap=st.integers(min_value=0, max_value=2),
+)
+def test_windows_render_each_parameter_as_render_does(
+    parameters: dict[str, object], start: datetime, every: timedelta, count: int, gap: int
+) -> None:
+    generated = generate_windows(start, start + count * every, every, parameters)
+    # Explicit windows with gaps between them share no bounds; contiguous ones share them all.
+    listed = explicit_windows([(start + i * (1 + gap) * every, start + (i * (1 + gap) + 1) * every)
+                               for i in reversed(range(count))], parameters)
+    for window in [*generated, *listed]:
+        expected = {name: render(value, window.start, window.end) for name, value in parameters.items()}
+        assert window.parameters == expected

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from backfill.timeutil import parse_adf_time
+from backfill.timeutil import format_utc, parse_adf_time
 
 
 class RunStatus(StrEnum):
@@ -66,7 +66,8 @@ def decode_parameter(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+# Slots: a sync holds thousands at a time.
+@dataclass(frozen=True, slots=True)
 class Run:
     run_id: str
     pipeline: str
@@ -106,8 +107,6 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         """A stable JSON form (our own, used by --json output and the history cache)."""
-        from backfill.timeutil import format_utc
-
         return {
             "run_id": self.run_id,
             "pipeline": self.pipeline,

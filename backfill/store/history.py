@@ -5,6 +5,10 @@ This is a cache, not the ledger: rows are upserted as runs change status. ``data
 decoding every document (only the winners are decoded in full), and for queries by time.
 Times are stored as integer microseconds since the Unix epoch (UTC): exact, portable across
 SQLite, PostgreSQL and Azure SQL, and cheap to convert.
+
+``history_keys`` indexes the runs by match key, per set of matched fields (``history_key_sets``),
+so that a preview reads only the runs that can belong to its windows (see
+``backfill.store.history_keys``).
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Column, Index, Text, delete, func, select
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, delete, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.expression import Executable
 from sqlmodel import Field, SQLModel
 
 from backfill.factory.run import Run, RunStatus
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # Bounded by PostgreSQL's and SQL Server's parameter limits (65535, 2100) with room to spare.
 FETCH_CHUNK = 500
 # Rows per round trip when loading a whole history: bounds the transient memory of the load.
@@ -55,9 +59,37 @@ class HistorySync(SQLModel, table=True):
     synced_at_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class HistoryKeySet(SQLModel, table=True):
+    """A set of matched fields of one pipeline whose keys ``history_keys`` holds."""
+
+    __tablename__ = "history_key_sets"
+    __table_args__ = (UniqueConstraint("factory_key", "pipeline", "signature", name="uq_history_key_sets"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    factory_key: str = Field(max_length=255)
+    pipeline: str = Field(max_length=260)
+    signature: str = Field(max_length=64)
+    fields: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class HistoryKey(SQLModel, table=True):
+    """One cached run's match key under one key set (NULL: a matched field is missing)."""
+
+    __tablename__ = "history_keys"
+    __table_args__ = (Index("ix_history_keys_hash", "set_id", "key_hash"),)
+
+    set_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    run_id: str = Field(primary_key=True, max_length=64)
+    key_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
 _STATUSES = {status.value: status for status in RunStatus}
 RUNS = HistoryRun.__table__  # type: ignore[attr-defined]
 SYNC = HistorySync.__table__  # type: ignore[attr-defined]
+KEY_SETS = HistoryKeySet.__table__  # type: ignore[attr-defined]
+KEYS = HistoryKey.__table__  # type: ignore[attr-defined]
+# One encoder for every document: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 class RunRecord(NamedTuple):
@@ -95,7 +127,7 @@ class SyncState:
 def to_us(value: datetime | None) -> int | None:
     if value is None:
         return None
-    return (value - EPOCH) // timedelta(microseconds=1)
+    return (value - EPOCH) // _MICROSECOND
 
 
 def from_us(value: int | None) -> datetime | None:
@@ -114,16 +146,19 @@ def _row(factory_key: str, pipeline: str, run: Run) -> dict[str, Any]:
         "last_updated_us": to_us(run.last_updated),
         "run_group_id": run.run_group_id,
         "is_latest": run.is_latest,
-        "parameters": json.dumps(dict(run.parameters), separators=(",", ":"), default=str),
-        "data": json.dumps(run.to_json(), separators=(",", ":"), default=str),
+        "parameters": _ENCODER.encode(dict(run.parameters)),
+        "data": _ENCODER.encode(run.to_json()),
     }
 
 
 def upsert_runs(conn: Connection, factory_key: str, pipeline: str, runs: Sequence[Run]) -> int:
     """Insert or refresh runs by run ID, in bulk; a row never goes back to an older version.
+    Their match keys are written for every key set of the pipeline in the same transaction.
 
     Returns how many distinct runs were written.
     """
+    from backfill.store.history_keys import write_keys
+
     newest: dict[str, Run] = {}
     for run in runs:
         # One statement must not touch a row twice (PostgreSQL refuses), and a run can appear on
@@ -133,11 +168,13 @@ def upsert_runs(conn: Connection, factory_key: str, pipeline: str, runs: Sequenc
             newest[run.run_id] = run
     if not newest:
         return 0
-    rows = [_row(factory_key, pipeline, run) for run in newest.values()]
+    # In primary-key order: consecutive inserts land on the same index pages (run IDs are random).
+    rows = [_row(factory_key, pipeline, newest[run_id]) for run_id in sorted(newest)]
     dialect = conn.dialect.name
     updated = ("status", "run_start_us", "last_updated_us", "run_group_id", "is_latest", "parameters", "data")
     if dialect in ("sqlite", "postgresql"):
         conn.execute(_upsert(dialect, updated), rows)
+        write_keys(conn, factory_key, pipeline, list(newest.values()))
         return len(rows)
     # Other dialects (Azure SQL, MySQL): replace inside the caller's transaction, keeping any row
     # a concurrent sync already brought further.
@@ -153,20 +190,31 @@ def upsert_runs(conn: Connection, factory_key: str, pipeline: str, runs: Sequenc
             fresh.extend(chunk.values())
     if fresh:
         conn.execute(RUNS.insert(), fresh)
+    write_keys(conn, factory_key, pipeline, list(newest.values()))
     return len(rows)
 
 
-def _upsert(dialect: str, updated: Sequence[str]) -> Executable:
+def _upsert(dialect: str, updated: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE, the same statement text on SQLite and PostgreSQL."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    stmt = sqlite.insert(RUNS) if dialect == "sqlite" else postgresql.insert(RUNS)
+    stmt = dialect_insert(dialect, RUNS)
     return stmt.on_conflict_do_update(
         index_elements=["factory_key", "pipeline", "run_id"],
         set_={name: stmt.excluded[name] for name in updated},
         # Two syncs racing must not let the slower one write an older state back.
         where=RUNS.c.last_updated_us.is_(None) | (stmt.excluded.last_updated_us >= RUNS.c.last_updated_us),
     )
+
+
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """INSERT with ON CONFLICT for SQLite or PostgreSQL (only that dialect's module is imported:
+    PostgreSQL's costs a tenth of a second to import)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert(table)
 
 
 def read_state(conn: Connection, factory_key: str, pipeline: str, *, lock: bool = False) -> SyncState | None:
