@@ -89,14 +89,17 @@ def fill_keys(
     held = conn.execute(select(func.count()).select_from(KEYS).where(KEYS.c.set_id == set_id)).scalar_one()
     if held == (runs if runs is not None else count_runs(conn, factory_key, pipeline)):
         return 0
-    keyed = exists().where(KEYS.c.set_id == set_id, KEYS.c.run_id == RUNS.c.run_id)
+    where = [RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline]
+    if held:
+        # Only the runs without a key; a new key set (the usual case) takes every run as it is.
+        where.append(~exists().where(KEYS.c.set_id == set_id, KEYS.c.run_id == RUNS.c.run_id))
     added = 0
     after = ""
     while True:
         # Pages by run ID (the primary key's order), so no cursor stays open while we insert.
         query = (
             select(RUNS.c.run_id, RUNS.c.parameters)
-            .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id > after, ~keyed)
+            .where(*where, RUNS.c.run_id > after)
             .order_by(RUNS.c.run_id)
             .limit(FILL_CHUNK)
         )
