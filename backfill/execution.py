@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
@@ -121,9 +121,7 @@ def execute_backfill(
 
 def _usual(history: HistoryView) -> timedelta | None:
     """The pipeline's usual duration from its newest succeeded runs, decoding only those."""
-    succeeded = [r for r in history.records if getattr(r, "status", None) is RunStatus.SUCCEEDED and r.start]
-    newest = sorted(succeeded, key=lambda r: r.start or datetime.min, reverse=True)[:RECENT_RUNS]
-    return usual_duration(history.resolve(newest).values())
+    return usual_duration(history.newest_runs(RunStatus.SUCCEEDED, RECENT_RUNS))
 
 
 def _select(

@@ -135,3 +135,30 @@ def test_replace_path_on_other_dialects(mariadb_url: str) -> None:
         assert [(r.run_id, r.status) for r in records] == [("r1", RunStatus.FAILED), ("r2", RunStatus.SUCCEEDED)]
     finally:
         engine.dispose()
+
+
+def test_newest_runs_reads_only_the_newest_of_a_status(ledger_url: str) -> None:
+    """The runner's usual duration comes from a narrow query, not from every cached run."""
+    from datetime import UTC, datetime, timedelta
+
+    from backfill.factory.protocol import FactoryRef
+    from backfill.factory.run import Run, RunStatus
+    from backfill.history import HistoryView, load_history
+    from backfill.store import history as store
+    from backfill.store.database import Database
+
+    base = datetime(2026, 11, 3, tzinfo=UTC)
+    runs = [
+        Run(f"r{i}", "P", RunStatus.SUCCEEDED if i % 3 else RunStatus.FAILED, {"i": str(i)},
+            start=base + timedelta(minutes=i), last_updated=base + timedelta(minutes=i, seconds=30),
+            duration=timedelta(seconds=i))
+        for i in range(30)
+    ]
+    db = Database(ledger_url)
+    ref = FactoryRef("s", "g", "f")
+    with db.engine.begin() as conn:
+        store.upsert_runs(conn, ref.key, "P", runs)
+    cached = load_history(db, ref, "P").newest_runs(RunStatus.SUCCEEDED, 5)
+    plain = HistoryView(runs).newest_runs(RunStatus.SUCCEEDED, 5)
+    assert [r.run_id for r in cached] == [r.run_id for r in plain] == ["r29", "r28", "r26", "r25", "r23"]
+    db.dispose()

@@ -302,6 +302,18 @@ def iter_runs(conn: Connection, factory_key: str, pipeline: str) -> Iterator[Run
         yield _run(data)
 
 
+def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, limit: int) -> list[Run]:
+    """The ``limit`` cached runs with ``status`` that started last, newest first, decoded."""
+    query = (
+        select(RUNS.c.data)
+        .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.status == status,
+               RUNS.c.run_start_us.is_not(None))
+        .order_by(RUNS.c.run_start_us.desc(), RUNS.c.run_id)
+        .limit(limit)
+    )
+    return [_run(data) for (data,) in conn.execute(query)]
+
+
 def count_runs(conn: Connection, factory_key: str, pipeline: str) -> int:
     query = select(func.count()).select_from(RUNS).where(
         RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline
