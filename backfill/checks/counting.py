@@ -1,9 +1,10 @@
 """What the ``odbc`` and ``sql`` kinds share: a counting query, and an optional expected count
 given as a number or as a second query against the source.
 
-Both queries of one evaluation share the check's time budget. The connection template is
-expanded only inside ``_count``; the evidence holds the statements and the rendered arguments,
-never the connection.
+Both queries of one evaluation share the check's time budget. A statement that is not a plain
+query is refused before anything connects (``backfill.checks.readonly``); the kinds open their
+connections read-only. The connection template is expanded only inside ``_count``; the evidence
+holds the statements and the rendered arguments, never the connection.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from backfill.checks._support import (
     require_text,
 )
 from backfill.checks.base import CheckResult, CheckSpec, classify
+from backfill.checks.readonly import NotAQuery, refusal
 from backfill.errors import CheckError
 from backfill.timeutil import format_duration
 from backfill.windows import Window
@@ -43,6 +45,7 @@ class CountQuery:
     text: str
     source: str | None  # the query_file as written, when the text came from one
     args: Any  # the kind's argument templates: a list (odbc) or a table (sql)
+    refused: str | None = None  # why the statement is not a read-only query (never sent then)
 
 
 class CountingCheck(ABC):
@@ -65,7 +68,7 @@ class CountingCheck(ABC):
         self._check_connection(spec, f"{prefix}{self.connection_option}", connection)
         text, source = read_statement(spec, options, prefix)
         args = self._parse_args(spec, f"{prefix}args", options.get("args", self.args_default), text)
-        return CountQuery(connection, text, source, args)
+        return CountQuery(connection, text, source, args, refusal(text))
 
     def _parse_expect(self, spec: CheckSpec, value: Any) -> int | CountQuery | None:
         if value is None:
@@ -87,14 +90,17 @@ class CountingCheck(ABC):
         stage = "count query"
         try:
             evidence.update(self._describe(self._main, window, "statement", "args"))
-            committed = self._count(self._main, evidence["args"], deadline, scrub)
+            committed = self._guarded_count(self._main, evidence["args"], deadline, scrub)
             expected: int | None
             if isinstance(self._expect, CountQuery):
                 stage = "expected-count query"
                 evidence.update(self._describe(self._expect, window, "expected_statement", "expected_args"))
-                expected = self._count(self._expect, evidence["expected_args"], deadline, scrub)
+                expected = self._guarded_count(self._expect, evidence["expected_args"], deadline, scrub)
             else:
                 expected = self._expect
+        except NotAQuery as exc:
+            evidence["duration_ms"] = elapsed_ms(started)
+            return error_result(self.name, f"{stage} refused before it was sent: {exc}", evidence)
         except CheckTimeout:
             evidence["duration_ms"] = elapsed_ms(started)
             reason = f"{stage} timed out after {format_duration(self.timeout)}"
@@ -104,6 +110,11 @@ class CountingCheck(ABC):
             return error_result(self.name, scrub(f"{stage} failed: {self._explain(exc)}"), evidence)
         evidence["duration_ms"] = elapsed_ms(started)
         return classify(self.name, committed, expected, evidence)
+
+    def _guarded_count(self, query: CountQuery, args: Any, deadline: float, scrub: Scrubber) -> int:
+        if query.refused is not None:
+            raise NotAQuery(query.refused)
+        return self._count(query, args, deadline, scrub)
 
     def _describe(self, query: CountQuery, window: Window, statement: str, args: str) -> dict[str, Any]:
         described: dict[str, Any] = {statement: query.text, args: self._render(query.args, window)}

@@ -6,7 +6,8 @@ parameters), ``expect`` (a number, or a table ``{query | query_file, args, conne
 the source count; its connection defaults to the check's).
 
 pyodbc is imported only when a check runs, so building the CLI never loads the ODBC manager.
-Connections are pooled per expanded connection string: a preview of thousands of windows would
+Connections are read-only (``backfill.checks.readonly``), never in autocommit, and rolled back
+after every count. They are pooled per expanded connection string: a preview of thousands of windows would
 otherwise spend most of its time logging in.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 import time
 from typing import Any, ClassVar
@@ -113,14 +115,60 @@ def count(connection: str, query: str, args: list[Any], deadline: float) -> int:
         else:
             _POOL.give(connection, pooled)
             return value
-    fresh = pyodbc.connect(connection, timeout=_whole_seconds(deadline), autocommit=True)
+    # Never autocommit: every count runs in a read-only transaction that is rolled back.
+    fresh = pyodbc.connect(_no_create(connection), timeout=_whole_seconds(deadline), autocommit=False)
     try:
+        _read_only(fresh)
         value = _execute(fresh, query, args, deadline)
     except BaseException:
         _close(fresh)
         raise
     _POOL.give(connection, fresh)
     return value
+
+
+_SQL_ATTR_ACCESS_MODE, _SQL_MODE_READ_ONLY = 101, 1
+_SQLITE_DRIVER = re.compile(r"(?i)(?:^|;)\s*driver\s*=\s*\{?[^;}]*sqlite")
+_NO_CREATE = re.compile(r"(?i)(?:^|;)\s*nocreat\s*=")
+
+
+def _no_create(connection: str) -> str:
+    # SQLite's driver creates a missing database file on connect: a check must not.
+    if _SQLITE_DRIVER.search(connection) and not _NO_CREATE.search(connection):
+        return connection.rstrip(";") + ";NoCreat=1"
+    return connection
+
+
+def _read_only(connection: Any) -> None:
+    """Make a fresh connection read-only on the server, by what the driver says it talks to."""
+    import pyodbc
+
+    # The ODBC access-mode hint first: drivers that do not know it refuse it harmlessly.
+    with contextlib.suppress(pyodbc.Error):
+        connection.set_attr(_SQL_ATTR_ACCESS_MODE, _SQL_MODE_READ_ONLY)
+    dbms = str(connection.getinfo(pyodbc.SQL_DBMS_NAME)).lower()
+    if "sqlite" in dbms:
+        statement = "PRAGMA query_only = 1"
+    elif "postgres" in dbms:
+        # A session-level change made by a later query is undone by the rollback after it.
+        statement = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+    elif "mariadb" in dbms or "mysql" in dbms:
+        statement = "SET SESSION TRANSACTION READ ONLY"
+    else:
+        return
+    cursor = connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+    connection.commit()
+
+
+def _roll_back_quietly(connection: Any) -> None:
+    # The statement already failed; the caller closes the connection, which also discards its
+    # transaction, so a failing rollback adds nothing to report.
+    with contextlib.suppress(Exception):
+        connection.rollback()
 
 
 def _whole_seconds(deadline: float) -> int:
@@ -149,10 +197,17 @@ def _execute(connection: Any, query: str, args: list[Any], deadline: float) -> i
             cursor.execute(query)
         rows = cursor.fetchmany(2)
     except pyodbc.Error:
+        _roll_back_quietly(connection)
         if cancelled.is_set() or time.monotonic() >= deadline:
             raise CheckTimeout from None
+        raise
+    except BaseException:
+        _roll_back_quietly(connection)
         raise
     finally:
         timer.cancel()
         cursor.close()
+    # Whatever the statement did, none of it stays. A connection that cannot roll back raises
+    # here and is closed by the caller, never pooled.
+    connection.rollback()
     return as_count(first_cell(rows))

@@ -4,7 +4,9 @@ Options: ``url`` (``${VAR}`` expanded when the check connects), ``query`` or ``q
 ``:name`` placeholders, ``args`` (a table of name = template, always bound as parameters),
 ``expect`` (a number, or a table ``{query | query_file, args, url}`` giving the source count).
 
-One engine per expanded URL and timeout is kept for the life of the process, so that every window
+Connections are read-only (``backfill.checks.readonly``): SQLite files open with ``mode=ro`` and
+``query_only``, PostgreSQL and MariaDB sessions default to read-only transactions, and every
+count is rolled back. One engine per expanded URL and timeout is kept for the life of the process, so that every window
 and every check against the same sink shares a connection pool.
 """
 
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from backfill.checks._support import Scrubber, as_count, describe, fail, first_cell, secret_values, template
 from backfill.checks.base import CheckSpec
@@ -23,7 +26,7 @@ from backfill.secrets import expand, variables_in
 from backfill.windows import Window, render
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import URL, Engine
 
 _ENGINES: dict[tuple[str, int], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -52,8 +55,44 @@ def _connect_args(backend: str, driver: str, seconds: int) -> dict[str, Any]:
     return {}
 
 
+def _read_only_url(parsed: URL) -> URL:
+    # SQLite opens the file read-only (and never creates a missing one); an in-memory database
+    # holds nothing a check could damage.
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return parsed
+    if parsed.database.startswith("file:"):
+        return parsed.update_query_dict({"mode": "ro", "uri": "true"})
+    return parsed.set(database="file:" + quote(parsed.database)).update_query_dict({"mode": "ro", "uri": "true"})
+
+
+_SESSION_READ_ONLY: dict[str, str] = {
+    "sqlite": "PRAGMA query_only = 1",
+    # A session-level change made by a later query is undone by the rollback after it.
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+}
+
+
+def _on_connect(backend: str) -> Callable[[Any, Any], None]:
+    statement = _SESSION_READ_ONLY.get(backend)
+
+    def read_only(dbapi_connection: Any, record: Any) -> None:
+        del record
+        if statement is None:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
+    return read_only
+
+
 def _engine(url: str, seconds: int) -> Engine:
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
 
     key = (url, seconds)
@@ -61,11 +100,13 @@ def _engine(url: str, seconds: int) -> Engine:
         engine = _ENGINES.get(key)
         if engine is None:
             parsed = make_url(url)
+            backend = parsed.get_backend_name()
             engine = create_engine(
-                parsed,
+                _read_only_url(parsed),
                 pool_pre_ping=True,
-                connect_args=_connect_args(parsed.get_backend_name(), parsed.get_driver_name(), seconds),
+                connect_args=_connect_args(backend, parsed.get_driver_name(), seconds),
             )
+            event.listen(engine, "connect", _on_connect(backend))
             _ENGINES[key] = engine
         return engine
 
@@ -156,4 +197,7 @@ class SqlCheck(CountingCheck):
                 raise
             finally:
                 timer.cancel()
+                # Whatever the statement did, none of it stays (also when it failed).
+                if not connection.invalidated:
+                    connection.rollback()
         return as_count(first_cell(rows))
