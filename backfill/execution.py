@@ -77,6 +77,7 @@ def execute_backfill(
     """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success."""
     from backfill.checks.registry import build_checks
     from backfill.history import load_history, sync_history
+    from backfill.masking import plan_secrets
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
 
@@ -87,7 +88,8 @@ def execute_backfill(
         raise BackfillError(PLAN_CHANGED)
     factory = factory or _connect(loaded.ref)
     options = options or RunnerOptions.from_env(os.environ)
-    sync_history(db, factory, loaded.pipeline)
+    # The pipeline's secure parameters were remembered when the backfill was requested.
+    sync_history(db, factory, loaded.pipeline, secret=plan_secrets(loaded.plan.parameters))
     history = load_history(db, loaded.ref, loaded.pipeline)
     checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
     preview = compute_preview(loaded, history, checks)

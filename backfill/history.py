@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -186,15 +186,24 @@ class CachedRuns:
         return latest
 
 
-def sync_history(db: Database, factory: Factory, pipeline: str, *, now: datetime | None = None) -> SyncResult:
-    """Fetch what changed since the last sync (everything ADF holds, the first time) and cache it."""
+def sync_history(
+    db: Database, factory: Factory, pipeline: str, *, now: datetime | None = None, secret: Collection[str] = ()
+) -> SyncResult:
+    """Fetch what changed since the last sync (everything ADF holds, the first time) and cache it.
+
+    ``secret`` names parameters whose values are masked before they are cached (a plan's
+    ``{ secret = ... }`` ones, the pipeline's ``SecureString`` ones); they are remembered for the
+    pipeline, so later syncs mask them whichever plan asks."""
     from sqlalchemy.exc import IntegrityError
 
+    from backfill.masking import mask_run
     from backfill.store import history as store
 
     now = require_utc(now, "now") if now is not None else utcnow()
     key = factory.ref.key
     with db.engine.begin() as conn:
+        store.remember_secrets(conn, key, pipeline, secret)
+        masked = store.known_secrets(conn, key, pipeline)
         state = store.read_state(conn, key, pipeline)
     oldest = now - RETENTION
     watermark = state.watermark if state is not None else None
@@ -208,7 +217,7 @@ def sync_history(db: Database, factory: Factory, pipeline: str, *, now: datetime
     writer = _BatchWriter(db, key, pipeline)
     try:
         for run in factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
-            batch.append(run)
+            batch.append(mask_run(run, masked))
             fetched += 1
             if run.last_updated is not None and (seen_max is None or run.last_updated > seen_max):
                 seen_max = run.last_updated

@@ -33,17 +33,18 @@ def request(plan: str, note: str | None) -> None:
     """Freeze PLAN's hash and preview for approval; prints the backfill ID first."""
     from backfill.checks.registry import build_checks
     from backfill.factory.client import connect
-    from backfill.history import load_history, sync_history
+    from backfill.history import load_history
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
     from backfill.requests import draft_request, summary_lines
     from backfill.store.backfills import create_backfill
+    from backfill.target import sync_for_plan
     from backfill.timeutil import utcnow
 
     loaded = load_plan(plan)
     actor = resolve_actor()
     db = Database()
-    sync_history(db, connect(loaded.ref), loaded.pipeline)
+    sync_for_plan(db, connect(loaded.ref), loaded)
     history = load_history(db, loaded.ref, loaded.pipeline)
     preview = compute_preview(loaded, history, build_checks(loaded.check_specs, base_dir=loaded.path.parent))
     draft, payload = draft_request(loaded, preview, actor, _text(note), utcnow())

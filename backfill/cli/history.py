@@ -33,14 +33,14 @@ def sync(path: Path) -> None:
     """Fetch the runs of PLAN's pipeline that changed since the last sync (the first time: all
     that ADF keeps, 45 days) into the history cache in the ledger database."""
     from backfill.factory.client import connect
-    from backfill.history import sync_history
     from backfill.plan import load_plan
     from backfill.store.database import Database
+    from backfill.target import sync_for_plan
 
     loaded = load_plan(path)
     db = Database()
     try:
-        result = sync_history(db, connect(loaded.ref), loaded.pipeline)
+        result, _ = sync_for_plan(db, connect(loaded.ref), loaded)
     finally:
         db.dispose()
     click.echo(describe_sync(result, loaded.pipeline))

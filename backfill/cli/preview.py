@@ -39,7 +39,7 @@ def preview(path: Path, as_json: bool, no_sync: bool) -> None:
     blocked, 0 otherwise."""
     from backfill.checks.registry import build_checks
     from backfill.cli.history import describe_sync
-    from backfill.history import load_history, sync_history
+    from backfill.history import load_history
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
     from backfill.store.database import Database
@@ -51,8 +51,9 @@ def preview(path: Path, as_json: bool, no_sync: bool) -> None:
     try:
         if not no_sync:
             from backfill.factory.client import connect
+            from backfill.target import sync_for_plan
 
-            synced = sync_history(db, connect(loaded.ref), loaded.pipeline)
+            synced, _ = sync_for_plan(db, connect(loaded.ref), loaded)
             click.echo(describe_sync(synced, loaded.pipeline), err=True)
         history = load_history(db, loaded.ref, loaded.pipeline)
         if history.synced_at is None:

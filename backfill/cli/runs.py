@@ -9,10 +9,11 @@ import click
 
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table
-from backfill.errors import BackfillError, UsageError
+from backfill.errors import BackfillError, FactoryError, UsageError
 from backfill.factory.client import FactoryClient, connect
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
+from backfill.masking import declared_secrets, mask_run
 from backfill.timeutil import format_duration, format_utc, parse_utc_option, utcnow
 
 STATUSES = [s.value for s in RunStatus]
@@ -20,6 +21,39 @@ STATUSES = [s.value for s in RunStatus]
 
 def _client(subscription: str | None, resource_group: str | None, factory: str | None) -> FactoryClient:
     return connect(factory_ref_from_options(subscription, resource_group, factory))
+
+
+class _Masker:
+    """Masks secret parameter values before a run is printed: the pipeline's SecureString
+    parameters (one pipeline get per pipeline shown) and those any plan marked secret (kept in
+    the history cache)."""
+
+    def __init__(self, client: FactoryClient) -> None:
+        self._client = client
+        self._names: dict[str, frozenset[str]] = {}
+
+    def __call__(self, run: Run) -> Run:
+        names = self._names.get(run.pipeline)
+        if names is None:
+            names = self._names[run.pipeline] = self._secret_names(run.pipeline)
+        return mask_run(run, names)
+
+    def _secret_names(self, pipeline: str) -> frozenset[str]:
+        from backfill.store.database import Database
+        from backfill.store.history import known_secrets
+
+        try:
+            declared = declared_secrets(self._client.get_pipeline(pipeline))
+        except FactoryError:
+            # A deleted pipeline keeps its runs; what plans marked secret still applies.
+            declared = frozenset()
+        db = Database()
+        try:
+            with db.engine.connect() as conn:
+                remembered = known_secrets(conn, self._client.ref.key, pipeline)
+        finally:
+            db.dispose()
+        return declared | remembered
 
 
 @click.group()
@@ -69,6 +103,8 @@ def list_runs(
         and (start_until is None or run.start < start_until)
     ]
     found.sort(key=lambda r: r.start or start_from, reverse=True)
+    mask = _Masker(client)
+    found = [mask(run) for run in found]
     if as_json:
         echo_json({"runs": [r.to_json() for r in found]})
         return
@@ -124,7 +160,7 @@ def show_run(subscription: str | None, resource_group: str | None, factory: str 
              as_json: bool) -> None:
     """A run: parameters, timestamps, status, activity runs and the failing activity's error."""
     client = _client(subscription, resource_group, factory)
-    run = client.get_run(run_id)
+    run = _Masker(client)(client.get_run(run_id))
     activities = client.query_activity_runs(run_id)
     durations = _usual_durations(client, run.pipeline)
     failing = next((a for a in activities if a.failed), None)

@@ -185,14 +185,20 @@ class PipelineInfo:
     parameters: Mapping[str, str]  # name -> ADF type (String, Array, SecureString...)
     activities: tuple[str, ...]
     concurrency: int | None = None
+    defaults: frozenset[str] = frozenset()  # the parameters with a default value (optional ones)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> PipelineInfo:
-        props = body.get("properties") or {}
+        # The REST body nests under "properties"; the SDK's as_dict() flattens it and spells
+        # keys in snake case (default_value).
+        props = body.get("properties") or body
         params = props.get("parameters") or {}
         return cls(
             name=str(body.get("name") or ""),
             parameters={str(k): str((v or {}).get("type", "String")) for k, v in params.items()},
             activities=tuple(str(a.get("name")) for a in props.get("activities") or []),
             concurrency=props.get("concurrency"),
+            defaults=frozenset(
+                str(k) for k, v in params.items() if "defaultValue" in (v or {}) or "default_value" in (v or {})
+            ),
         )

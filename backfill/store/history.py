@@ -14,12 +14,12 @@ so that a preview reads only the runs that can belong to its windows (see
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, delete, func, select
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
@@ -83,11 +83,22 @@ class HistoryKey(SQLModel, table=True):
     key_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+class HistorySecret(SQLModel, table=True):
+    """A parameter of a pipeline that a plan marked secret: masked in every cached run."""
+
+    __tablename__ = "history_secrets"
+
+    factory_key: str = Field(primary_key=True, max_length=255)
+    pipeline: str = Field(primary_key=True, max_length=260)
+    name: str = Field(primary_key=True, max_length=260)
+
+
 _STATUSES = {status.value: status for status in RunStatus}
 RUNS = HistoryRun.__table__  # type: ignore[attr-defined]
 SYNC = HistorySync.__table__  # type: ignore[attr-defined]
 KEY_SETS = HistoryKeySet.__table__  # type: ignore[attr-defined]
 KEYS = HistoryKey.__table__  # type: ignore[attr-defined]
+SECRETS = HistorySecret.__table__  # type: ignore[attr-defined]
 # One encoder for every document: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
@@ -243,6 +254,38 @@ def write_state(conn: Connection, factory_key: str, pipeline: str, state: SyncSt
         )
     else:
         conn.execute(SYNC.insert().values(factory_key=factory_key, pipeline=pipeline, **values))
+
+
+def known_secrets(conn: Connection, factory_key: str, pipeline: str) -> set[str]:
+    """The parameter names plans have marked secret for this pipeline."""
+    query = select(SECRETS.c.name).where(SECRETS.c.factory_key == factory_key, SECRETS.c.pipeline == pipeline)
+    return {row[0] for row in conn.execute(query)}
+
+
+def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: Collection[str]) -> set[str]:
+    """Record secret parameter names and mask their values in the runs already cached; returns
+    the names that were new."""
+    from backfill.masking import mask_run
+
+    new = set(names) - known_secrets(conn, factory_key, pipeline)
+    if not new:
+        return new
+    conn.execute(SECRETS.insert(), [{"factory_key": factory_key, "pipeline": pipeline, "name": n} for n in new])
+    # Runs cached before a plan said so still hold the value: rewrite only the rows naming one.
+    named = or_(*(RUNS.c.parameters.contains(_ENCODER.encode(name) + ":", autoescape=True) for name in sorted(new)))
+    query = select(RUNS.c.run_id, RUNS.c.data).where(
+        RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, named
+    )
+    for run_id, data in list(conn.execute(query)):
+        run = _run(data)
+        masked = mask_run(run, new)
+        if masked is not run:
+            conn.execute(
+                RUNS.update()
+                .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id == run_id)
+                .values(parameters=_ENCODER.encode(dict(masked.parameters)), data=_ENCODER.encode(masked.to_json()))
+            )
+    return new
 
 
 def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[RunRecord]:
