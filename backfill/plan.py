@@ -31,6 +31,7 @@ from backfill.plan_model import (
     WindowsSpec,
 )
 from backfill.plan_types import max_windows_limit, show
+from backfill.secrets import Secret, variables_in
 from backfill.windows import Window, explicit_windows, generate_windows
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "load_plan",
     "plan_from_data",
     "plan_hash",
+    "plan_variables",
     "read_plan_file",
 ]
 
@@ -145,6 +147,30 @@ def plan_from_data(
         ref=FactoryRef(target.subscription_id, target.resource_group, target.factory),
         pipeline=target.pipeline,
     )
+
+
+def plan_variables(loaded: LoadedPlan) -> list[tuple[str, str]]:
+    """Every ``${VAR}`` the plan needs, with the first key that uses it, in file order."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, Secret):
+            value = value.template
+        if isinstance(value, str):
+            for name in variables_in(value):
+                found.setdefault(name, where)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    for name, value in loaded.plan.parameters.items():
+        walk(value, f"parameters.{name}")
+    for index, spec in enumerate(loaded.check_specs):
+        walk(dict(spec.options), f"checks[{index}]")
+    return list(found.items())
 
 
 def canonical_json(plan: Plan) -> str:

@@ -86,6 +86,11 @@ class OdbcCheck(CountingCheck):
     def _parse_args(self, spec: CheckSpec, option: str, value: Any, query: str) -> list[Any]:
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise fail(spec, option, "must be a list of templates, bound to the ? placeholders in order")
+        wanted = placeholders(query)
+        if wanted != len(value):
+            marks = "placeholder" if wanted == 1 else "placeholders"
+            values = "value" if len(value) == 1 else "values"
+            raise fail(spec, option, f"gives {len(value)} {values} but the query has {wanted} ? {marks}")
         return [template(spec, f"{option}[{i}]", item) for i, item in enumerate(value)]
 
     def _render(self, args: Any, window: Window) -> list[Any]:
@@ -95,6 +100,14 @@ class OdbcCheck(CountingCheck):
         connection = expand(query.connection)
         scrub.add(connection, *secret_values(query.connection, self.environment()), *password_values(connection))
         return count(connection, query.text, args, deadline)
+
+
+_NOT_PLACEHOLDERS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def placeholders(query: str) -> int:
+    """The ``?`` markers of a statement, leaving out those in literals, quoted names and comments."""
+    return _NOT_PLACEHOLDERS.sub(" ", query).count("?")
 
 
 def count(connection: str, query: str, args: list[Any], deadline: float) -> int:

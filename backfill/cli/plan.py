@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
 from backfill.cli.output import echo_json, echo_table
-from backfill.plan import LoadedPlan, canonical_json, load_plan
+from backfill.errors import CheckError, ConfigError, PlanError
+from backfill.plan import LoadedPlan, canonical_json, load_plan, plan_variables
 from backfill.plan_model import Plan
 from backfill.timeutil import format_utc
 from backfill.windows import Window
@@ -23,9 +26,16 @@ def plan() -> None:
 @plan.command("check")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and its windows as JSON.")
-def check(path: Path, as_json: bool) -> None:
-    """Validate PLAN and print its windows with their rendered parameters (secrets redacted)."""
+@click.option("--env", "check_env", is_flag=True, help="Also refuse when a ${VAR} the plan needs is not set.")
+def check(path: Path, as_json: bool, check_env: bool) -> None:
+    """Validate PLAN and print its windows with their rendered parameters (secrets redacted).
+
+    Everything knowable from the file is checked, the checks' definitions included (their kinds,
+    options, statements and placeholders), as ``preview`` would check them."""
     loaded = load_plan(path)
+    verify_checks(loaded)
+    if check_env:
+        require_variables(loaded, os.environ)
     if as_json:
         echo_json(check_json(loaded))
         return
@@ -40,6 +50,25 @@ def check(path: Path, as_json: bool) -> None:
     click.echo(f"windows: {len(loaded.windows)}")
     names = list(loaded.plan.parameters)
     echo_table(["key", "start", "end", *names], (_row(window, names) for window in loaded.windows))
+
+
+def verify_checks(loaded: LoadedPlan) -> None:
+    """Build every check as ``preview`` would (nothing connects): a refusal names file and check."""
+    from backfill.checks.registry import build_checks
+
+    for index, spec in enumerate(loaded.check_specs):
+        try:
+            build_checks([spec], base_dir=loaded.path.parent)
+        except CheckError as exc:
+            raise PlanError(str(loaded.path), f"checks[{index}]", str(exc)) from None
+
+
+def require_variables(loaded: LoadedPlan, env: Mapping[str, str]) -> None:
+    """Refuse, in one line naming each and its first use, the ``${VAR}``s that are not set."""
+    unset = [f"{name} ({where})" for name, where in plan_variables(loaded) if name not in env]
+    if unset:
+        noun = "variable is" if len(unset) == 1 else "variables are"
+        raise ConfigError(f"{loaded.path}: environment {noun} not set: {', '.join(unset)}")
 
 
 @plan.command("schema")
