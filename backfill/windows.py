@@ -301,11 +301,38 @@ def render_parameters(templates: Mapping[str, Any], start: datetime, end: dateti
     return {name: _render_fast(template, start, end, memo) for name, template in templates.items()}
 
 
+# strftime directives that render something on every platform Python documents, plus the
+# common C-library ones; glibc copies any other ("%Q") literally into the parameter, silently.
+STRFTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%" + "eCDFTRrhgklsPnt")
+_DIRECTIVE = re.compile(r"%([-_0^#]?)(:?.?)", re.DOTALL)
+
+
+def check_formats(template: str) -> None:
+    """Raise TemplateError when a ``{start:FMT}``/``{end:FMT}`` format uses an unknown directive."""
+    for match in _PLACEHOLDER.finditer(template):
+        fmt = match.group(2)
+        if not fmt or match.group(0) in ("{{", "}}"):
+            continue
+        for directive in _DIRECTIVE.finditer(fmt):
+            code = directive.group(2)
+            if code == "" or code == ":":
+                raise TemplateError(f"a lone % at the end of the format {fmt!r}; write %% for a literal %")
+            if code == ":z":
+                continue
+            if code not in STRFTIME_DIRECTIVES:
+                raise TemplateError(
+                    f"unknown strftime directive %{code} in {{{match.group(1)}:{fmt}}} "
+                    "(e.g. %Y-%m-%dT%H:%M:%SZ; write %% for a literal %)"
+                )
+
+
 def check_template(template: str) -> None:
-    """Raise TemplateError when a template names a field other than start/end or has a lone brace."""
+    """Raise TemplateError when a template names a field other than start/end, has a lone brace
+    or uses an unknown strftime directive."""
     for name in template_fields(template):
         if name not in FIELDS:
             raise TemplateError(f"unknown field {{{name}}} (only {{start}} and {{end}} exist)")
+    check_formats(template)
     rest = _PLACEHOLDER.sub("", _ENV_REFERENCE.sub("", template))
     if "{" in rest or "}" in rest:
         raise TemplateError("a lone { or }; write {{ or }} for a literal brace")

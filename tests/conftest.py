@@ -14,6 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No example database: a test run writes nothing into the repository (issue 9).
+settings.register_profile("backfill", database=None)
+settings.load_profile("backfill")
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN = os.environ.get("BACKFILL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

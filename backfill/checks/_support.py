@@ -18,7 +18,7 @@ from backfill.checks.base import CheckResult, CheckSpec, CheckStatus
 from backfill.errors import CheckError
 from backfill.secrets import REDACTED, variables_in
 from backfill.timeutil import require_utc
-from backfill.windows import FIELDS, TemplateError, template_fields
+from backfill.windows import FIELDS, TemplateError, check_formats, template_fields
 
 # Values this short cannot be told apart from ordinary text, so scrubbing them would only garble
 # reasons ("1" in every number); a two-character secret protects nothing anyway.
@@ -83,6 +83,8 @@ def template(spec: CheckSpec, option: str, value: Any) -> Any:
     no_variables(spec, option, value)
     try:
         unknown = [name for name in template_fields(value) if name not in FIELDS]
+        if not unknown:
+            check_formats(value)
     except TemplateError as exc:
         raise fail(spec, option, str(exc)) from None
     if unknown:
