@@ -7,9 +7,11 @@ pyodbc. Every command module exposes one click command or group named in ``COMMA
 from __future__ import annotations
 
 import importlib
+import os
+import shlex
 import sys
-import tempfile
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +68,38 @@ def cli() -> None:
     """
 
 
-def _log_traceback() -> Path:
-    path = Path(tempfile.gettempdir()) / "backfill-debug.log"
-    with path.open("a", encoding="utf-8") as log:
-        log.write(traceback.format_exc())
-        log.write("\n")
-    return path
+def debug_log_path() -> Path:
+    """Where unexpected errors are logged: ``BACKFILL_DEBUG_LOG``, else the per-user state folder
+    (``$XDG_STATE_HOME/backfill/debug.log``, ``~/.local/state/backfill/debug.log``)."""
+    explicit = os.environ.get("BACKFILL_DEBUG_LOG", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    state = os.environ.get("XDG_STATE_HOME", "").strip()
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "backfill" / "debug.log"
+
+
+def _log_traceback(args: list[str]) -> str:
+    """Append the traceback with its time, version and command line; say where, or why not."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("backfill")
+    except PackageNotFoundError:
+        release = "unknown"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = f"--- {stamp} backfill {release}: {shlex.join(['backfill', *args])}\n{traceback.format_exc()}\n"
+    path = debug_log_path()
+    try:
+        # Tracebacks may quote paths and messages: the folder and the file are the user's alone.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace") as log:
+            log.write(entry)
+    except Exception as exc:  # the log is a courtesy: failing to write it must not hide the error
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"traceback not written: cannot write {path}: {reason}; set BACKFILL_DEBUG_LOG"
+    return f"traceback in {path}"
 
 
 def run(args: list[str] | None = None, **extra: Any) -> int:
@@ -94,8 +122,9 @@ def run(args: list[str] | None = None, **extra: Any) -> int:
         click.echo("interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
-        path = _log_traceback()
-        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (traceback in {path})", err=True)
+        where = _log_traceback(sys.argv[1:] if args is None else list(args))
+        message = " ".join(str(exc).split())
+        click.echo(f"error: unexpected {type(exc).__name__}: {message} ({where})", err=True)
         return int(ExitCode.FAILED)
     if isinstance(result, int) and not isinstance(result, bool):
         return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from datetime import datetime, timedelta
 
 import click
@@ -218,6 +219,19 @@ def _activity_json(activity: ActivityRun) -> dict[str, object]:
     }
 
 
+def _confirmed(run_id: str) -> bool:
+    try:
+        return click.confirm("cancel this run?", default=False)
+    except click.Abort:
+        # No answer can come without a terminal (a script, CI, a pipe at its end): that is a
+        # refusal to fix with --yes, not an interruption.
+        if not sys.stdin.isatty():
+            raise BackfillError(
+                f"run {run_id} not cancelled: no terminal to confirm on; pass --yes to cancel without asking"
+            ) from None
+        raise
+
+
 @runs.command("cancel")
 @factory_options
 @click.argument("run_id")
@@ -235,7 +249,7 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     run = client.get_run(run_id)
     click.echo(f"{run.run_id} {run.pipeline} {run.status.value} since {format_utc(run.start)}")
     click.echo(_usual_line(_usual_durations(client, run.pipeline), run, utcnow()))
-    if not yes and not click.confirm("cancel this run?", default=False):
+    if not yes and not _confirmed(run_id):
         raise BackfillError(f"run {run_id} not cancelled: not confirmed")
     ledger = Ledger(Database())
     payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": reason,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,21 +31,42 @@ class ConnectionSettings:
         ca_bundle = os.environ.get("BACKFILL_ADF_CA_BUNDLE", "").strip() or None
         if ca_bundle and not Path(ca_bundle).is_file():
             raise ConfigError(f"BACKFILL_ADF_CA_BUNDLE {ca_bundle!r} is not a readable file")
-        timeout = os.environ.get("BACKFILL_ADF_TIMEOUT", "").strip()
-        try:
-            read_timeout = float(timeout) if timeout else 60.0
-        except ValueError:
-            raise ConfigError(f"BACKFILL_ADF_TIMEOUT must be seconds, got {timeout!r}") from None
         return cls(
             endpoint=endpoint.rstrip("/"),
             ca_bundle=ca_bundle,
-            token=os.environ.get("BACKFILL_ADF_TOKEN", "").strip() or None,
-            read_timeout=read_timeout,
+            token=_token(os.environ.get("BACKFILL_ADF_TOKEN")),
+            read_timeout=_timeout(os.environ.get("BACKFILL_ADF_TIMEOUT", "").strip()),
         )
 
     @property
     def uses_azure_credentials(self) -> bool:
         return self.token is None
+
+
+def _timeout(text: str) -> float:
+    if not text:
+        return 60.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    # 0 would make every request fail at once; inf or nan would wait forever.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"BACKFILL_ADF_TIMEOUT must be a positive number of seconds (e.g. 60), got {text!r}")
+    return seconds
+
+
+def _token(value: str | None) -> str | None:
+    if value is None:
+        return None
+    token = value.strip()
+    if not token:
+        # Set but empty is a mistake (an unexpanded variable), not a request for Azure
+        # credentials: falling back would print a dozen lines of credential probing.
+        raise ConfigError(
+            "BACKFILL_ADF_TOKEN is set but empty: give the token, or unset it to sign in with Azure credentials"
+        )
+    return token
 
 
 def factory_ref_from_options(
