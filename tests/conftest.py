@@ -9,6 +9,7 @@ missing they skip on a laptop and fail under CI=true.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,12 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
         for url in _fresh_database(POSTGRES_ADMIN, "PostgreSQL"):
             monkeypatch.setenv("BACKFILL_LEDGER", url)
             yield url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures the tests gathered (the crash harness's kills and cycles), after the results: a
+    report, not a test that asserts nothing."""
+    figures = getattr(sys.modules.get("test_crash_harness"), "FIGURES", None)
+    if figures and any(figures.values()):
+        terminalreporter.write_sep("-", "figures")
+        terminalreporter.write_line("crash harness: " + ", ".join(f"{name} {count}" for name, count in figures.items()))

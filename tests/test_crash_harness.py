@@ -50,7 +50,7 @@ POINTS = [
 # The last kill of each seed: everything is done but the backfill's own end is not recorded.
 LAST_POINT = "before:backfill.completed:1"
 KILLS_PER_SEED = 10
-# Figures for docs/proof.md: printed at the end of the run with -s.
+# Figures for docs/proof.md: conftest's pytest_terminal_summary prints them after the run.
 FIGURES: dict[str, int] = {"kills": 0, "cycles": 0, "windows": 0, "adopted": 0, "intents_after_doubt": 0}
 
 
@@ -162,9 +162,3 @@ def test_crash_points_parse(when: str, kind: str, nth: int) -> None:
     from backfill.crashpoint import CrashPoint
 
     assert CrashPoint.parse(f"{when}{kind}:{nth}") == CrashPoint(when.rstrip(":") or "after", kind, nth)
-
-
-def test_figures(capsys: Cap) -> None:
-    """Prints the harness figures (run with -s after the harness tests)."""
-    with capsys.disabled():
-        print("\ncrash harness: " + ", ".join(f"{name} {count}" for name, count in FIGURES.items()))
