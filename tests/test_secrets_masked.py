@@ -110,3 +110,32 @@ def test_runs_cached_before_a_plan_marked_the_parameter_are_masked_then(tmp_path
             assert not any(SECRET in p or SECRET in d for p, d in _cache_rows(tmp_path))
         finally:
             db.dispose()
+
+
+def test_secret_names_are_remembered_once_and_mask_cached_rows(ledger_url: str) -> None:
+    """On every ledger backend: learning a name twice (two workers at once) is harmless, and the
+    rows already cached lose the value, in their parameters and in their document."""
+    from datetime import UTC, datetime
+
+    from backfill.factory.run import Run, RunStatus
+    from backfill.store import history as store
+
+    key, pipeline = "sub/rg/adf", "Load"
+    run = Run("r1", pipeline, RunStatus.SUCCEEDED, {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": SECRET},
+              last_updated=datetime(2026, 11, 3, tzinfo=UTC))
+    db = Database(ledger_url)
+    try:
+        with db.engine.begin() as conn:
+            store.upsert_runs(conn, key, pipeline, [run])
+        with db.engine.begin() as conn:
+            assert store.remember_secrets(conn, key, pipeline, {"sourceKey"}) == {"sourceKey"}
+            assert store.remember_secrets(conn, key, pipeline, {"sourceKey"}) == set()
+            assert store.known_secrets(conn, key, pipeline) == {"sourceKey"}
+            assert store.known_secrets(conn, key, "Other") == set()
+        with db.engine.begin() as conn:
+            (cached,) = store.fetch_runs(conn, key, pipeline, ["r1"]).values()
+            (record,) = store.load_records(conn, key, pipeline)
+        assert cached.parameters == {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": "***"}
+        assert record.parameters["sourceKey"] == "***"
+    finally:
+        db.dispose()

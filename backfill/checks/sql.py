@@ -6,8 +6,8 @@ Options: ``url`` (``${VAR}`` expanded when the check connects), ``query`` or ``q
 
 Connections are read-only (``backfill.checks.readonly``): SQLite files open with ``mode=ro`` and
 ``query_only``, PostgreSQL and MariaDB sessions default to read-only transactions, and every
-count is rolled back. One engine per expanded URL and timeout is kept for the life of the process, so that every window
-and every check against the same sink shares a connection pool.
+count is rolled back. One engine per expanded URL and timeout is kept for the life of the
+process, so that every window and every check against the same sink shares a connection pool.
 """
 
 from __future__ import annotations
@@ -194,10 +194,14 @@ class SqlCheck(CountingCheck):
                 if cancelled.is_set():
                     connection.invalidate()
                     raise CheckTimeout from None
+                try:
+                    connection.rollback()
+                except Exception:
+                    # The statement's own error is the one to report; this connection is done.
+                    connection.invalidate()
                 raise
             finally:
                 timer.cancel()
-                # Whatever the statement did, none of it stays (also when it failed).
-                if not connection.invalidated:
-                    connection.rollback()
+            # Whatever the statement did, none of it stays.
+            connection.rollback()
         return as_count(first_cell(rows))

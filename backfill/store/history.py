@@ -270,7 +270,13 @@ def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: C
     new = set(names) - known_secrets(conn, factory_key, pipeline)
     if not new:
         return new
-    conn.execute(SECRETS.insert(), [{"factory_key": factory_key, "pipeline": pipeline, "name": n} for n in new])
+    rows = [{"factory_key": factory_key, "pipeline": pipeline, "name": name} for name in sorted(new)]
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        # Two syncs may learn the same name at once (workers of one backfill start together).
+        conn.execute(dialect_insert(dialect, SECRETS).on_conflict_do_nothing(), rows)
+    else:
+        conn.execute(SECRETS.insert(), rows)
     # Runs cached before a plan said so still hold the value: rewrite only the rows naming one.
     named = or_(*(RUNS.c.parameters.contains(_ENCODER.encode(name) + ":", autoescape=True) for name in sorted(new)))
     query = select(RUNS.c.run_id, RUNS.c.data).where(
