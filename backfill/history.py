@@ -203,7 +203,7 @@ def sync_history(
     key = factory.ref.key
     with db.engine.begin() as conn:
         store.remember_secrets(conn, key, pipeline, secret)
-        masked = store.known_secrets(conn, key, pipeline)
+        masked = store.known_secrets(conn, key, pipeline) | set(secret)
         state = store.read_state(conn, key, pipeline)
     oldest = now - RETENTION
     watermark = state.watermark if state is not None else None

@@ -83,6 +83,9 @@ class HistoryKey(SQLModel, table=True):
     key_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+NAME_LIMIT = 128
+
+
 class HistorySecret(SQLModel, table=True):
     """A parameter of a pipeline that a plan marked secret: masked in every cached run."""
 
@@ -90,7 +93,8 @@ class HistorySecret(SQLModel, table=True):
 
     factory_key: str = Field(primary_key=True, max_length=255)
     pipeline: str = Field(primary_key=True, max_length=260)
-    name: str = Field(primary_key=True, max_length=260)
+    # Within MariaDB's 3072-byte key (utf8mb4) together with the two columns above.
+    name: str = Field(primary_key=True, max_length=NAME_LIMIT)
 
 
 _STATUSES = {status.value: status for status in RunStatus}
@@ -267,7 +271,8 @@ def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: C
     the names that were new."""
     from backfill.masking import mask_run
 
-    new = set(names) - known_secrets(conn, factory_key, pipeline)
+    # A name too long to keep is still masked by the sync that names it, just not remembered.
+    new = {name for name in names if len(name) <= NAME_LIMIT} - known_secrets(conn, factory_key, pipeline)
     if not new:
         return new
     rows = [{"factory_key": factory_key, "pipeline": pipeline, "name": name} for name in sorted(new)]
