@@ -117,3 +117,11 @@ def test_the_default_log_is_under_the_home_state_folder(tmp_path: Path, monkeypa
     assert f"(traceback in {expected})" in capsys.readouterr().err
     assert expected.is_file()
     assert os.access(expected, os.R_OK)
+
+
+def test_reading_runs_creates_no_ledger(emulator: Emulator, tmp_path: Path, capsys: Cap) -> None:
+    """Masking reads the secret names plans recorded, but a missing SQLite ledger stays missing."""
+    emulator.client().create_run("P", {"windowStart": "2026-11-03T01:00:00Z"})
+    assert run(["runs", "list"]) == 0
+    assert "1 runs" in capsys.readouterr().out
+    assert not (tmp_path / "ledger.db").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import click
 
@@ -48,6 +49,8 @@ class _Masker:
         except FactoryError:
             # A deleted pipeline keeps its runs; what plans marked secret still applies.
             declared = frozenset()
+        if not _ledger_exists():
+            return declared
         db = Database()
         try:
             with db.engine.connect() as conn:
@@ -55,6 +58,18 @@ class _Masker:
         finally:
             db.dispose()
         return declared | remembered
+
+
+def _ledger_exists() -> bool:
+    """False for a SQLite ledger file that is not there: reading runs must not create one."""
+    from sqlalchemy.engine import make_url
+
+    from backfill.store.database import ledger_url
+
+    url = make_url(ledger_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return True
+    return Path(url.database).exists()
 
 
 @click.group()
