@@ -173,7 +173,12 @@ class Approval(_Section):
     approvers: list[Name] = Field(default_factory=list, description="Allow-list of identities (empty: anyone).")
     expires: Duration = duration_field(timedelta(hours=12), "A request or approval older than this expires.")
     canary: StrictInt = Field(0, ge=0, description="Pause for approval after the first N windows succeed.")
-    identity: Literal["any", "azure-ad"] = "any"
+    # any: declared and OS identities count; verified: azure-ad, database, oidc or proxy; or one source.
+    identity: Literal["any", "verified", "azure-ad", "database", "oidc", "proxy", "os", "declared"] = "any"
+    aliases: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        description="Names of one person under other identity sources: alice = [\"alice@contoso.com\"].",
+    )
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> Approval:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.identity import Actor
 from backfill.ledger import redact_payload
+from backfill.seal import seal_request
 from backfill.timeutil import require_utc
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ def draft_request(
         "summary": dict(preview.summary()),
         "runnable": list(record.runnable_keys),
         "blocked": blocked,
+        # Sealed in the chain (spec §15): gates and ``run`` read these, not the mutable row.
+        "requester": {"name": actor.name, "source": actor.source.value},
+        "seal": seal_request(loaded).to_json(),
     }
     return record, payload
 

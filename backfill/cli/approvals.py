@@ -6,9 +6,13 @@ import click
 
 from backfill import events as ev
 from backfill.approvals import (
+    ACCEPTABLE_DECISION,
+    ApprovalPolicy,
     BackfillRecord,
     BackfillState,
     BackfillStatus,
+    assert_satisfiable,
+    declared_may_approve,
     expiry_reason,
     gate_approval,
     gate_rejection,
@@ -16,14 +20,17 @@ from backfill.approvals import (
     load_backfill,
 )
 from backfill.errors import BackfillError, UsageError
-from backfill.identity import Actor, resolve_actor
+from backfill.identity import Actor, describe_source, resolve_actor
+from backfill.seal import require_variables
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
+from backfill.terminal import strip_controls
 from backfill.timeutil import format_utc
 
 
 def _text(value: str | None) -> str | None:
-    return value.strip() or None if value is not None else None
+    # Notes and reasons are printed and recorded: no escape sequence rewrites anyone's screen.
+    return strip_controls(value) or None if value is not None else None
 
 
 @click.command()
@@ -42,6 +49,10 @@ def request(plan: str, note: str | None) -> None:
 
     loaded = load_plan(plan)
     actor = resolve_actor()
+    policy = ApprovalPolicy.from_plan(loaded.plan.approval)
+    assert_satisfiable(policy, actor.name, plan)
+    # A check whose connection is unset would only show as blocked windows: say what is missing.
+    require_variables(loaded, when="cannot request", parts=("checks",))
     db = Database()
     sync_history(db, connect(loaded.ref), loaded.pipeline)
     history = load_history(db, loaded.ref, loaded.pipeline)
@@ -51,10 +62,26 @@ def request(plan: str, note: str | None) -> None:
         count = len(draft.decisions)
         what = "its window needs no run" if count == 1 else f"none of its {count} windows needs a run"
         raise BackfillError(f"{plan}: nothing to request: {what} (backfill preview shows why)")
+    acceptable = [k for k in draft.blocked_keys if draft.decisions[k] == ACCEPTABLE_DECISION]
+    if not draft.runnable_keys and not acceptable:
+        # Blocked by a check error or an unknown run: no approval can make any window run.
+        count = len(draft.blocked_keys)
+        raise BackfillError(
+            f"{plan}: nothing to request: no window can run ({count} blocked; only a blocked-partial "
+            "window can be accepted), fix what blocks them first (backfill preview shows why)"
+        )
+    require_variables(loaded, when="cannot request")
     record = create_backfill(db, draft, payload, actor)
     click.echo(record.id)
     for line in summary_lines(record, dict(preview.summary())):
         click.echo(line)
+    click.echo(f"requested as {actor.name} ({describe_source(actor)})")
+    if declared_may_approve(policy):
+        # On stdout with the summary, once per request (spec §15).
+        click.echo(
+            'warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; '
+            '[approval] identity = "verified" demands one a third party vouches for'
+        )
     if record.blocked_keys:
         click.echo(
             f"blocked windows never run; a supervisor may clear a blocked-partial one with: "
