@@ -21,6 +21,7 @@ _SEQUENCE = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _SPACE = re.compile(r"[\t\n]+")
+_SPACES = re.compile(r" {2,}")
 
 
 def strip_controls(text: str) -> str:
@@ -28,4 +29,5 @@ def strip_controls(text: str) -> str:
     text = _SEQUENCE.sub("", text)
     text = text.replace("\r\n", " ").replace("\r", " ")
     text = _SPACE.sub(" ", text)
-    return _CONTROL.sub("", text).strip()
+    # What was removed may leave two spaces where one was meant.
+    return _SPACES.sub(" ", _CONTROL.sub("", text)).strip()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, plan_text, request, scenario
+from runner_support import base_time, emulator, events, plan_text, request, scenario
 
 from backfill.emulator import Emulator
 from backfill.identity import Actor, IdentitySource, resolve_actor
@@ -112,12 +112,15 @@ def test_approve_as_a_verified_principal(tmp_path: Path, monkeypatch: MP, capsys
         bid, code, err = _approve_with(token, tmp_path / "p.toml", monkeypatch, capsys, emu,
                                        'identity = "verified"\napprovers = ["bob@contoso.com"]\n')
     assert (code, err) == (0, "")
+    approved = events(bid)[-1]
+    assert (approved.kind, approved.actor, approved.identity_source) == ("backfill.approved", "bob@contoso.com",
+                                                                         "azure-ad")
 
 
 def test_approve_with_an_unsigned_token_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     with emulator(scenario(base_time()), monkeypatch) as emu:
         claims = json.loads(base64.urlsafe_b64decode(emu.issue_token("bob@contoso.com").split(".")[1] + "=="))
-        bid, code, err = _approve_with(_unsigned(claims), tmp_path / "p.toml", monkeypatch, capsys, emu)
+        _, code, err = _approve_with(_unsigned(claims), tmp_path / "p.toml", monkeypatch, capsys, emu)
     assert code == 1
     assert err == "error: identity: the Azure AD token is not trusted: it is signed with 'none', not RS256 " \
                   "(unsigned or forged)\n"
