@@ -345,9 +345,17 @@ def check_reviewer(record: BackfillRecord, actor: Actor, action: str) -> None:
             f"{bid}: cannot tell whether {actor.name} is {record.requester}, who requested it (four eyes); "
             "name them in [approval] aliases, or approve as someone else"
         )
-    if policy.approvers and not any(same_person(actor.name, a, policy.aliases) for a in policy.approvers):
+    if policy.approvers and not any(_listed(actor.name, a, policy.aliases) for a in policy.approvers):
         allowed = ", ".join(policy.approvers)
         raise BackfillError(f"{bid}: {actor.name} is not among the approvers ({allowed})")
+
+
+def _listed(name: str, approver: str, aliases: Sequence[Sequence[str]]) -> bool:
+    # Granting is stricter than refusing: the allow-list matches a name or its aliases, never a
+    # local part (bob@another-tenant.com is not the "bob" the plan meant).
+    return _same(name, approver) or any(
+        any(_same(name, n) for n in group) and any(_same(approver, n) for n in group) for group in aliases
+    )
 
 
 def check_identity_policy(bid: str, policy: ApprovalPolicy, actor: Actor) -> None:
@@ -385,7 +393,7 @@ def assert_satisfiable(policy: ApprovalPolicy, requester: str, where: str) -> No
     for name in policy.approvers:
         if same_person(name, requester, policy.aliases) is not False:
             continue
-        if not any(same_person(name, o, policy.aliases) for o in others):
+        if not any(same_person(name, o, policy.aliases) is not False for o in others):
             others.append(name)
     if len(others) >= policy.required:
         return

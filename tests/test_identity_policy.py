@@ -58,7 +58,14 @@ def test_verified_refuses_a_declared_approver() -> None:
     with pytest.raises(BackfillError, match=r"bob is os$"):
         approve(rec, Actor("bob", IdentitySource.OS))
     for source in (IdentitySource.AZURE_AD, IdentitySource.DATABASE, IdentitySource.OIDC, IdentitySource.PROXY):
-        assert approve(rec, Actor("bob@contoso.com", source)) == ev.APPROVED
+        assert approve(rec, Actor("bob", source)) == ev.APPROVED
+
+
+def test_the_allow_list_never_matches_by_local_part() -> None:
+    rec = record(approvers=("bob",), aliases=(("bob", "bob@contoso.com"),))
+    with pytest.raises(BackfillError, match=r"bob@fabrikam.com is not among the approvers \(bob\)$"):
+        approve(rec, Actor("bob@fabrikam.com", IdentitySource.AZURE_AD))
+    assert approve(rec, Actor("bob@contoso.com", IdentitySource.AZURE_AD)) == ev.APPROVED
 
 
 def test_one_named_source() -> None:
