@@ -154,3 +154,32 @@ def test_an_opaque_static_token_names_nobody(monkeypatch: MP) -> None:
     assert resolve_actor().source is IdentitySource.OS
     monkeypatch.setenv("BACKFILL_ACTOR", "ops-lead")
     assert resolve_actor() == Actor("ops-lead", IdentitySource.DECLARED)
+
+
+def test_a_backfill_under_verified_principals_end_to_end(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
+    from backfill.cli import main
+
+    plan = tmp_path / "p.toml"
+    plan.write_text(plan_text(base_time(), 2, approval={"identity": "verified"}))
+    with emulator(scenario(base_time()), monkeypatch) as emu:
+        for name, value in emu.token_env().items():
+            monkeypatch.setenv(name, value)
+
+        def as_(upn: str, *args: str) -> int:
+            # The emulator takes its issuer's tokens as bearer tokens: ADF calls and identity agree.
+            monkeypatch.setenv("BACKFILL_ADF_TOKEN", emu.issue_token(upn))
+            return main.run(list(args))
+
+        assert as_("alice@contoso.com", "request", str(plan)) == 0
+        out = capsys.readouterr().out.splitlines()
+        bid = out[0]
+        assert "requested as alice@contoso.com (a verified Azure AD token)" in out
+        assert not [line for line in out if line.startswith("warning:")]
+        assert as_("Alice@Contoso.com", "approve", bid) == 1
+        assert "requested this backfill and cannot approve it (four eyes)" in capsys.readouterr().err
+        assert as_("bob@contoso.com", "approve", bid) == 0
+        assert as_("carol@contoso.com", "run", bid) == 0, capsys.readouterr()
+        assert len(emu.create_run_calls()) == 2
+    sources = {(e.kind, e.actor, e.identity_source) for e in events(bid) if not e.window_key}
+    assert ("backfill.requested", "alice@contoso.com", "azure-ad") in sources
+    assert ("backfill.approved", "bob@contoso.com", "azure-ad") in sources

@@ -244,7 +244,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(answer)
 
     def _check(self, match: re.Match[str] | None, operation: str, query: dict[str, str]) -> None:
-        if self.headers.get("Authorization", "") != f"Bearer {self.server.token}":
+        authorization = self.headers.get("Authorization", "")
+        issuer = self.server.issuer
+        bearer = authorization.startswith("Bearer ")
+        if authorization != f"Bearer {self.server.token}" and not (
+            issuer is not None and bearer and issuer.accepts(authorization.removeprefix("Bearer "))
+        ):
             missing = not self.headers.get("Authorization")
             raise ApiError(
                 401,

@@ -81,6 +81,21 @@ class TokenIssuer:
                 "tid": self.tenant_id, "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, upn)), "upn": upn, **claims}
         return jwt.encode(body, signed_by or self._key, algorithm="RS256", headers={"kid": self.kid})
 
+    def accepts(self, token: str) -> bool:
+        """Whether ``token`` is one this issuer signed for ARM and still valid: the emulator takes
+        it as a bearer token too, so a whole backfill can run under verified principals."""
+        import jwt
+
+        with self._lock:
+            key = self._private
+        if key is None:
+            return False
+        try:
+            jwt.decode(token, key.public_key(), algorithms=["RS256"], audience=ARM_AUDIENCE, issuer=self.issuer)
+        except jwt.PyJWTError:
+            return False
+        return True
+
     def env(self) -> dict[str, str]:
         """The settings that make ``backfill.tokens`` trust this issuer (and only it)."""
         return {"BACKFILL_TOKEN_ISSUER": self.issuer}
