@@ -520,3 +520,21 @@ def sealed_record(record: BackfillRecord, events: Iterable[EventLike]) -> Backfi
         requester_source=requested.identity_source,
         seal=seal if isinstance(seal, Mapping) else None,
     )
+
+
+def verify_requests(db: Database) -> str | None:
+    """The first ``backfills`` row that disagrees with its sealed request event, as one line, or
+    None: ``ledger verify`` holds the rows outside the chain to the events inside it."""
+    from backfill.store.backfills import list_backfills
+    from backfill.store.ledger import Ledger
+
+    requested: dict[str, EventLike] = {}
+    for event in Ledger(db).events(kinds=[ev.REQUESTED]):
+        if event.backfill_id:
+            requested.setdefault(event.backfill_id, event)
+    for record in list_backfills(db):
+        try:
+            sealed_record(record, [requested[record.id]] if record.id in requested else [])
+        except LedgerInvalid as exc:
+            return str(exc)
+    return None

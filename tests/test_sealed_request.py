@@ -179,3 +179,21 @@ def test_a_backfill_that_cannot_start_stays_approved(tmp_path: Path, monkeypatch
         assert "approved" in capsys.readouterr().out
         monkeypatch.setenv("SOURCE_API_KEY", "hunter2")
         assert cli(monkeypatch, "carol", "run", bid) == 0, capsys.readouterr()
+
+
+def test_ledger_verify_holds_the_rows_to_their_request_events(tmp_path: Path, monkeypatch: MP,
+                                                               capsys: Cap) -> None:
+    # Issue 8, attack 4: after the row was edited, `verify` exited 0.
+    plan = tmp_path / "p.toml"
+    plan.write_text(plan_text(base_time(), 2))
+    with emulator(scenario(base_time()), monkeypatch):
+        bid = request(plan, monkeypatch, capsys)
+        assert cli(monkeypatch, "carol", "ledger", "verify") == 0
+        capsys.readouterr()
+        tamper("UPDATE backfills SET plan_hash = ? WHERE id = ?", "0" * 64, bid)
+        assert cli(monkeypatch, "carol", "ledger", "verify") == 5
+        assert capsys.readouterr().err == (
+            f"error: {bid}: the backfills row's plan_hash differs from its sealed request event; "
+            "the ledger was tampered with\n"
+        )
+        assert cli(monkeypatch, "carol", "report", bid) == 5
