@@ -182,6 +182,13 @@ class Approval(_Section):
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> Approval:
+        # Identities are one printable line (issue 9 #9): they are compared, printed and recorded.
+        named = [(f"approvers[{i}]", n) for i, n in enumerate(self.approvers)]
+        for person, others in self.aliases.items():
+            named += [(f"aliases.{person}", person)] + [(f"aliases.{person}[{i}]", o) for i, o in enumerate(others)]
+        for key, name in named:
+            if name != name.strip() or not name.isprintable():
+                raise rule(key, "expected one printable line without surrounding spaces")
         if self.approvers and len(set(self.approvers)) < self.required:
             raise rule(
                 "required",

@@ -261,3 +261,16 @@ def test_notes_and_reasons_are_recorded_and_printed_clean(tmp_path: Path, monkey
     requested, rejected = events(bid)
     assert requested.payload["note"] == "sink lock"
     assert rejected.payload["reason"] == "wrong range for sure"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [('approvers = ["bob\\nalice"]', "approvers[0]"), ('aliases = { alice = ["a\\u001b[2Jb"] }', "aliases.alice[0]")],
+)
+def test_plan_identities_are_one_printable_line(table: str, key: str, tmp_path: Path, capsys: Cap) -> None:
+    plan = tmp_path / "p.toml"
+    plan.write_text(plan_text(base_time(), 2).replace("[approval]\n", f"[approval]\n{table}\n"))
+    assert main.run(["plan", "check", str(plan)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {plan}: approval.{key}: expected one printable line without surrounding spaces\n"
+    )
