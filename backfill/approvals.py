@@ -416,10 +416,17 @@ def gate_approval(record: BackfillRecord, state: BackfillState, actor: Actor) ->
         return ev.CANARY_APPROVED
     if state.status is BackfillStatus.RUNNING:
         raise BackfillError(f"{bid} is running and awaits no approval")
-    if any(same_person(actor.name, d.actor, record.policy.aliases) is not False for d in state.approval_events):
-        raise BackfillError(
-            f"{bid}: {actor.name} has already approved it ({len(state.approvals)} of {state.required})"
-        )
+    for given in state.approval_events:
+        same = same_person(actor.name, given.actor, record.policy.aliases)
+        if same:
+            raise BackfillError(
+                f"{bid}: {actor.name} has already approved it ({len(state.approvals)} of {state.required})"
+            )
+        if same is None:
+            raise BackfillError(
+                f"{bid}: cannot tell whether {actor.name} is {given.actor}, who already approved it; "
+                "name them in [approval] aliases, or approve as someone else"
+            )
     if state.status is BackfillStatus.APPROVED:
         raise BackfillError(f"{bid} is already approved by {', '.join(state.approvals)}: backfill run {bid}")
     return ev.APPROVED

@@ -274,3 +274,14 @@ def test_plan_identities_are_one_printable_line(table: str, key: str, tmp_path: 
     assert capsys.readouterr().err == (
         f"error: {plan}: approval.{key}: expected one printable line without surrounding spaces\n"
     )
+
+
+def test_an_approver_who_may_have_approved_already_is_refused() -> None:
+    from backfill.ledger import GENESIS_HASH, make_event
+
+    rec = record(required=2)
+    first = make_event(seq=1, at=T0, actor="bob@contoso.com", identity_source="azure-ad", kind=ev.APPROVED,
+                       payload={}, prev_hash=GENESIS_HASH, backfill_id=BID)
+    with pytest.raises(BackfillError, match=r"cannot tell whether bob@fabrikam.com is bob@contoso.com, who "
+                                            r"already approved it"):
+        gate_approval(rec, derive_state(rec, [first], T0), Actor("bob@fabrikam.com", IdentitySource.AZURE_AD))
