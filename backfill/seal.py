@@ -88,7 +88,9 @@ def _command_files(spec: CheckSpec) -> Iterator[tuple[str, Path]]:
             if found:
                 yield f"check {spec.name}: program {part}", Path(found).resolve()
             continue
-        path = _resolve(spec, part)
+        # The program resolves against the plan's folder (as the check starts it); an argument is
+        # opened by the program itself, from the working directory.
+        path = _resolve(spec, part) if index == 0 else Path(part).expanduser().absolute()
         if path.is_file():
             what = "program" if index == 0 else "file"
             yield f"check {spec.name}: {what} {part}", path.resolve()

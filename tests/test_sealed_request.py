@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,20 @@ def test_ledger_verify_holds_the_rows_to_their_request_events(tmp_path: Path, mo
             "the ledger was tampered with\n"
         )
         assert cli(monkeypatch, "carol", "report", bid) == 5
+
+
+def test_a_script_named_by_an_argument_is_sealed_too(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
+    script = tmp_path / "sink_check.py"
+    script.write_text("raise SystemExit(0)\n")
+    plan = tmp_path / "p.toml"
+    check = CHECK.replace('["./sink-check.sh"]', f'["{sys.executable}", "sink_check.py"]')
+    plan.write_text(plan_text(base_time(), 2, checks=check))
+    monkeypatch.chdir(tmp_path)
+    with emulator(scenario(base_time()), monkeypatch) as emu:
+        bid = request(plan, monkeypatch, capsys)
+        script.write_text("print('replaced')\nraise SystemExit(0)\n")
+        assert cli(monkeypatch, "carol", "run", bid) == 1
+        assert emu.create_run_calls() == []
+    assert capsys.readouterr().err == (
+        f"error: {bid}: check sink: file sink_check.py changed since the request was approved; make a new request\n"
+    )
