@@ -139,7 +139,9 @@ def test_a_fake_az_cli_is_not_trusted(tmp_path: Path, monkeypatch: MP) -> None:
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     env = {k: v for k, v in os.environ.items() if k not in ("BACKFILL_ADF_TOKEN", "BACKFILL_ACTOR")}
     env["PATH"] = f"{fake.parent}{os.pathsep}{env['PATH']}"
-    # Keeps the managed identity probe on the loopback (closed port), never the real IMDS address.
+    # DefaultAzureCredential asks only the Azure CLI (no managed identity probe of a real address),
+    # and should it probe anyway, the loopback's closed port answers.
+    env["AZURE_TOKEN_CREDENTIALS"] = "AzureCliCredential"
     env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = "http://127.0.0.1:9"
     env["HOME"] = str(tmp_path)
     code = "from backfill.identity import resolve_actor\nprint(resolve_actor())"
