@@ -6,21 +6,19 @@ import click
 
 from backfill import events as ev
 from backfill.approvals import (
-    ACCEPTABLE_DECISION,
     ApprovalPolicy,
     BackfillRecord,
     BackfillState,
     BackfillStatus,
     assert_satisfiable,
-    declared_may_approve,
     expiry_reason,
     gate_approval,
     gate_rejection,
     gate_window_acceptance,
     load_backfill,
 )
-from backfill.errors import BackfillError, UsageError
-from backfill.identity import Actor, describe_source, resolve_actor
+from backfill.errors import UsageError
+from backfill.identity import Actor, resolve_actor
 from backfill.seal import require_variables
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
@@ -43,7 +41,7 @@ def request(plan: str, note: str | None) -> None:
     from backfill.history import load_history, sync_history
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
-    from backfill.requests import draft_request, summary_lines
+    from backfill.requests import assert_requestable, draft_request, identity_lines, summary_lines
     from backfill.store.backfills import create_backfill
     from backfill.timeutil import utcnow
 
@@ -58,30 +56,14 @@ def request(plan: str, note: str | None) -> None:
     history = load_history(db, loaded.ref, loaded.pipeline)
     preview = compute_preview(loaded, history, build_checks(loaded.check_specs, base_dir=loaded.path.parent))
     draft, payload = draft_request(loaded, preview, actor, _text(note), utcnow())
-    if not draft.runnable_keys and not draft.blocked_keys:
-        count = len(draft.decisions)
-        what = "its window needs no run" if count == 1 else f"none of its {count} windows needs a run"
-        raise BackfillError(f"{plan}: nothing to request: {what} (backfill preview shows why)")
-    acceptable = [k for k in draft.blocked_keys if draft.decisions[k] == ACCEPTABLE_DECISION]
-    if not draft.runnable_keys and not acceptable:
-        # Blocked by a check error or an unknown run: no approval can make any window run.
-        count = len(draft.blocked_keys)
-        raise BackfillError(
-            f"{plan}: nothing to request: no window can run ({count} blocked; only a blocked-partial "
-            "window can be accepted), fix what blocks them first (backfill preview shows why)"
-        )
+    assert_requestable(plan, draft)
     require_variables(loaded, when="cannot request")
     record = create_backfill(db, draft, payload, actor)
     click.echo(record.id)
     for line in summary_lines(record, dict(preview.summary())):
         click.echo(line)
-    click.echo(f"requested as {actor.name} ({describe_source(actor)})")
-    if declared_may_approve(policy):
-        # On stdout with the summary, once per request (spec §15).
-        click.echo(
-            'warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; '
-            '[approval] identity = "verified" demands one a third party vouches for'
-        )
+    for line in identity_lines(actor, policy):
+        click.echo(line)
     if record.blocked_keys:
         click.echo(
             f"blocked windows never run; a supervisor may clear a blocked-partial one with: "
