@@ -9,14 +9,14 @@ raise ``BackfillError`` with the one-line reason, and the CLI writes the event.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from backfill import events as ev
-from backfill.errors import AwaitingApproval, BackfillError
-from backfill.identity import Actor, IdentitySource
+from backfill.errors import AwaitingApproval, BackfillError, LedgerInvalid
+from backfill.identity import VERIFIED_SOURCES, Actor, IdentitySource
 from backfill.progress import WindowProgress, apply_window_event, initial_windows
 from backfill.timeutil import format_duration, format_utc, require_utc, utcnow
 
@@ -56,26 +56,33 @@ class ApprovalPolicy:
     expires: timedelta = timedelta(hours=12)
     canary: int = 0
     identity: str = "any"
+    # Each group names one person under several identity sources (``[approval] aliases``).
+    aliases: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def from_plan(cls, approval: Any) -> ApprovalPolicy:
-        """From the plan model's ``approval`` (required, approvers, expires, canary, identity)."""
+        """From the plan model's ``approval`` (required, approvers, expires, canary, identity, aliases)."""
+        aliases = getattr(approval, "aliases", None) or {}
         return cls(
             required=int(approval.required),
             approvers=tuple(str(a) for a in approval.approvers),
             expires=approval.expires,
             canary=int(approval.canary),
             identity=str(approval.identity),
+            aliases=tuple((str(name), *(str(o) for o in others)) for name, others in aliases.items()),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "required": self.required,
             "approvers": list(self.approvers),
             "expires_seconds": self.expires.total_seconds(),
             "canary": self.canary,
             "identity": self.identity,
         }
+        if self.aliases:
+            data["aliases"] = [list(group) for group in self.aliases]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ApprovalPolicy:
@@ -85,6 +92,7 @@ class ApprovalPolicy:
             expires=timedelta(seconds=float(data["expires_seconds"])),
             canary=int(data.get("canary", 0)),
             identity=str(data.get("identity", "any")),
+            aliases=tuple(tuple(str(n) for n in group) for group in data.get("aliases", ())),
         )
 
 
@@ -108,6 +116,9 @@ class BackfillRecord:
     decisions: Mapping[str, str]
     # The frozen Preview.to_json(), kept whole for reports.
     preview: Mapping[str, Any] = field(default_factory=dict)
+    # The sealed inputs of the request event (backfill.seal.Seal.to_json()); None until read
+    # from the chain by ``load_backfill``, or for requests recorded before inputs were sealed.
+    seal: Mapping[str, Any] | None = None
 
     @property
     def runnable_keys(self) -> list[str]:
@@ -221,7 +232,8 @@ def _apply(record: BackfillRecord, state: BackfillState, event: EventLike, at: d
     if state.status in (BackfillStatus.REJECTED, BackfillStatus.EXPIRED):
         return
     if kind == ev.APPROVED:
-        if not any(_same(event.actor, name) for name in state.approvals):
+        aliases = record.policy.aliases
+        if not any(same_person(event.actor, d.actor, aliases) is not False for d in state.approval_events):
             state.approvals.append(event.actor)
             state.approval_events.append(decided)
         if state.status is BackfillStatus.REQUESTED and len(state.approvals) >= record.policy.required:
@@ -266,6 +278,31 @@ def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
+def _local(name: str) -> tuple[str, str | None]:
+    local, at, domain = name.casefold().partition("@")
+    return (local, domain) if at else (local, None)
+
+
+def same_person(a: str, b: str, aliases: Sequence[Sequence[str]] = ()) -> bool | None:
+    """Whether two names, perhaps from two identity sources, are one person (spec §15).
+
+    True when equal (case-insensitively), listed in one ``[approval] aliases`` group, or when one
+    is a bare name and the other a principal (``alice@contoso.com``) with that local part. None
+    (unsure) when two principals share a local part in different domains: callers refuse then.
+    False otherwise."""
+    if _same(a, b):
+        return True
+    for group in aliases:
+        if any(_same(a, n) for n in group) and any(_same(b, n) for n in group):
+            return True
+    (local_a, domain_a), (local_b, domain_b) = _local(a), _local(b)
+    if local_a != local_b:
+        return False
+    if domain_a is None or domain_b is None:
+        return True
+    return None
+
+
 def assert_runnable(state: BackfillState, now: datetime) -> None:
     """Raise unless the runner may go on: AwaitingApproval (exit 3) while an approval or the
     canary approval is missing, BackfillError (exit 1) when rejected, expired or completed.
@@ -298,15 +335,74 @@ def _refuse_sealed(state: BackfillState, action: str) -> None:
 def check_reviewer(record: BackfillRecord, actor: Actor, action: str) -> None:
     """Four eyes, the approvers allow-list and the identity demand, for any gate decision."""
     bid, policy = record.id, record.policy
-    if _same(actor.name, record.requester):
-        raise BackfillError(f"{bid}: {actor.name} requested this backfill and cannot {action} it (four eyes)")
-    if policy.approvers and not any(_same(actor.name, a) for a in policy.approvers):
+    check_identity_policy(bid, policy, actor)
+    same = same_person(actor.name, record.requester, policy.aliases)
+    if same:
+        who = actor.name if _same(actor.name, record.requester) else f"{actor.name} ({record.requester})"
+        raise BackfillError(f"{bid}: {who} requested this backfill and cannot {action} it (four eyes)")
+    if same is None:
+        raise BackfillError(
+            f"{bid}: cannot tell whether {actor.name} is {record.requester}, who requested it (four eyes); "
+            "name them in [approval] aliases, or approve as someone else"
+        )
+    if policy.approvers and not any(_listed(actor.name, a, policy.aliases) for a in policy.approvers):
         allowed = ", ".join(policy.approvers)
         raise BackfillError(f"{bid}: {actor.name} is not among the approvers ({allowed})")
-    if policy.identity == IdentitySource.AZURE_AD.value and actor.source is not IdentitySource.AZURE_AD:
+
+
+def _listed(name: str, approver: str, aliases: Sequence[Sequence[str]]) -> bool:
+    # Granting is stricter than refusing: the allow-list matches a name or its aliases, never a
+    # local part (bob@another-tenant.com is not the "bob" the plan meant).
+    return _same(name, approver) or any(
+        any(_same(name, n) for n in group) and any(_same(approver, n) for n in group) for group in aliases
+    )
+
+
+def check_identity_policy(bid: str, policy: ApprovalPolicy, actor: Actor) -> None:
+    """``[approval] identity``: ``any``, ``verified`` (a source a third party vouches for) or one source."""
+    demanded = policy.identity
+    if demanded == "any":
+        return
+    if demanded == "verified":
+        if actor.source not in VERIFIED_SOURCES:
+            names = ", ".join(sorted(s.value for s in VERIFIED_SOURCES))
+            raise BackfillError(
+                f"{bid}: the approval policy demands a verified identity ({names}); "
+                f"{actor.name} is {actor.source.value}"
+            )
+        return
+    if actor.source.value != demanded:
         raise BackfillError(
-            f"{bid}: the approval policy demands an azure-ad identity; {actor.name} is {actor.source.value}"
+            f"{bid}: the approval policy demands an {demanded} identity; {actor.name} is {actor.source.value}"
+            if demanded[0] in "aeiou" else
+            f"{bid}: the approval policy demands a {demanded} identity; {actor.name} is {actor.source.value}"
         )
+
+
+def declared_may_approve(policy: ApprovalPolicy) -> bool:
+    """Whether a name anyone can type (BACKFILL_ACTOR) satisfies the policy: ``request`` warns."""
+    return policy.identity in ("any", IdentitySource.DECLARED.value)
+
+
+def assert_satisfiable(policy: ApprovalPolicy, requester: str, where: str) -> None:
+    """Refuse a policy nobody can ever satisfy: the approvers allow-list, without the requester
+    (four eyes), names fewer distinct people than ``required`` (issue 9 #8)."""
+    if not policy.approvers:
+        return
+    others: list[str] = []
+    for name in policy.approvers:
+        if same_person(name, requester, policy.aliases) is not False:
+            continue
+        if not any(same_person(name, o, policy.aliases) is not False for o in others):
+            others.append(name)
+    if len(others) >= policy.required:
+        return
+    listed = ", ".join(others) if others else "nobody"
+    raise BackfillError(
+        f"{where}: approval.approvers can never approve it: {policy.required} approval"
+        f"{'s' if policy.required > 1 else ''} needed from someone other than {requester} "
+        f"(four eyes), and the list leaves {listed}"
+    )
 
 
 def gate_approval(record: BackfillRecord, state: BackfillState, actor: Actor) -> str:
@@ -320,10 +416,17 @@ def gate_approval(record: BackfillRecord, state: BackfillState, actor: Actor) ->
         return ev.CANARY_APPROVED
     if state.status is BackfillStatus.RUNNING:
         raise BackfillError(f"{bid} is running and awaits no approval")
-    if any(_same(actor.name, name) for name in state.approvals):
-        raise BackfillError(
-            f"{bid}: {actor.name} has already approved it ({len(state.approvals)} of {state.required})"
-        )
+    for given in state.approval_events:
+        same = same_person(actor.name, given.actor, record.policy.aliases)
+        if same:
+            raise BackfillError(
+                f"{bid}: {actor.name} has already approved it ({len(state.approvals)} of {state.required})"
+            )
+        if same is None:
+            raise BackfillError(
+                f"{bid}: cannot tell whether {actor.name} is {given.actor}, who already approved it; "
+                "name them in [approval] aliases, or approve as someone else"
+            )
     if state.status is BackfillStatus.APPROVED:
         raise BackfillError(f"{bid} is already approved by {', '.join(state.approvals)}: backfill run {bid}")
     return ev.APPROVED
@@ -379,4 +482,66 @@ def load_backfill(
 
     record = get_backfill(db, backfill_id)
     events: Sequence[EventLike] = Ledger(db).events(backfill_id=record.id)
+    record = sealed_record(record, events)
     return record, derive_state(record, events, now or utcnow())
+
+
+def sealed_record(record: BackfillRecord, events: Iterable[EventLike]) -> BackfillRecord:
+    """The request as its ``backfill.requested`` event in the chain records it (spec §15).
+
+    The ``backfills`` row is outside the hash chain: whatever it says about the plan, the
+    requester, the policy or the approved windows must agree with the event, which is what
+    gates and ``run`` then use (issue 8, attack 4). A disagreement is tampering (exit 5)."""
+    requested = next((e for e in events if e.kind == ev.REQUESTED), None)
+    bid = record.id
+    if requested is None:
+        raise LedgerInvalid(f"{bid}: its request event is missing from the ledger; the ledger was tampered with")
+    payload = requested.payload
+    requester = payload.get("requester")
+    sealed: dict[str, Any] = {
+        "plan_path": payload.get("plan_path"),
+        "plan_hash": payload.get("plan_hash"),
+        "pipeline": payload.get("pipeline"),
+        "factory_key": payload.get("factory"),
+        "requester": requester.get("name") if isinstance(requester, Mapping) else None,
+        "requester_source": requester.get("source") if isinstance(requester, Mapping) else None,
+    }
+    for name, value in sealed.items():
+        if value is not None and getattr(record, name) != value:
+            raise LedgerInvalid(f"{bid}: the backfills row's {name} differs from its sealed request event; "
+                                "the ledger was tampered with")
+    if "approval" in payload and ApprovalPolicy.from_json(payload["approval"]) != record.policy:
+        raise LedgerInvalid(f"{bid}: the backfills row's approval policy differs from its sealed request event; "
+                            "the ledger was tampered with")
+    if "runnable" in payload and list(payload["runnable"]) != record.runnable_keys:
+        raise LedgerInvalid(f"{bid}: the backfills row's runnable windows differ from its sealed request event; "
+                            "the ledger was tampered with")
+    if "blocked" in payload and sorted(payload["blocked"]) != sorted(record.blocked_keys):
+        raise LedgerInvalid(f"{bid}: the backfills row's blocked windows differ from its sealed request event; "
+                            "the ledger was tampered with")
+    # Four eyes compares against the identity the chain recorded for the request.
+    seal = payload.get("seal")
+    return replace(
+        record,
+        requester=requested.actor,
+        requester_source=requested.identity_source,
+        seal=seal if isinstance(seal, Mapping) else None,
+    )
+
+
+def verify_requests(db: Database) -> str | None:
+    """The first ``backfills`` row that disagrees with its sealed request event, as one line, or
+    None: ``ledger verify`` holds the rows outside the chain to the events inside it."""
+    from backfill.store.backfills import list_backfills
+    from backfill.store.ledger import Ledger
+
+    requested: dict[str, EventLike] = {}
+    for event in Ledger(db).events(kinds=[ev.REQUESTED]):
+        if event.backfill_id:
+            requested.setdefault(event.backfill_id, event)
+    for record in list_backfills(db):
+        try:
+            sealed_record(record, [requested[record.id]] if record.id in requested else [])
+        except LedgerInvalid as exc:
+            return str(exc)
+    return None

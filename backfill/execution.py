@@ -37,6 +37,7 @@ from backfill.ledger import LedgerEvent
 from backfill.matching import match_fields
 from backfill.polling import RECENT_RUNS, policy_for, usual_duration
 from backfill.runner import Job, LedgerView, RunnerOptions, WindowMachine
+from backfill.seal import Seal, require_variables, verify_seal
 from backfill.store.claims import Claim, Claims
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
@@ -86,6 +87,11 @@ def execute_backfill(
     loaded = load_plan(record.plan_path)
     if loaded.hash != record.plan_hash:
         raise BackfillError(PLAN_CHANGED)
+    # Before any event: a backfill that cannot start stays approved (issue 9 #10), and one whose
+    # sealed inputs changed since the approval never starts (spec §15).
+    require_variables(loaded, when="cannot start")
+    if record.seal is not None:
+        verify_seal(record.id, Seal.from_json(record.seal), loaded)
     factory = factory or _connect(loaded.ref)
     options = options or RunnerOptions.from_env(os.environ)
     # The pipeline's secure parameters were remembered when the backfill was requested.

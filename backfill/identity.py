@@ -1,4 +1,9 @@
-"""Who is acting: the Azure AD principal, a declared actor, or the OS user (spec §6)."""
+"""Who is acting: the Azure AD principal, a declared actor, or the OS user (spec §6, §15).
+
+An identity is one printable line (issue 9 #9). A token names the Azure AD principal only after
+``backfill.tokens`` verified it (signature against the issuer's keys, issuer, audience, expiry):
+an unsigned or forged token is refused, never trusted as whoever it claims to be.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,37 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backfill.errors import ConfigError
+
 
 class IdentitySource(StrEnum):
     AZURE_AD = "azure-ad"
     OS = "os"
     DECLARED = "declared"
+    # Stamped by the ledger database (team mode), or by the console's sign-in.
+    DATABASE = "database"
+    OIDC = "oidc"
+    PROXY = "proxy"
+
+
+# Sources a third party vouches for: a verified token, the database's authentication, the
+# console's sign-in. ``declared`` and ``os`` are whatever the person at the keyboard says.
+VERIFIED_SOURCES = frozenset({IdentitySource.AZURE_AD, IdentitySource.DATABASE, IdentitySource.OIDC,
+                              IdentitySource.PROXY})
+MAX_NAME = 320
+
+
+def clean_identity(name: str, where: str) -> str:
+    """``name`` stripped, or ConfigError when it is empty, too long or not one printable line."""
+    text = name.strip()
+    if not text:
+        raise ConfigError(f"{where} is empty: name who is acting (or unset it)")
+    if len(text) > MAX_NAME:
+        raise ConfigError(f"{where} is longer than {MAX_NAME} characters")
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(f"{where} holds a control character (U+{ord(bad):04X}); an identity is one printable line")
+    return text
 
 
 @dataclass(frozen=True)
@@ -29,16 +60,29 @@ class Actor:
 def current_actor(azure_principal: str | None = None) -> Actor:
     """``BACKFILL_ACTOR`` when declared, else the Azure AD principal when Azure credentials are in
     use (the caller passes it, read from the token's claims), else the OS user."""
-    declared = os.environ.get("BACKFILL_ACTOR", "").strip()
-    if declared:
-        return Actor(declared, IdentitySource.DECLARED)
+    declared = os.environ.get("BACKFILL_ACTOR")
+    if declared is not None:
+        # Set but empty is a mistake to say, not a reason to become the OS user silently.
+        return Actor(clean_identity(declared, "BACKFILL_ACTOR"), IdentitySource.DECLARED)
     if azure_principal:
-        return Actor(azure_principal, IdentitySource.AZURE_AD)
+        return Actor(clean_identity(azure_principal, "the Azure AD principal"), IdentitySource.AZURE_AD)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = f"uid-{os.getuid()}"
-    return Actor(user, IdentitySource.OS)
+    return Actor(clean_identity(user, "the OS user name"), IdentitySource.OS)
+
+
+def describe_source(actor: Actor) -> str:
+    """Where the identity came from, for the line ``request`` prints."""
+    return {
+        IdentitySource.DECLARED: "declared by BACKFILL_ACTOR",
+        IdentitySource.OS: "the OS user",
+        IdentitySource.AZURE_AD: "a verified Azure AD token",
+        IdentitySource.DATABASE: "the ledger database's login",
+        IdentitySource.OIDC: "the console's OIDC sign-in",
+        IdentitySource.PROXY: "the console's proxy sign-in",
+    }[actor.source]
 
 
 # Claims naming the principal, most readable first: a user's UPN, older tokens' unique_name,
@@ -50,8 +94,7 @@ MANAGEMENT_ENDPOINT = "https://management.azure.com"
 def principal_from_token(token: str) -> str | None:
     """The principal named in a JWT access token's claims, or None when it names none.
 
-    The signature is not checked: the token comes from our own credential, and Azure checks it
-    on every call it authorises; here it only names who is acting.
+    Unverified: only for display. Who is acting is read from ``backfill.tokens.verified_principal``.
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -71,8 +114,8 @@ def principal_from_token(token: str) -> str | None:
 
 
 def azure_principal() -> str | None:
-    """The Azure AD principal of DefaultAzureCredential's token for the management scope, or
-    None when no Azure credential is available."""
+    """The Azure AD principal of DefaultAzureCredential's token for the management scope, once
+    verified (TokenError otherwise), or None when no Azure credential is available."""
     try:
         from azure.core.exceptions import ClientAuthenticationError
         from azure.identity import DefaultAzureCredential
@@ -86,12 +129,22 @@ def azure_principal() -> str | None:
         return None
     finally:
         credential.close()
-    return principal_from_token(token)
+    from backfill.tokens import TokenSettings, verified_principal
+
+    return verified_principal(token, TokenSettings.from_env())
 
 
 def resolve_actor() -> Actor:
     """``current_actor``, asking Azure for the principal only when Azure credentials are in use:
-    neither ``BACKFILL_ACTOR`` nor ``BACKFILL_ADF_TOKEN`` (a static token, for emulators) is set."""
-    if os.environ.get("BACKFILL_ACTOR", "").strip() or os.environ.get("BACKFILL_ADF_TOKEN", "").strip():
+    neither ``BACKFILL_ACTOR`` nor ``BACKFILL_ADF_TOKEN`` (a static token, for emulators) is set.
+    A static token that is a JWT names its principal once verified; an opaque one names nobody."""
+    if "BACKFILL_ACTOR" in os.environ:
         return current_actor()
+    if "BACKFILL_ADF_TOKEN" in os.environ:
+        static = os.environ["BACKFILL_ADF_TOKEN"].strip()
+        if static.count(".") != 2:
+            return current_actor()
+        from backfill.tokens import TokenSettings, verified_principal
+
+        return current_actor(verified_principal(static, TokenSettings.from_env()))
     return current_actor(azure_principal())

@@ -179,6 +179,11 @@ def canonical_json(plan: Plan) -> str:
     data = plan.model_dump(mode="json", by_alias=True)
     data["match"]["on"] = sorted(plan.match_on)
     data["approval"]["approvers"] = sorted(data["approval"]["approvers"])
+    # Added with spec §15: a plan without aliases keeps the hash it had before they existed.
+    if not data["approval"].get("aliases"):
+        data["approval"].pop("aliases", None)
+    else:
+        data["approval"]["aliases"] = {k: sorted(v) for k, v in data["approval"]["aliases"].items()}
     if data["windows"]["list"] is not None:
         data["windows"]["list"] = sorted(data["windows"]["list"])
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

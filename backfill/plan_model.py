@@ -173,10 +173,22 @@ class Approval(_Section):
     approvers: list[Name] = Field(default_factory=list, description="Allow-list of identities (empty: anyone).")
     expires: Duration = duration_field(timedelta(hours=12), "A request or approval older than this expires.")
     canary: StrictInt = Field(0, ge=0, description="Pause for approval after the first N windows succeed.")
-    identity: Literal["any", "azure-ad"] = "any"
+    # any: declared and OS identities count; verified: azure-ad, database, oidc or proxy; or one source.
+    identity: Literal["any", "verified", "azure-ad", "database", "oidc", "proxy", "os", "declared"] = "any"
+    aliases: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        description="Names of one person under other identity sources: alice = [\"alice@contoso.com\"].",
+    )
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> Approval:
+        # Identities are one printable line (issue 9 #9): they are compared, printed and recorded.
+        named = [(f"approvers[{i}]", n) for i, n in enumerate(self.approvers)]
+        for person, others in self.aliases.items():
+            named += [(f"aliases.{person}", person)] + [(f"aliases.{person}[{i}]", o) for i, o in enumerate(others)]
+        for key, name in named:
+            if name != name.strip() or not name.isprintable():
+                raise rule(key, "expected one printable line without surrounding spaces")
         if self.approvers and len(set(self.approvers)) < self.required:
             raise rule(
                 "required",

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
-from backfill.approvals import BackfillRecord, Decided, derive_state
+from backfill.approvals import BackfillRecord, Decided, derive_state, sealed_record
 from backfill.decisions import Decision
 from backfill.ledger import LedgerEvent, VerifyReport, format_checkpoint, redact_payload
 from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
@@ -37,6 +37,8 @@ def collect_report(db: Database, backfill_id: str, now: datetime | None = None) 
     record = get_backfill(db, backfill_id)
     ledger = Ledger(db)
     events = ledger.events(backfill_id=record.id)
+    # The request as the chain records it, not as the mutable row says (spec §15).
+    record = sealed_record(record, events)
     return build_report(record, events, ledger.verify(), now or utcnow())
 
 

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from backfill.approvals import ApprovalPolicy, BackfillRecord
-from backfill.identity import Actor
+from backfill.approvals import ACCEPTABLE_DECISION, ApprovalPolicy, BackfillRecord, declared_may_approve
+from backfill.errors import BackfillError
+from backfill.identity import Actor, describe_source
 from backfill.ledger import redact_payload
+from backfill.seal import seal_request
 from backfill.timeutil import require_utc
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ def draft_request(
         "summary": dict(preview.summary()),
         "runnable": list(record.runnable_keys),
         "blocked": blocked,
+        # Sealed in the chain (spec §15): gates and ``run`` read these, not the mutable row.
+        "requester": {"name": actor.name, "source": actor.source.value},
+        "seal": seal_request(loaded).to_json(),
     }
     return record, payload
 
@@ -83,4 +88,33 @@ def summary_lines(record: BackfillRecord, summary: dict[str, int] | None = None)
         lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in summary.items() if v))
     lines.append(f"needs {policy.required} approval{'s' if policy.required > 1 else ''}{who}, "
                  f"by someone other than {record.requester}")
+    return lines
+
+
+def assert_requestable(where: str, draft: BackfillRecord) -> None:
+    """Refuse a request no approval could make run: every window skipped, or every one blocked
+    by something only a new preview can clear (issue 9 #8). A blocked-partial window counts: a
+    supervisor may accept it."""
+    if not draft.runnable_keys and not draft.blocked_keys:
+        count = len(draft.decisions)
+        what = "its window needs no run" if count == 1 else f"none of its {count} windows needs a run"
+        raise BackfillError(f"{where}: nothing to request: {what} (backfill preview shows why)")
+    acceptable = [k for k in draft.blocked_keys if draft.decisions[k] == ACCEPTABLE_DECISION]
+    if not draft.runnable_keys and not acceptable:
+        count = len(draft.blocked_keys)
+        raise BackfillError(
+            f"{where}: nothing to request: no window can run ({count} blocked; only a blocked-partial "
+            "window can be accepted), fix what blocks them first (backfill preview shows why)"
+        )
+
+
+def identity_lines(actor: Actor, policy: ApprovalPolicy) -> list[str]:
+    """Who requested, from which source, and (once) the warning when a declared identity can
+    approve (spec §15): printed with the summary."""
+    lines = [f"requested as {actor.name} ({describe_source(actor)})"]
+    if declared_may_approve(policy):
+        lines.append(
+            'warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; '
+            '[approval] identity = "verified" demands one a third party vouches for'
+        )
     return lines

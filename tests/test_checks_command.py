@@ -36,8 +36,9 @@ def script(tmp_path: Path, body: str, name: str = "check.py") -> Path:
     return path
 
 
-def command(argv: Any, timeout: float = 10, base_dir: Path | None = None) -> Any:
-    return build_check(CheckSpec("sink-program", "command", {"command": argv}, timedelta(seconds=timeout), base_dir))
+def command(argv: Any, timeout: float = 10, base_dir: Path | None = None, env: list[str] | None = None) -> Any:
+    options: dict[str, Any] = {"command": argv} if env is None else {"command": argv, "env": env}
+    return build_check(CheckSpec("sink-program", "command", options, timedelta(seconds=timeout), base_dir))
 
 
 def test_json_answer_with_the_window_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,12 +155,12 @@ def test_example_command_check_relative_to_the_plan(tmp_path: Path, monkeypatch:
         )
     monkeypatch.setenv("TELEMETRY_SINK_SQLITE", str(sink))
     argv = ["../checks/meter_readings_command.py", "--feeder", "north", "--expect", "2"]
-    result = command(argv, base_dir=ROOT / "plans").evaluate(WINDOW)
+    result = command(argv, base_dir=ROOT / "plans", env=["TELEMETRY_SINK_SQLITE"]).evaluate(WINDOW)
     assert (result.status, result.reason) == (CheckStatus.COMPLETE, "2 of 2 rows committed"), result.reason
     assert result.evidence["sink_table"] == "meter_readings"
     assert str(sink) not in json.dumps(result.evidence)
     monkeypatch.delenv("TELEMETRY_SINK_SQLITE")
-    unset = command(argv, base_dir=ROOT / "plans").evaluate(WINDOW)
+    unset = command(argv, base_dir=ROOT / "plans", env=["TELEMETRY_SINK_SQLITE"]).evaluate(WINDOW)
     assert (unset.status, unset.reason) == (CheckStatus.ERROR, "exited with code 2: TELEMETRY_SINK_SQLITE is not set")
 
 
@@ -220,3 +221,27 @@ def test_any_output_gives_a_result_that_agrees_with_the_exit_code(data: dict[str
         assert result.status is (CheckStatus.COMPLETE if code == 10 else CheckStatus.PARTIAL)
     if result.status is CheckStatus.CLEAN:
         assert not result.evidence.get("committed")
+
+
+def test_the_program_never_sees_the_runners_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8, attack 5a: the runner's environment holds the ADF token, the ledger URL and every
+    # ${VAR} value; a check program gets the basics, the window and what it declares, nothing else.
+    monkeypatch.setenv("BACKFILL_ADF_TOKEN", "adf-token-hunter2")
+    monkeypatch.setenv("SOURCE_API_KEY", "api-key-hunter2")
+    monkeypatch.setenv("BACKFILL_LEDGER", "postgresql://ops:pw-hunter2@127.0.0.1/ledger")
+    monkeypatch.setenv("SINK_PATH", "/data/sink.db")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    body = "print(json.dumps({'status': 'clean', 'env': dict(os.environ)}))\n"
+    result = command([sys.executable, str(script(tmp_path, body))], env=["SINK_PATH"]).evaluate(WINDOW)
+    env = result.evidence["env"]
+    assert "hunter2" not in json.dumps(env)
+    assert env["SINK_PATH"] == "/data/sink.db" and env["LC_ALL"] == "C.UTF-8"
+    assert env["PATH"] == os.environ["PATH"] and env["BACKFILL_WINDOW_KEY"] == WINDOW.key
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SINK_PATH"}
+    assert {k for k in env if not k.startswith(("BACKFILL_WINDOW_", "BACKFILL_PARAM_", "BACKFILL_CHECK_", "LC_"))} \
+        <= allowed | {"PWD", "SHLVL", "_"}
+
+
+def test_env_option_names_variables() -> None:
+    with pytest.raises(CheckError, match=r"option 'env': must be a list of environment variable names"):
+        command(["true"], env=["NOT A NAME"])

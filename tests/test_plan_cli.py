@@ -161,7 +161,9 @@ MALFORMED: list[tuple[str, str, str]] = [
     (
         "identity",
         _spec("[approval]", '[approval]\nidentity = "aad"'),
-        'approval.identity: expected "any" or "azure-ad", got "aad"',
+        # Spec §15 added verified and the other sources.
+        'approval.identity: expected "any", "verified", "azure-ad", "database", "oidc", "proxy", "os" or '
+        '"declared", got "aad"',
     ),
     (
         "mode",

@@ -2,7 +2,13 @@
 
 Option ``command``: a list ``[program, arg, ...]`` or a string split with ``shlex`` (never a
 shell); every part is a template (``{start}``, ``{end:%Y%m%d}``). A relative program path with a
-slash resolves against the plan's folder. The program inherits the environment plus:
+slash resolves against the plan's folder. Option ``env``: a list of the environment variables the
+program needs (``env = ["TELEMETRY_SINK_SQLITE"]``).
+
+The program never inherits the runner's environment, which holds its secrets (the ADF token, the
+ledger URL, every plan's ``${VAR}`` values; issue 8, attack 5a). It gets a minimal one: ``PATH``,
+``HOME``, ``USER``/``LOGNAME``, ``LANG``/``LC_*``, ``TZ``, the temporary folder variables (and
+Windows' ``SYSTEMROOT``, ``COMSPEC``, ``PATHEXT``), the variables ``env`` names, plus:
 
 - ``BACKFILL_WINDOW_START``, ``BACKFILL_WINDOW_END`` (``2026-11-03T02:00:00Z``),
   ``BACKFILL_WINDOW_KEY``, ``BACKFILL_CHECK_NAME``;
@@ -33,7 +39,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +68,22 @@ _ENV_PREFIXES = ("BACKFILL_WINDOW_", "BACKFILL_PARAM_")
 _MAX_TEXT = 200
 
 
-def window_environment(window: Window, check: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The program's environment: ``base`` (default: ours) plus the window's variables."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(_ENV_PREFIXES)}
+_BASICS = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                     "SYSTEMROOT", "COMSPEC", "PATHEXT"})
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def window_environment(
+    window: Window, check: str, base: Mapping[str, str] | None = None, declared: Sequence[str] = ()
+) -> dict[str, str]:
+    """The program's environment: the basics and the ``declared`` names of ``base`` (default:
+    ours), plus the window's variables."""
+    source = os.environ if base is None else base
+    wanted = set(declared)
+    env = {
+        k: v for k, v in source.items()
+        if (k in _BASICS or k.startswith("LC_") or k in wanted) and not k.startswith(_ENV_PREFIXES)
+    }
     env["BACKFILL_WINDOW_START"] = format_utc(window.start)
     env["BACKFILL_WINDOW_END"] = format_utc(window.end)
     env["BACKFILL_WINDOW_KEY"] = window.key
@@ -149,9 +168,16 @@ class CommandCheck:
     def __init__(self, spec: CheckSpec) -> None:
         self.name = spec.name
         self.timeout = spec.timeout
-        check_options(spec, {"command"}, {"command"})
+        check_options(spec, {"command", "env"}, {"command"})
         self._seconds = check_timeout(spec)
         self._argv = self._parse(spec, spec.options["command"])
+        self._env = self._names(spec, spec.options.get("env", []))
+
+    @staticmethod
+    def _names(spec: CheckSpec, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and _NAME.fullmatch(v) for v in value):
+            raise fail(spec, "env", 'must be a list of environment variable names, like ["SINK_PATH"]')
+        return tuple(value)
 
     @staticmethod
     def _parse(spec: CheckSpec, value: Any) -> list[str]:
@@ -189,7 +215,7 @@ class CommandCheck:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=window_environment(window, self.name),
+                env=window_environment(window, self.name, declared=self._env),
                 # Its own process group, so a timeout kills whatever it started too.
                 start_new_session=True,
             )

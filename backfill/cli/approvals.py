@@ -6,24 +6,29 @@ import click
 
 from backfill import events as ev
 from backfill.approvals import (
+    ApprovalPolicy,
     BackfillRecord,
     BackfillState,
     BackfillStatus,
+    assert_satisfiable,
     expiry_reason,
     gate_approval,
     gate_rejection,
     gate_window_acceptance,
     load_backfill,
 )
-from backfill.errors import BackfillError, UsageError
+from backfill.errors import UsageError
 from backfill.identity import Actor, resolve_actor
+from backfill.seal import require_variables
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
+from backfill.terminal import strip_controls
 from backfill.timeutil import format_utc
 
 
 def _text(value: str | None) -> str | None:
-    return value.strip() or None if value is not None else None
+    # Notes and reasons are printed and recorded: no escape sequence rewrites anyone's screen.
+    return strip_controls(value) or None if value is not None else None
 
 
 @click.command()
@@ -36,25 +41,29 @@ def request(plan: str, note: str | None) -> None:
     from backfill.history import load_history
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
-    from backfill.requests import draft_request, summary_lines
+    from backfill.requests import assert_requestable, draft_request, identity_lines, summary_lines
     from backfill.store.backfills import create_backfill
     from backfill.target import sync_for_plan
     from backfill.timeutil import utcnow
 
     loaded = load_plan(plan)
     actor = resolve_actor()
+    policy = ApprovalPolicy.from_plan(loaded.plan.approval)
+    assert_satisfiable(policy, actor.name, plan)
+    # A check whose connection is unset would only show as blocked windows: say what is missing.
+    require_variables(loaded, when="cannot request", parts=("checks",))
     db = Database()
     sync_for_plan(db, connect(loaded.ref), loaded)
     history = load_history(db, loaded.ref, loaded.pipeline)
     preview = compute_preview(loaded, history, build_checks(loaded.check_specs, base_dir=loaded.path.parent))
     draft, payload = draft_request(loaded, preview, actor, _text(note), utcnow())
-    if not draft.runnable_keys and not draft.blocked_keys:
-        count = len(draft.decisions)
-        what = "its window needs no run" if count == 1 else f"none of its {count} windows needs a run"
-        raise BackfillError(f"{plan}: nothing to request: {what} (backfill preview shows why)")
+    assert_requestable(plan, draft)
+    require_variables(loaded, when="cannot request")
     record = create_backfill(db, draft, payload, actor)
     click.echo(record.id)
     for line in summary_lines(record, dict(preview.summary())):
+        click.echo(line)
+    for line in identity_lines(actor, policy):
         click.echo(line)
     if record.blocked_keys:
         click.echo(

@@ -87,9 +87,16 @@ def verify(checkpoint_text: str | None) -> None:
             checkpoint = parse_checkpoint(checkpoint_text)
         except ValueError as exc:
             raise UsageError(f"--checkpoint: {exc}") from None
-    report = _open().verify(checkpoint)
+    store = _open()
+    report = store.verify(checkpoint)
     if not report.ok:
         raise LedgerInvalid(report.message)
+    from backfill.approvals import verify_requests
+
+    # The backfills rows sit outside the chain: each must agree with its request event (spec §15).
+    problem = verify_requests(store.db)
+    if problem is not None:
+        raise LedgerInvalid(problem)
     click.echo(report.message)
 
 

@@ -267,7 +267,10 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     if not yes and not _confirmed(run_id):
         raise BackfillError(f"run {run_id} not cancelled: not confirmed")
     ledger = Ledger(Database())
-    payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": reason,
+    from backfill.terminal import strip_controls
+
+    # Recorded and printed later: no escape sequence reaches a reader's terminal (issue 9 #9).
+    payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": strip_controls(reason),
                "factory": client.ref.key, "recursive": recursive}
     actor = resolve_actor()
     ledger.append("run.cancel-requested", payload, actor=actor)

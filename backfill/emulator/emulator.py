@@ -27,6 +27,7 @@ from backfill.emulator.faults import FaultSet
 from backfill.emulator.http import EmulatorServer, LoggedRequest
 from backfill.emulator.scenario import Scenario
 from backfill.emulator.state import FactoryState
+from backfill.emulator.tokens import TokenIssuer
 from backfill.errors import BackfillError, ScenarioError
 from backfill.factory.protocol import FactoryRef
 from backfill.timeutil import utcnow
@@ -50,6 +51,8 @@ class Emulator:
         self._stopping = threading.Event()
         self.state: FactoryState | None = None
         self.ca_file = ""
+        # Signs RS256 tokens whose keys the server publishes (identity tests; spec §15).
+        self.issuer = TokenIssuer()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -72,6 +75,8 @@ class Emulator:
             context.load_cert_chain(files.cert_file, files.key_file)
             self.ca_file = str(files.ca_file)
             self._server = EmulatorServer(self._port, state, self.faults, self.token, context)
+            self.issuer.base = f"https://127.0.0.1:{self._server.server_address[1]}"
+            self._server.issuer = self.issuer
         except OSError as exc:
             self._cleanup()
             raise BackfillError(f"emulator: cannot listen on 127.0.0.1:{self._port}: {exc.strerror or exc}") from None
@@ -151,6 +156,14 @@ class Emulator:
             "BACKFILL_RESOURCE_GROUP": self.scenario.resource_group,
             "BACKFILL_FACTORY": self.scenario.factory,
         }
+
+    def token_env(self) -> dict[str, str]:
+        """The settings that make ``backfill`` verify tokens against this emulator's issuer."""
+        return {**self.issuer.env(), "BACKFILL_TOKEN_CA_BUNDLE": self.ca_file}
+
+    def issue_token(self, upn: str, **options: Any) -> str:
+        """An RS256 access token for ``upn`` from the emulator's issuer (``TokenIssuer.issue``)."""
+        return self.issuer.issue(upn, **options)
 
     def client(self) -> FactoryClient:
         """A FactoryClient (the real SDK) pointed at this emulator."""

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from backfill.emulator.faults import Fault, FaultSet
 from backfill.emulator.query import RunQueries, activity_runs
 from backfill.emulator.state import FactoryState
+from backfill.emulator.tokens import TokenIssuer
 from backfill.emulator.wire import ApiError, error_body, factory_resource, pipeline_resource
 from backfill.timeutil import utcnow
 
@@ -121,6 +122,8 @@ class EmulatorServer(ThreadingHTTPServer):
         self.token = token
         self.context = context
         self.log = RequestLog()
+        # The token issuer's discovery documents, served without a bearer token (emulator.tokens).
+        self.issuer: TokenIssuer | None = None
         self.errors: list[str] = []  # tracebacks of requests the emulator itself failed
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -189,6 +192,10 @@ class Handler(BaseHTTPRequestHandler):
             # sees a request cut short, so neither do we (nor our request log).
             self.close_connection = True
             return
+        issued = self.server.issuer.answer(url.path) if self.server.issuer and method == "GET" else None
+        if issued is not None:
+            self._send(Answer(200, issued))
+            return
         operation, args = "unknown", list[str]()
         match = _ARM.match(url.path)
         if match:
@@ -237,7 +244,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(answer)
 
     def _check(self, match: re.Match[str] | None, operation: str, query: dict[str, str]) -> None:
-        if self.headers.get("Authorization", "") != f"Bearer {self.server.token}":
+        authorization = self.headers.get("Authorization", "")
+        issuer = self.server.issuer
+        bearer = authorization.startswith("Bearer ")
+        if authorization != f"Bearer {self.server.token}" and not (
+            issuer is not None and bearer and issuer.accepts(authorization.removeprefix("Bearer "))
+        ):
             missing = not self.headers.get("Authorization")
             raise ApiError(
                 401,
