@@ -140,7 +140,8 @@ def shifted_plan(text: str, start: datetime, end: datetime) -> str:
         raise BackfillError("demo: the demo plan has no [windows] table to shift")
     body = section.group(0)
     for key, value in (("start", start), ("end", end)):
-        body, count = re.subn(rf"^({key}\s*=\s*)\S+", rf"\g<1>{format_utc(value)}", body, count=1, flags=re.MULTILINE)
+        body, count = re.subn(rf"^({key}\s*=\s*)(?:\"[^\"\n]*\"|\S+)", rf"\g<1>{format_utc(value)}", body,
+                              count=1, flags=re.MULTILINE)
         if count != 1:
             raise BackfillError(f"demo: the demo plan's [windows] has no {key} to shift")
     return text[: section.start()] + body + text[section.end():]

@@ -82,7 +82,8 @@ def execute_backfill(
 
     record, state = load_backfill(db, backfill_id)
     assert_runnable(state, utcnow())
-    loaded = load_plan(record.plan_path)
+    # Windows written relative to now ("yesterday 00:00Z") mean what they meant at the request.
+    loaded = load_plan(record.plan_path, now=record.requested_at)
     if loaded.hash != record.plan_hash:
         raise BackfillError(PLAN_CHANGED)
     factory = factory or _connect(loaded.ref)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.identity import Actor
 from backfill.ledger import redact_payload
-from backfill.timeutil import require_utc
+from backfill.timeutil import format_utc, require_utc
 
 if TYPE_CHECKING:
     from backfill.plan import LoadedPlan
@@ -62,6 +62,11 @@ def draft_request(
         "runnable": list(record.runnable_keys),
         "blocked": blocked,
     }
+    if loaded.relative and loaded.windows:
+        # The plan names its windows relative to now: record what they resolved to (the hash is of
+        # the text, so it cannot tell the day); run resolves them against requested_at again.
+        payload["windows"] = {"written": dict(loaded.relative), "resolved_at": format_utc(record.requested_at),
+                              "start": format_utc(loaded.windows[0].start), "end": format_utc(loaded.windows[-1].end)}
     return record, payload
 
 

@@ -40,13 +40,15 @@ def request(plan: str, note: str | None) -> None:
     from backfill.store.backfills import create_backfill
     from backfill.timeutil import utcnow
 
-    loaded = load_plan(plan)
+    # One instant for the whole request: relative windows resolve against the time it records.
+    now = utcnow()
+    loaded = load_plan(plan, now=now)
     actor = resolve_actor()
     db = Database()
     sync_history(db, connect(loaded.ref), loaded.pipeline)
     history = load_history(db, loaded.ref, loaded.pipeline)
     preview = compute_preview(loaded, history, build_checks(loaded.check_specs, base_dir=loaded.path.parent))
-    draft, payload = draft_request(loaded, preview, actor, _text(note), utcnow())
+    draft, payload = draft_request(loaded, preview, actor, _text(note), now)
     if not draft.runnable_keys and not draft.blocked_keys:
         count = len(draft.decisions)
         what = "its window needs no run" if count == 1 else f"none of its {count} windows needs a run"
