@@ -3,8 +3,9 @@
 Scenario files and example plans use them so that they meet each other on any day. Two kinds:
 
 - an *offset* from the instant ``now`` (``now``, ``-5h``, ``+30m``, ``-1d``): ``now`` plus it;
-- a *day* form (``today``, ``yesterday``, ``tomorrow`` or ``-Nd``/``+Nd`` followed by a UTC time
-  of day ``HH:MM[:SS]Z``; ``today`` alone is 00:00Z): midnight UTC of that day plus the time.
+- a *day* form (``today``, ``yesterday``, ``tomorrow`` or ``-Nd``/``+Nd``, then a UTC time of day
+  ``HH:MM[:SS]Z``): midnight UTC of that day plus the time. A bare ``yesterday`` is not one: it
+  does not say which hour.
   ``-2d`` alone is an offset; ``-2d 00:00Z`` is a day form.
 
 The time of day must say ``Z``: a local time of day is refused like any naive timestamp.
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from backfill.timeutil import parse_duration, require_utc
 
 _OFFSET = re.compile(r"^([+-])\s*(\d+\s*(?:ms|s|m|h|d|w))$")
-_DAY = re.compile(r"^(today|yesterday|tomorrow|[+-]\d+d)(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?(Z|\+00:00)?)?$")
+_DAY = re.compile(r"^(today|yesterday|tomorrow|[+-]\d+d)\s+(\d{1,2}):(\d{2})(?::(\d{2}))?(Z|\+00:00)?$")
 _DAY_WORDS = {"today": 0, "yesterday": -1, "tomorrow": 1}
 
 EXAMPLES = "now, -5h, +30m, yesterday 02:00Z, today 00:00Z, -2d 06:00Z"
@@ -61,13 +62,9 @@ def parse_relative(text: str) -> RelativeTime | None:
         return RelativeTime(value, -amount if offset.group(1) == "-" else amount)
     day = _DAY.match(value)
     if day is None:
-        if re.match(r"^(today|yesterday|tomorrow|[+-]\d+d)\b", value):
-            raise RelativeTimeError(f"{text!r} is not a relative time like {EXAMPLES}")
-        return None
+        return None  # the caller says what it expects (a bare "yesterday" names no time of day)
     word, hours, minutes, seconds, zone = day.groups()
     days = _DAY_WORDS[word] if word in _DAY_WORDS else int(word[:-1])
-    if hours is None:
-        return RelativeTime(value, timedelta(0), days)
     if zone is None:
         raise RelativeTimeError(f"{text!r}: the time of day has no UTC offset; write it with Z, like {word} "
                                 f"{int(hours):02d}:{minutes}Z")

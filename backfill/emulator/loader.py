@@ -25,7 +25,7 @@ from backfill.emulator.scenario import (
     When,
 )
 from backfill.errors import ScenarioError
-from backfill.relative_time import EXAMPLES, parse_relative
+from backfill.relative_time import parse_relative
 from backfill.timeutil import NaiveTimestamp, parse_duration, parse_utc, require_utc
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ class _Reader:
         if key not in data:
             raise self.fail(f"{where}{key}", "is required (a UTC time, or relative: -5h, yesterday 02:00Z)")
         value = data[key]
-        expected = f"expected a UTC time (2026-11-03T02:00:00Z) or a time relative to now ({EXAMPLES})"
+        expected = "expected a UTC time (2026-11-03T02:00:00Z) or an offset from now like -5h or now"
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 raise self.fail(f"{where}{key}", f"{value.isoformat()} has no UTC offset; write it with Z or +00:00")
