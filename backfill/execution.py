@@ -73,8 +73,12 @@ def execute_backfill(
     factory: Factory | None = None,
     options: RunnerOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> Outcome:
-    """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success."""
+    """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success.
+
+    A stopped backfill (``stop``, or a stop requested that no runner has acted on yet) stays
+    stopped: only ``resume`` lets it go on, and the ledger records who did (``backfill.resumed``)."""
     from backfill.checks.registry import build_checks
     from backfill.history import load_history, sync_history
     from backfill.plan import load_plan
@@ -82,6 +86,10 @@ def execute_backfill(
 
     record, state = load_backfill(db, backfill_id)
     assert_runnable(state, utcnow())
+    stopped = state.stop_requested or state.status is BackfillStatus.STOPPED
+    if stopped and not resume:
+        raise BackfillError(f"{backfill_id} was stopped{_stopped_by(db, backfill_id)}; to go on: "
+                            f"backfill run {backfill_id} --resume")
     # Windows written relative to now ("yesterday 00:00Z") mean what they meant at the request.
     loaded = load_plan(record.plan_path, now=record.requested_at)
     if loaded.hash != record.plan_hash:
@@ -96,6 +104,8 @@ def execute_backfill(
 
     view = LedgerView(Ledger(db), record, actor, hook=CrashHook.from_env())
     view.refresh()
+    if stopped:
+        view.append(ev.RESUMED, {"stopped_by": _stopped_by(db, backfill_id).removeprefix(" by ") or None})
     claims = Claims(db, lease=options.lease)
     view.append(ev.STARTED, {"concurrency": execution.concurrency, "worker": claims.worker,
                              "plan_hash": loaded.hash, "preview": preview.summary()})
@@ -286,7 +296,7 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
     if pool.halt == "stop":
         end(ev.STOPPED, {"reason": "stop requested"})
         raise BackfillError(f"{backfill_id} stopped after the windows in flight ({_tally(counts)}); "
-                            f"resume with: backfill run {backfill_id}")
+                            f"resume with: backfill run {backfill_id} --resume")
     if pool.halt == "failure" and pool.failure is not None:
         why = _failure_text(view, pool.failure)
         end(ev.FAILED, {"reason": why, "window": pool.failure})
@@ -337,6 +347,17 @@ def _failure_text(view: LedgerView, key: str) -> str:
         text += f" in activity {payload['failed_activity']}"
     error = payload.get("error") or payload.get("message")
     return f"{text}: {error}" if error else text
+
+
+def _stopped_by(db: Database, backfill_id: str) -> str:
+    """`` by carol@contoso.com (declared) at 2026-...Z``: the last stop of the backfill, or ""."""
+    last = None
+    for event in Ledger(db).events(backfill_id=backfill_id):
+        if event.kind in (ev.STOP_REQUESTED, ev.STOPPED) and event.actor:
+            last = event
+    if last is None:
+        return ""
+    return f" by {last.actor} at {format_utc(last.at)}"
 
 
 def request_stop(

@@ -198,7 +198,7 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
     assert f"stop requested for {bid}: the runner stops after the windows in flight" in out
     assert "cancel requested for run " in out
     assert err.splitlines()[-1] == (f"error: {bid} stopped after the windows in flight (2 pending, 1 cancelled); "
-                                    f"resume with: backfill run {bid}")
+                                    f"resume with: backfill run {bid} --resume")
     assert [e.kind for e in events(bid)][-1] == ev.STOPPED
 
 
