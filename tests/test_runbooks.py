@@ -25,9 +25,9 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from datetime import timedelta
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
+from backfill import progress as pg
 from backfill.approvals import (
-    BackfillRecord,
     FINISHED,
+    BackfillRecord,
     BackfillState,
     BackfillStatus,
     Decided,
@@ -21,7 +22,6 @@ from backfill.approvals import (
     load_backfill,
 )
 from backfill.cli.output import echo_json, echo_table
-from backfill import progress as pg
 from backfill.progress import Progress, summarize, window_duration
 from backfill.store.database import Database
 from backfill.timeutil import format_duration, format_utc, utcnow
