@@ -23,6 +23,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,6 +44,8 @@ from backfill.timeutil import format_utc, parse_utc, utcnow
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = sorted((REPO / "runbooks").glob("*.md"))
+# The README's walk-through is played like a runbook: from its heading to the next one of its level.
+README_SECTION = ("## How a backfill goes", "### Decisions")
 LIMIT = 240.0  # seconds for one runbook, however loaded the machine is
 ENGINEER, SUPERVISOR = demo.ENGINEER, demo.SUPERVISOR
 SCENARIO = "plans/emulator-scenario.toml"
@@ -180,7 +183,20 @@ def _verify_audit(play: Play) -> None:
     assert any(play.facts["id"] in report for report in reports), "the runbook wrote the backfill's report"
 
 
+def _verify_readme(play: Play) -> None:
+    report = (play.work / "evidence.html").read_text(encoding="utf-8")
+    assert "4 ran and succeeded" in report, "the README's backfill ran its four windows"
+
+
+def _readme_blocks() -> list[Block]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = text.index(README_SECTION[0]), text.index(README_SECTION[1])
+    offset = text[:start].count("\n")
+    return [Block(block.line + offset, block.code, block.expect) for block in sh_blocks(text[start:end])]
+
+
 STAGES: dict[str, Stage] = {
+    "README": Stage(emulator=False, verify=_verify_readme),  # it starts its own emulator
     "replay-failed-windows": Stage(verify=_verify_replay),
     "after-a-crash": Stage(scenario=_crash_scenario, prepare=_prepare_crash, verify=_verify_crash),
     # An auditor needs no access to the factory: the runbook's shell gets none.
@@ -206,7 +222,22 @@ def _start(play: Play, stage: Stage) -> None:
         play.serve(scenario, timeout=LIMIT / 4)
     if stage.prepare is not None:
         stage.prepare(play)
-    play.start(bash_script(play.blocks, f"runbooks/{play.name}.md"))
+    _venv(play.work)
+    play.start(bash_script(play.blocks, _source(play.name)))
+
+
+def _source(name: str) -> str:
+    return "README.md" if name == "README" else f"runbooks/{name}.md"
+
+
+def _venv(work: Path) -> None:
+    """``.venv`` in the folder, as the README's quick start makes it: this test's virtualenv."""
+    prefix = Path(sys.prefix)
+    if (prefix / "bin" / "activate").is_file():
+        (work / ".venv").symlink_to(prefix, target_is_directory=True)
+    else:  # not a virtualenv: an activate script that does what the real one does for PATH
+        (work / ".venv" / "bin").mkdir(parents=True)
+        (work / ".venv" / "bin" / "activate").write_text(f'PATH="{BIN}:$PATH"\nexport PATH\n', encoding="utf-8")
 
 
 def _selected(session: pytest.Session) -> list[str]:
@@ -231,7 +262,8 @@ def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         for name in names:
             play = started[name] = Play(name, [], tmp_path_factory.mktemp(name))
             try:
-                play.blocks = sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8"))
+                play.blocks = (_readme_blocks() if name == "README" else
+                               sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8")))
                 _start(play, STAGES.get(name, Stage()))
             except Exception as exc:  # the runbook's own test reports it, not every test
                 play.error = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
@@ -246,19 +278,19 @@ def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         sql.dispose_engines()
 
 
-@pytest.mark.parametrize("runbook", [path.stem for path in RUNBOOKS])
+@pytest.mark.parametrize("runbook", [path.stem for path in RUNBOOKS] + ["README"])
 def test_runbook(runbook: str, plays: dict[str, Play]) -> None:
     play = plays[runbook]
     if play.error is not None:
-        pytest.fail(f"runbooks/{runbook}.md: {play.error}")
-    assert play.blocks, f"runbooks/{runbook}.md has no ```sh block: every runbook is run by this test"
+        pytest.fail(f"{_source(runbook)}: {play.error}")
+    assert play.blocks, f"{_source(runbook)} has no ```sh block: every runbook is run by this test"
     if any("sqlite3 " in block.code for block in play.blocks) and shutil.which("sqlite3") is None:
         missing("the sqlite3 command")
     code = play.finish(LIMIT)
     transcript = play.tail()
-    assert code is not None, f"runbooks/{runbook}.md still running after {LIMIT:.0f}s:\n{transcript}"
+    assert code is not None, f"{_source(runbook)} still running after {LIMIT:.0f}s:\n{transcript}"
     where = failed_at(transcript)
-    assert code == 0 and where == "done", f"runbooks/{runbook}.md failed at {where} (exit {code}):\n{transcript}"
+    assert code == 0 and where == "done", f"{_source(runbook)} failed at {where} (exit {code}):\n{transcript}"
     stage = STAGES.get(runbook, Stage())
     if stage.verify is not None:
         stage.verify(play)
