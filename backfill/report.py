@@ -170,6 +170,8 @@ def _new_run(key: str, attempt: int, intent: Mapping[str, Any], run_id: str | No
         "error_code": None,
         "error": None,
         "cancel_requested": False,
+        "cancelled_by": None,  # who asked ADF to cancel it (stop --cancel-run, runs cancel, run_timeout)
+        "cancel_reason": None,
     }
 
 
@@ -211,6 +213,8 @@ def _runs(events: Sequence[LedgerEvent]) -> list[dict[str, Any]]:
             row["error"] = payload.get("reason")
         elif kind == ev.WINDOW_CANCELLED:
             row["cancel_requested"] = True
+            row["cancelled_by"] = event.actor
+            row["cancel_reason"] = payload.get("reason")
         elif kind == ev.WINDOW_FINISHED:
             row["finished_at"] = format_utc(event.at)
             row["duration_seconds"] = _seconds(payload)

@@ -67,3 +67,31 @@ def test_a_backfill_stopped_at_its_canary_pause_needs_resume(tmp_path: Path, mon
         code = cli(monkeypatch, "carol", "run", bid, "--resume")
         assert code in (0, 3), "resumed: it goes on to the gate it was stopped at"
     assert [e.actor for e in events(bid) if e.kind == ev.RESUMED] == ["carol"]
+
+
+def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
+    import json
+
+    base = base_time()
+    scen = scenario(base)
+    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    with emulator(scen, monkeypatch):
+        bid = request(_plan(tmp_path, 1), monkeypatch, capsys)
+        codes: list[int] = []
+        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
+        runner.start()
+        deadline = time.monotonic() + 20
+        while not (created := [e for e in events(bid) if e.kind == ev.WINDOW_CREATED]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = created[0].payload["run_id"]
+        assert cli(monkeypatch, "erin", "runs", "cancel", run_id, "--reason", "INC-9: stuck", "--yes") == 0
+        runner.join(30)
+        assert codes == [1]
+    kinds = ("run.cancel-requested", "run.cancelled", ev.WINDOW_CANCELLED)
+    linked = [(e.kind, e.window_key, e.actor) for e in events(bid) if e.kind in kinds]
+    assert linked == [(kind, created[0].window_key, "erin") for kind in kinds]
+    capsys.readouterr()
+    assert cli(monkeypatch, "erin", "report", bid, "--json") == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["run_id"], r["status"], r["cancelled_by"], r["cancel_reason"]) for r in runs] == [
+        (run_id, "Cancelled", "erin", "INC-9: stuck")]

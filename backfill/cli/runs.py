@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import statistics
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
+from backfill import events as ev
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import BackfillError, UsageError
@@ -14,6 +16,9 @@ from backfill.factory.client import FactoryClient, connect
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
 from backfill.timeutil import format_duration, format_utc, parse_utc_option, utcnow
+
+if TYPE_CHECKING:
+    from backfill.store.ledger import Ledger
 
 STATUSES = [s.value for s in RunStatus]
 
@@ -205,7 +210,23 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": reason,
                "factory": client.ref.key, "recursive": recursive}
     actor = resolve_actor()
-    ledger.append("run.cancel-requested", payload, actor=actor)
+    # A run of a backfill's window: the events name the backfill and window, so its report and
+    # status say who cancelled it and why, not just "Cancelled".
+    backfill_id, window_key = _owner(ledger, run_id)
+    ledger.append("run.cancel-requested", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
     client.cancel_run(run_id, recursive=recursive)
-    ledger.append("run.cancelled", payload, actor=actor)
-    click.echo(f"cancel requested for {run_id}")
+    ledger.append("run.cancelled", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    if backfill_id and window_key:
+        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": reason, "by": "runs cancel"},
+                      actor=actor, backfill_id=backfill_id, window_key=window_key)
+        click.echo(f"cancel requested for {run_id} (backfill {backfill_id}, window {window_key})")
+    else:
+        click.echo(f"cancel requested for {run_id}")
+
+
+def _owner(ledger: Ledger, run_id: str) -> tuple[str | None, str | None]:
+    """The backfill and window whose run ``run_id`` is, if a backfill created or adopted it."""
+    for event in ledger.iter_events(kinds=(ev.WINDOW_CREATED, ev.WINDOW_ADOPTED)):
+        if event.payload.get("run_id") == run_id and event.backfill_id and event.window_key:
+            return event.backfill_id, event.window_key
+    return None, None
