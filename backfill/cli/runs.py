@@ -10,7 +10,7 @@ import click
 
 from backfill import events as ev
 from backfill.cli.factory_options import factory_options
-from backfill.cli.output import echo_json, echo_table
+from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.errors import BackfillError, UsageError
 from backfill.factory.client import FactoryClient, connect
 from backfill.factory.run import ActivityRun, Run, RunStatus
@@ -39,6 +39,7 @@ def runs() -> None:
 @click.option("--until", help="Runs that started before this UTC time (default: now).")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), multiple=True)
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output.")
+@click.option("--wide", is_flag=True, help="Whole run IDs and parameters, however wide the table gets.")
 def list_runs(
     subscription: str | None,
     resource_group: str | None,
@@ -48,6 +49,7 @@ def list_runs(
     until: str | None,
     status: tuple[str, ...],
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Pipeline runs, newest first.
 
@@ -80,17 +82,17 @@ def list_runs(
     echo_table(
         ["run ID", "pipeline", "status", "start", "duration", "parameters"],
         [
-            [r.run_id, r.pipeline, r.status.value, format_utc(r.start), format_duration(r.duration),
-             _short_params(r)]
+            [r.run_id if wide else short_id(r.run_id), r.pipeline, r.status.value, format_utc(r.start),
+             format_duration(r.duration), _short_params(r)]
             for r in found
         ],
+        shrink=["parameters"], wide=wide,
     )
     click.echo(f"{len(found)} runs")
 
 
 def _short_params(run: Run) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in run.parameters.items())
-    return text if len(text) <= 60 else text[:57] + "..."
+    return ", ".join(f"{k}={v}" for k, v in run.parameters.items())
 
 
 def _usual_durations(client: FactoryClient, pipeline: str) -> list[timedelta]:

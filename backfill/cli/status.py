@@ -21,7 +21,7 @@ from backfill.approvals import (
     derive_state,
     load_backfill,
 )
-from backfill.cli.output import echo_json, echo_table
+from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
 from backfill.store.database import Database
 from backfill.timeutil import format_duration, format_utc, utcnow
@@ -155,11 +155,6 @@ def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> 
     }
 
 
-def short_id(run_id: str) -> str:
-    """The first block of an ADF run ID, as tables show it (``--wide`` for the whole ID)."""
-    return run_id.split("-", 1)[0] if len(run_id) > 12 else run_id
-
-
 def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: bool = False,
           last_seen: datetime | None = None) -> None:
     policy = record.policy
@@ -200,7 +195,7 @@ def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: 
         run_id = w["run_id"] or ""
         rows.append([key, w["decision"], w["state"], run_id if wide else short_id(run_id), _status_cell(w),
                      format_duration(window_duration(w, now))])
-    echo_table(["window", "decision", "state", "run id", "status", "duration"], rows)
+    echo_table(["window", "decision", "state", "run id", "status", "duration"], rows, wide=wide)
     for key, w in state.windows.items():
         if w["state"] == pg.NEEDS_OPERATOR:
             click.echo(f"needs an operator: {key}: {w['reason'] or 'no reason recorded'}")
