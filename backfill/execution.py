@@ -29,7 +29,7 @@ from backfill.approvals import (
 )
 from backfill.crashpoint import CrashHook
 from backfill.decisions import Decision
-from backfill.errors import AwaitingApproval, BackfillError, BlockedWindows, FactoryError
+from backfill.errors import BackfillError, BlockedWindows, CanaryPause, FactoryError
 from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import RunStatus
 from backfill.identity import Actor
@@ -306,9 +306,9 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
                        f"other workers ({_tally(counts)})", counts, api_calls)
     if pool.canary and open_keys:
         end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.SUCCEEDED, 0)})
-        canary = "canary window" if pool.canary == 1 else f"{pool.canary} canary windows"
-        raise AwaitingApproval(f"{backfill_id} paused after its first {canary} succeeded; "
-                               f"check them, then: backfill approve {backfill_id} and backfill run {backfill_id}")
+        canary, them = ("canary window", "it") if pool.canary == 1 else (f"{pool.canary} canary windows", "them")
+        raise CanaryPause(f"{backfill_id} paused after its first {canary} succeeded, as the plan asks; "
+                          f"check {them}, then: backfill approve {backfill_id} and backfill run {backfill_id}")
     if failed:
         why = _failure_text(view, failed[0])
         end(ev.FAILED, {"reason": why, "failed": failed})
@@ -327,8 +327,11 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
     if unapproved:
         # Exit 0 all the same: the approval never covered them, and what it covered is done.
         first = view.windows[unapproved[0]]
-        left = f"{len(unapproved)} blocked windows were" if len(unapproved) > 1 else "1 blocked window was"
-        done += f"\n{left} left alone (outside the approval), first {unapproved[0]}: {first['decision']}"
+        if len(unapproved) > 1:
+            done += (f"\n{len(unapproved)} blocked windows were left alone (outside the approval), first "
+                     f"{unapproved[0]}: {first['decision']}")
+        else:
+            done += f"\n1 blocked window was left alone (outside the approval): {unapproved[0]}: {first['decision']}"
     return Outcome("completed", done, counts, api_calls)
 
 

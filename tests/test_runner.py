@@ -167,7 +167,7 @@ def test_canary_pauses_until_approved(tmp_path: Path, monkeypatch: MP, capsys: C
         bid = request(_plan(tmp_path, 3, approval={"canary": 1}, execution={"concurrency": 3}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert capsys.readouterr().err.splitlines()[-1] == (
-            f"error: {bid} paused after its first canary window succeeded; check them, then: "
+            f"{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
             f"backfill approve {bid} and backfill run {bid}")
         assert len(emu.create_run_calls()) == 1
         assert cli(monkeypatch, "carol", "run", bid) == 3
