@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
-from backfill.approvals import BackfillRecord, Decided, derive_state
+from backfill import progress as pg
+from backfill.approvals import BackfillRecord, BackfillState, Decided, derive_state
 from backfill.decisions import Decision
 from backfill.ledger import LedgerEvent, VerifyReport, format_checkpoint, redact_payload
 from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
@@ -83,10 +84,46 @@ def build_report(
             "accepted_windows": [{"key": k, **_decided(d)} for k, d in sorted(state.acceptances.items())],
             "stop_requested": state.stop_requested,
         },
+        "outcome": outcome_line(record, state, events),
         "decisions": _decisions(record, {k: w["state"] for k, w in state.windows.items()}),
         "runs": _runs(events),
         "timeline": [_timeline_entry(e) for e in events],
     }
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def outcome_line(record: BackfillRecord, state: BackfillState, events: Sequence[LedgerEvent]) -> str:
+    """What came of the backfill in one line: ``Completed: 4 ran and succeeded, 1 partial window
+    left blocked, 19 skipped``; a failed or stopped one says why first."""
+    windows = state.windows
+    by_state: dict[str, int] = {}
+    for window in windows.values():
+        by_state[window["state"]] = by_state.get(window["state"], 0) + 1
+    partial = sum(1 for w in windows.values() if w["state"] == pg.BLOCKED and w["decision"] == "blocked-partial")
+    other_blocked = by_state.get(pg.BLOCKED, 0) - partial
+    parts = [
+        _count(by_state.get(pg.SUCCEEDED, 0), "ran and succeeded", "ran and succeeded"),
+        _count(by_state.get(pg.FAILED, 0), "failed", "failed"),
+        _count(by_state.get(pg.CANCELLED, 0), "was cancelled", "were cancelled"),
+        _count(by_state.get(pg.NEEDS_OPERATOR, 0), "needs an operator", "need an operator"),
+        _count(by_state.get(pg.RUNNING, 0) + by_state.get(pg.INTENT, 0), "is in flight", "are in flight"),
+        _count(partial, "partial window left blocked", "partial windows left blocked"),
+        _count(other_blocked, "window left blocked", "windows left blocked"),
+        _count(by_state.get(pg.SKIPPED, 0), "skipped", "skipped"),
+        _count(by_state.get(pg.PENDING, 0), "not run", "not run"),
+    ]
+    tally = ", ".join(part for part in parts if not part.startswith("0 ")) or "no windows"
+    status = state.status.value
+    ended = next((e for e in reversed(events) if e.kind in (ev.FAILED, ev.STOPPED, ev.REJECTED, ev.EXPIRED)), None)
+    if ended is not None and state.status.value == ended.kind.split(".")[-1]:
+        why = str(ended.payload.get("reason") or "").strip()
+        asked = next((e for e in reversed(events) if e.kind == ev.STOP_REQUESTED), ended)
+        who = {ev.STOPPED: f" by {asked.actor}", ev.REJECTED: f" by {ended.actor}"}.get(ended.kind, "")
+        return f"{status.capitalize()}{who}: {why}. {tally}" if why else f"{status.capitalize()}{who}. {tally}"
+    return f"{status.capitalize()}: {tally}"
 
 
 def _decided(item: Decided) -> dict[str, Any]:
@@ -360,6 +397,8 @@ def render_text(report: Mapping[str, Any]) -> str:
         ("report generated", report["generated_at"]),
     ]
     lines = [f"# Backfill {b['id']}: {_cell(b['title'])}", ""]
+    if report.get("outcome"):
+        lines += [f"**{_cell(report['outcome'])}**", ""]
     lines += [f"- {name}: {_cell(value)}" for name, value in header if value]
     span = f" (seq {ledger['first_seq']}-{ledger['last_seq']})" if ledger["first_seq"] is not None else ""
     lines += ["", "## Ledger", "", f"- chain: {ledger_text(ledger)}",
