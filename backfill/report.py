@@ -66,6 +66,7 @@ def build_report(
             "expires_at": format_utc(state.expires_at) or None,
             "started_at": format_utc(state.started_at) or None,
             "finished_at": format_utc(state.finished_at) or None,
+            "outcome": outcome_line(record, state, events),
         },
         "ledger": _ledger(verification, events),
         "approvals": {
@@ -84,7 +85,6 @@ def build_report(
             "accepted_windows": [{"key": k, **_decided(d)} for k, d in sorted(state.acceptances.items())],
             "stop_requested": state.stop_requested,
         },
-        "outcome": outcome_line(record, state, events),
         "decisions": _decisions(record, {k: w["state"] for k, w in state.windows.items()}),
         "runs": _runs(events),
         "timeline": [_timeline_entry(e) for e in events],
@@ -397,8 +397,8 @@ def render_text(report: Mapping[str, Any]) -> str:
         ("report generated", report["generated_at"]),
     ]
     lines = [f"# Backfill {b['id']}: {_cell(b['title'])}", ""]
-    if report.get("outcome"):
-        lines += [f"**{_cell(report['outcome'])}**", ""]
+    if b.get("outcome"):
+        lines += [f"**{_cell(b['outcome'])}**", ""]
     lines += [f"- {name}: {_cell(value)}" for name, value in header if value]
     span = f" (seq {ledger['first_seq']}-{ledger['last_seq']})" if ledger["first_seq"] is not None else ""
     lines += ["", "## Ledger", "", f"- chain: {ledger_text(ledger)}",

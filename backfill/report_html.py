@@ -141,7 +141,7 @@ def _outcome(report: Mapping[str, Any]) -> str:
     state = report["backfill"]["state"]
     poor = ("failed", "stopped", "rejected", "expired")
     tone = "good" if state == "completed" else "poor" if state in poor else "open"
-    return f'<p class="outcome {tone}" id="outcome">{_e(report.get("outcome") or state)}</p>'
+    return f'<p class="outcome {tone}" id="outcome">{_e(report["backfill"].get("outcome") or state)}</p>'
 
 
 def _instant(text: Any) -> datetime | None:
@@ -180,7 +180,7 @@ def _timeline_svg(report: Mapping[str, Any]) -> str:
     def x(moment: datetime) -> float:
         return left + width * (moment - first).total_seconds() / span
 
-    parts = [f'<svg class="timeline" id="timeline" xmlns="http://www.w3.org/2000/svg" role="img" '
+    parts = [f'<svg class="timeline" id="timeline" role="img" '
              f'width="{left + width + 20}" height="{height}" viewBox="0 0 {left + width + 20} {height}">',
              "<title>Runs over time: one bar per run, coloured by status</title>",
              f'<rect x="0" y="0" width="{left + width + 20}" height="{height}" fill="#ffffff"/>',

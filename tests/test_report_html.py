@@ -143,7 +143,7 @@ def test_a_failed_backfill_says_why_and_who_cancelled(tmp_path: Path, monkeypatc
         assert cli(monkeypatch, "carol", "run", bid) == 1
         capsys.readouterr()
         assert cli(monkeypatch, "carol", "report", bid, "--json") == 0
-        outcome = json.loads(capsys.readouterr().out)["outcome"]
+        outcome = json.loads(capsys.readouterr().out)["backfill"]["outcome"]
         assert cli(monkeypatch, "carol", "report", bid, "--html", str(tmp_path / "r.html")) == 0
     assert outcome.startswith(f"Failed: window {format_utc(base)}/")
     assert outcome.endswith("Failed in activity CopyReadings: Sink table locked. 1 failed, 1 not run")
