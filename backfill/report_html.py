@@ -191,11 +191,12 @@ def _timeline_svg(report: Mapping[str, Any]) -> str:
         y = top + index * row
         colour = _BAR.get(str(run["status"]), _IN_FLIGHT)
         label = str(run["window"]).split("/")[0].replace("T", " ").removesuffix("Z")[5:16]
-        bar_width = max(x(end) - x(start), 3.0)
+        bar_width = max(x(end) - x(start), 10.0)  # a run of seconds in a day-long story stays visible
         tip = f"{run['window']} run {run['run_id'] or '-'}: {run['status'] or 'in flight'}"
         parts.append(f'<text x="{left - 8}" y="{y + 12}" text-anchor="end">{_e(label)}</text>')
         parts.append(f'<rect class="run" x="{x(start):.1f}" y="{y + 2}" width="{bar_width:.1f}" height="{row - 5}" '
-                     f'rx="2" fill="{colour}" data-status="{_e(run["status"])}"><title>{_e(tip)}</title></rect>')
+                     f'shape-rendering="crispEdges" fill="{colour}" data-status="{_e(run["status"])}">'
+                     f"<title>{_e(tip)}</title></rect>")
     for index, (at, text, colour) in enumerate(sorted(marks)):
         mx = x(at)
         parts.append(f'<line class="mark" x1="{mx:.1f}" y1="{top - 4}" x2="{mx:.1f}" y2="{height - 20}" '

@@ -128,7 +128,7 @@ def test_chromium_shows_the_outcome_and_the_timeline_at_the_top(demo_report: Pat
     width, height, rows = _pixels(shot.read_bytes(), limit=320)
     assert (width, height) == SIZE
     assert _count(rows[:160], OUTCOME_GREEN) > 20000, "the outcome band is the first thing on the page"
-    assert _count(rows, BAR_GREEN) > 500, "the run bars are drawn right below it"
+    assert _count(rows, BAR_GREEN) > 4 * 9 * 12, "four run bars (at least 10 by 13 pixels each) right below it"
 
 
 def test_a_failed_backfill_says_why_and_who_cancelled(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:

@@ -162,3 +162,5 @@ def test_a_runner_not_seen_for_long_gets_no_estimate_in_the_past() -> None:
     assert "estimated finish" not in line
     fresh = _progress_line(progress, state, now, now - timedelta(seconds=5))
     assert "estimated finish " + format_utc(now) in fresh, "an estimate is never in the past"
+    # A runner following a long run records nothing for a while, but its claim's lease is live.
+    assert "estimated finish " in _progress_line(progress, state, now, seen, alive=True)

@@ -54,7 +54,16 @@ def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
         if as_json:
             echo_json(detail_json(record, state, now))
         else:
-            _show(record, state, now, wide=wide, last_seen=_last_seen(db, record.id))
+            _show(record, state, now, wide=wide, last_seen=_last_seen(db, record.id),
+                  alive=state.status is BackfillStatus.RUNNING and _runner_alive(db, record.id))
+
+
+def _runner_alive(db: Database, backfill_id: str) -> bool:
+    """A runner holds a live claim: it renews its lease every third of it while a window is in
+    flight, even when the run's status does not change for an hour (and nothing is recorded)."""
+    from backfill.store.claims import Claims
+
+    return bool(Claims(db).held_by_others(backfill_id))
 
 
 def _last_seen(db: Database, backfill_id: str) -> datetime | None:
@@ -156,7 +165,7 @@ def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> 
 
 
 def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: bool = False,
-          last_seen: datetime | None = None) -> None:
+          last_seen: datetime | None = None, alive: bool = False) -> None:
     policy = record.policy
     click.echo(f"{record.id}: {state.status.value}")
     click.echo(f"{record.title} ({record.ticket})" if record.ticket else record.title)
@@ -199,7 +208,7 @@ def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: 
     for key, w in state.windows.items():
         if w["state"] == pg.NEEDS_OPERATOR:
             click.echo(f"needs an operator: {key}: {w['reason'] or 'no reason recorded'}")
-    click.echo(_progress_line(_progress(record, state, now), state, now, last_seen))
+    click.echo(_progress_line(_progress(record, state, now), state, now, last_seen, alive=alive))
 
 
 def _status_cell(window: pg.WindowProgress) -> str:
@@ -213,12 +222,12 @@ def _status_cell(window: pg.WindowProgress) -> str:
     return ""
 
 
-# A runner records a step at least every poll; silence this long means none is alive.
-RUNNER_SILENCE = timedelta(minutes=10)
+# A running backfill with no live claim and nothing recorded for this long has no runner.
+RUNNER_SILENCE = timedelta(minutes=1)
 
 
 def _progress_line(progress: Progress, state: BackfillState | None = None, now: datetime | None = None,
-                   last_seen: datetime | None = None) -> str:
+                   last_seen: datetime | None = None, *, alive: bool = False) -> str:
     line = (f"progress: {progress.done} done, {progress.running} running, {progress.left} left, "
             f"{progress.failed} failed of {progress.total}")
     if not (progress.running or progress.left):
@@ -230,10 +239,9 @@ def _progress_line(progress: Progress, state: BackfillState | None = None, now: 
         return line + f"; no estimated finish: {why} (backfill run ID --resume goes on)"
     if status is not BackfillStatus.RUNNING:
         return line
-    if now is not None and last_seen is not None:
+    if now is not None and last_seen is not None and not alive:
         silent = now - last_seen
-        overdue = progress.estimated_finish is not None and progress.estimated_finish < now
-        if silent >= RUNNER_SILENCE or (overdue and silent >= timedelta(minutes=1)):
+        if silent >= RUNNER_SILENCE:
             return line + (f"; runner not seen since {format_utc(last_seen)} ({format_duration(silent)} ago): "
                            "if it died, backfill run ID resumes (runbooks/after-a-crash.md)")
     if progress.estimated_finish is not None and progress.average is not None:
