@@ -392,13 +392,15 @@ def request_stop(
     refused: list[str] = []
     for key, run_id in flying:
         assert run_id is not None
+        # Recorded before it is sent, like an intent: a live runner that sees the run end
+        # Cancelled then finds who asked and why already in the ledger, and ends after it.
+        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": "backfill stop --cancel-run"},
+                      actor=actor, backfill_id=backfill_id, window_key=key)
         try:
             factory.cancel_run(run_id)
         except FactoryError as exc:
             refused.append(f"{run_id} ({key}): {exc}")
             continue
-        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": "backfill stop --cancel-run"},
-                      actor=actor, backfill_id=backfill_id, window_key=key)
         lines.append(f"cancel requested for run {run_id} ({key})")
     if refused:
         raise BackfillError(f"{backfill_id}: stop recorded, but cancelling failed for {'; '.join(refused)}")

@@ -216,11 +216,13 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     # status say who cancelled it and why, not just "Cancelled".
     backfill_id, window_key = _owner(ledger, run_id)
     ledger.append("run.cancel-requested", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    if backfill_id and window_key:
+        # Before the cancel is sent: the backfill's runner then sees who asked and why first.
+        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": reason, "by": "runs cancel"},
+                      actor=actor, backfill_id=backfill_id, window_key=window_key)
     client.cancel_run(run_id, recursive=recursive)
     ledger.append("run.cancelled", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
     if backfill_id and window_key:
-        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": reason, "by": "runs cancel"},
-                      actor=actor, backfill_id=backfill_id, window_key=window_key)
         click.echo(f"cancel requested for {run_id} (backfill {backfill_id}, window {window_key})")
     else:
         click.echo(f"cancel requested for {run_id}")
