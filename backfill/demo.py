@@ -140,7 +140,8 @@ def shifted_plan(text: str, start: datetime, end: datetime) -> str:
         raise BackfillError("demo: the demo plan has no [windows] table to shift")
     body = section.group(0)
     for key, value in (("start", start), ("end", end)):
-        body, count = re.subn(rf"^({key}\s*=\s*)\S+", rf"\g<1>{format_utc(value)}", body, count=1, flags=re.MULTILINE)
+        body, count = re.subn(rf"^({key}\s*=\s*)(?:\"[^\"\n]*\"|\S+)", rf"\g<1>{format_utc(value)}", body,
+                              count=1, flags=re.MULTILINE)
         if count != 1:
             raise BackfillError(f"demo: the demo plan's [windows] has no {key} to shift")
     return text[: section.start()] + body + text[section.end():]
@@ -300,10 +301,10 @@ def _commands(story: Story, emulator: Emulator, day: datetime, options: DemoOpti
     story.say("# 3. A supervisor approves: four eyes, the requester cannot approve her own request.")
     story.command(["approve", backfill_id], expect=0, why="approved", actor=SUPERVISOR)
     story.say()
-    story.say("# 4. The engineer runs it: the first windows are the canary, then the runner pauses.")
-    story.command(["run", backfill_id], expect=3, why="paused after the canary windows", actor=ENGINEER)
+    story.say("# 4. The engineer runs it: the first window is the canary, then the runner pauses.")
+    story.command(["run", backfill_id], expect=3, why="paused after the canary window", actor=ENGINEER)
     story.say()
-    story.say("# 5. The supervisor looks at the canary windows and lets the rest run.")
+    story.say("# 5. The supervisor looks at the canary window and lets the rest run.")
     story.command(["approve", backfill_id], expect=0, why="canary approved", actor=SUPERVISOR)
     story.command(["run", backfill_id], expect=0, why="completed", actor=ENGINEER)
     story.say()

@@ -23,6 +23,7 @@ class BackfillError(Exception):
     """Refused or failed: a clear one-line reason, exit 1."""
 
     exit_code: ExitCode = ExitCode.FAILED
+    label: str = "error"  # how the one line starts on stderr; "" for an expected stop that is no error
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -97,6 +98,12 @@ class LedgerInvalid(BackfillError):
 
 class AwaitingApproval(BackfillError):
     exit_code = ExitCode.AWAITING_APPROVAL
+
+
+class CanaryPause(AwaitingApproval):
+    """The pause the plan asked for after its canary windows: exit 3, but not an error."""
+
+    label = ""
 
 
 class BlockedWindows(BackfillError):

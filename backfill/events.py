@@ -28,6 +28,7 @@ STOP_REQUESTED: Final = "backfill.stop-requested"
 COMPLETED: Final = "backfill.completed"
 FAILED: Final = "backfill.failed"
 STOPPED: Final = "backfill.stopped"
+RESUMED: Final = "backfill.resumed"  # run --resume of a stopped backfill: who let it go on
 
 WINDOW_SKIPPED: Final = "window.skipped"
 WINDOW_CHECKED: Final = "window.checked"
@@ -53,6 +54,7 @@ BACKFILL_KINDS: Final = (
     COMPLETED,
     FAILED,
     STOPPED,
+    RESUMED,
 )
 WINDOW_KINDS: Final = (
     WINDOW_SKIPPED,

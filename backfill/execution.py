@@ -29,7 +29,7 @@ from backfill.approvals import (
 )
 from backfill.crashpoint import CrashHook
 from backfill.decisions import Decision
-from backfill.errors import AwaitingApproval, BackfillError, BlockedWindows, FactoryError
+from backfill.errors import BackfillError, BlockedWindows, CanaryPause, FactoryError
 from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import RunStatus
 from backfill.identity import Actor
@@ -74,8 +74,12 @@ def execute_backfill(
     factory: Factory | None = None,
     options: RunnerOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> Outcome:
-    """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success."""
+    """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success.
+
+    A stopped backfill (``stop``, or a stop requested that no runner has acted on yet) stays
+    stopped: only ``resume`` lets it go on, and the ledger records who did (``backfill.resumed``)."""
     from backfill.checks.registry import build_checks
     from backfill.history import load_history, sync_history
     from backfill.masking import plan_secrets
@@ -84,7 +88,12 @@ def execute_backfill(
 
     record, state = load_backfill(db, backfill_id)
     assert_runnable(state, utcnow())
-    loaded = load_plan(record.plan_path)
+    stopped = state.stop_requested or state.status is BackfillStatus.STOPPED
+    if stopped and not resume:
+        raise BackfillError(f"{backfill_id} was stopped{_stopped_by(db, backfill_id)}; to go on: "
+                            f"backfill run {backfill_id} --resume")
+    # Windows written relative to now ("yesterday 00:00Z") mean what they meant at the request.
+    loaded = load_plan(record.plan_path, now=record.requested_at)
     if loaded.hash != record.plan_hash:
         raise BackfillError(PLAN_CHANGED)
     # Before any event: a backfill that cannot start stays approved (issue 9 #10), and one whose
@@ -103,6 +112,8 @@ def execute_backfill(
 
     view = LedgerView(Ledger(db), record, actor, hook=CrashHook.from_env())
     view.refresh()
+    if stopped:
+        view.append(ev.RESUMED, {"stopped_by": _stopped_by(db, backfill_id).removeprefix(" by ") or None})
     claims = Claims(db, lease=options.lease)
     view.append(ev.STARTED, {"concurrency": execution.concurrency, "worker": claims.worker,
                              "plan_hash": loaded.hash, "preview": preview.summary()})
@@ -293,7 +304,7 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
     if pool.halt == "stop":
         end(ev.STOPPED, {"reason": "stop requested"})
         raise BackfillError(f"{backfill_id} stopped after the windows in flight ({_tally(counts)}); "
-                            f"resume with: backfill run {backfill_id}")
+                            f"resume with: backfill run {backfill_id} --resume")
     if pool.halt == "failure" and pool.failure is not None:
         why = _failure_text(view, pool.failure)
         end(ev.FAILED, {"reason": why, "window": pool.failure})
@@ -303,9 +314,9 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
                        f"other workers ({_tally(counts)})", counts, api_calls)
     if pool.canary and open_keys:
         end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.SUCCEEDED, 0)})
-        canary = "canary window" if pool.canary == 1 else f"{pool.canary} canary windows"
-        raise AwaitingApproval(f"{backfill_id} paused after its first {canary} succeeded; "
-                               f"check them, then: backfill approve {backfill_id} and backfill run {backfill_id}")
+        canary, them = ("canary window", "it") if pool.canary == 1 else (f"{pool.canary} canary windows", "them")
+        raise CanaryPause(f"{backfill_id} paused after its first {canary} succeeded, as the plan asks; "
+                          f"check {them}, then: backfill approve {backfill_id} and backfill run {backfill_id}")
     if failed:
         why = _failure_text(view, failed[0])
         end(ev.FAILED, {"reason": why, "failed": failed})
@@ -324,8 +335,11 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
     if unapproved:
         # Exit 0 all the same: the approval never covered them, and what it covered is done.
         first = view.windows[unapproved[0]]
-        left = f"{len(unapproved)} blocked windows were" if len(unapproved) > 1 else "1 blocked window was"
-        done += f"\n{left} left alone (outside the approval), first {unapproved[0]}: {first['decision']}"
+        if len(unapproved) > 1:
+            done += (f"\n{len(unapproved)} blocked windows were left alone (outside the approval), first "
+                     f"{unapproved[0]}: {first['decision']}")
+        else:
+            done += f"\n1 blocked window was left alone (outside the approval): {unapproved[0]}: {first['decision']}"
     return Outcome("completed", done, counts, api_calls)
 
 
@@ -344,6 +358,17 @@ def _failure_text(view: LedgerView, key: str) -> str:
         text += f" in activity {payload['failed_activity']}"
     error = payload.get("error") or payload.get("message")
     return f"{text}: {error}" if error else text
+
+
+def _stopped_by(db: Database, backfill_id: str) -> str:
+    """`` by carol@contoso.com (declared) at 2026-...Z``: the last stop of the backfill, or ""."""
+    last = None
+    for event in Ledger(db).events(backfill_id=backfill_id):
+        if event.kind in (ev.STOP_REQUESTED, ev.STOPPED) and event.actor:
+            last = event
+    if last is None:
+        return ""
+    return f" by {last.actor} at {format_utc(last.at)}"
 
 
 def request_stop(
@@ -375,13 +400,15 @@ def request_stop(
     refused: list[str] = []
     for key, run_id in flying:
         assert run_id is not None
+        # Recorded before it is sent, like an intent: a live runner that sees the run end
+        # Cancelled then finds who asked and why already in the ledger, and ends after it.
+        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": "backfill stop --cancel-run"},
+                      actor=actor, backfill_id=backfill_id, window_key=key)
         try:
             factory.cancel_run(run_id)
         except FactoryError as exc:
             refused.append(f"{run_id} ({key}): {exc}")
             continue
-        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": "backfill stop --cancel-run"},
-                      actor=actor, backfill_id=backfill_id, window_key=key)
         lines.append(f"cancel requested for run {run_id} ({key})")
     if refused:
         raise BackfillError(f"{backfill_id}: stop recorded, but cancelling failed for {'; '.join(refused)}")

@@ -11,7 +11,8 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ from backfill.plan_model import (
     WindowsSpec,
 )
 from backfill.plan_types import max_windows_limit, show
+from backfill.relative_plan import resolve_relative_windows
 from backfill.secrets import Secret, variables_in
+from backfill.timeutil import utcnow
 from backfill.windows import Window, explicit_windows, generate_windows
 
 __all__ = [
@@ -67,20 +70,29 @@ class LoadedPlan:
     check_specs: tuple[CheckSpec, ...]
     ref: FactoryRef
     pipeline: str
+    # Window bounds written relative to now ("windows.start" -> "yesterday 00:00Z"), resolved
+    # against ``resolved_at``; empty for a plan of absolute times.
+    relative: Mapping[str, str] = field(default_factory=dict)
+    resolved_at: datetime | None = None
 
     @cached_property
     def windows_by_key(self) -> dict[str, Window]:
         return {window.key: window for window in self.windows}
 
 
-def load_plan(path: str | Path, *, max_windows: int | None = None, env: Mapping[str, str] | None = None) -> LoadedPlan:
+def load_plan(
+    path: str | Path, *, max_windows: int | None = None, env: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> LoadedPlan:
     """Read, validate and window a plan file; raise PlanError naming file, key and expectation.
 
     ``max_windows`` defaults to ``BACKFILL_MAX_WINDOWS`` from ``env`` (the process environment
-    when None), else 100,000.
+    when None), else 100,000. Window bounds written relative to now (``"yesterday 00:00Z"``)
+    resolve against ``now`` (default: the current time); ``run`` passes the request's time.
     """
     data = read_plan_file(path)
-    return plan_from_data(data, path=path, max_windows=max_windows, env=env, base_dir=Path(path).resolve().parent)
+    return plan_from_data(data, path=path, max_windows=max_windows, env=env, base_dir=Path(path).resolve().parent,
+                          now=now)
 
 
 def read_plan_file(path: str | Path) -> dict[str, Any]:
@@ -120,6 +132,7 @@ def plan_from_data(
     max_windows: int | None = None,
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
+    now: datetime | None = None,
 ) -> LoadedPlan:
     """Validate an already parsed plan table (TOML types, or JSON with times as strings).
 
@@ -127,6 +140,8 @@ def plan_from_data(
     directory."""
     where = str(path)
     limit = max_windows_limit(max_windows, env)
+    resolved_at = now or utcnow()
+    data, relative = resolve_relative_windows(where, data, resolved_at)
     try:
         plan = Plan.model_validate(dict(data), context={"max_windows": limit})
     except ValidationError as exc:
@@ -140,12 +155,14 @@ def plan_from_data(
     return LoadedPlan(
         path=Path(path),
         plan=plan,
-        hash=plan_hash(plan, _query_file_digests(where, plan, base_dir)),
+        hash=plan_hash(plan, _query_file_digests(where, plan, base_dir), relative),
         windows=tuple(windows),
         match_on=match_on,
         check_specs=tuple(_check_spec(check, base_dir) for check in plan.checks),
         ref=FactoryRef(target.subscription_id, target.resource_group, target.factory),
         pipeline=target.pipeline,
+        relative=relative,
+        resolved_at=resolved_at if relative else None,
     )
 
 
@@ -189,17 +206,29 @@ def canonical_json(plan: Plan) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def plan_hash(plan: Plan, query_files: Mapping[str, str] | None = None) -> str:
+def plan_hash(plan: Plan, query_files: Mapping[str, str] | None = None,
+              relative: Mapping[str, str] | None = None) -> str:
     """sha256 hex of ``canonical_json``: comments, layout, key order and ``15m`` vs ``900s`` do
     not change it; any change of meaning does. ``query_files`` (check key -> sha256 of the file's
     bytes) joins the hashed JSON, so editing a check's SQL file after approval changes the hash."""
     text = canonical_json(plan)
+    if relative:
+        # The hash is of what the file says: "yesterday 00:00Z", not the day it resolved to, so
+        # the same text hashes the same on any day. The request records the resolved windows.
+        text = _with_relative_text(text, relative)
     if query_files:
         # Only plans that name query files get the extra key: every other plan keeps its hash.
         data = json.loads(text)
         data["query_files"] = dict(query_files)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _with_relative_text(text: str, relative: Mapping[str, str]) -> str:
+    data = json.loads(text)
+    for dotted, written in relative.items():
+        data["windows"][dotted.split(".", 1)[1]] = written
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _query_file_digests(where: str, plan: Plan, base_dir: Path | None) -> dict[str, str]:

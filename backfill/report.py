@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
-from backfill.approvals import BackfillRecord, Decided, derive_state, sealed_record
+from backfill import progress as pg
+from backfill.approvals import BackfillRecord, BackfillState, Decided, derive_state, sealed_record
 from backfill.decisions import Decision
 from backfill.ledger import LedgerEvent, VerifyReport, format_checkpoint, redact_payload
 from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
@@ -67,6 +68,7 @@ def build_report(
             "expires_at": format_utc(state.expires_at) or None,
             "started_at": format_utc(state.started_at) or None,
             "finished_at": format_utc(state.finished_at) or None,
+            "outcome": outcome_line(record, state, events),
         },
         "ledger": _ledger(verification, events),
         "approvals": {
@@ -89,6 +91,41 @@ def build_report(
         "runs": _runs(events),
         "timeline": [_timeline_entry(e) for e in events],
     }
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def outcome_line(record: BackfillRecord, state: BackfillState, events: Sequence[LedgerEvent]) -> str:
+    """What came of the backfill in one line: ``Completed: 4 ran and succeeded, 1 partial window
+    left blocked, 19 skipped``; a failed or stopped one says why first."""
+    windows = state.windows
+    by_state: dict[str, int] = {}
+    for window in windows.values():
+        by_state[window["state"]] = by_state.get(window["state"], 0) + 1
+    partial = sum(1 for w in windows.values() if w["state"] == pg.BLOCKED and w["decision"] == "blocked-partial")
+    other_blocked = by_state.get(pg.BLOCKED, 0) - partial
+    parts = [
+        _count(by_state.get(pg.SUCCEEDED, 0), "ran and succeeded", "ran and succeeded"),
+        _count(by_state.get(pg.FAILED, 0), "failed", "failed"),
+        _count(by_state.get(pg.CANCELLED, 0), "was cancelled", "were cancelled"),
+        _count(by_state.get(pg.NEEDS_OPERATOR, 0), "needs an operator", "need an operator"),
+        _count(by_state.get(pg.RUNNING, 0) + by_state.get(pg.INTENT, 0), "is in flight", "are in flight"),
+        _count(partial, "partial window left blocked", "partial windows left blocked"),
+        _count(other_blocked, "window left blocked", "windows left blocked"),
+        _count(by_state.get(pg.SKIPPED, 0), "skipped", "skipped"),
+        _count(by_state.get(pg.PENDING, 0), "not run", "not run"),
+    ]
+    tally = ", ".join(part for part in parts if not part.startswith("0 ")) or "no windows"
+    status = state.status.value
+    ended = next((e for e in reversed(events) if e.kind in (ev.FAILED, ev.STOPPED, ev.REJECTED, ev.EXPIRED)), None)
+    if ended is not None and state.status.value == ended.kind.split(".")[-1]:
+        why = str(ended.payload.get("reason") or "").strip()
+        asked = next((e for e in reversed(events) if e.kind == ev.STOP_REQUESTED), ended)
+        who = {ev.STOPPED: f" by {asked.actor}", ev.REJECTED: f" by {ended.actor}"}.get(ended.kind, "")
+        return f"{status.capitalize()}{who}: {why}. {tally}" if why else f"{status.capitalize()}{who}. {tally}"
+    return f"{status.capitalize()}: {tally}"
 
 
 def _decided(item: Decided) -> dict[str, Any]:
@@ -172,6 +209,8 @@ def _new_run(key: str, attempt: int, intent: Mapping[str, Any], run_id: str | No
         "error_code": None,
         "error": None,
         "cancel_requested": False,
+        "cancelled_by": None,  # who asked ADF to cancel it (stop --cancel-run, runs cancel, run_timeout)
+        "cancel_reason": None,
     }
 
 
@@ -213,6 +252,8 @@ def _runs(events: Sequence[LedgerEvent]) -> list[dict[str, Any]]:
             row["error"] = payload.get("reason")
         elif kind == ev.WINDOW_CANCELLED:
             row["cancel_requested"] = True
+            row["cancelled_by"] = event.actor
+            row["cancel_reason"] = payload.get("reason")
         elif kind == ev.WINDOW_FINISHED:
             row["finished_at"] = format_utc(event.at)
             row["duration_seconds"] = _seconds(payload)
@@ -358,6 +399,8 @@ def render_text(report: Mapping[str, Any]) -> str:
         ("report generated", report["generated_at"]),
     ]
     lines = [f"# Backfill {b['id']}: {_cell(b['title'])}", ""]
+    if b.get("outcome"):
+        lines += [f"**{_cell(b['outcome'])}**", ""]
     lines += [f"- {name}: {_cell(value)}" for name, value in header if value]
     span = f" (seq {ledger['first_seq']}-{ledger['last_seq']})" if ledger["first_seq"] is not None else ""
     lines += ["", "## Ledger", "", f"- chain: {ledger_text(ledger)}",

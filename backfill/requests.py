@@ -15,7 +15,7 @@ from backfill.errors import BackfillError
 from backfill.identity import Actor, describe_source
 from backfill.ledger import redact_payload
 from backfill.seal import seal_request
-from backfill.timeutil import require_utc
+from backfill.timeutil import format_utc, require_utc
 
 if TYPE_CHECKING:
     from backfill.plan import LoadedPlan
@@ -67,6 +67,11 @@ def draft_request(
         "requester": {"name": actor.name, "source": actor.source.value},
         "seal": seal_request(loaded).to_json(),
     }
+    if loaded.relative and loaded.windows:
+        # The plan names its windows relative to now: record what they resolved to (the hash is of
+        # the text, so it cannot tell the day); run resolves them against requested_at again.
+        payload["windows"] = {"written": dict(loaded.relative), "resolved_at": format_utc(record.requested_at),
+                              "start": format_utc(loaded.windows[0].start), "end": format_utc(loaded.windows[-1].end)}
     return record, payload
 
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backfill import demo
 from backfill.cli import main
-from backfill.emulator import Emulator
 
 BIN = Path(sys.executable).parent
 MARK = "#### runbook "
+LEDGER_FILE = "backfill-ledger.db"  # what the runbooks export as BACKFILL_LEDGER
+SINK_FILE = "telemetry-sink.db"  # the scenario's sink, in the folder the emulator runs in
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^`]*)$")
 EXIT_COMMENT = re.compile(r"^\s*<!--\s*exit:\s*(\d+)\s*-->\s*$")
@@ -103,15 +103,17 @@ def failed_at(transcript: str) -> str:
 
 @dataclass
 class Play:
-    """One runbook being played: its folder, emulator, bash process and transcript."""
+    """One runbook being played: its folder, emulator process, bash process and transcript."""
 
     name: str
     blocks: list[Block] = field(repr=False)
     base: Path
-    emulator: Emulator | None = field(default=None, repr=False)
+    emulator: subprocess.Popen[bytes] | None = field(default=None, repr=False)  # ``backfill emulator serve``
+    factory: dict[str, str] = field(default_factory=dict)  # the six settings it printed
+    emulator_started: str = ""  # format_utc of its start: runs created later are this story's
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started: float = 0.0  # time.monotonic() when its shell started
-    factory_in_shell: bool = True  # False: the shell gets no emulator settings (no factory access)
+    factory_in_shell: bool = True  # False: the shell is kept from the factory (a closed port)
     error: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -123,29 +125,63 @@ class Play:
     def transcript(self) -> Path:
         return self.base / "transcript.txt"
 
-    def env(self, *, shell: bool = False) -> dict[str, str]:
-        """The environment: the console script first on PATH, the emulator's settings."""
+    def shell_env(self) -> dict[str, str]:
+        """What the runbook's shell starts with: a bare login's variables and the console script
+        first on PATH. Everything else (the ledger, the factory, the sink) the runbook must set."""
         values = {
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
             "HOME": str(self.base),
             "TMPDIR": str(self.base / "tmp"),
             "LANG": "C.UTF-8",
             "TZ": "Pacific/Auckland",  # far from UTC: nothing may depend on the local time zone
-            "BACKFILL_LEDGER": f"sqlite:///{self.work / demo.LEDGER_FILE}",
-            # Without the emulator a forgotten setting fails fast instead of reaching Azure.
-            "BACKFILL_ADF_ENDPOINT": "https://127.0.0.1:9",
         }
-        if self.emulator is not None and (self.factory_in_shell or not shell):
-            values.update(self.emulator.env())
-            values["TELEMETRY_SINK_URL"] = f"sqlite:///{self.work / demo.SINK_FILE}"
+        if not self.factory_in_shell:
+            # The runbook says it needs no factory: a command that reached for one anyway must fail
+            # at once on a closed local port, never wander off to Azure.
+            values["BACKFILL_ADF_ENDPOINT"] = "https://127.0.0.1:9"
         return values
 
-    def cli(self, args: list[str], *, actor: str | None = None, expect: Collection[int] = (0,)) -> str:
+    def env(self) -> dict[str, str]:
+        """The set-ups' environment: the shell's, the ledger and sink of the folder, the factory."""
+        return self.shell_env() | {
+            "BACKFILL_LEDGER": f"sqlite:///{self.work / LEDGER_FILE}",
+            "TELEMETRY_SINK_URL": f"sqlite:///{self.work / SINK_FILE}",
+        } | self.factory
+
+    def serve(self, scenario: Path, timeout: float) -> None:
+        """Start ``backfill emulator serve --scenario SCENARIO`` in the work folder, as a user would,
+        with its ``export`` lines in ``emulator.env``; return once it printed all of them."""
+        from backfill.timeutil import format_utc, utcnow
+
+        self.emulator_started = format_utc(utcnow())
+        with (self.work / "emulator.env").open("wb") as out, (self.base / "emulator.log").open("wb") as err:
+            self.emulator = subprocess.Popen([str(BIN / "backfill"), "emulator", "serve", "--scenario", str(scenario)],
+                                             cwd=self.work, env=self.shell_env(), stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = (self.work / "emulator.env").read_text(encoding="utf-8")
+            exports = dict(re.findall(r"^export (\w+)=(.*)$", text, re.MULTILINE))
+            if "BACKFILL_FACTORY" in exports:
+                self.factory = {name: shlex.split(value)[0] for name, value in exports.items()}
+                return
+            if self.emulator.poll() is not None or time.monotonic() > deadline:
+                log = (self.base / "emulator.log").read_text(encoding="utf-8", errors="replace")
+                raise AssertionError(f"set-up: backfill emulator serve did not start: {log[-800:]}")
+            time.sleep(0.1)
+
+    def cli(self, args: list[str], *, actor: str | None = None, expect: Collection[int] = (0,),
+            env: Mapping[str, str] | None = None) -> str:
         """``backfill ARGS`` in-process, for set-ups (nothing else may use os.environ meanwhile)."""
-        values = self.env() | ({"BACKFILL_ACTOR": actor} if actor else {})
+        values = self.env() | ({"BACKFILL_ACTOR": actor} if actor else {}) | dict(env or {})
         out, err = io.StringIO(), io.StringIO()
+        cwd = Path.cwd()
         with _environment(values), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main.run(args)
+            os.chdir(self.work)
+            try:
+                code = main.run(args)
+            finally:
+                os.chdir(cwd)
         if code not in expect:
             raise AssertionError(f"set-up: backfill {shlex.join(args)} exited {code}: {err.getvalue()[-800:]}")
         return out.getvalue()
@@ -156,7 +192,7 @@ class Play:
         path.write_text(script, encoding="utf-8")
         with self.transcript.open("wb") as transcript:
             self.started = time.monotonic()
-            self.proc = subprocess.Popen(["bash", "-e", str(path)], cwd=self.work, env=self.env(shell=True),
+            self.proc = subprocess.Popen(["bash", "-e", str(path)], cwd=self.work, env=self.shell_env(),
                                          stdin=subprocess.DEVNULL, stdout=transcript, stderr=subprocess.STDOUT,
                                          start_new_session=True)
 
@@ -175,6 +211,11 @@ class Play:
             os.killpg(pid, signal.SIGTERM)
         code = self.proc.wait(timeout=30)
         return code if finished else None
+
+    def stop_emulator(self) -> None:
+        if self.emulator is not None and self.emulator.poll() is None:
+            self.emulator.terminate()
+            self.emulator.wait(timeout=30)
 
     def tail(self, chars: int = 6000) -> str:
         text = self.transcript.read_text(encoding="utf-8", errors="replace") if self.transcript.exists() else ""

@@ -45,8 +45,9 @@ def story_checks(out: str) -> None:
     assert backfill_id is not None, out
     bid = backfill_id.group(1)
     assert f"$ BACKFILL_ACTOR=bob@contoso.com backfill approve {bid}\napproved {bid} (1 of 1)" in out
-    assert (f"error: {bid} paused after its first canary window succeeded; check them, then: backfill approve "
-            f"{bid} and backfill run {bid}\n(exit 3: paused after the canary windows, as expected)") in out
+    assert (f"\n{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
+            f"backfill approve {bid} and backfill run {bid}\n"
+            "(exit 3: paused after the canary window, as expected)") in out
     assert f"canary approved for {bid}: the remaining windows may run" in out
     assert f"{bid} completed: 4 succeeded\n" in out
     verified = r"^\$ backfill ledger verify\nledger: \d+ events verified, head \d+:[0-9a-f]{64}$"

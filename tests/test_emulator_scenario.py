@@ -25,10 +25,11 @@ def test_the_example_scenario_loads() -> None:
     assert (scen.factory, scen.resource_group, scen.speed) == ("adf-grid-telemetry", "rg-energy-analytics", 600.0)
     pipeline = scen.pipeline("LoadMeterTelemetry")
     assert [a.name for a in pipeline.activities] == ["LookupWatermark", "CopyReadings", "AdvanceWatermark"]
-    assert pipeline.defaults == {"feederRegion": "north"} and pipeline.rows == 900
+    assert pipeline.defaults == {"feederRegion": "north", "sourceKey": ""} and pipeline.rows == 900
     assert pipeline.sink is not None and pipeline.sink.columns == {"feeder": "{feederRegion}"}
-    assert [s.status for s in scen.series] == ["Succeeded", "Failed", "Cancelled"]
-    assert scen.series[1].every == timedelta(minutes=15) and scen.series[1].end == timedelta(minutes=-1380)
+    assert [s.status for s in scen.series] == ["Succeeded", "Failed", "Failed", "Failed", "Succeeded", "InProgress",
+                                               "Succeeded", "Cancelled"]
+    assert scen.series[1].every == timedelta(minutes=15) and scen.series[-1].end == timedelta(minutes=-105)
     assert [o.result for o in scen.outcomes] == ["fail", "hang", "succeed"] and scen.outcomes[0].times == 1
     assert scen.faults[0].kind == "throttle" and scen.faults[0].skip == 2
 

@@ -1,27 +1,34 @@
 """Every command of every runbook runs, for real, in the order the runbook gives.
 
-For each ``runbooks/*.md`` the test prepares what the runbook's story starts from (the demo's
-emulated factory with yesterday's history, ``plans/demo.toml`` shifted to yesterday as
-``plan.toml``, and for some runbooks a backfill already under way), turns the runbook's ```sh
-blocks into one bash script (``runbook_support``) and runs it with ``bash -e`` in a fresh folder,
-the console script first on PATH and the emulator's settings exported, as an operator would. Then
-it checks what the story promises: one run per window, the sink holding each window once.
+For each ``runbooks/*.md`` the test starts what its story starts from, as a user would: a checkout's
+``plans/`` and ``checks/`` in a fresh folder, and ``backfill emulator serve --scenario
+plans/emulator-scenario.toml`` there as a process of its own, its ``export`` lines in
+``emulator.env`` (the runbook sources them). Some runbooks start from a backfill already under way:
+a set-up makes it with the real commands. Then the runbook's ```sh blocks become one bash script
+(``runbook_support``), run with ``bash -e`` and an environment holding only a bare login's
+variables and the console script on PATH: the ledger, the factory and the sink are what the
+runbook itself tells the user to set. Last, the test checks what the story promises (one run per
+window, the sink holding each window once), counting runs in the emulator's own history.
 
 The runbooks run concurrently: their time goes mostly into starting Python for each command. A
-runbook without a stage of its own below runs against the demo's factory and plan.
+runbook without a stage of its own below runs against the example scenario and plans.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +36,19 @@ import pytest
 from conftest import missing
 from hypothesis import given
 from hypothesis import strategies as st
-from runbook_support import BIN, MARK, Block, Play, bash_script, failed_at, sh_blocks
+from runbook_support import BIN, MARK, SINK_FILE, Block, Play, bash_script, failed_at, sh_blocks
 
 from backfill import demo
 from backfill import progress as pg
-from backfill.emulator import Emulator, Outcome, Scenario
-from backfill.timeutil import format_utc
+from backfill.timeutil import format_utc, parse_utc, utcnow
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = sorted((REPO / "runbooks").glob("*.md"))
+# The README's walk-through is played like a runbook: from its heading to the next one of its level.
+README_SECTION = ("## How a backfill goes", "### Decisions")
 LIMIT = 240.0  # seconds for one runbook, however loaded the machine is
 ENGINEER, SUPERVISOR = demo.ENGINEER, demo.SUPERVISOR
+SCENARIO = "plans/emulator-scenario.toml"
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,7 @@ class Stage:
 
     emulator: bool = True
     factory_in_shell: bool = True  # False: the runbook's shell cannot reach the factory
-    plan: Callable[[str], str] = lambda text: text
-    scenario: Callable[[Scenario], None] = lambda scenario: None
+    scenario: Callable[[str], str] | None = None  # None: plans/emulator-scenario.toml as it is
     prepare: Callable[[Play], None] | None = None
     verify: Callable[[Play], None] | None = None
 
@@ -61,14 +69,21 @@ def _key(index: int) -> str:
 
 def _readings(play: Play, index: int) -> int:
     start, end = _key(index).split("/")
-    with contextlib.closing(sqlite3.connect(play.work / demo.SINK_FILE)) as sink:
+    with contextlib.closing(sqlite3.connect(play.work / SINK_FILE)) as sink:
         query = "SELECT COUNT(*) FROM meter_readings WHERE feeder = 'north' AND reading_ts >= ? AND reading_ts < ?"
         return int(sink.execute(query, (start, end)).fetchone()[0])
 
 
+def _new_runs(play: Play) -> list[dict[str, Any]]:
+    """The runs created since the emulator started, from its own history (``runs list``)."""
+    out = play.cli(["runs", "list", "--json", "--since", play.emulator_started])
+    return list(json.loads(out)["runs"])
+
+
 def _creates(play: Play) -> Counter[str]:
-    assert play.emulator is not None
-    return demo.create_runs_per_window(play.emulator)
+    """Runs per window among the runs this story created."""
+    return Counter(f"{run['parameters']['windowStart']}/{run['parameters']['windowEnd']}"
+                   for run in _new_runs(play) if run["parameters"].get("feederRegion") == "north")
 
 
 def _window_states(play: Play, backfill_id: str) -> dict[str, str]:
@@ -83,9 +98,8 @@ def _window_states(play: Play, backfill_id: str) -> dict[str, str]:
     return {key: str(window["state"]) for key, window in state.windows.items()}
 
 
-def _requested_and_canaried(play: Play) -> str:
+def _requested_and_canaried(play: Play, plan: str) -> str:
     """Requested, approved, its canary windows run and approved: the rest may run."""
-    plan = str(play.work / demo.PLAN_FILE)
     backfill_id = play.cli(["request", plan, "--note", "INC-4821"], actor=ENGINEER).splitlines()[0]
     play.cli(["approve", backfill_id], actor=SUPERVISOR)
     play.cli(["run", backfill_id], actor=ENGINEER, expect=(3,))
@@ -109,26 +123,32 @@ def _verify_replay(play: Play) -> None:
 # flight with its run ID recorded, the other in doubt (its run exists, the ledger does not know it).
 HUNG = demo.NEVER
 # The emulator compresses runs' durations, not the runner's clock: a run_timeout of a few real
-# seconds stands for the plan's 45 minutes. Longer than the set-up takes to crash; shorter than
-# the runbook takes to reach its resume, so the adopted run is overdue by then.
-RUN_TIMEOUT = "5s"
+# seconds stands for the plan's 45 minutes. The set-up crashes the runner right after its second
+# createRun, milliseconds after the first, far inside it; then it waits for the event the runbook's
+# story needs, both runs overdue, before the runbook starts: no race with a loaded machine.
+RUN_TIMEOUT = timedelta(seconds=8)
 
 
 def _crash_plan(text: str) -> str:
     # Two canary windows (the two reruns), then the two hung windows in flight together.
-    for key, value in (("run_timeout", f'"{RUN_TIMEOUT}"'), ("canary", "2"), ("concurrency", "2")):
+    for key, value in (("run_timeout", f'"{RUN_TIMEOUT.seconds}s"'), ("canary", "2"), ("concurrency", "2")):
         text, count = re.subn(rf"^{key} = \S+", f"{key} = {value}", text, flags=re.MULTILINE)
         assert count == 1, f"plans/demo.toml sets {key} once"
     return text
 
 
-def _crash_scenario(scenario: Scenario) -> None:
-    starts = [_key(i).split("/")[0] for i in HUNG]
-    scenario.add_outcome(Outcome(result="hang", activity="CopyReadings", match={"windowStart": starts}))
+def _crash_scenario(text: str) -> str:
+    # The story's trouble: runs of 03:00 and 03:15 hang. The first matching outcome rule decides.
+    starts = ", ".join(f'"{_key(i).split("/")[0]}"' for i in HUNG)
+    rule = f'[[outcomes]]\nmatch = {{ windowStart = [{starts}] }}\nresult = "hang"\nactivity = "CopyReadings"\n\n'
+    first = text.index("[[outcomes]]")
+    return text[:first] + rule + text[first:]
 
 
 def _prepare_crash(play: Play) -> None:
-    backfill_id = _requested_and_canaried(play)
+    plan = play.work / "crash-plan.toml"
+    plan.write_text(_crash_plan((REPO / "plans" / "demo.toml").read_text(encoding="utf-8")), encoding="utf-8")
+    backfill_id = _requested_and_canaried(play, plan.name)
     # SIGKILL right before the second window.created: both runs exist in ADF, one is recorded.
     env = play.env() | {"BACKFILL_ACTOR": ENGINEER, "BACKFILL_CRASH_AT": "before:window.created:2"}
     crashed = subprocess.run([str(BIN / "backfill"), "run", backfill_id], cwd=play.work, env=env,
@@ -136,6 +156,12 @@ def _prepare_crash(play: Play) -> None:
     assert crashed.returncode == -signal.SIGKILL, f"set-up: the runner was to be killed: {crashed.stderr[-800:]}"
     states = sorted(_window_states(play, backfill_id)[_key(i)] for i in HUNG)
     assert states == [pg.INTENT, pg.RUNNING], f"set-up: after the crash the hung windows are {states}"
+    hung = {_key(i).split("/")[0] for i in HUNG}
+    starts = [parse_utc(run["start"]) for run in _new_runs(play) if run["parameters"]["windowStart"] in hung]
+    assert len(starts) == 2, f"set-up: {len(starts)} runs of the hung windows exist, expected 2"
+    # The event the resume's story needs: both runs past run_timeout (measured from their start).
+    while utcnow() < max(starts) + RUN_TIMEOUT + timedelta(seconds=0.5):
+        time.sleep(0.2)
 
 
 def _verify_crash(play: Play) -> None:
@@ -148,7 +174,7 @@ def _verify_crash(play: Play) -> None:
 
 
 def _prepare_audit(play: Play) -> None:
-    backfill_id = _requested_and_canaried(play)
+    backfill_id = _requested_and_canaried(play, "plans/demo.toml")
     play.cli(["run", backfill_id], actor=ENGINEER, expect=(0, 4))  # 4: the partial window stays blocked
 
 
@@ -157,9 +183,22 @@ def _verify_audit(play: Play) -> None:
     assert any(play.facts["id"] in report for report in reports), "the runbook wrote the backfill's report"
 
 
+def _verify_readme(play: Play) -> None:
+    report = (play.work / "evidence.html").read_text(encoding="utf-8")
+    assert "4 ran and succeeded" in report, "the README's backfill ran its four windows"
+
+
+def _readme_blocks() -> list[Block]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = text.index(README_SECTION[0]), text.index(README_SECTION[1])
+    offset = text[:start].count("\n")
+    return [Block(block.line + offset, block.code, block.expect) for block in sh_blocks(text[start:end])]
+
+
 STAGES: dict[str, Stage] = {
+    "README": Stage(emulator=False, verify=_verify_readme),  # it starts its own emulator
     "replay-failed-windows": Stage(verify=_verify_replay),
-    "after-a-crash": Stage(plan=_crash_plan, scenario=_crash_scenario, prepare=_prepare_crash, verify=_verify_crash),
+    "after-a-crash": Stage(scenario=_crash_scenario, prepare=_prepare_crash, verify=_verify_crash),
     # An auditor needs no access to the factory: the runbook's shell gets none.
     "audit-the-ledger": Stage(factory_in_shell=False, prepare=_prepare_audit, verify=_verify_audit),
     "try-the-emulator": Stage(emulator=False),  # it starts its own, from plans/emulator-scenario.toml
@@ -169,23 +208,36 @@ STAGES: dict[str, Stage] = {
 # --- playing them ----------------------------------------------------------------------------------
 
 
-def _start(play: Play, stage: Stage, stack: contextlib.ExitStack) -> None:
+def _start(play: Play, stage: Stage) -> None:
     play.work.mkdir()
     play.factory_in_shell = stage.factory_in_shell
     (play.base / "tmp").mkdir()
     for folder in ("plans", "checks"):  # the runbooks are written for a checkout of the repository
         shutil.copytree(REPO / folder, play.work / folder)
     if stage.emulator:
-        day = demo.yesterday()
-        plan = demo.shifted_plan((REPO / "plans" / "demo.toml").read_text(encoding="utf-8"),
-                                 day, day + demo.WINDOW_COUNT * demo.EVERY)
-        (play.work / demo.PLAN_FILE).write_text(stage.plan(plan), encoding="utf-8")
-        scenario = demo.demo_scenario(day, f"sqlite:///{play.work / demo.SINK_FILE}", speed=demo.FAST_SPEED)
-        stage.scenario(scenario)
-        play.emulator = stack.enter_context(Emulator(scenario))
+        scenario = play.work / SCENARIO
+        if stage.scenario is not None:  # this story's own trouble, on top of the example's
+            scenario = play.work / "crash-scenario.toml"
+            scenario.write_text(stage.scenario((REPO / SCENARIO).read_text(encoding="utf-8")), encoding="utf-8")
+        play.serve(scenario, timeout=LIMIT / 4)
     if stage.prepare is not None:
         stage.prepare(play)
-    play.start(bash_script(play.blocks, f"runbooks/{play.name}.md"))
+    _venv(play.work)
+    play.start(bash_script(play.blocks, _source(play.name)))
+
+
+def _source(name: str) -> str:
+    return "README.md" if name == "README" else f"runbooks/{name}.md"
+
+
+def _venv(work: Path) -> None:
+    """``.venv`` in the folder, as the README's quick start makes it: this test's virtualenv."""
+    prefix = Path(sys.prefix)
+    if (prefix / "bin" / "activate").is_file():
+        (work / ".venv").symlink_to(prefix, target_is_directory=True)
+    else:  # not a virtualenv: an activate script that does what the real one does for PATH
+        (work / ".venv" / "bin").mkdir(parents=True)
+        (work / ".venv" / "bin" / "activate").write_text(f'PATH="{BIN}:$PATH"\nexport PATH\n', encoding="utf-8")
 
 
 def _selected(session: pytest.Session) -> list[str]:
@@ -206,38 +258,39 @@ def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     os.environ while the other runbooks' shells run with environments of their own."""
     names = sorted(set(_selected(request.session)), key=lambda name: STAGES.get(name, Stage()).prepare is None)
     started: dict[str, Play] = {}
-    with contextlib.ExitStack() as stack:
-        try:
-            for name in names:
-                play = started[name] = Play(name, [], tmp_path_factory.mktemp(name))
-                try:
-                    play.blocks = sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8"))
-                    _start(play, STAGES.get(name, Stage()), stack)
-                except Exception as exc:  # the runbook's own test reports it, not every test
-                    play.error = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
-            yield started
-        finally:
-            for play in started.values():
-                if play.proc is not None and play.proc.returncode is None:
-                    play.finish(0)
-            from backfill.checks import sql
+    try:
+        for name in names:
+            play = started[name] = Play(name, [], tmp_path_factory.mktemp(name))
+            try:
+                play.blocks = (_readme_blocks() if name == "README" else
+                               sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8")))
+                _start(play, STAGES.get(name, Stage()))
+            except Exception as exc:  # the runbook's own test reports it, not every test
+                play.error = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+        yield started
+    finally:
+        for play in started.values():
+            if play.proc is not None and play.proc.returncode is None:
+                play.finish(0)
+            play.stop_emulator()
+        from backfill.checks import sql
 
-            sql.dispose_engines()
+        sql.dispose_engines()
 
 
-@pytest.mark.parametrize("runbook", [path.stem for path in RUNBOOKS])
+@pytest.mark.parametrize("runbook", [path.stem for path in RUNBOOKS] + ["README"])
 def test_runbook(runbook: str, plays: dict[str, Play]) -> None:
     play = plays[runbook]
     if play.error is not None:
-        pytest.fail(f"runbooks/{runbook}.md: {play.error}")
-    assert play.blocks, f"runbooks/{runbook}.md has no ```sh block: every runbook is run by this test"
+        pytest.fail(f"{_source(runbook)}: {play.error}")
+    assert play.blocks, f"{_source(runbook)} has no ```sh block: every runbook is run by this test"
     if any("sqlite3 " in block.code for block in play.blocks) and shutil.which("sqlite3") is None:
         missing("the sqlite3 command")
     code = play.finish(LIMIT)
     transcript = play.tail()
-    assert code is not None, f"runbooks/{runbook}.md still running after {LIMIT:.0f}s:\n{transcript}"
+    assert code is not None, f"{_source(runbook)} still running after {LIMIT:.0f}s:\n{transcript}"
     where = failed_at(transcript)
-    assert code == 0 and where == "done", f"runbooks/{runbook}.md failed at {where} (exit {code}):\n{transcript}"
+    assert code == 0 and where == "done", f"{_source(runbook)} failed at {where} (exit {code}):\n{transcript}"
     stage = STAGES.get(runbook, Stage())
     if stage.verify is not None:
         stage.verify(play)

@@ -167,7 +167,7 @@ def test_canary_pauses_until_approved(tmp_path: Path, monkeypatch: MP, capsys: C
         bid = request(_plan(tmp_path, 3, approval={"canary": 1}, execution={"concurrency": 3}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert capsys.readouterr().err.splitlines()[-1] == (
-            f"error: {bid} paused after its first canary window succeeded; check them, then: "
+            f"{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
             f"backfill approve {bid} and backfill run {bid}")
         assert len(emu.create_run_calls()) == 1
         assert cli(monkeypatch, "carol", "run", bid) == 3
@@ -198,7 +198,7 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
     assert f"stop requested for {bid}: the runner stops after the windows in flight" in out
     assert "cancel requested for run " in out
     assert err.splitlines()[-1] == (f"error: {bid} stopped after the windows in flight (2 pending, 1 cancelled); "
-                                    f"resume with: backfill run {bid}")
+                                    f"resume with: backfill run {bid} --resume")
     assert [e.kind for e in events(bid)][-1] == ev.STOPPED
 
 

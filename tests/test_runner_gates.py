@@ -164,7 +164,7 @@ def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, mon
         assert sorted(creates_per_window(emu)) == [format_utc(base)]
     assert capsys.readouterr().out == (
         f"{bid} completed: 1 succeeded\n"
-        f"1 blocked window was left alone (outside the approval), first {keys(base, 2)[1]}: blocked-partial\n")
+        f"1 blocked window was left alone (outside the approval): {keys(base, 2)[1]}: blocked-partial\n")
     assert events(bid)[-1].kind == ev.COMPLETED
     assert events(bid)[-1].payload["blocked_outside_approval"] == [keys(base, 2)[1]]
 

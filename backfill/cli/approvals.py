@@ -46,7 +46,9 @@ def request(plan: str, note: str | None) -> None:
     from backfill.target import sync_for_plan
     from backfill.timeutil import utcnow
 
-    loaded = load_plan(plan)
+    # One instant for the whole request: relative windows resolve against the time it records.
+    now = utcnow()
+    loaded = load_plan(plan, now=now)
     actor = resolve_actor()
     policy = ApprovalPolicy.from_plan(loaded.plan.approval)
     assert_satisfiable(policy, actor.name, plan)
@@ -56,7 +58,7 @@ def request(plan: str, note: str | None) -> None:
     sync_for_plan(db, connect(loaded.ref), loaded)
     history = load_history(db, loaded.ref, loaded.pipeline)
     preview = compute_preview(loaded, history, build_checks(loaded.check_specs, base_dir=loaded.path.parent))
-    draft, payload = draft_request(loaded, preview, actor, _text(note), utcnow())
+    draft, payload = draft_request(loaded, preview, actor, _text(note), now)
     assert_requestable(plan, draft)
     require_variables(loaded, when="cannot request")
     record = create_backfill(db, draft, payload, actor)

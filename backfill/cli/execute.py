@@ -12,17 +12,20 @@ import click
 
 @click.command()
 @click.argument("backfill_id", metavar="ID")
-def run(backfill_id: str) -> None:
-    """Execute approved backfill ID, or resume it where it stopped.
+@click.option("--resume", is_flag=True, help="Go on with a stopped backfill (recorded in the ledger, with who).")
+def run(backfill_id: str, resume: bool) -> None:
+    """Execute approved backfill ID, or pick it up where it was left (after a crash or a failure).
 
-    Prints a progress line per window event to stderr (done, running, left, estimated finish).
+    A stopped backfill stays stopped until --resume. Prints a progress line per window event to
+    stderr (done, running, left, estimated finish).
     """
     from backfill.execution import execute_backfill
     from backfill.identity import resolve_actor
     from backfill.store.database import Database
 
     outcome = execute_backfill(
-        Database(), backfill_id, actor=resolve_actor(), progress=lambda line: click.echo(line, err=True)
+        Database(), backfill_id, actor=resolve_actor(), progress=lambda line: click.echo(line, err=True),
+        resume=resume,
     )
     click.echo(outcome.message)
 

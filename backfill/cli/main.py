@@ -108,7 +108,7 @@ def run(args: list[str] | None = None, **extra: Any) -> int:
         # Without standalone mode click returns, not raises, the code of an Exit (exit_with).
         result = cli.main(args=args, standalone_mode=False, **extra)
     except BackfillError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"{exc.label}: {exc}" if exc.label else str(exc), err=True)
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

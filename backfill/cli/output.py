@@ -1,4 +1,9 @@
-"""Shared output helpers: tables with tabulate, stable JSON, and exit codes from commands."""
+"""Shared output helpers: tables with tabulate, stable JSON, and exit codes from commands.
+
+Tables fit ``WIDTH`` columns by default, like ``kubectl get``: run IDs are shortened and the
+columns named ``shrink`` (free text: reasons, parameters) are cut with an ellipsis; ``--wide``
+prints everything whole.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,57 @@ import click
 
 from backfill.errors import ExitCode
 
+WIDTH = 120  # a normal terminal; wider tables wrap and become unreadable
+GAP = 2  # tabulate's "simple" format puts two spaces between columns
+HEADER_PAD = 2
+ELLIPSIS = "…"
 
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+
+def short_id(run_id: str) -> str:
+    """The first block of an ADF run ID (a GUID), as tables show it; other IDs unchanged."""
+    head, _, rest = run_id.partition("-")
+    return head if rest and len(run_id) > 12 else run_id
+
+
+def fit(headers: Sequence[str], rows: Sequence[Sequence[str]], shrink: Sequence[str],
+        width: int = WIDTH) -> list[list[str]]:
+    """``rows`` with the ``shrink`` columns cut so that the table is at most ``width`` wide.
+
+    The other columns keep their natural width; the shrinkable ones share what is left, the
+    narrow ones keeping their full text, never narrower than their header."""
+    names = list(headers)
+    # tabulate makes a column at least its header plus two wide.
+    natural = [max([len(h) + HEADER_PAD] + [len(str(row[i])) for row in rows]) for i, h in enumerate(names)]
+    total = sum(natural) + GAP * (len(names) - 1)
+    columns = [names.index(name) for name in shrink if name in names]
+    if total <= width or not columns:
+        return [list(map(str, row)) for row in rows]
+    budget = width - (total - sum(natural[i] for i in columns))
+    limits: dict[int, int] = {}
+    # Water-filling: the narrowest shrinkable column takes what it needs up to an equal share.
+    ordered = sorted(columns, key=lambda c: natural[c])
+    for n, i in enumerate(ordered):
+        share = budget // (len(ordered) - n)
+        limits[i] = max(len(names[i]) + HEADER_PAD, min(natural[i], share))
+        budget -= limits[i]
+    return [[_cut(str(cell), limits.get(i)) for i, cell in enumerate(row)] for row in rows]
+
+
+def _cut(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, shrink: Sequence[str] = (),
+               wide: bool = True) -> None:
+    """Print a table; unless ``wide``, cut the ``shrink`` columns to fit ``WIDTH`` columns."""
     from tabulate import tabulate
 
-    click.echo(tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True))
+    cells = [[str(cell) for cell in row] for row in rows]
+    if not wide:
+        cells = fit(headers, cells, shrink)
+    click.echo(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
 
 
 def echo_json(value: Any) -> None:

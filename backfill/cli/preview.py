@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import click
 
-from backfill.cli.output import echo_json, echo_table, exit_with
+from backfill.cli.output import WIDTH, echo_json, echo_table, exit_with, short_id
 from backfill.errors import ExitCode
 from backfill.preview import Preview
 
 
-def echo_preview(result: Preview) -> None:
-    """The table of decisions, then the summary line."""
+def echo_preview(result: Preview, *, wide: bool = False) -> None:
+    """The table of decisions (reasons cut to fit unless ``wide``), the whole reason of each
+    blocked window, then the summary line."""
     rows = []
     for item in result.decisions:
         run = item.latest_run
         rows.append([
             item.key,
-            run.run_id if run else "-",
+            (run.run_id if wide else short_id(run.run_id)) if run else "-",
             run.status.value if run else "-",
             item.check_summary(),
             item.decision.value,
             item.reason,
         ])
-    echo_table(["window", "latest run", "status", "checks", "decision", "reason"], rows)
+    echo_table(["window", "latest run", "status", "checks", "decision", "reason"], rows, shrink=["reason"],
+               wide=wide)
+    if not wide:
+        # The reason column is cut to fit; what a window that is not plainly skipped needs is the
+        # point of the preview, so its reason follows whole (wrapped), blocked ones first.
+        notable = [item for item in result.decisions if item.decision.value != "skip-succeeded"]
+        for item in sorted(notable, key=lambda item: not item.decision.blocked):
+                for line in textwrap.wrap(f"{item.decision.value} {item.key}: {item.reason}", WIDTH,
+                                          initial_indent="  ", subsequent_indent="    "):
+                    click.echo(line)
     click.echo(result.summary_line())
 
 
@@ -32,7 +43,8 @@ def echo_preview(result: Preview) -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/preview-json.md).")
 @click.option("--no-sync", is_flag=True, help="Use the cached history as it is, without asking the factory.")
-def preview(path: Path, as_json: bool, no_sync: bool) -> None:
+@click.option("--wide", is_flag=True, help="Whole run IDs and reasons, however wide the table gets.")
+def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
     """Decide every window of PLAN from the pipeline's history and the sink checks.
 
     Syncs the history cache first (a few API calls once it is warm). Exits 4 when any window is
@@ -65,6 +77,6 @@ def preview(path: Path, as_json: bool, no_sync: bool) -> None:
     if as_json:
         echo_json(result.to_json())
     else:
-        echo_preview(result)
+        echo_preview(result, wide=wide)
     if result.blocked_keys:
         exit_with(ExitCode.BLOCKED)

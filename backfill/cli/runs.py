@@ -6,17 +6,22 @@ import statistics
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from backfill import events as ev
 from backfill.cli.factory_options import factory_options
-from backfill.cli.output import echo_json, echo_table
+from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.errors import BackfillError, FactoryError, UsageError
 from backfill.factory.client import FactoryClient, connect
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
 from backfill.masking import declared_secrets, mask_run
 from backfill.timeutil import format_duration, format_utc, parse_utc_option, utcnow
+
+if TYPE_CHECKING:
+    from backfill.store.ledger import Ledger
 
 STATUSES = [s.value for s in RunStatus]
 
@@ -84,6 +89,7 @@ def runs() -> None:
 @click.option("--until", help="Runs that started before this UTC time (default: now).")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), multiple=True)
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output.")
+@click.option("--wide", is_flag=True, help="Whole run IDs and parameters, however wide the table gets.")
 def list_runs(
     subscription: str | None,
     resource_group: str | None,
@@ -93,6 +99,7 @@ def list_runs(
     until: str | None,
     status: tuple[str, ...],
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Pipeline runs, newest first.
 
@@ -127,17 +134,17 @@ def list_runs(
     echo_table(
         ["run ID", "pipeline", "status", "start", "duration", "parameters"],
         [
-            [r.run_id, r.pipeline, r.status.value, format_utc(r.start), format_duration(r.duration),
-             _short_params(r)]
+            [r.run_id if wide else short_id(r.run_id), r.pipeline, r.status.value, format_utc(r.start),
+             format_duration(r.duration), _short_params(r)]
             for r in found
         ],
+        shrink=["parameters"], wide=wide,
     )
     click.echo(f"{len(found)} runs")
 
 
 def _short_params(run: Run) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in run.parameters.items())
-    return text if len(text) <= 60 else text[:57] + "..."
+    return ", ".join(f"{k}={v}" for k, v in run.parameters.items())
 
 
 def _usual_durations(client: FactoryClient, pipeline: str) -> list[timedelta]:
@@ -273,7 +280,25 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": strip_controls(reason),
                "factory": client.ref.key, "recursive": recursive}
     actor = resolve_actor()
-    ledger.append("run.cancel-requested", payload, actor=actor)
+    # A run of a backfill's window: the events name the backfill and window, so its report and
+    # status say who cancelled it and why, not just "Cancelled".
+    backfill_id, window_key = _owner(ledger, run_id)
+    ledger.append("run.cancel-requested", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    if backfill_id and window_key:
+        # Before the cancel is sent: the backfill's runner then sees who asked and why first.
+        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": reason, "by": "runs cancel"},
+                      actor=actor, backfill_id=backfill_id, window_key=window_key)
     client.cancel_run(run_id, recursive=recursive)
-    ledger.append("run.cancelled", payload, actor=actor)
-    click.echo(f"cancel requested for {run_id}")
+    ledger.append("run.cancelled", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    if backfill_id and window_key:
+        click.echo(f"cancel requested for {run_id} (backfill {backfill_id}, window {window_key})")
+    else:
+        click.echo(f"cancel requested for {run_id}")
+
+
+def _owner(ledger: Ledger, run_id: str) -> tuple[str | None, str | None]:
+    """The backfill and window whose run ``run_id`` is, if a backfill created or adopted it."""
+    for event in ledger.iter_events(kinds=(ev.WINDOW_CREATED, ev.WINDOW_ADOPTED)):
+        if event.payload.get("run_id") == run_id and event.backfill_id and event.window_key:
+            return event.backfill_id, event.window_key
+    return None, None

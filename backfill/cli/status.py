@@ -5,12 +5,14 @@ The JSON shape is documented in docs/status-json.md and kept stable.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
+from backfill import progress as pg
 from backfill.approvals import (
+    FINISHED,
     BackfillRecord,
     BackfillState,
     BackfillStatus,
@@ -19,7 +21,7 @@ from backfill.approvals import (
     derive_state,
     load_backfill,
 )
-from backfill.cli.output import echo_json, echo_table
+from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
 from backfill.store.database import Database
 from backfill.timeutil import format_duration, format_utc, utcnow
@@ -40,7 +42,8 @@ def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Pr
 @click.command()
 @click.argument("backfill_id", metavar="[ID]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/status-json.md).")
-def status(backfill_id: str | None, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Whole run IDs, however wide the table gets.")
+def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
     """Every backfill, or backfill ID's state, approvals and windows with progress."""
     db = Database()
     now = utcnow()
@@ -51,7 +54,26 @@ def status(backfill_id: str | None, as_json: bool) -> None:
         if as_json:
             echo_json(detail_json(record, state, now))
         else:
-            _show(record, state, now)
+            _show(record, state, now, wide=wide, last_seen=_last_seen(db, record.id),
+                  alive=state.status is BackfillStatus.RUNNING and _runner_alive(db, record.id))
+
+
+def _runner_alive(db: Database, backfill_id: str) -> bool:
+    """A runner holds a live claim: it renews its lease every third of it while a window is in
+    flight, even when the run's status does not change for an hour (and nothing is recorded)."""
+    from backfill.store.claims import Claims
+
+    return bool(Claims(db).held_by_others(backfill_id))
+
+
+def _last_seen(db: Database, backfill_id: str) -> datetime | None:
+    """When the ledger last heard of this backfill: a live runner records every step it takes."""
+    from backfill.store.ledger import Ledger
+
+    last = None
+    for event in Ledger(db).events(backfill_id=backfill_id):
+        last = event.at
+    return last
 
 
 def _list(db: Database, now: datetime, as_json: bool) -> None:
@@ -142,7 +164,8 @@ def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> 
     }
 
 
-def _show(record: BackfillRecord, state: BackfillState, now: datetime) -> None:
+def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: bool = False,
+          last_seen: datetime | None = None, alive: bool = False) -> None:
     policy = record.policy
     click.echo(f"{record.id}: {state.status.value}")
     click.echo(f"{record.title} ({record.ticket})" if record.ticket else record.title)
@@ -172,22 +195,60 @@ def _show(record: BackfillRecord, state: BackfillState, now: datetime) -> None:
     for key, a in sorted(state.acceptances.items()):
         click.echo(f"accepted {key}: by {a.actor} at {format_utc(a.at)}: {a.note}")
     if state.stop_requested:
-        click.echo("stop requested: stops after the window in flight")
+        if state.status in FINISHED:
+            click.echo(f"stopped: backfill run {record.id} --resume goes on")
+        else:
+            click.echo("stop requested: stops after the window in flight")
     rows = []
     for key, w in state.windows.items():
-        rows.append([key, w["decision"], w["state"], w["run_id"] or "", w["status"] or "",
+        run_id = w["run_id"] or ""
+        rows.append([key, w["decision"], w["state"], run_id if wide else short_id(run_id), _status_cell(w),
                      format_duration(window_duration(w, now))])
-    echo_table(["window", "decision", "state", "run id", "status", "duration"], rows)
-    click.echo(_progress_line(_progress(record, state, now)))
+    echo_table(["window", "decision", "state", "run id", "status", "duration"], rows, wide=wide)
+    for key, w in state.windows.items():
+        if w["state"] == pg.NEEDS_OPERATOR:
+            click.echo(f"needs an operator: {key}: {w['reason'] or 'no reason recorded'}")
+    click.echo(_progress_line(_progress(record, state, now), state, now, last_seen, alive=alive))
 
 
-def _progress_line(progress: Progress) -> str:
+def _status_cell(window: pg.WindowProgress) -> str:
+    """ADF's last status seen; for a window in flight whose status nobody read yet, say so."""
+    if window["status"]:
+        return window["status"]
+    if window["state"] == pg.RUNNING:
+        return "not read yet"
+    if window["state"] == pg.INTENT:
+        return "no run ID yet"
+    return ""
+
+
+# A running backfill with no live claim and nothing recorded for this long has no runner.
+RUNNER_SILENCE = timedelta(minutes=1)
+
+
+def _progress_line(progress: Progress, state: BackfillState | None = None, now: datetime | None = None,
+                   last_seen: datetime | None = None, *, alive: bool = False) -> str:
     line = (f"progress: {progress.done} done, {progress.running} running, {progress.left} left, "
             f"{progress.failed} failed of {progress.total}")
-    if progress.running or progress.left:
-        if progress.estimated_finish is not None and progress.average is not None:
-            line += (f"; estimated finish {format_utc(progress.estimated_finish)} "
-                     f"(average {format_duration(progress.average)} a window)")
-        else:
-            line += "; estimated finish: after the first window succeeds"
+    if not (progress.running or progress.left):
+        return line
+    status = state.status if state is not None else BackfillStatus.RUNNING
+    if status in FINISHED:
+        # A failed or stopped backfill finishes nothing by itself: no estimate to give.
+        why = {BackfillStatus.FAILED: "it failed", BackfillStatus.STOPPED: "it was stopped"}.get(status, "it ended")
+        return line + f"; no estimated finish: {why} (backfill run ID --resume goes on)"
+    if status is not BackfillStatus.RUNNING:
+        return line
+    if now is not None and last_seen is not None and not alive:
+        silent = now - last_seen
+        if silent >= RUNNER_SILENCE:
+            return line + (f"; runner not seen since {format_utc(last_seen)} ({format_duration(silent)} ago): "
+                           "if it died, backfill run ID resumes (runbooks/after-a-crash.md)")
+    if progress.estimated_finish is not None and progress.average is not None:
+        line += (f"; estimated finish {format_utc(max(progress.estimated_finish, now or progress.estimated_finish))} "
+                 f"(average {format_duration(progress.average)} a window)")
+    elif progress.failed:
+        line += "; no estimated finish yet: no window has succeeded"
+    else:
+        line += "; estimated finish: after the first window succeeds"
     return line

@@ -6,7 +6,6 @@ expected; unknown keys are refused too, so a typo never silently changes a scena
 
 from __future__ import annotations
 
-import re
 import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,10 +25,10 @@ from backfill.emulator.scenario import (
     When,
 )
 from backfill.errors import ScenarioError
+from backfill.relative_time import parse_relative
 from backfill.timeutil import NaiveTimestamp, parse_duration, parse_utc, require_utc
 
 T = TypeVar("T")
-_OFFSET = re.compile(r"^([+-])\s*(\d+\s*(?:ms|s|m|h|d|w))$")
 
 _TOP = {"factory", "clock", "service", "pipelines", "history", "series", "outcomes", "faults"}
 _FAULT_KEYS = {"kind", "operation", "count", "skip", "when", "status", "code", "message", "retry_after", "latency"}
@@ -88,7 +87,7 @@ class _Reader:
 
     def when(self, data: dict[str, Any], key: str, where: str) -> When:
         if key not in data:
-            raise self.fail(f"{where}{key}", "is required (a UTC time or an offset from now like -5h)")
+            raise self.fail(f"{where}{key}", "is required (a UTC time, or relative: -5h, yesterday 02:00Z)")
         value = data[key]
         expected = "expected a UTC time (2026-11-03T02:00:00Z) or an offset from now like -5h or now"
         if isinstance(value, datetime):
@@ -98,12 +97,13 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(f"{where}{key}", f"{expected}, got {value!r}")
         text = value.strip()
-        if text == "now":
-            return timedelta(0)
-        offset = _OFFSET.match(text)
-        if offset:
-            amount = parse_duration(offset.group(2))
-            return -amount if offset.group(1) == "-" else amount
+        try:
+            relative = parse_relative(text)
+        except ValueError as exc:
+            raise self.fail(f"{where}{key}", str(exc)) from None
+        if relative is not None:
+            # Plain offsets stay timedeltas, as Python scenarios write them.
+            return relative if relative.day_aligned else relative.offset
         try:
             return parse_utc(text, key)
         except NaiveTimestamp as exc:
@@ -293,7 +293,7 @@ def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) 
         end=reader.when(raw, "end", where),
         every=every,
         parameters=parameters,
-        status=reader.choice(raw, "status", where, HISTORY_STATUSES[:3], "Succeeded"),
+        status=reader.choice(raw, "status", where, HISTORY_STATUSES, "Succeeded"),
         duration=reader.duration(raw, "duration", where),
         delay=reader.duration(raw, "delay", where, zero=True) or timedelta(0),
         rows=_count(reader, raw, "rows", where, None),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from backfill.emulator.faults import Fault
 from backfill.factory.protocol import FactoryRef
+from backfill.relative_time import RelativeTime
 from backfill.timeutil import parse_utc
 from backfill.windows import render_parameters
 
@@ -24,7 +25,7 @@ RunResult = Literal["succeed", "fail", "hang"]
 RESULTS: tuple[str, ...] = ("succeed", "fail", "hang")
 HISTORY_STATUSES: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled", "InProgress", "Queued")
 # A point in time: absolute UTC, or an offset from the emulator's start (negative: the past).
-When = datetime | timedelta
+When = datetime | timedelta | RelativeTime  # RelativeTime: ``yesterday 02:00Z`` and the like
 
 DEFAULT_ERROR_CODE = "2200"
 DEFAULT_ERROR_MESSAGE = "Failure happened on 'Sink' side. ErrorCode=SqlOperationFailed."
@@ -68,7 +69,13 @@ def resolve(when: When, origin: datetime) -> datetime:
     """An absolute time, or ``origin`` plus a relative offset."""
     if isinstance(when, timedelta):
         return origin + when
+    if isinstance(when, RelativeTime):
+        return when.resolve(origin)
     return when.astimezone(UTC)
+
+
+def _floored(when: When) -> bool:
+    return isinstance(when, timedelta) or (isinstance(when, RelativeTime) and not when.day_aligned)
 
 
 def _z(value: datetime) -> str:
@@ -199,9 +206,10 @@ class HistorySeries:
     def bounds(self, origin: datetime) -> tuple[datetime, datetime]:
         start, end = resolve(self.start, origin), resolve(self.end, origin)
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        if isinstance(self.start, timedelta):
+        # Offsets from the start fall anywhere; day forms (``yesterday 02:00Z``) are as written.
+        if _floored(self.start):
             start -= (start - epoch) % self.every
-        if isinstance(self.end, timedelta):
+        if _floored(self.end):
             end -= (end - epoch) % self.every
         return start, end
 
@@ -322,8 +330,8 @@ class Scenario:
                 raise ValueError(f"outcomes[{index}]: result must be one of {', '.join(RESULTS)}")
             self._check_activity(outcome.pipeline, outcome.activity, f"outcomes[{index}]")
         for index, series in enumerate(self.series):
-            if series.status not in HISTORY_STATUSES[:3]:
-                raise ValueError(f"series[{index}]: status must be one of {', '.join(HISTORY_STATUSES[:3])}")
+            if series.status not in HISTORY_STATUSES:
+                raise ValueError(f"series[{index}]: status must be one of {', '.join(HISTORY_STATUSES)}")
             for bound in (series.start, series.end):
                 if isinstance(bound, datetime) and bound.tzinfo is None:
                     raise ValueError(f"series[{index}]: {bound.isoformat()} has no UTC offset")
