@@ -153,6 +153,9 @@ def canonical_json(plan: Plan) -> str:
     data = plan.model_dump(mode="json", by_alias=True)
     data["match"]["on"] = sorted(plan.match_on)
     data["approval"]["approvers"] = sorted(data["approval"]["approvers"])
+    if data["execution"].get("settle") is None:
+        # Unset, it is not part of the meaning: plans written before the key keep their hash.
+        data["execution"].pop("settle", None)
     if data["windows"]["list"] is not None:
         data["windows"]["list"] = sorted(data["windows"]["list"])
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
