@@ -120,6 +120,7 @@ class FactoryClient:
         self._lock = threading.Lock()
         # Run records skipped because they could not be read (MalformedRun), since creation.
         self.skipped_records = 0
+        self._warned: set[str] = set()
         self._sdk: DataFactoryManagementClient | None = None
 
     @property
@@ -204,7 +205,10 @@ class FactoryClient:
                     # that whoever must be sure (the re-read before createRun) can tell.
                     with self._lock:
                         self.skipped_records += 1
-                    log.warning("warning: skipped a pipeline run record: %s", exc)
+                        first = str(exc) not in self._warned
+                        self._warned.add(str(exc))
+                    if first:  # each bad record once, however often history is read
+                        log.warning("warning: skipped a pipeline run record: %s", exc)
                     continue
                 yield run
             token = page.get("continuationToken")
