@@ -62,10 +62,10 @@ def _skips(bid: str, ledger: str) -> dict[str, str]:
             if e.kind == ev.WINDOW_SKIPPED}
 
 
-def _plans(tmp_path: Path, base: Any) -> tuple[Path, Path]:
+def _plans(tmp_path: Path, base: Any, concurrency_a: int = 2) -> tuple[Path, Path]:
     """Plan A: windows 0-5; plan B: windows 3-8; windows 3, 4 and 5 are shared."""
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
-    a.write_text(plan_text(base, 6, execution={"concurrency": 2}))
+    a.write_text(plan_text(base, 6, execution={"concurrency": concurrency_a}))
     b.write_text(plan_text(base + 3 * EVERY, 6, execution={"concurrency": 2}))
     return a, b
 
@@ -104,8 +104,13 @@ def test_two_backfills_started_together_run_each_shared_window_once(ledger_url: 
 def test_a_backfill_requested_while_another_runs_skips_what_that_one_ran(ledger_url: str, tmp_path: Path,
                                                                          monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan_a, plan_b = _plans(tmp_path, base)
-    with emulator(scenario(base), monkeypatch) as emu:
+    # A works one window at a time and its first three runs take 2.4 s each: B, requested once A
+    # has started, reaches the shared windows first, while A's preview still says "run" for them.
+    plan_a, plan_b = _plans(tmp_path, base, concurrency_a=1)
+    scen = scenario(base)
+    scen.add_outcome(Outcome(duration=timedelta(hours=4),
+                             match={"windowStart": [format_utc(base + i * EVERY) for i in range(3)]}))
+    with emulator(scen, monkeypatch) as emu:
         a = request(plan_a, monkeypatch, capsys)
         first = _start(a, _env(emu, ledger_url), tmp_path)
         deadline = time.monotonic() + 60
