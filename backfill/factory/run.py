@@ -134,8 +134,13 @@ class Run:
         raw_params = body.get("parameters") or {}
         if not isinstance(raw_params, Mapping):
             raise MalformedRun(f"run {raw_id}: parameters is a {type(raw_params).__name__}, not an object")
-        if duration_ms is not None and (isinstance(duration_ms, bool) or not isinstance(duration_ms, int | float)):
-            duration_ms = None  # a duration we cannot read is only a missing figure
+        duration: timedelta | None = None
+        if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
+            try:
+                duration = timedelta(milliseconds=duration_ms)
+            except (OverflowError, ValueError):
+                duration = None  # a duration we cannot read is only a missing figure
+        group = body.get("runGroupId")
         text = str(body.get("status") or "")
         status = RunStatus.read(text)
         return cls(
@@ -143,13 +148,13 @@ class Run:
             pipeline=str(body.get("pipelineName") or ""),
             status=status,
             parameters={str(k): decode_parameter(v) for k, v in raw_params.items()},
-            run_group_id=body.get("runGroupId"),
+            run_group_id=group if isinstance(group, str) else None,
             # The published examples omit isLatest; a run alone in its group is the latest.
             is_latest=bool(body.get("isLatest", True)),
             start=_time_field(body, "runStart", raw_id),
             end=_time_field(body, "runEnd", raw_id),
             last_updated=_time_field(body, "lastUpdated", raw_id),
-            duration=timedelta(milliseconds=duration_ms) if duration_ms is not None else None,
+            duration=duration,
             message=str(body.get("message") or ""),
             invoked_by=str(invoked.get("name") or "") if isinstance(invoked, Mapping) else "",
             invoked_by_type=str(invoked.get("invokedByType") or "") if isinstance(invoked, Mapping) else "",
