@@ -56,6 +56,10 @@ BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
 # What ``WindowMachine.process`` returns for a window another backfill holds with no run in its
 # history yet: not an end, the pool comes back to it.
 DEFERRED = "deferred"
+# Separates the worker from the backfill ID in an identity claim's worker column.
+BACKFILL_MARK = "|"
+_RESOLVING = frozenset({ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
+                        ev.WINDOW_SKIPPED})
 
 
 @dataclass(frozen=True)
@@ -200,11 +204,26 @@ class WindowMachine:
     _read_until: datetime | None = None
     _read_lock: threading.Lock = field(default_factory=threading.Lock)
     _identities: dict[str, Claim] = field(default_factory=dict)
+    _identity_claims: Claims | None = None
+    # Other backfills' intents not followed by a created/adopted/final event, per window key, as
+    # read from their ledger events (backfill ID -> (last seq read, pending)).
+    _foreign: dict[str, tuple[int, dict[str, tuple[datetime, Mapping[str, Any]]]]] = field(default_factory=dict)
 
-    def held_identities(self) -> list[Claim]:
-        """The identity claims this machine holds now (the pool's heartbeat renews them)."""
+    @property
+    def identity_claims(self) -> Claims:
+        """Identity claims carry this backfill's ID in their worker, so that another backfill
+        meeting the window knows whose ledger may hold a createRun in doubt for it."""
+        if self._identity_claims is None:
+            self._identity_claims = Claims(self.claims.db, worker=f"{self.claims.worker}{BACKFILL_MARK}"
+                                           f"{self.view.backfill_id}", lease=self.claims.lease)
+        return self._identity_claims
+
+    def renew_identities(self) -> None:
+        """Renew the identity claims held now (the pool's heartbeat calls this)."""
         with self._read_lock:
-            return list(self._identities.values())
+            held = list(self._identities.values())
+        for claim in held:
+            self.identity_claims.renew(claim)
 
     def process(self, job: Job, claim: Claim) -> str:
         """Drive ``job`` from wherever the ledger says it stands; return its window state."""
@@ -225,13 +244,16 @@ class WindowMachine:
         if identity is None:
             return self._met_claimed(job)
         try:
+            foreign = self._foreign_doubt(job, claim)
+            if foreign is not None:
+                return foreign
             if pending is not None:
                 return self._after_doubt(job, claim, pending, "an intent without a created or adopted event")
             return self._start(job, claim, {})
         finally:
             with self._read_lock:
                 self._identities.pop(key, None)
-            self.claims.release(identity)
+            self.identity_claims.release(identity)
 
     # --- the window's identity and its fresh history --------------------------------------------
 
@@ -245,9 +267,9 @@ class WindowMachine:
         identity = self._identity(job.window)
         if identity is None:
             # Nothing to match on (no matched values): nothing another backfill could share.
-            return Claim(IDENTITY_SCOPE, "", 0, self.claims.worker, self.clock() + self.options.lease)
-        self.claims.seed(IDENTITY_SCOPE, [identity])
-        held = self.claims.claim(IDENTITY_SCOPE, [identity])
+            return Claim(IDENTITY_SCOPE, "", 0, self.identity_claims.worker, self.clock() + self.options.lease)
+        self.identity_claims.seed(IDENTITY_SCOPE, [identity])
+        held = self.identity_claims.claim(IDENTITY_SCOPE, [identity])
         if held is not None:
             with self._read_lock:
                 self._identities[job.window.key] = held
@@ -278,6 +300,54 @@ class WindowMachine:
         known.update({run.run_id: run for run in runs})
         everything = list(known.values())
         return latest_of(everything), active_of(everything)
+
+    def _foreign_doubt(self, job: Job, claim: Claim) -> str | None:
+        """Another backfill that held this window may have left a createRun in doubt (killed, or
+        handed to an operator): search history for it as for our own doubt, for ``settle`` from
+        its intent, before anything is created here. None: nothing stands in the way."""
+        identity = self._identity(job.window)
+        if identity is None:
+            return None
+        key = job.window.key
+        holders = self.identity_claims.holders(IDENTITY_SCOPE, identity)
+        others = {w.rpartition(BACKFILL_MARK)[2] for w in holders if BACKFILL_MARK in w} - {self.view.backfill_id}
+        for other in sorted(others):
+            pending = self._foreign_pending(other).get(key)
+            if pending is None:
+                continue
+            at, payload = pending
+            intent_at = _intent_time(payload, at)
+            previous = payload.get("previous_run_id")
+            result = reconcile(
+                self.factory, self.pipeline, job.window, self.match_fields, intent_at,
+                exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
+                settle=self.options.settle, skew=self.options.skew, clock=self.clock, sleep=self.sleep,
+            )
+            why = f"backfill {other} left a createRun in doubt for this window"
+            if result.ambiguous:
+                return self._operator(key, f"{why}; history could not tell whether the run exists", result.evidence)
+            if result.run is not None:
+                run = result.run
+                active = run if run.status.is_active else None
+                skipped = self._skip_for(key, run, active, why)
+                if skipped is not None:
+                    return skipped
+        del claim
+        return None
+
+    def _foreign_pending(self, backfill_id: str) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
+        with self._read_lock:
+            seq, pending = self._foreign.get(backfill_id, (0, {}))
+            for event in self.view.ledger.events(backfill_id=backfill_id, after_seq=seq,
+                                                 kinds=[ev.WINDOW_INTENT, *_RESOLVING]):
+                if event.window_key:
+                    if event.kind == ev.WINDOW_INTENT:
+                        pending[event.window_key] = (event.at, event.payload)
+                    else:
+                        pending.pop(event.window_key, None)
+                seq = event.seq
+            self._foreign[backfill_id] = (seq, pending)
+            return dict(pending)
 
     def _met_claimed(self, job: Job) -> str:
         """Another backfill holds the window's identity: skip it if history shows why, else later."""
@@ -320,7 +390,7 @@ class WindowMachine:
         except FactoryError as exc:
             identity = self._identity(job.window)
             since = self.history_since or self.clock()
-            if identity is not None and self.claims.others_since(IDENTITY_SCOPE, identity, since - LOOKBACK):
+            if identity is not None and self.identity_claims.others_since(IDENTITY_SCOPE, identity, since - LOOKBACK):
                 return f"history could not be re-read before createRun ({exc}) and another worker held the window"
             # Nobody else held the window since our own history sync: what it said still holds.
             return self._history(job, [])
@@ -420,7 +490,7 @@ class WindowMachine:
             return False
         with self._read_lock:
             identity = self._identities.get(job.window.key)
-        return identity is None or self.claims.confirm(identity, self.options.fresh)
+        return identity is None or self.identity_claims.confirm(identity, self.options.fresh)
 
     def _refused(self, job: Job, claim: Claim, exc: FactoryError, waits: int) -> str:
         """A refusal (4xx): look at history first, since a 4xx may still follow an effect (a

@@ -350,3 +350,29 @@ def test_a_throttled_create_is_sent_again_after_retry_after(tmp_path: Path, monk
     assert window_kinds(bid)[keys(base, 1)[0]] == ["intent", "created", "finished"]
     created = next(e.payload for e in events(bid) if e.kind == ev.WINDOW_CREATED)
     assert created["throttled"] == 2
+
+
+def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(ledger_url: str, tmp_path: Path,
+                                                                              monkeypatch: MP, capsys: Cap) -> None:
+    base = base_time()
+    plan_a, plan_b = tmp_path / "a.toml", tmp_path / "b.toml"
+    plan_a.write_text(plan_text(base, 1))
+    plan_b.write_text(plan_text(base, 1, approval={"expires": "2h"}))  # another plan, the same window
+    with emulator(scenario(base), monkeypatch) as emu:
+        a, b = request(plan_a, monkeypatch, capsys), request(plan_b, monkeypatch, capsys)
+        # A's createRun is answered at once but applied 2.5 s later; A dies before it records it.
+        emu.faults.add("latency", "createRun", when="after", latency=0.01, effect_delay=2.5)
+        killed = _start(a, _env(emu, ledger_url, BACKFILL_CRASH_AT="before:window.created:1"), tmp_path)
+        assert _finish(killed)[0] == -signal.SIGKILL
+        assert emu.runs()[-1]["parameters"]["windowStart"] != format_utc(base)  # not applied yet
+        other = _start(b, _env(emu, ledger_url, BACKFILL_RECONCILE_SETTLE="20s"), tmp_path)
+        code, err = _finish(other)
+        assert code == 0, err
+        resumed = _start(a, _env(emu, ledger_url), tmp_path)
+        assert _finish(resumed)[0] == 0
+        assert len(emu.create_run_calls()) == 1
+        assert set(creates_per_window(emu).values()) == {1}
+    skipped = next(e.payload for e in events(b, ledger_url) if e.kind == ev.WINDOW_SKIPPED)
+    assert skipped["decision"] in ("skip-in-progress", "skip-succeeded")
+    assert skipped["reason"].startswith(f"backfill {a} left a createRun in doubt for this window: ")
+    assert window_kinds(a, ledger_url)[keys(base, 1)[0]] == ["intent", "adopted", "finished"]

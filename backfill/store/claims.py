@@ -252,6 +252,14 @@ class Claims:
                 return True
         return self.renew(claim)
 
+    def holders(self, backfill_id: str, key: str) -> set[str]:
+        """Every worker that ever claimed the window (the seed row's "" left out)."""
+        with self.db.session() as session:
+            rows = session.exec(
+                select(WindowClaim.worker).where(WindowClaim.backfill_id == backfill_id, WindowClaim.window_key == key)
+            ).all()
+        return {worker for worker in rows if worker}
+
     def others_since(self, backfill_id: str, key: str, since: datetime) -> bool:
         """Whether a worker other than this one held the window's claim at any time since
         ``since`` (or may still hold it): then someone else may have acted on the window."""
