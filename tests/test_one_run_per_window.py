@@ -360,8 +360,8 @@ def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(le
     plan_b.write_text(plan_text(base, 1, approval={"expires": "2h"}))  # another plan, the same window
     with emulator(scenario(base), monkeypatch) as emu:
         a, b = request(plan_a, monkeypatch, capsys), request(plan_b, monkeypatch, capsys)
-        # A's createRun is answered at once but applied 2.5 s later; A dies before it records it.
-        emu.faults.add("latency", "createRun", when="after", latency=0.01, effect_delay=2.5)
+        # A's createRun is answered at once but applied 5 s later; A dies before it records it.
+        emu.faults.add("latency", "createRun", when="after", latency=0.01, effect_delay=5.0)
         killed = _start(a, _env(emu, ledger_url, BACKFILL_CRASH_AT="before:window.created:1"), tmp_path)
         assert _finish(killed)[0] == -signal.SIGKILL
         assert emu.runs()[-1]["parameters"]["windowStart"] != format_utc(base)  # not applied yet
