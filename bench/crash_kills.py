@@ -1,6 +1,6 @@
 """The random-kill harness, bigger: two overlapping backfills killed at random until both end.
 
-    python bench/crash_kills.py [--kills 200] [--windows 120] [--seed 7] [--ledger URL]
+    python bench/crash_kills.py [--kills 200] [--windows 160] [--seed 7] [--ledger URL]
 
 Two plans share half their windows (A: 0..N-1, B: N/2..3N/2-1), both approved, concurrency 2
 each. Each cycle starts one runner per unfinished backfill at the same time, each as a real
@@ -48,7 +48,7 @@ POINTS = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=200)
-    parser.add_argument("--windows", type=int, default=120, help="windows per plan (half are shared)")
+    parser.add_argument("--windows", type=int, default=160, help="windows per plan (half are shared)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--ledger", default="", help="ledger URL (default: a fresh SQLite file)")
     parser.add_argument("--max-cycles", type=int, default=2000)
@@ -65,9 +65,9 @@ def main() -> int:
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="backfill-crash-kills-"))
     ledger = args.ledger or f"sqlite:///{folder / 'ledger.db'}"
-    # Two days back: 180 quarter-hour windows all lie in the past.
-    base = base_time() - timedelta(days=2)
     half = args.windows // 2
+    # Far enough back that every window of both plans lies in the past.
+    base = base_time() - (args.windows + half) * EVERY
     plans = {"a": folder / "a.toml", "b": folder / "b.toml"}
     plans["a"].write_text(plan_text(base, args.windows, execution={"concurrency": 2}))
     plans["b"].write_text(plan_text(base + half * EVERY, args.windows, execution={"concurrency": 2}))
@@ -100,8 +100,8 @@ def main() -> int:
             cycles += 1
             runners = []
             for bid in left:
-                # One runner in eight goes unharmed, so that the backfills move on.
-                point = None if rng.random() < 0.125 else rng.choice(POINTS)
+                # Every runner is killed until the count is reached; then they run to the end.
+                point = rng.choice(POINTS) if figures["kills"] < args.kills else None
                 run_env = {**env, "BACKFILL_ACTOR": "carol"}
                 if point:
                     run_env["BACKFILL_CRASH_AT"] = point

@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 FaultKind = Literal["throttle", "error", "latency", "drop", "malformed", "hang", "repeat-token", "status", "records"]
 FaultWhen = Literal["before", "after"]
-KINDS: tuple[str, ...] = ("throttle", "error", "latency", "drop", "malformed", "hang", "repeat-token", "status",
-                          "records")
+# The kinds a scenario file declares; the others take fields only ``FaultSet.add`` sets (tests).
+SCENARIO_KINDS: tuple[str, ...] = ("throttle", "error", "latency", "drop")
+KINDS: tuple[str, ...] = (*SCENARIO_KINDS, "malformed", "hang", "repeat-token", "status", "records")
 # Kinds that rewrite a real answer, so they always strike after the operation ran.
 REWRITES = ("repeat-token", "status", "records")
 TRUNCATED = '{"runId": "6f1e'
@@ -87,7 +88,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r} (one of {', '.join(KINDS)})")
+            raise ValueError(f"unknown fault kind {self.kind!r} (one of {', '.join(SCENARIO_KINDS)})")
         self.operation = canonical_operation(self.operation)
         if self.when not in ("before", "after"):
             raise ValueError(f"when must be 'before' or 'after', not {self.when!r}")

@@ -82,6 +82,11 @@ def decode_parameter(value: Any) -> Any:
     return value
 
 
+def _unknown_word(status: RunStatus, word: str) -> str:
+    # Kept only when it says more than "Unknown": the label is the same either way.
+    return word if status is RunStatus.UNKNOWN and word != RunStatus.UNKNOWN.value else ""
+
+
 class MalformedRun(ValueError):
     """A run record the service sent that cannot be read (no runId, parameters not an object,
     a runStart that is not a time): one line naming the record and what is wrong with it."""
@@ -158,7 +163,7 @@ class Run:
             message=str(body.get("message") or ""),
             invoked_by=str(invoked.get("name") or "") if isinstance(invoked, Mapping) else "",
             invoked_by_type=str(invoked.get("invokedByType") or "") if isinstance(invoked, Mapping) else "",
-            status_text=(text or "(none)") if status is RunStatus.UNKNOWN else "",
+            status_text=_unknown_word(status, text or "(none)"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -188,7 +193,7 @@ class Run:
             run_id=data["run_id"],
             pipeline=data["pipeline"],
             status=status,
-            status_text=data["status"] if status is RunStatus.UNKNOWN else "",
+            status_text=_unknown_word(status, data["status"]),
             parameters=dict(data.get("parameters") or {}),
             run_group_id=data.get("run_group_id"),
             is_latest=bool(data.get("is_latest", True)),
