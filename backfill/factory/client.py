@@ -328,7 +328,8 @@ def _next_page(seen: set[str], token: Any) -> int:
     """Remember a continuationToken; a token seen before would loop for ever (spec §14)."""
     text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
     if text in seen:
-        raise FactoryError(f"the factory repeated a continuationToken after {len(seen)} pages; "
+        pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
+        raise FactoryError(f"the factory repeated a continuationToken after {pages}; "
                            "the history query was stopped (it would loop for ever)")
     if len(seen) >= MAX_PAGES:
         raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
