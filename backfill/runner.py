@@ -244,7 +244,7 @@ class WindowMachine:
         if identity is None:
             return self._met_claimed(job)
         try:
-            foreign = self._foreign_doubt(job, claim)
+            foreign = self._foreign_doubt(job)
             if foreign is not None:
                 return foreign
             if pending is not None:
@@ -301,7 +301,7 @@ class WindowMachine:
         everything = list(known.values())
         return latest_of(everything), active_of(everything)
 
-    def _foreign_doubt(self, job: Job, claim: Claim) -> str | None:
+    def _foreign_doubt(self, job: Job) -> str | None:
         """Another backfill that held this window may have left a createRun in doubt (killed, or
         handed to an operator): search history for it as for our own doubt, for ``settle`` from
         its intent, before anything is created here. None: nothing stands in the way."""
@@ -332,7 +332,6 @@ class WindowMachine:
                 skipped = self._skip_for(key, run, active, why)
                 if skipped is not None:
                     return skipped
-        del claim
         return None
 
     def _foreign_pending(self, backfill_id: str) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
@@ -383,7 +382,7 @@ class WindowMachine:
         decision, reason = decide(job.window, latest, results, horizon=self.horizon)
         return decision, reason, [r.to_json() for r in results]
 
-    def _reread(self, job: Job, claim: Claim) -> tuple[Run | None, Run | None] | str:
+    def _reread(self, job: Job) -> tuple[Run | None, Run | None] | str:
         """The window's latest and in-flight runs right before createRun, or why we cannot know."""
         try:
             runs = self._window_runs(job.window)
@@ -394,12 +393,11 @@ class WindowMachine:
                 return f"history could not be re-read before createRun ({exc}) and another worker held the window"
             # Nobody else held the window since our own history sync: what it said still holds.
             return self._history(job, [])
-        del claim
         return self._history(job, runs)
 
     def _start(self, job: Job, claim: Claim, doubt: Mapping[str, Any]) -> str:
         key, window = job.window.key, job.window
-        seen = self._reread(job, claim)
+        seen = self._reread(job)
         if isinstance(seen, str):
             return self._operator(key, seen, doubt)
         latest, active = seen
