@@ -5,6 +5,8 @@ its 2nd ``window.intent`` event; ``"before:window.created:1"`` kills it just bef
 1st ``window.created`` (createRun has answered, the run exists, the ledger does not know it yet).
 Counts are per process. Unset (always, outside the crash harness), the hook does nothing.
 SIGKILL and not an exception: no ``finally``, no flush, no atexit, exactly like ``kill -9``.
+``BACKFILL_CRASH_SIGNAL=STOP`` sends SIGSTOP instead: the process freezes at that step (a VM
+pause, a closed laptop lid) until someone sends SIGCONT.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 ENV = "BACKFILL_CRASH_AT"
+SIGNAL_ENV = "BACKFILL_CRASH_SIGNAL"
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,17 @@ class CrashPoint:
 
 
 class CrashHook:
-    def __init__(self, point: CrashPoint | None) -> None:
+    def __init__(self, point: CrashPoint | None, signum: int = signal.SIGKILL) -> None:
         self.point = point
+        self.signum = signum
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     @classmethod
     def from_env(cls) -> CrashHook:
         text = os.environ.get(ENV, "").strip()
-        return cls(CrashPoint.parse(text) if text else None)
+        stop = os.environ.get(SIGNAL_ENV, "").strip().upper() in ("STOP", "SIGSTOP")
+        return cls(CrashPoint.parse(text) if text else None, signal.SIGSTOP if stop else signal.SIGKILL)
 
     def before(self, kind: str) -> None:
         self._maybe("before", kind, self._seen[kind] + 1)
@@ -58,4 +63,4 @@ class CrashHook:
     def _maybe(self, when: str, kind: str, count: int) -> None:
         point = self.point
         if point is not None and point.when == when and point.kind == kind and point.nth == count:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)

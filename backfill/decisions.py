@@ -10,12 +10,15 @@ Where the spec's table leaves a combination open:
   done across sinks, which is ``blocked-partial``: neither a rerun nor a skip is safe.
 - No history at all (the horizon is None: never synced) counts as "older than the history we
   hold" for every window.
+- Of several runs of a window, one still queued, in progress, cancelling, or in a status this tool
+  does not know (``active``) makes the window ``skip-in-progress`` whatever the latest one says
+  (spec §14): a second run while one is in flight is the one thing never done.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 
@@ -60,8 +63,15 @@ def needs_checks(latest: Run | None) -> bool:
 
 def describe_run(run: Run) -> str:
     """``run 6f1e… Failed (started 2026-11-03T02:00:05Z): message``, on one line."""
+    return _describe(run, "latest run")
+
+
+def _describe(run: Run, what: str) -> str:
     started = f"started {format_utc(run.start)}" if run.start else "not started"
-    text = f"latest run {run.run_id} {run.status.value} ({started})"
+    status = run.status_label
+    if run.status is RunStatus.UNKNOWN:
+        status += " (a status this tool does not know, counted as in progress)"
+    text = f"{what} {run.run_id} {status} ({started})"
     message = " ".join(run.message.split())
     if message:
         if len(message) > MESSAGE_LIMIT:
@@ -89,14 +99,34 @@ def _combine(results: Sequence[CheckResult]) -> tuple[CheckStatus, str]:
     return CheckStatus.CLEAN, f"sink clean ({_results(results, CheckStatus.CLEAN)})"
 
 
+def active_of(runs: Sequence[Run]) -> Run | None:
+    """The newest run of ``runs`` that is still in flight (or in an unknown status), or None."""
+    flying = [run for run in runs if run.status.is_active]
+    if not flying:
+        return None
+    return max(flying, key=lambda r: (r.start is None, r.start or datetime.min.replace(tzinfo=UTC), r.run_id))
+
+
 def decide(
-    window: Window, latest: Run | None, results: Sequence[CheckResult], *, horizon: datetime | None
+    window: Window,
+    latest: Run | None,
+    results: Sequence[CheckResult],
+    *,
+    horizon: datetime | None,
+    active: Run | None = None,
 ) -> tuple[Decision, str]:
-    """The decision for one window and its reason sentence (SPEC §4).
+    """The decision for one window and its reason sentence (SPEC §4, §14).
 
     ``results`` are the checks' results when ``needs_checks(latest)``; empty means the plan has
-    no checks. ``horizon`` is the earliest last-updated time the history cache covers.
+    no checks. ``horizon`` is the earliest last-updated time the history cache covers. ``active``
+    is a run of the window still in flight other than ``latest`` (``active_of``), if any.
     """
+    if active is not None and active.status.is_active and (latest is None or active.run_id != latest.run_id):
+        newest = f"; the latest is {describe_run(latest).removeprefix('latest ')}" if latest is not None else ""
+        return (
+            Decision.SKIP_IN_PROGRESS,
+            f"{_describe(active, 'run')} is still in flight{newest}; never start a second run",
+        )
     if latest is not None and latest.status == RunStatus.SUCCEEDED:
         return Decision.SKIP_SUCCEEDED, describe_run(latest)
     if latest is not None and latest.status.is_active:

@@ -74,12 +74,20 @@ class FactoryError(BackfillError):
         code: str | None = None,
         status: int | None = None,
         effect_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         prefix = " ".join(p for p in (str(status) if status else "", code or "") if p)
         super().__init__(f"factory: {prefix}: {message}" if prefix else f"factory: {message}")
         self.code = code
         self.status = status
         self.effect_unknown = effect_unknown
+        # Seconds the service asked us to wait (a 429's Retry-After), when it said.
+        self.retry_after = retry_after
+
+    @property
+    def throttled(self) -> bool:
+        """A 429: the service refused before doing anything, so the call may be sent again."""
+        return self.status == 429
 
 
 class CheckError(BackfillError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,7 +37,7 @@ from backfill.identity import Actor
 from backfill.ledger import LedgerEvent
 from backfill.matching import match_fields
 from backfill.polling import RECENT_RUNS, policy_for, usual_duration
-from backfill.runner import Job, LedgerView, RunnerOptions, WindowMachine
+from backfill.runner import DEFERRED, Job, LedgerView, RunnerOptions, WindowMachine
 from backfill.seal import Seal, require_variables, verify_seal
 from backfill.store.claims import Claim, Claims
 from backfill.store.database import Database
@@ -102,8 +103,10 @@ def execute_backfill(
     if record.seal is not None:
         verify_seal(record.id, Seal.from_json(record.seal), loaded)
     factory = factory or _connect(loaded.ref)
-    options = options or RunnerOptions.from_env(os.environ)
-    # The pipeline's secure parameters were remembered when the backfill was requested.
+    options = options or RunnerOptions.from_env(os.environ, settle=loaded.plan.execution.settle)
+    # The re-read before each createRun covers what changed since this sync (spec §14). The
+    # pipeline's secure parameters were remembered when the backfill was requested.
+    synced_from = utcnow()
     sync_history(db, factory, loaded.pipeline, secret=plan_secrets(loaded.plan.parameters))
     history = load_history(db, loaded.ref, loaded.pipeline)
     checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
@@ -126,7 +129,7 @@ def execute_backfill(
         match_fields=match_fields(loaded.windows, loaded.match_on), checks=checks,
         horizon=preview.history_horizon, mode=execution.mode, run_timeout=execution.run_timeout,
         on_timeout=execution.on_timeout, poll=policy_for(execution.poll, _usual(history)),
-        options=options,
+        options=options, history_since=synced_from,
     )
     scope = set(approved_keys(record, state)) | set(jobs)
     if progress is not None:
@@ -204,6 +207,8 @@ class _Pool:
         self.view, self.claims, self.machine, self.jobs, self.order = view, claims, machine, jobs, order
         self.canary, self.stop_on_failure = canary, stop_on_failure
         self.visited: set[str] = set()
+        # Windows another backfill holds, by the monotonic time to look at them again.
+        self.deferred: dict[str, float] = {}
         self.held: dict[str, Claim] = {}
         self.fresh: set[str] = set()  # claimed windows no earlier run had touched (canary count)
         self.halt: str | None = None
@@ -231,6 +236,7 @@ class _Pool:
                 held = list(self.held.values())
             for claim in held:
                 self.claims.renew(claim)
+            self.machine.renew_identities()
 
     def _touched(self, key: str) -> bool:
         window = self.view.windows[key]
@@ -241,7 +247,9 @@ class _Pool:
         with self.lock, self.view.lock:
             if self.halt is not None:
                 return []
-            keys = [k for k in self.order if k not in self.visited and k not in self.view.closed]
+            now = time.monotonic()
+            keys = [k for k in self.order if k not in self.visited and k not in self.view.closed
+                    and self.deferred.get(k, 0.0) <= now]
             if keys and self.view.stop_requested:
                 self.halt = "stop"
                 return []
@@ -252,26 +260,49 @@ class _Pool:
                     keys = [k for k in keys if self._touched(k)]
             return keys
 
+    def _later(self) -> float | None:
+        """Seconds until a deferred window is due again, or None when none is left."""
+        with self.lock, self.view.lock:
+            if self.halt is not None:
+                return None
+            due = [at for k, at in self.deferred.items() if k not in self.visited and k not in self.view.closed]
+        if not due:
+            return None
+        return min(max(0.05, min(due) - time.monotonic()), 1.0)
+
     def _work(self) -> None:
         try:
             while True:
                 # One claim at a time per process: the canary count must see every window in flight.
+                later: float | None = None
                 with self.claiming:
                     keys = self._candidates()
                     claim = self.claims.claim(self.view.backfill_id, keys) if keys else None
                     if claim is None:
-                        return  # nothing left, or what is left is held by other workers
-                    with self.lock:
-                        self.visited.add(claim.window_key)
-                        self.held[claim.window_key] = claim
-                        if not self._touched(claim.window_key):
-                            self.fresh.add(claim.window_key)
+                        later = self._later()
+                        if later is None:
+                            return  # nothing left, or what is left is held by other workers
+                    else:
+                        with self.lock:
+                            self.visited.add(claim.window_key)
+                            self.held[claim.window_key] = claim
+                            if not self._touched(claim.window_key):
+                                self.fresh.add(claim.window_key)
+                if claim is None:
+                    time.sleep(later or 0.05)  # only windows another backfill holds are left
+                    continue
                 try:
                     state = self.machine.process(self.jobs[claim.window_key], claim)
                 finally:
                     with self.lock:
                         self.held.pop(claim.window_key, None)
                     self.claims.release(claim)
+                if state == DEFERRED:
+                    with self.lock:
+                        self.visited.discard(claim.window_key)
+                        self.fresh.discard(claim.window_key)
+                        self.deferred[claim.window_key] = time.monotonic() + self.machine.options.defer.total_seconds()
+                    continue
                 self.view.refresh()
                 with self.lock:
                     if self.view.stop_requested and self.halt is None:

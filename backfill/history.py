@@ -18,13 +18,13 @@ import queue
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import Run, RunStatus
 from backfill.gcpause import paused_gc
-from backfill.matching import Matchable, key_hash, key_hashes, latest_of, latest_runs, match_fields
+from backfill.matching import Matchable, group_by_window, key_hash, key_hashes, latest_of, match_fields
 from backfill.timeutil import require_utc, utcnow
 from backfill.windows import Window
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from backfill.store.history import RunRecord, SyncState
 
 RETENTION = timedelta(days=45)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 OVERLAP = timedelta(minutes=5)
 FUTURE = timedelta(days=1)
 # Runs per write transaction, written while the next pages are fetched. Larger batches rewrite
@@ -112,12 +113,28 @@ class HistoryView:
 
     def latest_runs(self, windows: Sequence[Window], match_on: Sequence[str]) -> list[Run | None]:
         """For each window (same order), its latest run in this history, or None (SPEC §4)."""
+        return [latest for latest, _ in self.window_runs(windows, match_on)]
+
+    def window_runs(
+        self, windows: Sequence[Window], match_on: Sequence[str]
+    ) -> list[tuple[Run | None, Run | None]]:
+        """For each window (same order), its latest run and, when another of its runs is still
+        in flight, the newest such run (SPEC §4, §14); None where there is none."""
         with paused_gc():
             if self._cache is None:
-                winners = latest_runs(windows, self.records, match_on)
-                full = self.resolve([w for w in winners if w is not None])
-                return [full[w.run_id] if w is not None else None for w in winners]
-            return self._cache.latest_runs(windows, match_fields(windows, match_on))
+                chosen: dict[int, tuple[Matchable | None, Matchable | None]] = {}
+                buckets = group_by_window(windows, self.records, match_on)
+                for bucket in buckets:
+                    # Windows that share a key share a bucket: resolved once.
+                    if id(bucket) not in chosen:
+                        winner = latest_of(bucket)
+                        chosen[id(bucket)] = (winner, _active_record(bucket, winner))
+                full = self.resolve([r for pair in chosen.values() for r in pair if r is not None])
+                return [
+                    tuple(full[r.run_id] if r is not None else None for r in chosen[id(bucket)])  # type: ignore[misc]
+                    for bucket in buckets
+                ]
+            return self._cache.window_runs(windows, match_fields(windows, match_on))
 
 
 @dataclass(frozen=True)
@@ -154,7 +171,11 @@ class CachedRuns:
             return store.fetch_runs(conn, self.factory_key, self.pipeline, run_ids)
 
     def latest_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[Run | None]:
-        """Look the windows' keys up in the key index; decode only each window's latest run."""
+        return [latest for latest, _ in self.window_runs(windows, fields)]
+
+    def window_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[tuple[Run | None, Run | None]]:
+        """Look the windows' keys up in the key index; decode only each window's latest run (and
+        the run still in flight, in the rare window that has one besides its latest)."""
         from backfill.store import history_keys as keys
 
         slots: dict[str, list[int]] = {}
@@ -176,14 +197,30 @@ class CachedRuns:
             if keyed is not None and keyed[0] in slots:
                 buckets.setdefault(keyed[0], []).append(record)
                 documents[record.run_id] = document
-        latest: list[Run | None] = [None] * len(windows)
+        pairs: list[tuple[Run | None, Run | None]] = [(None, None)] * len(windows)
         for key, bucket in buckets.items():
             winner = latest_of(bucket)
             assert winner is not None
             run = Run.from_cache(json.loads(documents[winner.run_id]))
+            flying = _active_record(bucket, winner)
+            active = Run.from_cache(json.loads(documents[flying.run_id])) if flying is not None else None
             for index in slots[key]:
-                latest[index] = run
-        return latest
+                pairs[index] = (run, active)
+        return pairs
+
+
+def _active_record(bucket: Sequence[Matchable], winner: Matchable | None) -> Matchable | None:
+    """The newest run of ``bucket`` still in flight when it is not ``winner`` (SPEC §14)."""
+    flying = [r for r in bucket if _status(r).is_active]
+    if not flying:
+        return None
+    newest = max(flying, key=lambda r: (r.start is None, r.start or _EARLIEST, r.run_id))
+    return None if winner is not None and newest.run_id == winner.run_id else newest
+
+
+def _status(record: Matchable) -> RunStatus:
+    status = getattr(record, "status", None)
+    return status if isinstance(status, RunStatus) else RunStatus.UNKNOWN
 
 
 def sync_history(

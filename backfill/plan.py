@@ -201,6 +201,9 @@ def canonical_json(plan: Plan) -> str:
         data["approval"].pop("aliases", None)
     else:
         data["approval"]["aliases"] = {k: sorted(v) for k, v in data["approval"]["aliases"].items()}
+    if data["execution"].get("settle") is None:
+        # Unset, it is not part of the meaning: plans written before the key keep their hash.
+        data["execution"].pop("settle", None)
     if data["windows"]["list"] is not None:
         data["windows"]["list"] = sorted(data["windows"]["list"])
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

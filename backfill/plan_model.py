@@ -207,6 +207,11 @@ class Execution(_Section):
     )
     on_timeout: Literal["report", "cancel"] = "report"
     poll: Poll = Field("auto", description='"auto" adapts to past durations; or a fixed interval.')
+    settle: Duration | None = Field(
+        None,
+        description="After a createRun in doubt, how long history is searched with nothing found before the "
+        "window may be created again (default 10m; spec §14).",
+    )
 
     @model_validator(mode="after")
     def _timeout(self) -> Execution:

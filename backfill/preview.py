@@ -62,6 +62,8 @@ class WindowDecision:
     reason: str
     latest_run: Run | None = None
     checks: tuple[CheckResult, ...] = ()
+    # Another run of the window still in flight besides the latest (SPEC §14), if any.
+    active_run: Run | None = None
 
     @property
     def key(self) -> str:
@@ -157,17 +159,18 @@ def compute_preview(
 ) -> Preview:
     """Decide every window of the plan from the cached history and, where needed, the checks."""
     windows = loaded.windows
-    latest = history.latest_runs(windows, loaded.match_on)
+    pairs = history.window_runs(windows, loaded.match_on)
     results: dict[str, tuple[CheckResult, ...]] = {}
     if checks:
-        pending = [window for window, run in zip(windows, latest, strict=True) if needs_checks(run)]
+        pending = [window for window, (run, active) in zip(windows, pairs, strict=True)
+                   if active is None and needs_checks(run)]
         results = evaluate_all(checks, pending, concurrency=check_concurrency)
     decisions = []
     with paused_gc():
-        for window, run in zip(windows, latest, strict=True):
-            found = results.get(window.key, ()) if results and needs_checks(run) else ()
-            decision, reason = decide(window, run, found, horizon=history.horizon)
-            decisions.append(WindowDecision(window, decision, reason, run, found))
+        for window, (run, active) in zip(windows, pairs, strict=True):
+            found = results.get(window.key, ()) if results and active is None and needs_checks(run) else ()
+            decision, reason = decide(window, run, found, horizon=history.horizon, active=active)
+            decisions.append(WindowDecision(window, decision, reason, run, found, active))
     return Preview(
         plan_hash=loaded.hash,
         decisions=tuple(decisions),

@@ -8,8 +8,11 @@ their parameters against the window's, exactly as the preview matches history.
 
 - one or more matches that started after the intent (minus clock skew) and are not the window's
   previous run: adopt the earliest (several would be duplicates: they are all named in evidence);
-- none, once the query covers ``intent + settle`` (runs show up in queryPipelineRuns shortly after
-  createRun answers): definitive, the window may be created again;
+- none, once the query covers ``intent + settle``: definitive, the window may be created again.
+  ADF may apply a createRun well after it answered (or after the client gave up), so ``settle``
+  is 10 minutes by default (spec §14, ``[execution] settle``); history is asked again and again
+  meanwhile (every ``POLL_FIRST`` doubling up to ``POLL_MAX``), so a late run is adopted soon
+  after it appears;
 - the query itself fails: ambiguous, the caller marks the window for an operator.
 """
 
@@ -31,7 +34,9 @@ from backfill.windows import Window
 # the intent, but our clock and ADF's may disagree a little.
 LOOKBACK = timedelta(minutes=5)
 DEFAULT_SKEW = timedelta(minutes=1)
-DEFAULT_SETTLE = timedelta(seconds=30)
+DEFAULT_SETTLE = timedelta(minutes=10)
+POLL_FIRST = timedelta(seconds=1)
+POLL_MAX = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def reconcile(
             return Reconciliation(found[0], True, _evidence(after, asked_at, queries, found, considered=len(runs)))
         if asked_at >= settled_at:
             return Reconciliation(None, True, _evidence(after, asked_at, queries, [], considered=len(runs)))
-        sleep((settled_at - asked_at).total_seconds())
+        pause = min(POLL_FIRST * 2 ** min(queries - 1, 10), POLL_MAX)
+        sleep(max(0.0, min(pause, settled_at - asked_at).total_seconds()))
 
 
 def _evidence(

@@ -10,6 +10,14 @@ history is definitive, and otherwise asks for an operator (``window.needs-operat
 
 Every step is a ledger event, read back by ``LedgerView``: the ledger alone says where a window
 stands, so a runner killed at any point resumes from it.
+
+Spec §14, at most one run per window across backfills: before anything that may send createRun,
+the machine claims the window's identity (factory, pipeline, matched values; store/claims.py),
+whichever backfill holds it. Holding it, it re-reads the window's history (one query of what
+changed since its last read) and re-runs its checks right before the intent; meeting an identity
+another backfill holds, it re-reads history and skips the window (``skip-in-progress``,
+``skip-succeeded``) or comes back to it later (``DEFERRED``). Right before createRun it confirms
+that both claims are still its own; a 429 is waited out (``Retry-After``) and sent again.
 """
 
 from __future__ import annotations
@@ -28,22 +36,30 @@ from backfill import progress as pg
 from backfill.approvals import BackfillRecord
 from backfill.checks.base import Check
 from backfill.crashpoint import CrashHook
-from backfill.decisions import Decision, decide
+from backfill.decisions import Decision, active_of, decide, describe_run
 from backfill.errors import ConfigError, FactoryError
 from backfill.factory.protocol import Factory
 from backfill.factory.run import Run, RunStatus
 from backfill.identity import Actor
 from backfill.ledger import LedgerEvent
+from backfill.matching import Key, key_hash, latest_of, match_key
 from backfill.polling import PollPolicy, median, next_poll
 from backfill.preview import WindowDecision
-from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, reconcile
+from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, candidates, reconcile
 from backfill.secrets import reveal_all
-from backfill.store.claims import DEFAULT_LEASE, Claim, Claims
+from backfill.store.claims import DEFAULT_LEASE, IDENTITY_SCOPE, Claim, Claims, identity_key
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_duration, format_utc, parse_duration, utcnow
 from backfill.windows import Window
 
 BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
+# What ``WindowMachine.process`` returns for a window another backfill holds with no run in its
+# history yet: not an end, the pool comes back to it.
+DEFERRED = "deferred"
+# Separates the worker from the backfill ID in an identity claim's worker column.
+BACKFILL_MARK = "|"
+_RESOLVING = frozenset({ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
+                        ev.WINDOW_SKIPPED})
 
 
 @dataclass(frozen=True)
@@ -57,11 +73,22 @@ class RunnerOptions:
     # Intents one runner process may write for a window (each after a reconciliation found no
     # run) before it leaves the window to an operator; a new `backfill run` gets as many again.
     max_intents: int = 3
+    # How long a claim confirmed by the database is trusted before createRun without asking again.
+    fresh: timedelta = timedelta(seconds=3)
+    # 429s on one createRun waited out before the window is left to an operator, and the longest
+    # Retry-After obeyed.
+    throttle_waits: int = 5
+    max_retry_after: timedelta = timedelta(minutes=5)
+    # After a 4xx refusal, how long history is searched (a 4xx after effect) before create-failed.
+    refusal_settle: timedelta = timedelta(minutes=1)
+    # How long a window another backfill holds is left before it is looked at again.
+    defer: timedelta = timedelta(seconds=1)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RunnerOptions:
+    def from_env(cls, env: Mapping[str, str], *, settle: timedelta | None = None) -> RunnerOptions:
+        """``settle`` is the plan's ``[execution] settle``; the environment variable wins (tests)."""
         return cls(
-            settle=_duration_setting(env, "BACKFILL_RECONCILE_SETTLE", DEFAULT_SETTLE),
+            settle=_duration_setting(env, "BACKFILL_RECONCILE_SETTLE", settle or DEFAULT_SETTLE),
             lease=_duration_setting(env, "BACKFILL_CLAIM_LEASE", DEFAULT_LEASE),
         )
 
@@ -89,6 +116,9 @@ class LedgerView:
         self.windows = pg.initial_windows(record.decisions)
         # Window key -> (time, payload) of an intent not yet followed by created/adopted/finished.
         self.pending: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
+        # Window key -> time of its first intent in this backfill: a run of the window that started
+        # after it may be this backfill's own (a late effect), never another backfill's to skip for.
+        self.first_intent: dict[str, datetime] = {}
         # Windows whose end is recorded (finished or skipped). Not derived from the progress
         # state: a status event saying Succeeded is not yet a recorded finish.
         self.closed: set[str] = set()
@@ -110,6 +140,7 @@ class LedgerView:
             pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
             if kind == ev.WINDOW_INTENT:
                 self.pending[key] = (event.at, event.payload)
+                self.first_intent.setdefault(key, _intent_time(event.payload, event.at))
             elif kind in (ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
                           ev.WINDOW_SKIPPED):
                 self.pending.pop(key, None)
@@ -167,6 +198,32 @@ class WindowMachine:
     sleep: Callable[[float], object] = time.sleep
     durations: list[timedelta] = field(default_factory=list)
     intents: Counter[str] = field(default_factory=Counter)
+    # Where the re-read before createRun starts: when this process synced history.
+    history_since: datetime | None = None
+    _runs_by_key: dict[Key, dict[str, Run]] = field(default_factory=dict)
+    _read_until: datetime | None = None
+    _read_lock: threading.Lock = field(default_factory=threading.Lock)
+    _identities: dict[str, Claim] = field(default_factory=dict)
+    _identity_claims: Claims | None = None
+    # Other backfills' intents not followed by a created/adopted/final event, per window key, as
+    # read from their ledger events (backfill ID -> (last seq read, pending)).
+    _foreign: dict[str, tuple[int, dict[str, tuple[datetime, Mapping[str, Any]]]]] = field(default_factory=dict)
+
+    @property
+    def identity_claims(self) -> Claims:
+        """Identity claims carry this backfill's ID in their worker, so that another backfill
+        meeting the window knows whose ledger may hold a createRun in doubt for it."""
+        if self._identity_claims is None:
+            self._identity_claims = Claims(self.claims.db, worker=f"{self.claims.worker}{BACKFILL_MARK}"
+                                           f"{self.view.backfill_id}", lease=self.claims.lease)
+        return self._identity_claims
+
+    def renew_identities(self) -> None:
+        """Renew the identity claims held now (the pool's heartbeat calls this)."""
+        with self._read_lock:
+            held = list(self._identities.values())
+        for claim in held:
+            self.identity_claims.renew(claim)
 
     def process(self, job: Job, claim: Claim) -> str:
         """Drive ``job`` from wherever the ledger says it stands; return its window state."""
@@ -176,27 +233,192 @@ class WindowMachine:
         if key in self.view.closed:
             return state["state"]
         pending = self.view.pending.get(key)
-        if pending is not None:
-            return self._after_doubt(job, claim, pending, "an intent without a created or adopted event")
-        if state["run_id"]:
+        if pending is None and state["run_id"]:
             return self._follow(job, state["run_id"], state["started_at"] or self.clock())
-        if state["state"] == pg.FAILED:  # createRun was refused; the runner died before recording the end
+        if pending is None and state["state"] == pg.FAILED:
+            # createRun was refused; the runner died before recording the end
             self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": state["reason"]}, key)
             return pg.FAILED
-        return self._start(job, claim, {})
+        # From here on a createRun may be sent: the window's identity must be ours (spec §14).
+        identity = self._claim_identity(job)
+        if identity is None:
+            return self._met_claimed(job)
+        try:
+            foreign = self._foreign_doubt(job)
+            if foreign is not None:
+                return foreign
+            if pending is not None:
+                return self._after_doubt(job, claim, pending, "an intent without a created or adopted event")
+            return self._start(job, claim, {})
+        finally:
+            with self._read_lock:
+                self._identities.pop(key, None)
+            self.identity_claims.release(identity)
+
+    # --- the window's identity and its fresh history --------------------------------------------
+
+    def _identity(self, window: Window) -> str | None:
+        keyed = key_hash(window.parameters, self.match_fields)
+        if keyed is None:
+            return None
+        return identity_key(self.factory.ref.key, self.pipeline, self.match_fields, keyed[0])
+
+    def _claim_identity(self, job: Job) -> Claim | None:
+        identity = self._identity(job.window)
+        if identity is None:
+            # Nothing to match on (no matched values): nothing another backfill could share.
+            return Claim(IDENTITY_SCOPE, "", 0, self.identity_claims.worker, self.clock() + self.options.lease)
+        self.identity_claims.seed(IDENTITY_SCOPE, [identity])
+        held = self.identity_claims.claim(IDENTITY_SCOPE, [identity])
+        if held is not None:
+            with self._read_lock:
+                self._identities[job.window.key] = held
+        return held
+
+    def _window_runs(self, window: Window) -> list[Run]:
+        """The window's runs that changed since this process last asked (one query of the
+        pipeline's runs updated since then), merged with what it learnt before."""
+        want = match_key(window.parameters, self.match_fields)
+        with self._read_lock:
+            now = self.clock()
+            since = (self._read_until or self.history_since or now) - LOOKBACK
+            runs = self.factory.query_runs(updated_after=since, updated_before=now + self.options.skew,
+                                           pipeline=self.pipeline)
+            for run in runs:
+                run_key = match_key(run.parameters, self.match_fields)
+                if run_key is not None:
+                    self._runs_by_key.setdefault(run_key, {})[run.run_id] = run
+            self._read_until = now
+            return list(self._runs_by_key.get(want, {}).values()) if want is not None else []
+
+    def _history(self, job: Job, runs: Sequence[Run]) -> tuple[Run | None, Run | None]:
+        """(latest, in flight) of the window from the preview's runs and the fresh ones."""
+        known: dict[str, Run] = {}
+        for run in (job.decision.latest_run, job.decision.active_run):
+            if run is not None:
+                known[run.run_id] = run
+        known.update({run.run_id: run for run in runs})
+        everything = list(known.values())
+        return latest_of(everything), active_of(everything)
+
+    def _foreign_doubt(self, job: Job) -> str | None:
+        """Another backfill that held this window may have left a createRun in doubt (killed, or
+        handed to an operator): search history for it as for our own doubt, for ``settle`` from
+        its intent, before anything is created here. None: nothing stands in the way."""
+        identity = self._identity(job.window)
+        if identity is None:
+            return None
+        key = job.window.key
+        holders = self.identity_claims.holders(IDENTITY_SCOPE, identity)
+        others = {w.rpartition(BACKFILL_MARK)[2] for w in holders if BACKFILL_MARK in w} - {self.view.backfill_id}
+        for other in sorted(others):
+            pending = self._foreign_pending(other).get(key)
+            if pending is None:
+                continue
+            at, payload = pending
+            intent_at = _intent_time(payload, at)
+            previous = payload.get("previous_run_id")
+            result = reconcile(
+                self.factory, self.pipeline, job.window, self.match_fields, intent_at,
+                exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
+                settle=self.options.settle, skew=self.options.skew, clock=self.clock, sleep=self.sleep,
+            )
+            why = f"backfill {other} left a createRun in doubt for this window"
+            if result.ambiguous:
+                return self._operator(key, f"{why}; history could not tell whether the run exists", result.evidence)
+            if result.run is not None:
+                run = result.run
+                active = run if run.status.is_active else None
+                skipped = self._skip_for(key, run, active, why)
+                if skipped is not None:
+                    return skipped
+        return None
+
+    def _foreign_pending(self, backfill_id: str) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
+        with self._read_lock:
+            seq, pending = self._foreign.get(backfill_id, (0, {}))
+            for event in self.view.ledger.events(backfill_id=backfill_id, after_seq=seq,
+                                                 kinds=[ev.WINDOW_INTENT, *_RESOLVING]):
+                if event.window_key:
+                    if event.kind == ev.WINDOW_INTENT:
+                        pending[event.window_key] = (event.at, event.payload)
+                    else:
+                        pending.pop(event.window_key, None)
+                seq = event.seq
+            self._foreign[backfill_id] = (seq, pending)
+            return dict(pending)
+
+    def _met_claimed(self, job: Job) -> str:
+        """Another backfill holds the window's identity: skip it if history shows why, else later."""
+        key = job.window.key
+        if key in self.view.first_intent:
+            return DEFERRED  # this backfill sent intents for it: its runs are ours to adopt, later
+        try:
+            runs = self._window_runs(job.window)
+        except FactoryError:
+            return DEFERRED
+        latest, active = self._history(job, runs)
+        skipped = self._skip_for(key, latest, active, "held by another backfill; history re-read")
+        return skipped or DEFERRED
+
+    def _skip_for(self, key: str, latest: Run | None, active: Run | None, why: str) -> str | None:
+        if active is not None:
+            decision, reason = Decision.SKIP_IN_PROGRESS, f"{describe_run(active)}; never start a second run"
+            run = active
+        elif latest is not None and latest.status is RunStatus.SUCCEEDED:
+            decision, reason, run = Decision.SKIP_SUCCEEDED, describe_run(latest), latest
+        else:
+            return None
+        self.view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"{why}: {reason}",
+                                             "run_id": run.run_id}, key)
+        return pg.SKIPPED
 
     # --- creating ------------------------------------------------------------------------------
 
-    def _recheck(self, job: Job) -> tuple[Decision, str, list[dict[str, Any]]] | None:
+    def _recheck(self, job: Job, latest: Run | None) -> tuple[Decision, str, list[dict[str, Any]]] | None:
         if not self.checks:
             return None
         results = [check.evaluate(job.window) for check in self.checks]
-        decision, reason = decide(job.window, job.decision.latest_run, results, horizon=self.horizon)
+        decision, reason = decide(job.window, latest, results, horizon=self.horizon)
         return decision, reason, [r.to_json() for r in results]
+
+    def _reread(self, job: Job) -> tuple[Run | None, Run | None] | str:
+        """The window's latest and in-flight runs right before createRun, or why we cannot know."""
+        try:
+            runs = self._window_runs(job.window)
+        except FactoryError as exc:
+            identity = self._identity(job.window)
+            since = self.history_since or self.clock()
+            if identity is not None and self.identity_claims.others_since(IDENTITY_SCOPE, identity, since - LOOKBACK):
+                return f"history could not be re-read before createRun ({exc}) and another worker held the window"
+            # Nobody else held the window since our own history sync: what it said still holds.
+            return self._history(job, [])
+        return self._history(job, runs)
 
     def _start(self, job: Job, claim: Claim, doubt: Mapping[str, Any]) -> str:
         key, window = job.window.key, job.window
-        checked = self._recheck(job)
+        seen = self._reread(job)
+        if isinstance(seen, str):
+            return self._operator(key, seen, doubt)
+        latest, active = seen
+        first = self.view.first_intent.get(key)
+        if first is not None:
+            # A run that started after this backfill's own intent is its own (a late effect).
+            previous = job.decision.latest_run.run_id if job.decision.latest_run is not None else None
+            ours = candidates([r for r in (active, latest) if r is not None], window, self.match_fields, first,
+                              exclude=frozenset({previous}) if previous else frozenset(), skew=self.options.skew)
+            if ours:
+                run = ours[0]
+                self.view.append(ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label,
+                                                     "attempt": claim.attempt, "reason": "found right before createRun",
+                                                     "evidence": dict(doubt)}, key)
+                if run.status.is_final:
+                    return self._finish(key, run)
+                return self._follow(job, run.run_id, run.start or first)
+        skipped = self._skip_for(key, latest, active, "history re-read right before createRun")
+        if skipped is not None:
+            return skipped
+        checked = self._recheck(job, latest)
         if checked is not None:
             decision, reason, results = checked
             self.view.append(ev.WINDOW_CHECKED, {"decision": decision, "reason": reason, "checks": results}, key)
@@ -210,7 +432,6 @@ class WindowMachine:
         # Secrets are read from the environment now, before the intent: a missing variable must
         # not leave an intent behind that looks like a createRun in doubt.
         parameters = reveal_all(window.parameters)
-        latest = job.decision.latest_run
         recover = self.mode == "recover" and latest is not None and latest.status is RunStatus.FAILED
         reference = latest.run_id if recover and latest is not None else None
         if not self.claims.renew(claim):
@@ -231,23 +452,73 @@ class WindowMachine:
             },
             key,
         )
-        try:
-            run_id = self.factory.create_run(
-                self.pipeline,
-                parameters,
-                reference_run_id=reference,
-                is_recovery=True if recover else None,
-                start_from_failure=True if recover else None,
-            )
-        except FactoryError as exc:
-            if exc.effect_unknown:
-                return self._after_doubt(job, claim, self.view.pending[key], f"createRun in doubt: {exc}")
-            failure = {"reason": f"createRun refused: {exc}", "code": exc.code, "http_status": exc.status}
-            self.view.append(ev.WINDOW_CREATE_FAILED, failure, key)
-            self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
-            return pg.FAILED
-        self.view.append(ev.WINDOW_CREATED, {"run_id": run_id, "attempt": claim.attempt}, key)
+        waits = 0
+        while True:
+            if not self._still_ours(job, claim):
+                # Paused past the lease (or lost the window): the intent stays for whoever holds
+                # the window now, which reconciles it before it creates anything.
+                return pg.PENDING
+            try:
+                run_id = self.factory.create_run(
+                    self.pipeline,
+                    parameters,
+                    reference_run_id=reference,
+                    is_recovery=True if recover else None,
+                    start_from_failure=True if recover else None,
+                )
+            except FactoryError as exc:
+                if exc.throttled and waits < self.options.throttle_waits:
+                    # A 429 is refused before any effect: wait as told and send again.
+                    waits += 1
+                    wait = min(timedelta(seconds=exc.retry_after if exc.retry_after is not None else 1.0),
+                               self.options.max_retry_after)
+                    self.sleep(wait.total_seconds())
+                    continue
+                if exc.effect_unknown:
+                    return self._after_doubt(job, claim, self.view.pending[key], f"createRun in doubt: {exc}")
+                return self._refused(job, claim, exc, waits)
+            break
+        self.view.append(ev.WINDOW_CREATED, {"run_id": run_id, "attempt": claim.attempt,
+                                             **({"throttled": waits} if waits else {})}, key)
         return self._follow(job, run_id, intent_at)
+
+    def _still_ours(self, job: Job, claim: Claim) -> bool:
+        """Both claims (the backfill's window and its identity) provably held right now."""
+        if not self.claims.confirm(claim, self.options.fresh):
+            return False
+        with self._read_lock:
+            identity = self._identities.get(job.window.key)
+        return identity is None or self.identity_claims.confirm(identity, self.options.fresh)
+
+    def _refused(self, job: Job, claim: Claim, exc: FactoryError, waits: int) -> str:
+        """A refusal (4xx): look at history first, since a 4xx may still follow an effect (a
+        gateway's answer); record create-failed only when no run appeared."""
+        key = job.window.key
+        at, payload = self.view.pending[key]
+        intent_at = _intent_time(payload, at)
+        previous = payload.get("previous_run_id")
+        result = reconcile(
+            self.factory, self.pipeline, job.window, self.match_fields, intent_at,
+            exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
+            settle=min(self.options.settle, self.options.refusal_settle), skew=self.options.skew,
+            clock=self.clock, sleep=self.sleep,
+        )
+        if result.run is not None:
+            run = result.run
+            self.view.append(ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label,
+                                                 "attempt": claim.attempt, "reason": f"createRun answered {exc}",
+                                                 "evidence": result.evidence}, key)
+            if run.status.is_final:
+                return self._finish(key, run)
+            return self._follow(job, run.run_id, run.start or intent_at)
+        reason = f"createRun refused: {exc}" if not exc.throttled else f"createRun throttled {waits + 1} times: {exc}"
+        if exc.throttled:
+            # Never executed, but the service keeps refusing: an operator decides when to go on.
+            return self._operator(key, reason, result.evidence)
+        failure = {"reason": reason, "code": exc.code, "http_status": exc.status}
+        self.view.append(ev.WINDOW_CREATE_FAILED, failure, key)
+        self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
+        return pg.FAILED
 
     def _after_doubt(
         self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str
@@ -272,7 +543,7 @@ class WindowMachine:
         if result.run is not None:
             run = result.run
             self.view.append(
-                ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status.value, "attempt": claim.attempt,
+                ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label, "attempt": claim.attempt,
                                     "reason": why, "evidence": evidence}, key,
             )
             if run.status.is_final:
@@ -324,9 +595,9 @@ class WindowMachine:
                 deadline = started_at + self.run_timeout if self.run_timeout is not None else None
             if run.status.is_final:
                 return self._finish(key, run)  # the final status goes in window.finished alone
-            if run.status.value != last_status:
-                self.view.append(ev.WINDOW_STATUS, {"run_id": run_id, "status": run.status.value}, key)
-                last_status = run.status.value
+            if run.status_label != last_status:
+                self.view.append(ev.WINDOW_STATUS, {"run_id": run_id, "status": run.status_label}, key)
+                last_status = run.status_label
             if deadline is not None and cancelled_at is None and self.clock() >= deadline:
                 timeout = format_duration(self.run_timeout)
                 evidence = {"status": run.status.value, "run_timeout": timeout,

@@ -4,6 +4,15 @@ Faults are declared in the scenario or added at runtime (``emu.faults.add(...)``
 matches an operation (or a group: ``read``, ``write``, ``*``), lets ``skip`` matching calls
 through, then applies to the next ``count`` of them. ``when`` says whether it strikes before the
 operation takes effect or after it (a createRun that created its run but whose answer is lost).
+
+The kinds that test issue 7 (spec §14): ``malformed`` answers ``status`` with ``body`` (raw text,
+truncated JSON by default); ``hang`` holds the connection ``latency`` seconds without an answer,
+then closes it; ``repeat-token`` makes queryPipelineRuns hand back the same continuationToken for
+ever; ``status`` rewrites the status of the runs a read returns (``of_status`` only, if given) to
+``status_text``; ``records`` appends ``records`` (raw, possibly malformed run records) to a
+queryPipelineRuns page. ``effect_delay`` (real seconds, like ``latency``: it races the client's
+timeouts and settle, which are wall-clock) makes a createRun with a ``when = "after"`` fault take
+effect that long after its answer was sent (or the connection closed).
 """
 
 from __future__ import annotations
@@ -11,11 +20,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-FaultKind = Literal["throttle", "error", "latency", "drop"]
+FaultKind = Literal["throttle", "error", "latency", "drop", "malformed", "hang", "repeat-token", "status", "records"]
 FaultWhen = Literal["before", "after"]
-KINDS: tuple[str, ...] = ("throttle", "error", "latency", "drop")
+# The kinds a scenario file declares; the others take fields only ``FaultSet.add`` sets (tests).
+SCENARIO_KINDS: tuple[str, ...] = ("throttle", "error", "latency", "drop")
+KINDS: tuple[str, ...] = (*SCENARIO_KINDS, "malformed", "hang", "repeat-token", "status", "records")
+# Kinds that rewrite a real answer, so they always strike after the operation ran.
+REWRITES = ("repeat-token", "status", "records")
+TRUNCATED = '{"runId": "6f1e'
+HANG_LIMIT = 120.0
 
 # The emulator's operation names; the SDK's operation ids are accepted as aliases.
 OPERATIONS: dict[str, str] = {
@@ -63,12 +78,17 @@ class Fault:
     message: str = ""
     retry_after: float = 1.0  # seconds, for throttle
     latency: float = 0.0  # real seconds (not scaled by the clock speed: it is about client timeouts)
+    body: str = TRUNCATED  # for malformed
+    effect_delay: float = 0.0  # real seconds, createRun with when = "after"
+    status_text: str = "Waiting"  # for status
+    of_status: str = ""  # for status: only runs in this status ("" for all)
+    records: list[Any] = field(default_factory=list)  # for records
     seen: int = field(default=0, compare=False)
     hits: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r} (one of {', '.join(KINDS)})")
+            raise ValueError(f"unknown fault kind {self.kind!r} (one of {', '.join(SCENARIO_KINDS)})")
         self.operation = canonical_operation(self.operation)
         if self.when not in ("before", "after"):
             raise ValueError(f"when must be 'before' or 'after', not {self.when!r}")
@@ -82,6 +102,16 @@ class Fault:
             raise ValueError(f"status {self.status} is not an HTTP error status")
         if self.kind == "latency" and self.latency <= 0:
             raise ValueError("a latency fault needs latency > 0 (seconds)")
+        if self.kind == "malformed" and not 100 <= self.status <= 599:
+            raise ValueError(f"status {self.status} is not an HTTP status")
+        if self.kind == "hang" and not 0 < self.latency <= HANG_LIMIT:
+            raise ValueError(f"a hang fault needs 0 < latency <= {HANG_LIMIT:g} (seconds)")
+        if self.kind in REWRITES:
+            self.when = "after"
+        if self.effect_delay < 0:
+            raise ValueError("effect_delay must not be negative")
+        if self.effect_delay and (self.when != "after" or self.operation not in ("createRun", "write", "*")):
+            raise ValueError("effect_delay applies to createRun faults with when = 'after'")
 
     @property
     def spent(self) -> bool:
@@ -113,11 +143,13 @@ class FaultSet:
         message: str = "",
         retry_after: float = 1.0,
         latency: float = 0.0,
+        **more: Any,
     ) -> Fault:
-        """Add a fault at runtime; it applies to requests that arrive from now on."""
+        """Add a fault at runtime; it applies to requests that arrive from now on. ``more``: the
+        fields of the issue-7 kinds (body, effect_delay, status_text, of_status, records)."""
         fault = Fault(
             kind=kind, operation=operation, count=count, skip=skip, when=when, status=status,
-            code=code, message=message, retry_after=retry_after, latency=latency,
+            code=code, message=message, retry_after=retry_after, latency=latency, **more,
         )
         with self._lock:
             self._faults.append(fault)

@@ -35,6 +35,8 @@ _ARM = re.compile(
     r"^/subscriptions/([^/]+)/resourcegroups/([^/]+)/providers/microsoft\.datafactory/factories/([^/]+)(?:/(.*))?$",
     re.IGNORECASE,
 )
+# The continuationToken a repeat-token fault hands back: the same one, page after page.
+LOOP_TOKEN = "emulator-repeating-token"
 _ERROR_CODES = {400: "BadRequest", 404: "NotFound", 409: "Conflict", 500: "InternalServerError",
                 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
 
@@ -107,6 +109,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     effect: bool | None = None
     run_id: str | None = None
+    raw: bytes | None = None  # a body sent as is (a malformed answer), instead of ``body`` as JSON
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -214,12 +217,23 @@ class Handler(BaseHTTPRequestHandler):
             self._check(match, operation, query)
             fault = self.server.faults.take(operation)
             if fault is not None and fault.when == "before":
-                dropped = fault.kind == "drop"
+                dropped = fault.kind in ("drop", "hang")
+                if fault.kind == "hang":
+                    time.sleep(fault.latency)
                 answer = None if dropped else self._before(fault, operation)
             if not dropped and answer is None:
-                answer = self._execute(operation, args, body, query)
+                if isinstance(body, dict) and body.get("continuationToken") == LOOP_TOKEN:
+                    body = {k: v for k, v in body.items() if k != "continuationToken"}
+                delay = 0.0
+                if fault is not None and fault.when == "after" and fault.effect_delay:
+                    # The service applies the request late: after its answer went out, or after
+                    # the connection it held was given up.
+                    delay = fault.effect_delay + (fault.latency if fault.kind in ("latency", "hang") else 0.0)
+                answer = self._execute(operation, args, body, query, delay)
                 if fault is not None and fault.when == "after":
-                    dropped = fault.kind == "drop"
+                    dropped = fault.kind in ("drop", "hang")
+                    if fault.kind == "hang":
+                        time.sleep(fault.latency)
                     if not dropped:
                         answer = self._after(fault, answer)
         except ApiError as exc:
@@ -297,6 +311,8 @@ class Handler(BaseHTTPRequestHandler):
             return Answer(429, error_body(fault.code or "SubscriptionRequestsThrottled", message),
                            {"Retry-After": seconds, f"x-ms-ratelimit-remaining-subscription-{kind}s": "0"},
                            effect=False if kind == "write" else None)
+        if fault.kind == "malformed":
+            return _malformed(fault, effect=False if kind_of(operation) == "write" else None)
         return _fault_error(fault, operation)
 
     @staticmethod
@@ -304,15 +320,20 @@ class Handler(BaseHTTPRequestHandler):
         if fault.kind == "latency":
             time.sleep(fault.latency)
             return answer
+        if fault.kind == "malformed":
+            return _malformed(fault, effect=answer.effect, run_id=answer.run_id)
+        if fault.kind in ("repeat-token", "status", "records"):
+            return _rewrite(fault, answer)
         failed = _fault_error(fault, "")
         failed.effect, failed.run_id = answer.effect, answer.run_id
         return failed
 
-    def _execute(self, operation: str, args: list[str], body: Any, query: dict[str, str]) -> Answer:
+    def _execute(self, operation: str, args: list[str], body: Any, query: dict[str, str],
+                 delay: float = 0.0) -> Answer:
         state = self.server.state
         now = utcnow()
         if operation == "createRun":
-            run_id = state.create_run(args[0], body, query, now)
+            run_id = state.create_run(args[0], body, query, now, delay=delay)
             return Answer(200, {"runId": run_id}, effect=True, run_id=run_id)
         if operation == "queryPipelineRuns":
             return Answer(200, self.server.queries.query(body, now))
@@ -334,10 +355,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, answer: Answer) -> None:
         payload = b"" if answer.body is None else json.dumps(answer.body).encode()
+        if answer.raw is not None:
+            payload = answer.raw
         request_id = str(uuid.uuid4())
         self.send_response(answer.status)
         if payload:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            html = answer.raw is not None and answer.raw.lstrip()[:1] == b"<"
+            self.send_header("Content-Type", "text/html" if html else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Pragma", "no-cache")
@@ -357,6 +381,37 @@ def _fault_error(fault: Fault, operation: str) -> Answer:
     message = fault.message or "An internal server error occurred. Please retry later."
     effect = False if operation in ("createRun", "cancelPipelineRun") else None
     return Answer(fault.status, error_body(code, message), effect=effect)
+
+
+def kind_of(operation: str) -> str:
+    return "write" if operation in ("createRun", "cancelPipelineRun") else "read"
+
+
+def _malformed(fault: Fault, *, effect: bool | None, run_id: str | None = None) -> Answer:
+    return Answer(fault.status, None, effect=effect, run_id=run_id, raw=fault.body.encode())
+
+
+def _rewrite(fault: Fault, answer: Answer) -> Answer:
+    body = answer.body
+    if answer.status != 200 or not isinstance(body, dict):
+        return answer
+    if fault.kind == "repeat-token":
+        return Answer(answer.status, {**body, "continuationToken": LOOP_TOKEN}, answer.headers, answer.effect,
+                      answer.run_id)
+    if fault.kind == "records":
+        if not isinstance(body.get("value"), list):
+            return answer
+        return Answer(answer.status, {**body, "value": [*body["value"], *fault.records]}, answer.headers,
+                      answer.effect, answer.run_id)
+    def restate(run: Any) -> Any:
+        if isinstance(run, dict) and "runId" in run and (not fault.of_status or run.get("status") == fault.of_status):
+            return {**run, "status": fault.status_text}
+        return run
+    if isinstance(body.get("value"), list):
+        body = {**body, "value": [restate(run) for run in body["value"]]}
+    else:
+        body = restate(body)
+    return Answer(answer.status, body, answer.headers, answer.effect, answer.run_id)
 
 
 def _pipeline_json(state: FactoryState, name: str) -> dict[str, Any]:

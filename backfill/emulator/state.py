@@ -57,6 +57,9 @@ class FactoryState:
         self._sinks: dict[str, SinkWriter] = {}
         self._loading = True
         self._pending: list[tuple[RunRecord, int, int, int]] = []
+        # Runs a createRun made that the service applies late (a fault's effect_delay): not
+        # visible anywhere until their "appear" event.
+        self._unborn: dict[str, RunRecord] = {}
 
     # --- start and stop --------------------------------------------------------------------------
 
@@ -156,6 +159,10 @@ class FactoryState:
             limit = micros(now)
             while self._events and self._events[0][0] <= limit:
                 _, _, at, run_id, kind = heapq.heappop(self._events)
+                if kind == "appear":
+                    self._add(self._unborn.pop(run_id), at)
+                    self.version += 1
+                    continue
                 self._apply(self.runs[run_id], kind, at)
 
     def next_event(self) -> datetime | None:
@@ -225,8 +232,10 @@ class FactoryState:
             raise ApiError(404, "EntityNotFound", f"Entity {name} not found", target=f"pipeline/{name}/")
         return found
 
-    def create_run(self, pipeline_name: str, body: Any, options: Mapping[str, str], now: datetime) -> str:
-        """``pipelines/{name}/createRun``; returns the new run's ID."""
+    def create_run(self, pipeline_name: str, body: Any, options: Mapping[str, str], now: datetime,
+                   *, delay: float = 0.0) -> str:
+        """``pipelines/{name}/createRun``; returns the new run's ID. With ``delay`` (real seconds)
+        the run starts, and becomes visible, only that long after ``now``."""
         with self.lock:
             self.advance(now)
             pipeline = self.pipeline(pipeline_name)
@@ -248,7 +257,8 @@ class FactoryState:
                 parameters = _wire(values)
             first = self._first_activity(pipeline, reference, recovery, options)
             script, duration = self._choose(pipeline, parameters, first)
-            rec = RunRecord(new_run_id(), pipeline, parameters, now, duration,
+            start = now + timedelta(seconds=delay)
+            rec = RunRecord(new_run_id(), pipeline, parameters, start, duration,
                             self.scenario.scaled(self.scenario.queue_time), script, first)
             if reference is not None and recovery:
                 rec.group = reference.group
@@ -257,6 +267,10 @@ class FactoryState:
                 for member in members:
                     member.is_latest = False
                 members.append(rec)
+            if delay > 0:
+                self._unborn[rec.run_id] = rec
+                self._push(start, rec.run_id, "appear")
+                return rec.run_id
             self._add(rec, now)
             self.version += 1
             return rec.run_id

@@ -11,6 +11,7 @@ its response models would cost ~20 ms a page (about 40 s of CPU for 200,000 runs
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -18,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from backfill.errors import FactoryError
 from backfill.factory.protocol import FactoryRef
-from backfill.factory.run import ActivityRun, PipelineInfo, Run
+from backfill.factory.run import ActivityRun, MalformedRun, PipelineInfo, Run
 from backfill.factory.settings import ConnectionSettings
 from backfill.timeutil import format_utc, require_utc, utcnow
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential
     from azure.mgmt.datafactory import DataFactoryManagementClient
+
+log = logging.getLogger("backfill.factory")
+# Pages one history query may follow: 45 days of a busy factory is far fewer (100 runs a page).
+MAX_PAGES = 100_000
 
 
 class StaticTokenCredential:
@@ -66,16 +71,30 @@ def _as_factory_error(exc: BaseException, *, write: bool) -> FactoryError:
         if isinstance(exc, ClientAuthenticationError) and not code:
             code = "AuthenticationFailed"
         message = message.splitlines()[0] if message else "no message"
-        return FactoryError(
-            message, code=code, status=status, effect_unknown=write and status is not None and status >= 500
-        )
+        # A write that got an answer outside 4xx (a 5xx, or a 2xx whose body could not be read)
+        # may have taken effect; a 4xx is a refusal, and the runner still looks at history
+        # before it records one (spec §14).
+        unknown = write and (status is None or not 400 <= status < 500)
+        return FactoryError(message, code=code, status=status, effect_unknown=unknown,
+                            retry_after=_retry_after(exc.response) if status == 429 else None)
     if isinstance(exc, ServiceResponseError):
         return FactoryError(
             f"no answer ({_first_line(exc)})", effect_unknown=write
         )
     if isinstance(exc, ServiceRequestError):
         return FactoryError(f"cannot reach the factory endpoint ({_first_line(exc)})")
-    return FactoryError(f"{type(exc).__name__}: {_first_line(exc)}")
+    # Anything else during a write (a body cut short while read, say) may follow the effect.
+    return FactoryError(f"{type(exc).__name__}: {_first_line(exc)}", effect_unknown=write)
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    text = str(headers.get("Retry-After") or headers.get("retry-after") or "").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -99,6 +118,9 @@ class FactoryClient:
         self.settings = settings or ConnectionSettings.from_env()
         self._calls = 0
         self._lock = threading.Lock()
+        # Run records skipped because they could not be read (MalformedRun), since creation.
+        self.skipped_records = 0
+        self._warned: set[str] = set()
         self._sdk: DataFactoryManagementClient | None = None
 
     @property
@@ -167,6 +189,7 @@ class FactoryClient:
             "filters": filters,
             "orderBy": [{"orderBy": "RunStart", "order": "DESC" if newest_first else "ASC"}],
         }
+        seen: set[str] = set()
         while True:
             page = self._read_json(
                 lambda content: self.sdk.pipeline_runs.query_by_factory(
@@ -174,11 +197,24 @@ class FactoryClient:
                 ),
                 body,
             )
-            for raw in page.get("value") or []:
-                yield Run.from_json(raw)
+            for raw in _records(page):
+                try:
+                    run = Run.from_json(raw)
+                except MalformedRun as exc:
+                    # One record we cannot read must not stop every backfill; it is counted so
+                    # that whoever must be sure (the re-read before createRun) can tell.
+                    with self._lock:
+                        self.skipped_records += 1
+                        first = str(exc) not in self._warned
+                        self._warned.add(str(exc))
+                    if first:  # each bad record once, however often history is read
+                        log.warning("warning: skipped a pipeline run record: %s", exc)
+                    continue
+                yield run
             token = page.get("continuationToken")
             if not token:
                 return
+            _next_page(seen, token)
             body = {**body, "continuationToken": token}
 
     def get_run(self, run_id: str) -> Run:
@@ -186,7 +222,10 @@ class FactoryClient:
             run = self.sdk.pipeline_runs.get(self.ref.resource_group, self.ref.factory, run_id)
         except Exception as exc:
             raise _as_factory_error(exc, write=False) from None
-        return Run.from_json(run.as_dict())
+        try:
+            return Run.from_json(run.as_dict())
+        except MalformedRun as exc:
+            raise FactoryError(f"the factory answered with a run we cannot read: {exc}") from None
 
     def query_activity_runs(
         self, run_id: str, *, updated_after: datetime | None = None, updated_before: datetime | None = None
@@ -198,6 +237,7 @@ class FactoryClient:
             "lastUpdatedBefore": format_utc(updated_before or now + timedelta(days=1), precise=True),
         }
         result: list[ActivityRun] = []
+        seen: set[str] = set()
         while True:
             page = self._read_json(
                 lambda content: self.sdk.activity_runs.query_by_pipeline_run(
@@ -205,10 +245,11 @@ class FactoryClient:
                 ),
                 body,
             )
-            result.extend(ActivityRun.from_json(raw) for raw in page.get("value") or [])
+            result.extend(ActivityRun.from_json(raw) for raw in _records(page) if isinstance(raw, Mapping))
             token = page.get("continuationToken")
             if not token:
                 return result
+            _next_page(seen, token)
             body = {**body, "continuationToken": token}
 
     def get_pipeline(self, pipeline: str) -> PipelineInfo:
@@ -248,7 +289,7 @@ class FactoryClient:
         start_activity_name: str | None = None,
     ) -> str:
         try:
-            response = self.sdk.pipelines.create_run(
+            chunks = self.sdk.pipelines.create_run(
                 self.ref.resource_group,
                 self.ref.factory,
                 pipeline,
@@ -258,10 +299,12 @@ class FactoryClient:
                 start_from_failure=start_from_failure,
                 start_activity_name=start_activity_name,
                 retry_total=0,
+                stream=True,
             )
+            data = b"".join(chunks)  # type: ignore[arg-type]  # stream=True: the body, in bytes
         except Exception as exc:
             raise _as_factory_error(exc, write=True) from None
-        return str(response.run_id)
+        return _run_id_from(data)
 
     def cancel_run(self, run_id: str, *, recursive: bool = False) -> None:
         try:
@@ -270,6 +313,44 @@ class FactoryClient:
             )
         except Exception as exc:
             raise _as_factory_error(exc, write=True) from None
+
+
+def _records(page: Mapping[str, Any]) -> list[Any]:
+    value = page.get("value")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FactoryError(f"the factory answered a page whose value is a {type(value).__name__}, not a list")
+    return value
+
+
+def _next_page(seen: set[str], token: Any) -> int:
+    """Remember a continuationToken; a token seen before would loop for ever (spec §14)."""
+    text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
+    if text in seen:
+        pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
+        raise FactoryError(f"the factory repeated a continuationToken after {pages}; "
+                           "the history query was stopped (it would loop for ever)")
+    if len(seen) >= MAX_PAGES:
+        raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
+    seen.add(text)
+    return len(seen)
+
+
+def _run_id_from(data: bytes) -> str:
+    """The runId of a createRun answer. The run may exist whatever the body says, so a body we
+    cannot read is doubt (effect unknown), never a refusal and never a run ID we made up."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        start = data[:40].decode("utf-8", "replace").replace("\n", " ")
+        raise FactoryError(f"createRun answered 200 with a body that is not JSON ({start!r})",
+                           status=200, effect_unknown=True) from None
+    run_id = parsed.get("runId") if isinstance(parsed, dict) else None
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise FactoryError(f"createRun answered 200 without a usable runId (runId {run_id!r})",
+                           status=200, effect_unknown=True)
+    return run_id
 
 
 def connect(ref: FactoryRef, settings: ConnectionSettings | None = None) -> FactoryClient:

@@ -23,6 +23,22 @@ class RunStatus(StrEnum):
     FAILED = "Failed"
     CANCELING = "Canceling"
     CANCELLED = "Cancelled"
+    # A status this tool does not know (ADF may add one: ``Waiting``, ``NotStarted``): counted as
+    # in progress, never as an end, so it can never lead to a second run (spec §14). The run keeps
+    # the service's own word in ``Run.status_text``.
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def read(cls, text: str) -> RunStatus:
+        """The status of a run the service sent: ``UNKNOWN`` for a word we do not know."""
+        exact = _STATUS_BY_VALUE.get(text)
+        if exact is not None and exact is not cls.UNKNOWN:
+            return exact
+        try:
+            found = cls.parse(text)
+        except ValueError:
+            return cls.UNKNOWN
+        return cls.UNKNOWN if found is cls.UNKNOWN else found
 
     @classmethod
     def parse(cls, text: str) -> RunStatus:
@@ -39,7 +55,7 @@ class RunStatus(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        return self in (RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.CANCELING)
+        return self in (RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.CANCELING, RunStatus.UNKNOWN)
 
     @property
     def is_final(self) -> bool:
@@ -66,6 +82,26 @@ def decode_parameter(value: Any) -> Any:
     return value
 
 
+def _unknown_word(status: RunStatus, word: str) -> str:
+    # Kept only when it says more than "Unknown": the label is the same either way.
+    return word if status is RunStatus.UNKNOWN and word != RunStatus.UNKNOWN.value else ""
+
+
+class MalformedRun(ValueError):
+    """A run record the service sent that cannot be read (no runId, parameters not an object,
+    a runStart that is not a time): one line naming the record and what is wrong with it."""
+
+
+def _time_field(body: Mapping[str, Any], name: str, run_id: str) -> datetime | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MalformedRun(f"run {run_id}: {name} {value!r} is not a time")
+    try:
+        return parse_adf_time(value)
+    except ValueError:
+        raise MalformedRun(f"run {run_id}: {name} {value!r} is not a time") from None
+
+
 # Slots: a sync holds thousands at a time.
 @dataclass(frozen=True, slots=True)
 class Run:
@@ -82,27 +118,52 @@ class Run:
     message: str = ""
     invoked_by: str = ""
     invoked_by_type: str = ""
+    # The service's word for a status we do not know (``status`` is then UNKNOWN); "" otherwise.
+    status_text: str = ""
+
+    @property
+    def status_label(self) -> str:
+        """The status as the service spelled it: ``Waiting`` for an unknown one."""
+        return self.status_text or self.status.value
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Run:
+        """A run from the service's JSON; ``MalformedRun`` (one line) for a record we cannot read."""
+        if not isinstance(body, Mapping):
+            raise MalformedRun(f"run record is {type(body).__name__}, not an object")
+        raw_id = body.get("runId")
+        if not isinstance(raw_id, str) or not raw_id.strip():
+            raise MalformedRun(f"run record without a runId (runId {raw_id!r})")
         duration_ms = body.get("durationInMs")
         invoked = body.get("invokedBy") or {}
         raw_params = body.get("parameters") or {}
+        if not isinstance(raw_params, Mapping):
+            raise MalformedRun(f"run {raw_id}: parameters is a {type(raw_params).__name__}, not an object")
+        duration: timedelta | None = None
+        if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
+            try:
+                duration = timedelta(milliseconds=duration_ms)
+            except (OverflowError, ValueError):
+                duration = None  # a duration we cannot read is only a missing figure
+        group = body.get("runGroupId")
+        text = str(body.get("status") or "")
+        status = RunStatus.read(text)
         return cls(
-            run_id=str(body["runId"]),
+            run_id=raw_id,
             pipeline=str(body.get("pipelineName") or ""),
-            status=RunStatus.parse(str(body.get("status") or "")),
+            status=status,
             parameters={str(k): decode_parameter(v) for k, v in raw_params.items()},
-            run_group_id=body.get("runGroupId"),
+            run_group_id=group if isinstance(group, str) else None,
             # The published examples omit isLatest; a run alone in its group is the latest.
             is_latest=bool(body.get("isLatest", True)),
-            start=parse_adf_time(body.get("runStart")),
-            end=parse_adf_time(body.get("runEnd")),
-            last_updated=parse_adf_time(body.get("lastUpdated")),
-            duration=timedelta(milliseconds=duration_ms) if duration_ms is not None else None,
+            start=_time_field(body, "runStart", raw_id),
+            end=_time_field(body, "runEnd", raw_id),
+            last_updated=_time_field(body, "lastUpdated", raw_id),
+            duration=duration,
             message=str(body.get("message") or ""),
-            invoked_by=str(invoked.get("name") or ""),
-            invoked_by_type=str(invoked.get("invokedByType") or ""),
+            invoked_by=str(invoked.get("name") or "") if isinstance(invoked, Mapping) else "",
+            invoked_by_type=str(invoked.get("invokedByType") or "") if isinstance(invoked, Mapping) else "",
+            status_text=_unknown_word(status, text or "(none)"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -110,7 +171,7 @@ class Run:
         return {
             "run_id": self.run_id,
             "pipeline": self.pipeline,
-            "status": self.status.value,
+            "status": self.status_label,
             "parameters": dict(self.parameters),
             "run_group_id": self.run_group_id,
             "is_latest": self.is_latest,
@@ -127,10 +188,12 @@ class Run:
     def from_cache(cls, data: Mapping[str, Any]) -> Run:
         """Inverse of ``to_json``."""
         duration_ms = data.get("duration_ms")
+        status = RunStatus.read(data["status"])
         return cls(
             run_id=data["run_id"],
             pipeline=data["pipeline"],
-            status=RunStatus.parse(data["status"]),
+            status=status,
+            status_text=_unknown_word(status, data["status"]),
             parameters=dict(data.get("parameters") or {}),
             run_group_id=data.get("run_group_id"),
             is_latest=bool(data.get("is_latest", True)),

@@ -17,12 +17,21 @@ its claims (``lease_until``) while it works and sets ``released_at`` when done, 
 claim is free again when released, when its lease ran out (a worker on another machine died), or
 at once when its worker was a process on this machine that no longer exists (``kill -9``).
 What happened to a window is decided by the ledger alone; a claim only says who works on it now.
+
+Spec §14: a window is also claimed under its *identity* (factory, pipeline, matched parameter
+values), whichever backfill holds it: rows with ``backfill_id = IDENTITY_SCOPE`` and the identity's
+hash as ``window_key``, claimed and renewed exactly like a backfill's windows. ``confirm`` is what
+the runner asks right before createRun: a claim confirmed within the last few seconds (monotonic
+clock) with an unexpired lease, or else renewed in the database now.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +45,16 @@ from backfill.store.database import Database
 from backfill.timeutil import utcnow
 
 DEFAULT_LEASE = timedelta(minutes=2)
+# The backfill_id of identity claims: no backfill ID has this form (they are bf-...).
+IDENTITY_SCOPE = "@window-identity"
+SEED_CHUNK = 500
+
+
+def identity_key(factory_key: str, pipeline: str, fields: Sequence[str], canonical: str) -> str:
+    """The window_key of an identity claim: sha256 of the factory, the pipeline (ADF names are
+    case-insensitive), the matched fields and their values' canonical text (``matching.key_hash``)."""
+    text = json.dumps([factory_key.lower(), pipeline.lower(), sorted(fields), canonical], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class WindowClaim(SQLModel, table=True):
@@ -110,23 +129,31 @@ class Claims:
         self.db = db
         self.worker = worker or new_worker_id()
         self.lease = lease
+        # (backfill_id, window_key, attempt) -> (monotonic time, lease_until) of the last time the
+        # database said the claim is ours: what ``confirm`` trusts for a few seconds.
+        self._confirmed: dict[tuple[str, str, int], tuple[float, datetime]] = {}
 
     def seed(self, backfill_id: str, keys: Sequence[str]) -> None:
         """Make sure every window in ``keys`` has its attempt-0 row (idempotent, race-safe)."""
-        for _ in range(3):
-            try:
-                with self.db.session() as session:
-                    present = set(
-                        session.exec(
-                            select(WindowClaim.window_key).where(WindowClaim.backfill_id == backfill_id).distinct()
+        for start in range(0, len(keys), SEED_CHUNK):
+            chunk = list(dict.fromkeys(keys[start:start + SEED_CHUNK]))
+            for _ in range(3):
+                try:
+                    with self.db.session() as session:
+                        # Only the keys asked for: identity claims share one backfill_id.
+                        present = set(
+                            session.exec(
+                                select(WindowClaim.window_key).where(
+                                    WindowClaim.backfill_id == backfill_id, col(WindowClaim.window_key).in_(chunk)
+                                ).distinct()
+                            )
                         )
-                    )
-                    for key in keys:
-                        if key not in present:
-                            session.add(WindowClaim(backfill_id=backfill_id, window_key=key, attempt=0))
-                return
-            except (IntegrityError, OperationalError):
-                continue  # another worker seeded some of them at the same moment: look again
+                        for key in chunk:
+                            if key not in present:
+                                session.add(WindowClaim(backfill_id=backfill_id, window_key=key, attempt=0))
+                    break
+                except (IntegrityError, OperationalError):
+                    continue  # another worker seeded some of them at the same moment: look again
 
     def claim(self, backfill_id: str, keys: Sequence[str]) -> Claim | None:
         """Claim the first free window of ``keys`` (in that order), or None when all are taken."""
@@ -158,7 +185,9 @@ class Claims:
                 )
             )
             session.flush()
-            return Claim(backfill_id, key, row.attempt + 1, self.worker, lease_until)
+            claim = Claim(backfill_id, key, row.attempt + 1, self.worker, lease_until)
+        self._confirmed[(backfill_id, key, claim.attempt)] = (time.monotonic(), lease_until)
+        return claim
 
     def _lock_latest(self, session: Session, backfill_id: str, key: str) -> WindowClaim | None:
         latest = (
@@ -182,21 +211,71 @@ class Claims:
 
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the claim was lost (released, or taken by a newer attempt)."""
-        now = utcnow()
+        started = time.monotonic()
+        with self.db.session() as session:
+            # Our own row first, locked: a worker taking the window over holds that lock while it
+            # inserts the next attempt, so we wait for it and then see its row below.
+            own = select(WindowClaim).where(
+                WindowClaim.backfill_id == claim.backfill_id,
+                WindowClaim.window_key == claim.window_key,
+                WindowClaim.attempt == claim.attempt,
+            )
+            newer = select(WindowClaim.id).where(
+                WindowClaim.backfill_id == claim.backfill_id,
+                WindowClaim.window_key == claim.window_key,
+                col(WindowClaim.attempt) > claim.attempt,
+            )
+            if self.db.dialect in ("postgresql", "mysql", "mariadb"):
+                own = own.with_for_update()
+                # A locking read sees the newest committed rows (MariaDB's plain reads would not).
+                newer = newer.with_for_update()
+            mine = session.exec(own).first()
+            if mine is None or mine.worker != self.worker or mine.released_at is not None:
+                return False
+            if session.exec(newer).first() is not None:
+                return False
+            # A lapsed lease with no newer attempt: nobody took the window over, so it is still ours.
+            now = utcnow()
+            mine.lease_until = now + self.lease
+            session.add(mine)
+        self._confirmed[(claim.backfill_id, claim.window_key, claim.attempt)] = (started, now + self.lease)
+        return True
+
+    def confirm(self, claim: Claim, within: timedelta) -> bool:
+        """True when the claim is provably still ours: confirmed by the database less than
+        ``within`` ago (monotonic time) with its lease unexpired (wall clock), or renewed now.
+        A runner paused past its lease (SIGSTOP, a VM pause) fails both and must not send."""
+        seen = self._confirmed.get((claim.backfill_id, claim.window_key, claim.attempt))
+        if seen is not None:
+            at, lease_until = seen
+            if time.monotonic() - at < within.total_seconds() and utcnow() < lease_until:
+                return True
+        return self.renew(claim)
+
+    def holders(self, backfill_id: str, key: str) -> set[str]:
+        """Every worker that ever claimed the window (the seed row's "" left out)."""
         with self.db.session() as session:
             rows = session.exec(
-                select(WindowClaim).where(
-                    WindowClaim.backfill_id == claim.backfill_id,
-                    WindowClaim.window_key == claim.window_key,
-                    col(WindowClaim.attempt) >= claim.attempt,
+                select(WindowClaim.worker).where(WindowClaim.backfill_id == backfill_id, WindowClaim.window_key == key)
+            ).all()
+        return {worker for worker in rows if worker}
+
+    def others_since(self, backfill_id: str, key: str, since: datetime) -> bool:
+        """Whether a worker other than this one held the window's claim at any time since
+        ``since`` (or may still hold it): then someone else may have acted on the window."""
+        with self.db.session() as session:
+            rows = session.exec(
+                select(WindowClaim.worker, WindowClaim.released_at, WindowClaim.lease_until).where(
+                    WindowClaim.backfill_id == backfill_id, WindowClaim.window_key == key
                 )
             ).all()
-            mine = [r for r in rows if r.attempt == claim.attempt and r.worker == self.worker]
-            if len(rows) != 1 or not mine or mine[0].released_at is not None:
-                return False
-            mine[0].lease_until = now + self.lease
-            session.add(mine[0])
-        return True
+        for worker, released_at, lease_until in rows:
+            if not worker or worker == self.worker:
+                continue
+            ended = _utc(released_at) or _utc(lease_until)
+            if ended is None or ended >= since:
+                return True
+        return False
 
     def release(self, claim: Claim) -> None:
         with self.db.session() as session:

@@ -129,7 +129,7 @@ class RunRecord(NamedTuple):
 
     @property
     def status(self) -> RunStatus:
-        return _STATUSES.get(self.status_text) or RunStatus.parse(self.status_text)
+        return _STATUSES.get(self.status_text) or RunStatus.read(self.status_text)
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def _row(factory_key: str, pipeline: str, run: Run) -> dict[str, Any]:
         "factory_key": factory_key,
         "pipeline": pipeline,
         "run_id": run.run_id,
-        "status": run.status.value,
+        # An unknown status keeps the service's word (the column holds 16 characters).
+        "status": run.status_label[:16],
         "run_start_us": to_us(run.start),
         "last_updated_us": to_us(run.last_updated),
         "run_group_id": run.run_group_id,
