@@ -31,6 +31,8 @@ def missing(what: str) -> None:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BACKFILL_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    # The per-user record of ledger checkpoints seen (backfill.store.seen), per test.
+    monkeypatch.setenv("BACKFILL_STATE_DIR", str(tmp_path / "state"))
     # A closed port: a test that forgot to point at the emulator fails fast instead of
     # reaching Azure's public endpoint.
     monkeypatch.setenv("BACKFILL_ADF_ENDPOINT", "https://127.0.0.1:9")

@@ -18,11 +18,13 @@ from backfill.timeutil import format_utc, parse_utc_option
 _PAYLOAD_WIDTH = 60
 
 
-def _open() -> Ledger:
+def _open(*, create: bool = False) -> Ledger:
+    """The ledger for reading: a database holding none of backfill's tables is refused, not
+    given a schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return Ledger(Database())
+        return Ledger(Database(create=create))
     except SQLAlchemyError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LedgerError(f"ledger database unreachable: {detail}") from None

@@ -42,7 +42,7 @@ def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Pr
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/status-json.md).")
 def status(backfill_id: str | None, as_json: bool) -> None:
     """Every backfill, or backfill ID's state, approvals and windows with progress."""
-    db = Database()
+    db = Database(create=False)  # read-only: never creates a ledger (issue 9 #2)
     now = utcnow()
     if backfill_id is None:
         _list(db, now, as_json)

@@ -4,7 +4,7 @@ Appends are serialised across threads, processes and machines, so the chain neve
 SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see ``database.py``), on PostgreSQL the
 append transaction takes a transaction-scoped advisory lock, on Azure SQL an application lock.
 ``seq`` is the primary key, the last guard against two writers taking the same number.
-The database itself refuses UPDATE and DELETE through triggers (migration 1).
+The database itself refuses UPDATE and DELETE through triggers (Alembic revision 0001_baseline).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from backfill.ledger import (
     canonical_json,
     make_event,
 )
-from backfill.store.database import Database, on_migrate
+from backfill.store.database import Database
 from backfill.timeutil import require_utc, utcnow
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -65,36 +65,16 @@ class LedgerEventRow(SQLModel, table=True):
 TABLE: Table = LedgerEventRow.__table__  # type: ignore[attr-defined]
 APPEND_ONLY = "ledger is append-only"
 
-_SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS ledger_events_no_{op.lower()} BEFORE {op} ON ledger_events "
-    f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
-    for op in ("UPDATE", "DELETE")
-]
-_POSTGRES_TRIGGERS = [
-    "CREATE OR REPLACE FUNCTION ledger_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
-    "CREATE TRIGGER ledger_events_no_update_delete BEFORE UPDATE OR DELETE ON ledger_events "
-    "FOR EACH ROW EXECUTE FUNCTION ledger_events_append_only()",
-    "CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events "
-    "FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only()",
-]
-# Azure SQL: untested here (no server in CI); INSTEAD OF swallows the statement and THROW aborts it.
-_MSSQL_TRIGGERS = [
-    "CREATE TRIGGER ledger_events_append_only ON ledger_events INSTEAD OF UPDATE, DELETE AS "
-    f"BEGIN THROW 51000, '{APPEND_ONLY}', 1; END",
-]
 
 
-@on_migrate(1, "ledger append-only triggers")
-def _append_only_triggers(conn: Connection) -> None:
-    statements = {
-        "sqlite": _SQLITE_TRIGGERS,
-        "postgresql": _POSTGRES_TRIGGERS,
-        "mssql": _MSSQL_TRIGGERS,
-    }.get(conn.dialect.name, [])
-    for statement in statements:
-        # exec_driver_sql: the trigger bodies must reach the server verbatim, no bind parsing.
-        conn.exec_driver_sql(statement)
+class LedgerMetaRow(SQLModel, table=True):
+    """``origin`` (the ledger's identity in signed checkpoints) and ``mode`` (``team`` after
+    ``backfill ledger init``). Insert-only (revision 0002_ledger_meta)."""
+
+    __tablename__ = "ledger_meta"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True, autoincrement=False))
+    value: str = Field(sa_column=Column(Text, nullable=False))
 
 
 @dataclass(frozen=True)
