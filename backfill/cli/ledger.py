@@ -89,7 +89,13 @@ def verify(checkpoint_text: str | None) -> None:
             checkpoint = parse_checkpoint(checkpoint_text)
         except ValueError as exc:
             raise UsageError(f"--checkpoint: {exc}") from None
-    report = _open().verify(checkpoint)
+    store = _open()
+    if checkpoint is None:
+        # The newest head a `run` on this machine verified: a ledger shrunk below it is tampering.
+        from backfill.store.seen import seen_checkpoint
+
+        checkpoint = seen_checkpoint(store.db.url)
+    report = store.verify(checkpoint)
     if not report.ok:
         raise LedgerInvalid(report.message)
     click.echo(report.message)

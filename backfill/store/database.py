@@ -154,6 +154,8 @@ class Database:
         self.engine: Engine = self._engine(parsed)
         self._meta: dict[str, str] | None = None
         self._session_user: str | None = None
+        # Set by Ledger.verify_for_action: the head this process verified and then extended.
+        self.trusted_head: tuple[int, str] | None = None
         self.migrate(create=create)
 
     def _engine(self, parsed: URL) -> Engine:
@@ -245,12 +247,12 @@ class Database:
                     )
             return
         if not survey.ours:
+            self._refuse_vanished()
             if not create:
                 raise NoLedger(
                     f"no ledger here: {self.display_url} holds none of backfill's tables (nothing was created); "
                     "point BACKFILL_LEDGER at your ledger"
                 )
-            self._refuse_vanished()
 
     def _refuse_vanished(self) -> None:
         from backfill.store.seen import seen_checkpoint
@@ -327,6 +329,9 @@ class Database:
             with self.engine.connect() as conn:
                 self._session_user = str(conn.execute(text("SELECT session_user")).scalar_one())
         return self._session_user
+
+    def trust_from(self, head: tuple[int, str]) -> None:
+        self.trusted_head = head
 
     def dispose(self) -> None:
         self.engine.dispose()

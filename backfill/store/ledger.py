@@ -133,7 +133,9 @@ class Ledger:
             return self._append(session.connection(), items, actor)
         try:
             with self.db.session() as own:
-                return self._append(own.connection(), items, actor)
+                events = self._append(own.connection(), items, actor)
+            self._trust(events)
+            return events
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
@@ -260,6 +262,94 @@ class Ledger:
             if verifier.feed(event) is not None:
                 break
         return verifier.finish()
+
+    def verify_for_action(self, backfill_id: str | None = None) -> VerifyReport:
+        """Verify before acting (``run``): raise LedgerInvalid (exit 5) on any break.
+
+        Without a checkpoint this machine trusts, the whole chain is verified. With one (the head
+        a previous ``run`` here verified, ``backfill.store.seen``), the ledger must still extend
+        it (same hash at that seq: not shrunk, not rewritten), every event after it is verified
+        in full, and every earlier event of ``backfill_id`` (the request and approvals the run
+        acts on) is re-hashed and must link to both neighbours, so editing it is caught without
+        re-reading the whole ledger. The verified head becomes the new trusted checkpoint.
+        """
+        from backfill.store.seen import remember_checkpoint, seen_checkpoint
+
+        trusted = seen_checkpoint(self.db.url)
+        full = trusted is None or trusted[0] == 0
+        report = self.verify(trusted) if full else self._verify_from(trusted, backfill_id)  # type: ignore[arg-type]
+        if not report.ok:
+            raise LedgerInvalid(f"{report.message}; refusing to act on a ledger that does not verify")
+        head = (report.head_seq, report.head_hash)
+        remember_checkpoint(self.db.url, head)
+        self.db.trust_from(head)
+        return report
+
+    def _trust(self, events: list[LedgerEvent]) -> None:
+        """After a verify_for_action in this process, our own committed appends that extend the
+        verified head directly are seen too (an interleaved foreign event stops this)."""
+        trusted = self.db.trusted_head
+        if trusted is None or not events or events[0].prev_hash != trusted[1] or events[0].seq != trusted[0] + 1:
+            return
+        from backfill.store.seen import remember_checkpoint
+
+        # Every time (a small file write): a throttle would leave a run's last events unrecorded.
+        self.db.trusted_head = (events[-1].seq, events[-1].hash)
+        remember_checkpoint(self.db.url, self.db.trusted_head)
+
+    def _verify_from(self, trusted: tuple[int, str], backfill_id: str | None) -> VerifyReport:
+        seq, digest = trusted
+        around = self._by_seq({seq})
+        anchor = around.get(seq)
+        if anchor is None:
+            head = self.head()
+            ends = head.seq if head else 0
+            return VerifyReport(False, 0, ends + 1, None, f"missing: the ledger ends at event {ends} but this "
+                                f"machine verified event {seq} (truncated)")
+        if anchor.hash != digest:
+            return VerifyReport(False, 0, seq, anchor.kind, "does not match the checkpoint this machine verified "
+                                "(history rewritten)")
+        if backfill_id is not None:
+            own = [e for e in self.iter_events(backfill_id=backfill_id) if e.seq < seq]
+            neighbours = self._by_seq({e.seq - 1 for e in own} | {e.seq + 1 for e in own})
+            for event in own:
+                before = neighbours.get(event.seq - 1)
+                after = neighbours.get(event.seq + 1)
+                prev_hash = before.hash if before else GENESIS_HASH
+                problem = None
+                if event.expected_hash() != event.hash:
+                    problem = "hash mismatch"
+                elif event.prev_hash != prev_hash or (event.seq > 1 and before is None):
+                    problem = f"chain broken: prev_hash does not match the hash of event {event.seq - 1}"
+                elif after is None or after.prev_hash != event.hash:
+                    problem = f"chain broken: event {event.seq + 1} does not link to it"
+                if problem:
+                    return VerifyReport(False, 0, event.seq, event.kind, problem)
+        verifier = ChainVerifier()
+        verifier.head_seq, verifier.head_hash = seq, digest
+        for row in self._rows(self._select(), seq):
+            try:
+                event = _to_event(row)
+            except _Unreadable as exc:
+                return verifier.fail(exc.seq, exc.kind, exc.reason)
+            if verifier.feed(event) is not None:
+                break
+        return verifier.finish()
+
+    def _by_seq(self, seqs: set[int]) -> dict[int, LedgerEvent]:
+        found: dict[int, LedgerEvent] = {}
+        wanted = sorted(s for s in seqs if s > 0)
+        for start in range(0, len(wanted), 500):
+            query = self._select().where(TABLE.c.seq.in_(wanted[start:start + 500]))
+            with self.db.session() as session:
+                rows = [dict(r) for r in session.connection().execute(query).mappings()]
+            for row in rows:
+                try:
+                    event = _to_event(row)
+                except _Unreadable as exc:
+                    raise LedgerInvalid(VerifyReport(False, 0, exc.seq, exc.kind, exc.reason).message) from None
+                found[event.seq] = event
+        return found
 
     def checkpoint(self) -> tuple[int, str]:
         """(seq, hash) of the head after verifying the chain; (0, 64 zeros) for an empty ledger.
