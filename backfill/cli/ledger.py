@@ -102,6 +102,21 @@ def verify(checkpoint_text: str | None) -> None:
 
 
 @ledger.command()
+@click.option("--role-prefix", default="backfill", show_default=True, metavar="PREFIX",
+              help="Roles PREFIX_user and PREFIX_admin (role names are cluster-wide).")
+def init(role_prefix: str) -> None:
+    """Team mode on PostgreSQL (administrator, once): schema, roles, grants, identity stamping.
+
+    Afterwards every event is stamped with the connected role (session_user, identity source
+    database) and a role cannot review its own request; grant PREFIX_user to each person's role."""
+    from backfill.store.team import init_team_ledger
+
+    user, admin = init_team_ledger(prefix=role_prefix)
+    click.echo(f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), "
+               f"{admin} to administrators")
+
+
+@ledger.command()
 def checkpoint() -> None:
     """Print SEQ:HASH of the verified head.
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, Text, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, SQLModel
 
 from backfill import events as ev
@@ -106,6 +106,9 @@ def create_backfill(
     ledger = Ledger(db)
     for _ in range(5):
         record = replace(draft, id=new_backfill_id(draft.requested_at))
+        if db.team_mode:
+            # Team mode: the database's role is the requester (its trigger refuses any other).
+            record = replace(record, requester=db.session_user(), requester_source="database")
         try:
             with db.session() as session:
                 session.connection().execute(insert(TABLE), _to_row(record))
@@ -113,6 +116,12 @@ def create_backfill(
         except IntegrityError:
             # Two requests drew the same 24 random bits on the same day: draw again.
             continue
+        except DBAPIError as exc:  # team mode's trigger or a missing grant
+            if "team ledger:" not in str(exc.orig) and "permission denied" not in str(exc.orig):
+                raise
+            line = str(exc.orig).strip().splitlines()[0]
+            reason = line[line.find("team ledger:"):] if "team ledger:" in line else f"ledger: {line}"
+            raise LedgerError(reason) from None
         return record
     raise LedgerError("ledger: could not allocate a backfill ID; retry")
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 from sqlmodel import Field, Session, SQLModel
 
@@ -41,6 +41,7 @@ EXPORT_COLUMNS = (
     "seq", "at", "actor", "identity_source", "backfill_id", "window_key", "kind", "payload", "prev_hash", "hash"
 )
 _BATCH = 2000
+TEAM_SOURCE = "database"
 # "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
 _PG_LOCK_KEY = 0x6261636B66696C6C
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
@@ -155,26 +156,40 @@ class Ledger:
         head = conn.execute(head_query).first()
         seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
         at = utcnow()
+        name, source, note = actor.name, actor.source.value, None
+        if self.db.team_mode:
+            # Team mode: the database's role is the identity, stamped here exactly as its trigger
+            # demands (so the stored row is the hashed one); what the client claimed is a note.
+            name, source = self.db.session_user(), TEAM_SOURCE
+            if actor.name != name:
+                note = str(actor)
         events: list[LedgerEvent] = []
         for draft in drafts:
             seq += 1
+            payload = draft.payload if note is None else {**draft.payload, "client_actor": note}
             try:
                 event = make_event(
                     seq=seq,
                     at=at,
-                    actor=actor.name,
-                    identity_source=actor.source.value,
+                    actor=name,
+                    identity_source=source,
                     backfill_id=draft.backfill_id,
                     window_key=draft.window_key,
                     kind=draft.kind,
-                    payload=draft.payload,
+                    payload=payload,
                     prev_hash=prev_hash,
                 )
             except PayloadError as exc:
                 raise LedgerError(f"ledger: {draft.kind} event payload refused: {exc}") from None
             events.append(event)
             prev_hash = event.hash
-        conn.execute(insert(TABLE), [_to_row(e) for e in events])
+        try:
+            conn.execute(insert(TABLE), [_to_row(e) for e in events])
+        except DBAPIError as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise LedgerError(refusal) from None
         return events
 
     # --- reading ---------------------------------------------------------------------------------
@@ -393,6 +408,16 @@ class Ledger:
             writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
             count += 1
         return count
+
+
+def _refusal(exc: DBAPIError) -> str | None:
+    """The team ledger trigger's or a missing grant's refusal as one line, else None."""
+    first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+    if "team ledger:" in first:
+        return first[first.index("team ledger:"):]
+    if "permission denied" in first:
+        return f"ledger: {first}"
+    return None
 
 
 def _check_lengths(actor: Actor, draft: Draft) -> None:
