@@ -351,6 +351,10 @@ class Ledger:
                 break
         return verifier.finish()
 
+    def hashes_at(self, seqs: set[int]) -> dict[int, str]:
+        """The stored hash of each event in ``seqs`` that exists."""
+        return {seq: event.hash for seq, event in self._by_seq(seqs).items()}
+
     def _by_seq(self, seqs: set[int]) -> dict[int, LedgerEvent]:
         found: dict[int, LedgerEvent] = {}
         wanted = sorted(s for s in seqs if s > 0)

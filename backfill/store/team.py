@@ -4,9 +4,10 @@ An administrator runs it once. It creates the schema (migrations), two roles and
 and a trigger that makes the database, not the client, the source of identity:
 
 - ``<prefix>_user`` (default ``backfill_user``): INSERT and SELECT on the ledger and the
-  backfills, SELECT on ``ledger_meta`` and ``alembic_version``, never UPDATE or DELETE; read/write on the claims and history cache
-  tables, which hold no evidence. Each person logs in as their own role, a member of it (on
-  Azure Database for PostgreSQL, their Entra ID principal).
+  backfills, SELECT on ``ledger_meta`` and ``alembic_version``, never UPDATE or DELETE;
+  read/write on the claims and history cache tables, which hold no evidence. Each person logs
+  in as their own role, a member of it (on Azure Database for PostgreSQL, their Entra ID
+  principal).
 - ``<prefix>_admin`` (default ``backfill_admin``): everything on the tables, for migrations.
 - ``ledger_events_stamp``: BEFORE INSERT, every event's actor must be ``session_user`` with
   identity source ``database`` (the client writes exactly that, so its hash chain is the one
