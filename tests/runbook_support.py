@@ -138,6 +138,7 @@ class Play:
         if self.emulator is not None and (self.factory_in_shell or not shell):
             values.update(self.emulator.env())
             values["TELEMETRY_SINK_URL"] = f"sqlite:///{self.work / demo.SINK_FILE}"
+        values.update(self.facts.get("env", {}))  # a stage's own settings (team-ledger: its database)
         return values
 
     def cli(self, args: list[str], *, actor: str | None = None, expect: Collection[int] = (0,)) -> str:
