@@ -207,7 +207,8 @@ def azurite(tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"azurite did not start: {proc.stderr.read() if proc.stderr else ''}")
+                    why = proc.stderr.read() if proc.stderr and proc.poll() is not None else "no answer in 30 s"
+                    raise AssertionError(f"azurite did not start: {why!r}") from None
                 time.sleep(0.05)
         yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
                f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")

@@ -247,7 +247,9 @@ def test_a_ledger_in_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "nope").exists()
 
 
-def test_a_folder_as_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_as_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path}"
     monkeypatch.setenv("BACKFILL_LEDGER", url)
     assert run(["status"]) == 1
@@ -268,7 +270,6 @@ def test_a_corrupted_sqlite_file(
         f"error: ledger sqlite:///{path} is not a SQLite database (corrupted, or another kind of file); "
         "restore it from a backup or point BACKFILL_LEDGER elsewhere"
     )
-    assert Database.__init__ is not None  # the file is untouched:
     assert path.read_bytes().startswith(b"this is not a database")
 
 

@@ -153,7 +153,7 @@ def test_a_member_can_neither_change_nor_remove_anything(team: Team, statement: 
     _request(team, team.alice)
     engine = create_engine(team.url(team.alice))
     try:
-        with pytest.raises(Exception, match="permission denied|must be owner|append-only|insert-only"), \
+        with pytest.raises(Exception, match=r"permission denied|must be owner|append-only|insert-only"), \
                 engine.begin() as conn:
             conn.execute(text(statement))
     finally:
