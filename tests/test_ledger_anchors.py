@@ -252,3 +252,11 @@ def test_blob_anchors_on_azurite(
     assert run(["ledger", "checkpoint", "--sign", str(key[0]), "--publish", "azblob://nope/x"]) == 1
     err = out_err(capsys)[1]
     assert err.startswith("error: azblob://nope/x/: ") and len(err.splitlines()) == 1
+
+
+def test_signing_where_there_is_no_ledger_creates_none(
+    tmp_path: Path, key: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["ledger", "checkpoint", "--sign", str(key[0]), "--publish", str(tmp_path / "a")]) == 1
+    assert out_err(capsys)[1] == f"error: ledger sqlite:///{tmp_path / 'ledger.db'}: no ledger yet, nothing is anchored\n"
+    assert not (tmp_path / "ledger.db").exists() and not (tmp_path / "a").exists()

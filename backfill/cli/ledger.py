@@ -19,13 +19,13 @@ from backfill.timeutil import format_utc, parse_utc_option
 _PAYLOAD_WIDTH = 60
 
 
-def _open(*, create: bool = False) -> Ledger:
+def _open() -> Ledger:
     """The ledger for reading: a database holding none of backfill's tables is refused, not
     given a schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return Ledger(Database(create=create))
+        return Ledger(Database(create=False))
     except SQLAlchemyError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LedgerError(f"ledger database unreachable: {detail}") from None
@@ -156,7 +156,7 @@ def checkpoint(key_path: Path | None, publish: str | None) -> None:
     is also signed and published outside the database, for ``verify --anchors``."""
     if publish is not None and key_path is None:
         raise UsageError("--publish needs --sign KEY_FILE")
-    store = _open(create=key_path is not None)
+    store = _open()
     head = store.checkpoint()
     if key_path is None:
         click.echo(format_checkpoint(head))

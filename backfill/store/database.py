@@ -255,13 +255,14 @@ class Database:
                 )
 
     def _refuse_vanished(self) -> None:
-        from backfill.store.seen import seen_checkpoint
+        from backfill.store.seen import seen_checkpoint, state_file
 
         seen = seen_checkpoint(self.url)
         if seen is not None and seen[0] > 0:
             raise LedgerInvalid(
                 f"ledger {self.display_url}: this machine has seen event {seen[0]} in it but it holds no ledger "
-                "(dropped or replaced: tampering); restore it from a backup, nothing was recreated"
+                "(dropped or replaced: tampering); restore it from a backup, nothing was recreated (replaced on "
+                f"purpose: remove its entry from {state_file()})"
             )
 
     def _missing(self, survey: Survey) -> set[str]:

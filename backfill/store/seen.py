@@ -32,20 +32,25 @@ def state_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "backfill"
 
 
+def state_file() -> Path:
+    return state_dir() / FILE_NAME
+
+
 def ledger_key(url: str) -> str:
-    """A SQLite ledger by its absolute file, any other by its URL without the password."""
+    """A SQLite ledger by its absolute file, any other by its URL without user and password (one
+    ledger, whoever connects to it)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         return url
     if parsed.get_backend_name() == "sqlite" and parsed.database and not parsed.database.startswith("file:"):
         return f"sqlite:{Path(parsed.database).resolve()}"
-    return parsed.set(password=None).render_as_string(hide_password=True)
+    return parsed.set(username=None, password=None).render_as_string(hide_password=True)
 
 
 def _load() -> dict[str, dict[str, object]]:
     try:
-        data = json.loads((state_dir() / FILE_NAME).read_text(encoding="utf-8"))
+        data = json.loads(state_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
