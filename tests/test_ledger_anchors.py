@@ -258,5 +258,6 @@ def test_signing_where_there_is_no_ledger_creates_none(
     tmp_path: Path, key: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(["ledger", "checkpoint", "--sign", str(key[0]), "--publish", str(tmp_path / "a")]) == 1
-    assert out_err(capsys)[1] == f"error: ledger sqlite:///{tmp_path / 'ledger.db'}: no ledger yet, nothing is anchored\n"
+    expected = f"error: ledger sqlite:///{tmp_path / 'ledger.db'}: no ledger yet, nothing is anchored\n"
+    assert out_err(capsys)[1] == expected
     assert not (tmp_path / "ledger.db").exists() and not (tmp_path / "a").exists()
