@@ -18,8 +18,10 @@ has seen events in it (``backfill.store.seen``).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,6 +158,7 @@ class Database:
         self._session_user: str | None = None
         # Set by Ledger.verify_for_action: the head this process verified and then extended.
         self.trusted_head: tuple[int, str] | None = None
+        self.trusted_written = 0.0  # time.monotonic() of its last write to the state file
         self.migrate(create=create)
 
     def _engine(self, parsed: URL) -> Engine:
@@ -332,10 +335,30 @@ class Database:
         return self._session_user
 
     def trust_from(self, head: tuple[int, str]) -> None:
+        """``head`` was verified (and recorded): this process's own appends extend it."""
         self.trusted_head = head
+        self.trusted_written = 0.0  # the first append after it is recorded at once
+        _TRUSTING.add(self)
+
+    def flush_seen(self) -> None:
+        if self.trusted_head is not None:
+            from backfill.store.seen import remember_checkpoint
+
+            remember_checkpoint(self.url, self.trusted_head)
 
     def dispose(self) -> None:
+        self.flush_seen()
         self.engine.dispose()
+
+
+# Databases whose verified head moved on in this process: recorded once more at exit.
+_TRUSTING: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for db in list(_TRUSTING):
+        db.flush_seen()
 
 
 def _survey(conn: Connection) -> Survey:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ EXPORT_COLUMNS = (
 )
 _BATCH = 2000
 TEAM_SOURCE = "database"
+_SEEN_EVERY = 0.25
 # "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
 _PG_LOCK_KEY = 0x6261636B66696C6C
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
@@ -308,9 +310,13 @@ class Ledger:
             return
         from backfill.store.seen import remember_checkpoint
 
-        # Every time (a small file write): a throttle would leave a run's last events unrecorded.
         self.db.trusted_head = (events[-1].seq, events[-1].hash)
-        remember_checkpoint(self.db.url, self.db.trusted_head)
+        # At most every _SEEN_EVERY seconds (a file write per event would halve the append rate);
+        # Database.flush_seen writes the last one at dispose and at exit.
+        now = time.monotonic()
+        if now - self.db.trusted_written >= _SEEN_EVERY:
+            remember_checkpoint(self.db.url, self.db.trusted_head)
+            self.db.trusted_written = now
 
     def _verify_from(self, trusted: tuple[int, str], backfill_id: str | None) -> VerifyReport:
         seq, digest = trusted

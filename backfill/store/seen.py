@@ -70,8 +70,9 @@ def remember_checkpoint(url: str, checkpoint: tuple[int, str]) -> None:
     """Keep ``checkpoint`` if it is newer than the one on record (never move backwards)."""
     key = ledger_key(url)
     data = _load()
-    current = seen_checkpoint(url)
-    if current is not None and current[0] >= checkpoint[0]:
+    current = data.get(key)
+    held = current.get("seq") if isinstance(current, dict) else None
+    if isinstance(held, int) and held >= checkpoint[0]:
         return
     data[key] = {"seq": checkpoint[0], "hash": checkpoint[1]}
     folder = state_dir()
