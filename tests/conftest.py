@@ -9,6 +9,7 @@ missing they skip on a laptop and fail under CI=true.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The per-user record of ledger heads seen (backfill.store.seen) never lands in the real home,
+# not even from module-scoped fixtures; each test gets its own below.
+os.environ["BACKFILL_STATE_DIR"] = tempfile.mkdtemp(prefix="backfill-test-state-")
 POSTGRES_ADMIN = os.environ.get("BACKFILL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN = os.environ.get("BACKFILL_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 

@@ -159,6 +159,7 @@ class Database:
         # Set by Ledger.verify_for_action: the head this process verified and then extended.
         self.trusted_head: tuple[int, str] | None = None
         self.trusted_written = 0.0  # time.monotonic() of its last write to the state file
+        self.state_dir: Path | None = None
         self.migrate(create=create)
 
     def _engine(self, parsed: URL) -> Engine:
@@ -336,15 +337,18 @@ class Database:
 
     def trust_from(self, head: tuple[int, str]) -> None:
         """``head`` was verified (and recorded): this process's own appends extend it."""
+        from backfill.store.seen import state_dir
+
         self.trusted_head = head
         self.trusted_written = 0.0  # the first append after it is recorded at once
+        self.state_dir = state_dir()
         _TRUSTING.add(self)
 
     def flush_seen(self) -> None:
         if self.trusted_head is not None:
             from backfill.store.seen import remember_checkpoint
 
-            remember_checkpoint(self.url, self.trusted_head)
+            remember_checkpoint(self.url, self.trusted_head, self.state_dir)
 
     def dispose(self) -> None:
         self.flush_seen()

@@ -315,7 +315,7 @@ class Ledger:
         # Database.flush_seen writes the last one at dispose and at exit.
         now = time.monotonic()
         if now - self.db.trusted_written >= _SEEN_EVERY:
-            remember_checkpoint(self.db.url, self.db.trusted_head)
+            remember_checkpoint(self.db.url, self.db.trusted_head, self.db.state_dir)
             self.db.trusted_written = now
 
     def _verify_from(self, trusted: tuple[int, str], backfill_id: str | None) -> VerifyReport:

@@ -48,9 +48,9 @@ def ledger_key(url: str) -> str:
     return parsed.set(username=None, password=None).render_as_string(hide_password=True)
 
 
-def _load() -> dict[str, dict[str, object]]:
+def _load(folder: Path | None = None) -> dict[str, dict[str, object]]:
     try:
-        data = json.loads(state_file().read_text(encoding="utf-8"))
+        data = json.loads(((folder or state_dir()) / FILE_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -66,16 +66,18 @@ def seen_checkpoint(url: str) -> tuple[int, str] | None:
         return None
 
 
-def remember_checkpoint(url: str, checkpoint: tuple[int, str]) -> None:
-    """Keep ``checkpoint`` if it is newer than the one on record (never move backwards)."""
+def remember_checkpoint(url: str, checkpoint: tuple[int, str], folder: Path | None = None) -> None:
+    """Keep ``checkpoint`` if it is newer than the one on record (never move backwards).
+    ``folder``: the state folder as it was when the head was verified (an exit handler runs
+    after the environment may have changed)."""
     key = ledger_key(url)
-    data = _load()
+    folder = folder or state_dir()
+    data = _load(folder)
     current = data.get(key)
     held = current.get("seq") if isinstance(current, dict) else None
     if isinstance(held, int) and held >= checkpoint[0]:
         return
     data[key] = {"seq": checkpoint[0], "hash": checkpoint[1]}
-    folder = state_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Write then rename: a crash leaves the old file, never half a file.
