@@ -87,6 +87,8 @@ def execute_backfill(
     from backfill.plan import load_plan
     from backfill.preview import compute_preview
 
+    # Attack 3 (issue 8): act only on a ledger that verifies (exit 5 otherwise).
+    Ledger(db).verify_for_action(backfill_id)
     record, state = load_backfill(db, backfill_id)
     assert_runnable(state, utcnow())
     stopped = state.stop_requested or state.status is BackfillStatus.STOPPED

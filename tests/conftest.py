@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,9 @@ settings.register_profile("backfill", database=None)
 settings.load_profile("backfill")
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The per-user record of ledger heads seen (backfill.store.seen) never lands in the real home,
+# not even from module-scoped fixtures; each test gets its own below.
+os.environ["BACKFILL_STATE_DIR"] = tempfile.mkdtemp(prefix="backfill-test-state-")
 POSTGRES_ADMIN = os.environ.get("BACKFILL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN = os.environ.get("BACKFILL_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
@@ -37,6 +41,8 @@ def missing(what: str) -> None:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BACKFILL_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    # The per-user record of ledger checkpoints seen (backfill.store.seen), per test.
+    monkeypatch.setenv("BACKFILL_STATE_DIR", str(tmp_path / "state"))
     # A closed port: a test that forgot to point at the emulator fails fast instead of
     # reaching Azure's public endpoint.
     monkeypatch.setenv("BACKFILL_ADF_ENDPOINT", "https://127.0.0.1:9")

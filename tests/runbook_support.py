@@ -139,6 +139,7 @@ class Play:
             # The runbook says it needs no factory: a command that reached for one anyway must fail
             # at once on a closed local port, never wander off to Azure.
             values["BACKFILL_ADF_ENDPOINT"] = "https://127.0.0.1:9"
+        values.update(self.facts.get("env", {}))  # a stage's own settings (team-ledger: its database)
         return values
 
     def env(self) -> dict[str, str]:

@@ -195,6 +195,65 @@ def _readme_blocks() -> list[Block]:
     return [Block(block.line + offset, block.code, block.expect) for block in sh_blocks(text[start:end])]
 
 
+# --- team-ledger: a fresh PostgreSQL database; roles with a random suffix, dropped afterwards ------
+
+
+def _prepare_team(play: Play) -> None:
+    import uuid
+
+    from conftest import POSTGRES_ADMIN
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    if shutil.which("psql") is None:
+        missing("the psql command")
+    suffix = uuid.uuid4().hex[:8]
+    name, prefix, alice, bob = f"bf_team_{suffix}", f"bft_{suffix}", f"alice_{suffix}", f"bob_{suffix}"
+    try:
+        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:
+        missing(f"PostgreSQL at {POSTGRES_ADMIN} ({type(exc).__name__})")
+
+    def cleanup() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            for role in (alice, bob, f"{prefix}_user", f"{prefix}_admin"):
+                conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
+
+    play.facts["cleanup"] = cleanup
+    url = make_url(POSTGRES_ADMIN).set(database=name)
+
+    def as_role(role: str | None, driver: bool = True) -> str:
+        target = url if role is None else url.set(username=role)
+        target = target if driver else target.set(drivername="postgresql")
+        return target.render_as_string(hide_password=False)
+
+    play.facts["env"] = {
+        "TEAM_ADMIN_LEDGER": as_role(None), "TEAM_PSQL": as_role(None, driver=False), "TEAM_PREFIX": prefix,
+        "ALICE": alice, "BOB": bob, "ALICE_LEDGER": as_role(alice), "BOB_LEDGER": as_role(bob),
+        "ALICE_PSQL": as_role(alice, driver=False),
+    }
+    play.facts["roles"] = (alice, bob)
+
+
+def _verify_team(play: Play) -> None:
+    from backfill.store.database import Database
+    from backfill.store.ledger import Ledger
+
+    alice, bob = play.facts["roles"]
+    db = Database(play.facts["env"]["TEAM_ADMIN_LEDGER"])
+    try:
+        stamps = {(e.kind, e.actor, e.identity_source) for e in Ledger(db).events()}
+    finally:
+        db.dispose()
+    assert ("backfill.requested", alice, "database") in stamps
+    assert ("backfill.approved", bob, "database") in stamps
+    assert not any(kind == "backfill.approved" and actor == alice for kind, actor, _ in stamps)
+
+
 STAGES: dict[str, Stage] = {
     "README": Stage(emulator=False, verify=_verify_readme),  # it starts its own emulator
     "replay-failed-windows": Stage(verify=_verify_replay),
@@ -202,6 +261,7 @@ STAGES: dict[str, Stage] = {
     # An auditor needs no access to the factory: the runbook's shell gets none.
     "audit-the-ledger": Stage(factory_in_shell=False, prepare=_prepare_audit, verify=_verify_audit),
     "try-the-emulator": Stage(emulator=False),  # it starts its own, from plans/emulator-scenario.toml
+    "team-ledger": Stage(prepare=_prepare_team, verify=_verify_team),
 }
 
 
@@ -273,6 +333,8 @@ def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             if play.proc is not None and play.proc.returncode is None:
                 play.finish(0)
             play.stop_emulator()
+            if "cleanup" in play.facts:
+                play.facts["cleanup"]()
         from backfill.checks import sql
 
         sql.dispose_engines()

@@ -1,4 +1,5 @@
-"""``backfill ledger show|verify|checkpoint|export``: read and audit the hash-chained ledger."""
+"""``backfill ledger show|verify|checkpoint|export|init|keygen``: read and audit the hash-chained
+ledger, set up team mode, sign and publish checkpoints."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ _PAYLOAD_WIDTH = 60
 
 
 def _open() -> Ledger:
+    """The ledger for reading: a database holding none of backfill's tables is refused, not
+    given a schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return Ledger(Database())
+        return Ledger(Database(create=False))
     except SQLAlchemyError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LedgerError(f"ledger database unreachable: {detail}") from None
@@ -79,7 +82,11 @@ def show(
 @ledger.command()
 @click.option("--checkpoint", "checkpoint_text", metavar="SEQ:HASH",
               help="Also prove the ledger still extends this checkpoint.")
-def verify(checkpoint_text: str | None) -> None:
+@click.option("--anchors", metavar="DEST", help="Also prove it extends every signed checkpoint published at DEST "
+              "(a folder or azblob://CONTAINER/PREFIX).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PUBLIC_KEY",
+              help="The public key the --anchors checkpoints are signed with.")
+def verify(checkpoint_text: str | None, anchors: str | None, key_path: Path | None) -> None:
     """Recompute the hash chain; exit 5 naming the first bad event."""
     checkpoint = None
     if checkpoint_text is not None:
@@ -87,7 +94,19 @@ def verify(checkpoint_text: str | None) -> None:
             checkpoint = parse_checkpoint(checkpoint_text)
         except ValueError as exc:
             raise UsageError(f"--checkpoint: {exc}") from None
+    if (anchors is None) != (key_path is None):
+        raise UsageError("--anchors and --key go together")
+    public = None
+    if key_path is not None:
+        from backfill.anchors import load_public_key
+
+        public = load_public_key(key_path)
     store = _open()
+    if checkpoint is None:
+        # The newest head a `run` on this machine verified: a ledger shrunk below it is tampering.
+        from backfill.store.seen import seen_checkpoint
+
+        checkpoint = seen_checkpoint(store.db.url)
     report = store.verify(checkpoint)
     if not report.ok:
         raise LedgerInvalid(report.message)
@@ -97,16 +116,77 @@ def verify(checkpoint_text: str | None) -> None:
     problem = verify_requests(store.db)
     if problem is not None:
         raise LedgerInvalid(problem)
+    if anchors is not None and public is not None:
+        from backfill.anchors import check_anchors
+
+        checked = check_anchors(anchors, public, _origin(store), report.head_seq, store.hashes_at)
+        newest = max(checked, key=lambda a: (a.size, a.time))
+        click.echo(f"{report.message}; extends all {len(checked)} signed checkpoints at {anchors} "
+                   f"(newest: event {newest.size}, {format_utc(newest.time)})")
+        return
     click.echo(report.message)
 
 
+def _origin(store: Ledger) -> str:
+    origin = store.db.meta().get("origin")
+    if origin is None:  # an empty view of a ledger not created yet
+        raise LedgerError(f"ledger {store.db.display_url}: no ledger yet, nothing is anchored")
+    return origin
+
+
 @ledger.command()
-def checkpoint() -> None:
+@click.option("--role-prefix", default="backfill", show_default=True, metavar="PREFIX",
+              help="Roles PREFIX_user and PREFIX_admin (role names are cluster-wide).")
+def init(role_prefix: str) -> None:
+    """Team mode on PostgreSQL (administrator, once): schema, roles, grants, identity stamping.
+
+    Afterwards every event is stamped with the connected role (session_user, identity source
+    database) and a role cannot review its own request; grant PREFIX_user to each person's role."""
+    from backfill.store.team import init_team_ledger
+
+    user, admin = init_team_ledger(prefix=role_prefix)
+    click.echo(f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), "
+               f"{admin} to administrators")
+
+
+@ledger.command()
+@click.option("--sign", "key_path", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY_FILE",
+              help="Sign it with this Ed25519 private key (backfill ledger keygen).")
+@click.option("--publish", metavar="DEST", help="With --sign: write the signed checkpoint to DEST, a folder or "
+              "azblob://CONTAINER/PREFIX (AZURE_STORAGE_CONNECTION_STRING).")
+def checkpoint(key_path: Path | None, publish: str | None) -> None:
     """Print SEQ:HASH of the verified head.
 
     Auditors keep it elsewhere and later pass it to ``verify --checkpoint`` to prove the ledger
-    still extends it (nothing was truncated or rewritten)."""
-    click.echo(format_checkpoint(_open().checkpoint()))
+    still extends it (nothing was truncated or rewritten). With ``--sign`` and ``--publish`` it
+    is also signed and published outside the database, for ``verify --anchors``."""
+    if publish is not None and key_path is None:
+        raise UsageError("--publish needs --sign KEY_FILE")
+    store = _open()
+    head = store.checkpoint()
+    if key_path is None:
+        click.echo(format_checkpoint(head))
+        return
+    from backfill.anchors import destination, load_private_key, sign
+
+    signed = sign(load_private_key(key_path), _origin(store), head[0], head[1])
+    if publish is None:
+        click.echo(signed.document(), nl=False)
+        return
+    where = destination(publish).write(signed.name, signed.document())
+    click.echo(format_checkpoint(head))
+    click.echo(f"ledger: signed checkpoint published to {where}", err=True)
+
+
+@ledger.command()
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+def keygen(key_file: Path) -> None:
+    """Write a new Ed25519 key pair for signed checkpoints: KEY_FILE (private, mode 600) and
+    KEY_FILE.pub (give it to auditors)."""
+    from backfill.anchors import generate_key
+
+    public = generate_key(key_file)
+    click.echo(f"ledger: private key {key_file} (keep it secret), public key {public}")
 
 
 @ledger.command()

@@ -45,7 +45,7 @@ def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Pr
 @click.option("--wide", is_flag=True, help="Whole run IDs, however wide the table gets.")
 def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
     """Every backfill, or backfill ID's state, approvals and windows with progress."""
-    db = Database()
+    db = Database(create=False)  # read-only: never creates a ledger (issue 9 #2)
     now = utcnow()
     if backfill_id is None:
         _list(db, now, as_json)

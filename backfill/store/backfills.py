@@ -1,8 +1,8 @@
 """The ``backfills`` table: one insert-only row per request, the frozen plan hash and preview.
 
 A backfill's state is not a column: it is derived from the ledger (``backfill.approvals``), so
-there is nothing here to update, and the database refuses UPDATE and DELETE (triggers, migration
-30). The row and its ``backfill.requested`` event commit in one transaction.
+there is nothing here to update, and the database refuses UPDATE and DELETE (triggers, Alembic
+revision 0001_baseline). The row and its ``backfill.requested`` event commit in one transaction.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, Text, insert, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, SQLModel
 
 from backfill import events as ev
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.errors import BackfillError, LedgerError
 from backfill.identity import Actor
-from backfill.store.database import Database, on_migrate
+from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 
 INSERT_ONLY = "backfills are insert-only"
@@ -50,32 +49,6 @@ class BackfillRow(SQLModel, table=True):
 
 
 TABLE: Table = BackfillRow.__table__  # type: ignore[attr-defined]
-
-_TRIGGERS = {
-    "sqlite": [
-        f"CREATE TRIGGER IF NOT EXISTS backfills_no_{op.lower()} BEFORE {op} ON backfills "
-        f"BEGIN SELECT RAISE(ABORT, '{INSERT_ONLY}'); END"
-        for op in ("UPDATE", "DELETE")
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION backfills_insert_only() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN RAISE EXCEPTION '{INSERT_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
-        "CREATE TRIGGER backfills_no_update_delete BEFORE UPDATE OR DELETE ON backfills "
-        "FOR EACH ROW EXECUTE FUNCTION backfills_insert_only()",
-    ],
-    # Azure SQL: written like the ledger's trigger, untested here (no server in CI).
-    "mssql": [
-        "CREATE TRIGGER backfills_insert_only ON backfills INSTEAD OF UPDATE, DELETE AS "
-        f"BEGIN THROW 51001, '{INSERT_ONLY}', 1; END",
-    ],
-}
-
-
-@on_migrate(30, "backfills insert-only triggers")
-def _insert_only_triggers(conn: Connection) -> None:
-    for statement in _TRIGGERS.get(conn.dialect.name, []):
-        conn.exec_driver_sql(statement)
-
 
 def new_backfill_id(at: datetime) -> str:
     """Short and readable: ``bf-20261125-3f9a2c`` (request date, 24 random bits)."""
@@ -133,6 +106,9 @@ def create_backfill(
     ledger = Ledger(db)
     for _ in range(5):
         record = replace(draft, id=new_backfill_id(draft.requested_at))
+        if db.team_mode:
+            # Team mode: the database's role is the requester (its trigger refuses any other).
+            record = replace(record, requester=db.session_user(), requester_source="database")
         try:
             with db.session() as session:
                 session.connection().execute(insert(TABLE), _to_row(record))
@@ -140,6 +116,12 @@ def create_backfill(
         except IntegrityError:
             # Two requests drew the same 24 random bits on the same day: draw again.
             continue
+        except DBAPIError as exc:  # team mode's trigger or a missing grant
+            if "team ledger:" not in str(exc.orig) and "permission denied" not in str(exc.orig):
+                raise
+            line = str(exc.orig).strip().splitlines()[0]
+            reason = line[line.find("team ledger:"):] if "team ledger:" in line else f"ledger: {line}"
+            raise LedgerError(reason) from None
         return record
     raise LedgerError("ledger: could not allocate a backfill ID; retry")
 

@@ -4,13 +4,14 @@ Appends are serialised across threads, processes and machines, so the chain neve
 SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see ``database.py``), on PostgreSQL the
 append transaction takes a transaction-scoped advisory lock, on Azure SQL an application lock.
 ``seq`` is the primary key, the last guard against two writers taking the same number.
-The database itself refuses UPDATE and DELETE through triggers (migration 1).
+The database itself refuses UPDATE and DELETE through triggers (Alembic revision 0001_baseline).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 from sqlmodel import Field, Session, SQLModel
 
@@ -33,7 +34,7 @@ from backfill.ledger import (
     canonical_json,
     make_event,
 )
-from backfill.store.database import Database, on_migrate
+from backfill.store.database import Database
 from backfill.timeutil import require_utc, utcnow
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -41,6 +42,8 @@ EXPORT_COLUMNS = (
     "seq", "at", "actor", "identity_source", "backfill_id", "window_key", "kind", "payload", "prev_hash", "hash"
 )
 _BATCH = 2000
+TEAM_SOURCE = "database"
+_SEEN_EVERY = 0.25
 # "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
 _PG_LOCK_KEY = 0x6261636B66696C6C
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
@@ -65,36 +68,16 @@ class LedgerEventRow(SQLModel, table=True):
 TABLE: Table = LedgerEventRow.__table__  # type: ignore[attr-defined]
 APPEND_ONLY = "ledger is append-only"
 
-_SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS ledger_events_no_{op.lower()} BEFORE {op} ON ledger_events "
-    f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
-    for op in ("UPDATE", "DELETE")
-]
-_POSTGRES_TRIGGERS = [
-    "CREATE OR REPLACE FUNCTION ledger_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    f"$$ BEGIN RAISE EXCEPTION '{APPEND_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
-    "CREATE TRIGGER ledger_events_no_update_delete BEFORE UPDATE OR DELETE ON ledger_events "
-    "FOR EACH ROW EXECUTE FUNCTION ledger_events_append_only()",
-    "CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events "
-    "FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_append_only()",
-]
-# Azure SQL: untested here (no server in CI); INSTEAD OF swallows the statement and THROW aborts it.
-_MSSQL_TRIGGERS = [
-    "CREATE TRIGGER ledger_events_append_only ON ledger_events INSTEAD OF UPDATE, DELETE AS "
-    f"BEGIN THROW 51000, '{APPEND_ONLY}', 1; END",
-]
 
 
-@on_migrate(1, "ledger append-only triggers")
-def _append_only_triggers(conn: Connection) -> None:
-    statements = {
-        "sqlite": _SQLITE_TRIGGERS,
-        "postgresql": _POSTGRES_TRIGGERS,
-        "mssql": _MSSQL_TRIGGERS,
-    }.get(conn.dialect.name, [])
-    for statement in statements:
-        # exec_driver_sql: the trigger bodies must reach the server verbatim, no bind parsing.
-        conn.exec_driver_sql(statement)
+class LedgerMetaRow(SQLModel, table=True):
+    """``origin`` (the ledger's identity in signed checkpoints) and ``mode`` (``team`` after
+    ``backfill ledger init``). Insert-only (revision 0002_ledger_meta)."""
+
+    __tablename__ = "ledger_meta"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True, autoincrement=False))
+    value: str = Field(sa_column=Column(Text, nullable=False))
 
 
 @dataclass(frozen=True)
@@ -153,7 +136,9 @@ class Ledger:
             return self._append(session.connection(), items, actor)
         try:
             with self.db.session() as own:
-                return self._append(own.connection(), items, actor)
+                events = self._append(own.connection(), items, actor)
+            self._trust(events)
+            return events
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
@@ -173,26 +158,40 @@ class Ledger:
         head = conn.execute(head_query).first()
         seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
         at = utcnow()
+        name, source, note = actor.name, actor.source.value, None
+        if self.db.team_mode:
+            # Team mode: the database's role is the identity, stamped here exactly as its trigger
+            # demands (so the stored row is the hashed one); what the client claimed is a note.
+            name, source = self.db.session_user(), TEAM_SOURCE
+            if actor.name != name:
+                note = str(actor)
         events: list[LedgerEvent] = []
         for draft in drafts:
             seq += 1
+            payload = draft.payload if note is None else {**draft.payload, "client_actor": note}
             try:
                 event = make_event(
                     seq=seq,
                     at=at,
-                    actor=actor.name,
-                    identity_source=actor.source.value,
+                    actor=name,
+                    identity_source=source,
                     backfill_id=draft.backfill_id,
                     window_key=draft.window_key,
                     kind=draft.kind,
-                    payload=draft.payload,
+                    payload=payload,
                     prev_hash=prev_hash,
                 )
             except PayloadError as exc:
                 raise LedgerError(f"ledger: {draft.kind} event payload refused: {exc}") from None
             events.append(event)
             prev_hash = event.hash
-        conn.execute(insert(TABLE), [_to_row(e) for e in events])
+        try:
+            conn.execute(insert(TABLE), [_to_row(e) for e in events])
+        except DBAPIError as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise LedgerError(refusal) from None
         return events
 
     # --- reading ---------------------------------------------------------------------------------
@@ -281,6 +280,102 @@ class Ledger:
                 break
         return verifier.finish()
 
+    def verify_for_action(self, backfill_id: str | None = None) -> VerifyReport:
+        """Verify before acting (``run``): raise LedgerInvalid (exit 5) on any break.
+
+        Without a checkpoint this machine trusts, the whole chain is verified. With one (the head
+        a previous ``run`` here verified, ``backfill.store.seen``), the ledger must still extend
+        it (same hash at that seq: not shrunk, not rewritten), every event after it is verified
+        in full, and every earlier event of ``backfill_id`` (the request and approvals the run
+        acts on) is re-hashed and must link to both neighbours, so editing it is caught without
+        re-reading the whole ledger. The verified head becomes the new trusted checkpoint.
+        """
+        from backfill.store.seen import remember_checkpoint, seen_checkpoint
+
+        trusted = seen_checkpoint(self.db.url)
+        full = trusted is None or trusted[0] == 0
+        report = self.verify(trusted) if full else self._verify_from(trusted, backfill_id)  # type: ignore[arg-type]
+        if not report.ok:
+            raise LedgerInvalid(f"{report.message}; refusing to act on a ledger that does not verify")
+        head = (report.head_seq, report.head_hash)
+        remember_checkpoint(self.db.url, head)
+        self.db.trust_from(head)
+        return report
+
+    def _trust(self, events: list[LedgerEvent]) -> None:
+        """After a verify_for_action in this process, our own committed appends that extend the
+        verified head directly are seen too (an interleaved foreign event stops this)."""
+        trusted = self.db.trusted_head
+        if trusted is None or not events or events[0].prev_hash != trusted[1] or events[0].seq != trusted[0] + 1:
+            return
+        from backfill.store.seen import remember_checkpoint
+
+        self.db.trusted_head = (events[-1].seq, events[-1].hash)
+        # At most every _SEEN_EVERY seconds (a file write per event would halve the append rate);
+        # Database.flush_seen writes the last one at dispose and at exit.
+        now = time.monotonic()
+        if now - self.db.trusted_written >= _SEEN_EVERY:
+            remember_checkpoint(self.db.url, self.db.trusted_head, self.db.state_dir)
+            self.db.trusted_written = now
+
+    def _verify_from(self, trusted: tuple[int, str], backfill_id: str | None) -> VerifyReport:
+        seq, digest = trusted
+        around = self._by_seq({seq})
+        anchor = around.get(seq)
+        if anchor is None:
+            head = self.head()
+            ends = head.seq if head else 0
+            return VerifyReport(False, 0, ends + 1, None, f"missing: the ledger ends at event {ends} but this "
+                                f"machine verified event {seq} (truncated)")
+        if anchor.hash != digest:
+            return VerifyReport(False, 0, seq, anchor.kind, "does not match the checkpoint this machine verified "
+                                "(history rewritten)")
+        if backfill_id is not None:
+            own = [e for e in self.iter_events(backfill_id=backfill_id) if e.seq < seq]
+            neighbours = self._by_seq({e.seq - 1 for e in own} | {e.seq + 1 for e in own})
+            for event in own:
+                before = neighbours.get(event.seq - 1)
+                after = neighbours.get(event.seq + 1)
+                prev_hash = before.hash if before else GENESIS_HASH
+                problem = None
+                if event.expected_hash() != event.hash:
+                    problem = "hash mismatch"
+                elif event.prev_hash != prev_hash or (event.seq > 1 and before is None):
+                    problem = f"chain broken: prev_hash does not match the hash of event {event.seq - 1}"
+                elif after is None or after.prev_hash != event.hash:
+                    problem = f"chain broken: event {event.seq + 1} does not link to it"
+                if problem:
+                    return VerifyReport(False, 0, event.seq, event.kind, problem)
+        verifier = ChainVerifier()
+        verifier.head_seq, verifier.head_hash = seq, digest
+        for row in self._rows(self._select(), seq):
+            try:
+                event = _to_event(row)
+            except _Unreadable as exc:
+                return verifier.fail(exc.seq, exc.kind, exc.reason)
+            if verifier.feed(event) is not None:
+                break
+        return verifier.finish()
+
+    def hashes_at(self, seqs: set[int]) -> dict[int, str]:
+        """The stored hash of each event in ``seqs`` that exists."""
+        return {seq: event.hash for seq, event in self._by_seq(seqs).items()}
+
+    def _by_seq(self, seqs: set[int]) -> dict[int, LedgerEvent]:
+        found: dict[int, LedgerEvent] = {}
+        wanted = sorted(s for s in seqs if s > 0)
+        for start in range(0, len(wanted), 500):
+            query = self._select().where(TABLE.c.seq.in_(wanted[start:start + 500]))
+            with self.db.session() as session:
+                rows = [dict(r) for r in session.connection().execute(query).mappings()]
+            for row in rows:
+                try:
+                    event = _to_event(row)
+                except _Unreadable as exc:
+                    raise LedgerInvalid(VerifyReport(False, 0, exc.seq, exc.kind, exc.reason).message) from None
+                found[event.seq] = event
+        return found
+
     def checkpoint(self) -> tuple[int, str]:
         """(seq, hash) of the head after verifying the chain; (0, 64 zeros) for an empty ledger.
 
@@ -323,6 +418,16 @@ class Ledger:
             writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
             count += 1
         return count
+
+
+def _refusal(exc: DBAPIError) -> str | None:
+    """The team ledger trigger's or a missing grant's refusal as one line, else None."""
+    first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+    if "team ledger:" in first:
+        return first[first.index("team ledger:"):]
+    if "permission denied" in first:
+        return f"ledger: {first}"
+    return None
 
 
 def _check_lengths(actor: Actor, draft: Draft) -> None:
