@@ -63,4 +63,7 @@ class CrashHook:
     def _maybe(self, when: str, kind: str, count: int) -> None:
         point = self.point
         if point is not None and point.when == when and point.kind == kind and point.nth == count:
-            os.kill(os.getpid(), self.signum)
+            # To this thread, not the process: kill(getpid()) is taken by the main thread, and a
+            # worker thread runs on (past its claim check, into createRun) until the group stop
+            # reaches it. Sent to the calling thread, the stop or kill takes it at once.
+            signal.pthread_kill(threading.get_ident(), self.signum)
