@@ -18,7 +18,7 @@ from backfill.approvals import (
     load_backfill,
 )
 from backfill.errors import UsageError
-from backfill.identity import Actor, resolve_actor
+from backfill.identity import Actor, IdentitySource, resolve_actor
 from backfill.seal import require_variables
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
@@ -65,7 +65,8 @@ def request(plan: str, note: str | None) -> None:
     click.echo(record.id)
     for line in summary_lines(record, dict(preview.summary())):
         click.echo(line)
-    for line in identity_lines(actor, policy):
+    # In team mode the requester is the database's role, whatever the client declared.
+    for line in identity_lines(Actor(record.requester, IdentitySource(record.requester_source)), policy):
         click.echo(line)
     if record.blocked_keys:
         click.echo(

@@ -109,6 +109,9 @@ def create_backfill(
         if db.team_mode:
             # Team mode: the database's role is the requester (its trigger refuses any other).
             record = replace(record, requester=db.session_user(), requester_source="database")
+            # The sealed request names the same requester as the row and the stamped event: the
+            # role, never the name the client declared (that stays a note, ``client_actor``).
+            payload = {**payload, "requester": {"name": record.requester, "source": record.requester_source}}
         try:
             with db.session() as session:
                 session.connection().execute(insert(TABLE), _to_row(record))
