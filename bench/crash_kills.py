@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--max-cycles", type=int, default=2000)
     args = parser.parse_args()
 
-    from runner_support import EVERY, FAST_ENV, base_time, creates_per_window, plan_text, scenario
+    from runner_support import EVERY, FAST_ENV, base_time, plan_text, scenario
 
     from backfill import events as ev
     from backfill.cli import main as cli
@@ -111,9 +111,14 @@ def main() -> int:
                 elif runner.returncode != 0:
                     print(json.dumps({"bench": "crash_kills", "error": err.strip().splitlines()[-1:]}))
                     return 1
-        created = creates_per_window(emu)
-        effective = Counter(str((e.body or {}).get("windowStart")) for e in emu.create_run_calls() if e.effect)
         windows = args.windows + half
+        from backfill.timeutil import format_utc
+
+        starts = {format_utc(base + i * EVERY) for i in range(windows)}
+        # Runs of the plans' windows (the declared history lies before them), however long ago.
+        created = Counter(str(run["parameters"].get("windowStart")) for run in emu.runs()
+                          if str(run["parameters"].get("windowStart")) in starts)
+        effective = Counter(str((e.body or {}).get("windowStart")) for e in emu.create_run_calls() if e.effect)
         recorded = {name: [e.kind for e in store.events(backfill_id=bid)] for name, bid in ids.items()}
         verified = cli.run(["ledger", "verify"]) == 0
         result = {
@@ -125,6 +130,7 @@ def main() -> int:
             "runs_per_window": sorted(set(created.values())),
             "windows_with_a_run": len(created),
             "effective_creates": sum(effective.values()),
+            "effective_creates_per_window": sorted(set(effective.values())),
             "create_requests": len(emu.create_run_calls()),
             "adopted": sum(kinds.count(ev.WINDOW_ADOPTED) for kinds in recorded.values()),
             "skipped_shared": sum(kinds.count(ev.WINDOW_SKIPPED) for kinds in recorded.values()),
@@ -137,7 +143,7 @@ def main() -> int:
         db.dispose()
     print(json.dumps(result))
     ok = (result["completed"] and verified and result["runs_per_window"] == [1] and len(created) == windows
-          and result["effective_creates"] == windows and figures["kills"] >= args.kills)
+          and result["effective_creates"] == windows and len(effective) == windows and figures["kills"] >= args.kills)
     return 0 if ok else 1
 
 
