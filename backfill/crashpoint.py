@@ -42,6 +42,9 @@ class CrashHook:
     def __init__(self, point: CrashPoint | None, signum: int = signal.SIGKILL) -> None:
         self.point = point
         self.signum = signum
+        # Held by the claim heartbeat while it writes: a SIGSTOP taken under it never freezes the
+        # process inside a transaction (a paused SQLite writer would lock everyone else out).
+        self.quiet = threading.Lock()
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -66,4 +69,8 @@ class CrashHook:
             # To this thread, not the process: kill(getpid()) is taken by the main thread, and a
             # worker thread runs on (past its claim check, into createRun) until the group stop
             # reaches it. Sent to the calling thread, the stop or kill takes it at once.
+            if self.signum == signal.SIGSTOP:
+                with self.quiet:
+                    signal.pthread_kill(threading.get_ident(), self.signum)
+                return
             signal.pthread_kill(threading.get_ident(), self.signum)

@@ -236,9 +236,10 @@ class _Pool:
         while not self.done.wait(self.claims.lease.total_seconds() / 3):
             with self.lock:
                 held = list(self.held.values())
-            for claim in held:
-                self.claims.renew(claim)
-            self.machine.renew_identities()
+            with self.view.hook.quiet:
+                for claim in held:
+                    self.claims.renew(claim)
+                self.machine.renew_identities()
 
     def _touched(self, key: str) -> bool:
         window = self.view.windows[key]
