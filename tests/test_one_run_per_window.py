@@ -167,12 +167,8 @@ def _stopped(pid: int) -> bool:
         return False
 
 
-def test_a_runner_paused_past_its_lease_does_not_send_its_stale_create(postgres_url: str, tmp_path: Path,
+def test_a_runner_paused_past_its_lease_does_not_send_its_stale_create(ledger_url: str, tmp_path: Path,
                                                                        monkeypatch: MP, capsys: Cap) -> None:
-    # PostgreSQL only: on SQLite a resumed runner's next write sometimes waits out the 30 s busy
-    # timeout ("database is locked"), which is not what this test is about (see docs/proof.md).
-    ledger_url = postgres_url
-    monkeypatch.setenv("BACKFILL_LEDGER", ledger_url)
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))
