@@ -29,6 +29,7 @@ from backfill.plan_types import (
     rule,
     show,
 )
+from backfill.relative_plan import relative_bound_schema
 from backfill.secrets import Secret
 from backfill.windows import (
     TemplateError,
@@ -54,8 +55,12 @@ class Target(_Section):
 
 
 class WindowsSpec(_Section):
-    start: UtcDatetime | None = Field(None, description="First window's start (with start/end/every).")
-    end: UtcDatetime | None = Field(None, description="Last window's end, exclusive.")
+    # A relative bound ("yesterday 00:00Z") is resolved before the model sees it (relative_plan);
+    # the schema says so, so that editors accept the example plans.
+    start: UtcDatetime | None = Field(None, description="First window's start (with start/end/every).",
+                                      json_schema_extra=relative_bound_schema)
+    end: UtcDatetime | None = Field(None, description="Last window's end, exclusive.",
+                                    json_schema_extra=relative_bound_schema)
     every: Duration | None = Field(
         None, description="Window length, a duration like 15m; must divide end - start exactly."
     )

@@ -15,7 +15,21 @@ from datetime import datetime
 from typing import Any
 
 from backfill.errors import PlanError
-from backfill.relative_time import parse_relative
+from backfill.relative_time import DAY_FORM_PATTERN, parse_relative
+
+RELATIVE_BOUND_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": DAY_FORM_PATTERN,
+    "description": "Relative to now: a day and a UTC time of day (yesterday 00:00Z, today 06:00Z, -2d 00:00Z); "
+    "resolved and frozen at request.",
+}
+
+
+def relative_bound_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of ``[windows] start``/``end``: the day forms beside the UTC time."""
+    choices = schema.get("anyOf")
+    if isinstance(choices, list):
+        choices.insert(1, dict(RELATIVE_BOUND_SCHEMA))  # after the date-time, before null
 
 
 def resolve_relative_windows(

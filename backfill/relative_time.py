@@ -24,6 +24,11 @@ _DAY = re.compile(r"^(today|yesterday|tomorrow|[+-]\d+d)\s+(\d{1,2}):(\d{2})(?::
 _DAY_WORDS = {"today": 0, "yesterday": -1, "tomorrow": 1}
 
 EXAMPLES = "now, -5h, +30m, yesterday 02:00Z, today 00:00Z, -2d 06:00Z"
+# The day forms as a JSON Schema pattern (ECMA-262 and Python alike), for `plan schema`: an editor
+# then accepts what the loader accepts. ASCII digits only, and hours and minutes in range.
+DAY_FORM_PATTERN = (
+    r"^\s*(today|yesterday|tomorrow|[+-][0-9]+d)\s+([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?(Z|\+00:00)\s*$"
+)
 
 
 class RelativeTimeError(ValueError):

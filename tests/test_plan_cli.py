@@ -364,3 +364,62 @@ def test_minimal_plan_checks(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_without_a_path_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["plan", "check"]) == 2
     assert "Missing argument 'PATH'" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _json_ready(value: Any) -> Any:
+    """A TOML document as an editor's schema check sees it: TOML date-times as RFC 3339 text."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _validator(capsys: pytest.CaptureFixture[str]) -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    assert run(["plan", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    Draft202012Validator.check_schema(schema)
+    checker = FormatChecker()
+    assert "date-time" in checker.checkers, "rfc3339-validator is installed: formats are checked"
+    return Draft202012Validator(schema, format_checker=checker)
+
+
+def test_every_example_plan_meets_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    validator = _validator(capsys)
+    plans = [path for path in sorted((REPO / "plans").glob("*.toml")) if path.name != "emulator-scenario.toml"]
+    relative = 0
+    for path in plans:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        errors = [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+                  for error in validator.iter_errors(_json_ready(data))]
+        assert not errors, (path.name, errors)
+        relative += isinstance(data["windows"].get("start"), str)
+    assert len(plans) >= 5 and relative >= 2, "demo.toml and telemetry-15m.toml name yesterday's windows"
+
+
+@pytest.mark.parametrize(
+    ("start", "loads"),
+    [
+        ("yesterday 00:00Z", True),
+        ("-2d 00:00Z", True),
+        ("today  6:30:00+00:00", True),
+        ("yesterday 00:00", False),  # a local time of day
+        ("-6h", False),  # an offset from the instant: windows would move with every command
+        ("yesterday", False),
+        ("yesterday 24:00Z", False),
+        ("2026-11-03 00:00", False),
+    ],
+)
+def test_the_schema_accepts_the_window_bounds_the_loader_accepts(
+    capsys: pytest.CaptureFixture[str], start: str, loads: bool
+) -> None:
+    validator = _validator(capsys)
+    text = _range(f'start = "{start}"\nend = "tomorrow 00:00Z"\nevery = "15m"')
+    Path("p.toml").write_text(text, encoding="utf-8")
+    assert (run(["plan", "check", "p.toml"]) == 0) is loads, capsys.readouterr()
+    assert validator.is_valid(_json_ready(tomllib.loads(text))) is loads

@@ -23,7 +23,7 @@ from backfill.errors import PlanError, ScenarioError
 from backfill.identity import Actor, IdentitySource
 from backfill.plan import load_plan
 from backfill.preview import compute_preview
-from backfill.relative_time import parse_relative
+from backfill.relative_time import DAY_FORM_PATTERN, RelativeTimeError, parse_relative
 from backfill.requests import draft_request
 from backfill.timeutil import format_utc
 
@@ -57,6 +57,23 @@ def test_offsets_are_from_the_instant(now: datetime, amount: int, unit: str, sig
 def test_malformed_relative_times_are_refused(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_relative(text)
+
+
+@given(st.sampled_from(["today", "yesterday", "tomorrow", "-2d", "+10d", "-d", "2d", "now", "Yesterday"]),
+       st.sampled_from([" ", "  ", "\t", ""]), st.integers(0, 99), st.integers(0, 99),
+       st.sampled_from(["", ":00", ":59", ":60", ":5"]), st.sampled_from(["Z", "+00:00", "", "z", "+01:00"]),
+       st.sampled_from(["", "0"]))
+def test_the_schema_pattern_is_the_day_forms_the_loader_reads(word: str, space: str, hour: int, minute: int,
+                                                             seconds: str, zone: str, pad: str) -> None:
+    # `plan schema` offers DAY_FORM_PATTERN to editors for [windows] start/end: it must accept
+    # exactly the day forms the loader reads, so an editor flags neither more nor less.
+    text = f"{word}{space}{pad}{hour}:{minute:02d}{seconds}{zone}"
+    try:
+        point = parse_relative(text)
+    except RelativeTimeError:
+        point = None
+    loads = point is not None and point.day_aligned
+    assert (re.match(DAY_FORM_PATTERN, text) is not None) is loads, text
 
 
 def test_absolute_times_and_other_text_are_not_relative() -> None:

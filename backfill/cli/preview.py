@@ -13,29 +13,33 @@ from backfill.preview import Preview
 
 
 def echo_preview(result: Preview, *, wide: bool = False) -> None:
-    """The table of decisions (reasons cut to fit unless ``wide``), the whole reason of each
-    blocked window, then the summary line."""
+    """The table of decisions, the whole reason of each window not plainly skipped, then the
+    summary line; ``wide``: whole run IDs and a reason column instead.
+
+    Like ``kubectl get``, the default table leaves out the reason column (``--wide`` adds it): a
+    skipped window's reason only repeats its run and status, and the others' follow the table
+    whole, so the table fits ``WIDTH`` columns (the checks column is cut if it must be)."""
+    headers = ["window", "latest run", "status", "checks", "decision"]
     rows = []
     for item in result.decisions:
         run = item.latest_run
-        rows.append([
+        row = [
             item.key,
             (run.run_id if wide else short_id(run.run_id)) if run else "-",
             run.status.value if run else "-",
             item.check_summary(),
             item.decision.value,
-            item.reason,
-        ])
-    echo_table(["window", "latest run", "status", "checks", "decision", "reason"], rows, shrink=["reason"],
-               wide=wide)
+        ]
+        rows.append([*row, item.reason] if wide else row)
+    echo_table([*headers, "reason"] if wide else headers, rows, shrink=["checks"], wide=wide)
     if not wide:
-        # The reason column is cut to fit; what a window that is not plainly skipped needs is the
-        # point of the preview, so its reason follows whole (wrapped), blocked ones first.
+        # What a window that is not plainly skipped needs is the point of the preview, so its
+        # reason follows whole (wrapped), blocked ones first.
         notable = [item for item in result.decisions if item.decision.value != "skip-succeeded"]
         for item in sorted(notable, key=lambda item: not item.decision.blocked):
-                for line in textwrap.wrap(f"{item.decision.value} {item.key}: {item.reason}", WIDTH,
-                                          initial_indent="  ", subsequent_indent="    "):
-                    click.echo(line)
+            for line in textwrap.wrap(f"{item.decision.value} {item.key}: {item.reason}", WIDTH,
+                                      initial_indent="  ", subsequent_indent="    "):
+                click.echo(line)
     click.echo(result.summary_line())
 
 
@@ -43,7 +47,7 @@ def echo_preview(result: Preview, *, wide: bool = False) -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output (docs/preview-json.md).")
 @click.option("--no-sync", is_flag=True, help="Use the cached history as it is, without asking the factory.")
-@click.option("--wide", is_flag=True, help="Whole run IDs and reasons, however wide the table gets.")
+@click.option("--wide", is_flag=True, help="Whole run IDs and a reason column, however wide the table gets.")
 def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
     """Decide every window of PLAN from the pipeline's history and the sink checks.
 
