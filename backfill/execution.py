@@ -28,7 +28,6 @@ from backfill.approvals import (
     assert_runnable,
     load_backfill,
 )
-from backfill.crashpoint import CrashHook
 from backfill.decisions import Decision
 from backfill.errors import BackfillError, BlockedWindows, CanaryPause, FactoryError
 from backfill.factory.protocol import Factory, FactoryRef
@@ -37,7 +36,7 @@ from backfill.identity import Actor
 from backfill.ledger import LedgerEvent
 from backfill.matching import match_fields
 from backfill.polling import RECENT_RUNS, policy_for, usual_duration
-from backfill.runner import DEFERRED, Job, LedgerView, RunnerOptions, WindowMachine
+from backfill.runner import DEFERRED, Job, LedgerView, RunnerOptions, StepHook, WindowMachine
 from backfill.seal import Seal, require_variables, verify_seal
 from backfill.store.claims import Claim, Claims
 from backfill.store.database import Database
@@ -76,11 +75,13 @@ def execute_backfill(
     options: RunnerOptions | None = None,
     progress: Callable[[str], None] | None = None,
     resume: bool = False,
+    hook: StepHook | None = None,
 ) -> Outcome:
     """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success.
 
     A stopped backfill (``stop``, or a stop requested that no runner has acted on yet) stays
-    stopped: only ``resume`` lets it go on, and the ledger records who did (``backfill.resumed``)."""
+    stopped: only ``resume`` lets it go on, and the ledger records who did (``backfill.resumed``).
+    ``hook`` sees every ledger append (the crash harness's kill points); none in production."""
     from backfill.checks.registry import build_checks
     from backfill.history import load_history, sync_history
     from backfill.masking import plan_secrets
@@ -115,7 +116,7 @@ def execute_backfill(
     preview = compute_preview(loaded, history, checks)
     execution = loaded.plan.execution
 
-    view = LedgerView(Ledger(db), record, actor, hook=CrashHook.from_env())
+    view = LedgerView(Ledger(db), record, actor, hook=hook)
     view.refresh()
     if stopped:
         view.append(ev.RESUMED, {"stopped_by": _stopped_by(db, backfill_id).removeprefix(" by ") or None})

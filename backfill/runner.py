@@ -27,15 +27,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from backfill import events as ev
 from backfill import progress as pg
 from backfill.approvals import BackfillRecord
 from backfill.checks.base import Check
-from backfill.crashpoint import CrashHook
 from backfill.decisions import Decision, active_of, decide, describe_run
 from backfill.errors import ConfigError, FactoryError
 from backfill.factory.protocol import Factory
@@ -103,16 +103,44 @@ def _duration_setting(env: Mapping[str, str], name: str, default: timedelta) -> 
         raise ConfigError(str(exc)) from None
 
 
+class StepHook(Protocol):
+    """The runner's port around each ledger append; production passes none (``NO_HOOK``).
+
+    The crash harness (tests/crash_hook.py) plugs in here to kill or freeze the runner at a chosen
+    step; nothing in the package reads a kill switch from the environment. ``quiet`` is held by the
+    claim heartbeat while it writes, so a hook that freezes the process never does it mid-write."""
+
+    @property
+    def quiet(self) -> AbstractContextManager[object]: ...
+
+    def before(self, kind: str) -> None: ...
+
+    def after(self, kind: str) -> None: ...
+
+
+class _NoHook:
+    quiet: AbstractContextManager[object] = nullcontext()
+
+    def before(self, kind: str) -> None:
+        pass
+
+    def after(self, kind: str) -> None:
+        pass
+
+
+NO_HOOK: StepHook = _NoHook()
+
+
 class LedgerView:
     """The runner's incremental reading of one backfill's ledger events (thread-safe)."""
 
     def __init__(
-        self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: CrashHook | None = None
+        self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: StepHook | None = None
     ) -> None:
         self.ledger = ledger
         self.backfill_id = record.id
         self.actor = actor
-        self.hook = hook or CrashHook(None)
+        self.hook: StepHook = hook or NO_HOOK
         self.windows = pg.initial_windows(record.decisions)
         # Window key -> (time, payload) of an intent not yet followed by created/adopted/finished.
         self.pending: dict[str, tuple[datetime, Mapping[str, Any]]] = {}

@@ -4,7 +4,8 @@
 
 Two plans share half their windows (A: 0..N-1, B: N/2..3N/2-1), both approved, concurrency 2
 each. Each cycle starts one runner per unfinished backfill at the same time, each as a real
-process with a random ``BACKFILL_CRASH_AT`` point (SIGKILL at a ledger step, backfill.crashpoint),
+process (tests/crash_runner.py) with a random ``BACKFILL_CRASH_AT`` point (SIGKILL at a ledger step,
+tests/crash_hook.py),
 until both backfills have completed and at least ``--kills`` runners were killed. Then every
 window of either plan must have exactly one run in the emulator and exactly one createRun that
 took effect, each ledger must verify, and each shared window must have run in one backfill only.
@@ -51,6 +52,7 @@ def main() -> int:
     parser.add_argument("--max-cycles", type=int, default=2000)
     args = parser.parse_args()
 
+    from crash_hook import crash_command
     from runner_support import EVERY, FAST_ENV, base_time, plan_text, scenario
 
     from backfill import events as ev
@@ -102,7 +104,7 @@ def main() -> int:
                 run_env = {**env, "BACKFILL_ACTOR": "carol"}
                 if point:
                     run_env["BACKFILL_CRASH_AT"] = point
-                runners.append(subprocess.Popen([sys.executable, "-m", "backfill", "run", bid], env=run_env,
+                runners.append(subprocess.Popen(crash_command("run", bid), env=run_env,
                                                 cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             for runner in runners:
                 _, err = runner.communicate(timeout=300)

@@ -1,8 +1,8 @@
 """Crash safety: the runner is a real process, killed with SIGKILL at window state transitions.
 
 The emulator lives in the test process (so it outlives every killed runner); each runner is
-``python -m backfill run ID`` with ``BACKFILL_CRASH_AT`` (backfill.crashpoint: a test-only hook
-that SIGKILLs the process right before or after it appends its Nth event of a kind). The runner is
+``python tests/crash_runner.py run ID`` (the real CLI) with ``BACKFILL_CRASH_AT`` (tests/crash_hook.py:
+the test-only hook that SIGKILLs the process right before or after it appends its Nth event of a kind). The runner is
 killed and resumed until the backfill completes; then the emulator must have received exactly one
 createRun per window, and the ledger must hold every window's intent, created|adopted and finished
 events and verify.
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from crash_hook import crash_command
 from hypothesis import given
 from hypothesis import strategies as st
 from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, plan_text, scenario
@@ -59,7 +60,7 @@ def _runner(bid: str, emu: Emulator, ledger: str, cwd: Path, crash_at: str | Non
     env.pop("BACKFILL_CRASH_AT", None)
     if crash_at:
         env["BACKFILL_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "backfill", "run", bid], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run(crash_command("run", bid), env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=120, check=False)
 
 
@@ -126,7 +127,7 @@ def test_two_workers_share_one_backfill_and_one_dies(postgres_url: str, tmp_path
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_ACTOR": "carol"}
-        command = [sys.executable, "-m", "backfill", "run", bid]
+        command = crash_command("run", bid)
         doomed = subprocess.Popen(command, env={**env, "BACKFILL_CRASH_AT": "after:window.created:2"}, cwd=tmp_path,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         survivor = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -143,8 +144,36 @@ def test_two_workers_share_one_backfill_and_one_dies(postgres_url: str, tmp_path
         assert len(workers) >= 2  # both processes ran windows
 
 
+def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
+    # A stray BACKFILL_CRASH_AT in an operator's shell: ``backfill run`` (python -m backfill, no
+    # test hook) runs to the end; the same variable kills tests/crash_runner.py at its point.
+    ledger = os.environ["BACKFILL_LEDGER"]
+    base = base_time()
+    plan = tmp_path / "p.toml"
+    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    with emulator(scenario(base), monkeypatch) as emu:
+        bid = request_backfill(plan, monkeypatch, capsys)
+        env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_LEDGER": ledger, "BACKFILL_ACTOR": "carol",
+               "BACKFILL_CRASH_AT": "after:window.intent:1", "BACKFILL_CRASH_SIGNAL": "KILL"}
+        done = subprocess.run([sys.executable, "-m", "backfill", "run", bid], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        _assert_every_window_complete(bid, emu, ledger)
+
+
+def test_the_crash_runner_installs_the_hook(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
+    base = base_time()
+    plan = tmp_path / "p.toml"
+    plan.write_text(plan_text(base, 2))
+    with emulator(scenario(base), monkeypatch) as emu:
+        bid = request_backfill(plan, monkeypatch, capsys)
+        done = _runner(bid, emu, os.environ["BACKFILL_LEDGER"], tmp_path, "after:window.intent:1")
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        assert [e.kind for e in events(bid)][-1] == ev.WINDOW_INTENT
+
+
 def test_the_crash_hook_is_inert_without_its_variable() -> None:
-    from backfill.crashpoint import CrashHook, CrashPoint
+    from crash_hook import CrashHook, CrashPoint
 
     hook = CrashHook.from_env()
     hook.before(ev.WINDOW_INTENT)
@@ -159,6 +188,6 @@ def test_the_crash_hook_is_inert_without_its_variable() -> None:
 
 @given(st.sampled_from(["", "before:", "after:"]), st.sampled_from(ev.ALL_KINDS), st.integers(1, 10_000))
 def test_crash_points_parse(when: str, kind: str, nth: int) -> None:
-    from backfill.crashpoint import CrashPoint
+    from crash_hook import CrashPoint
 
     assert CrashPoint.parse(f"{when}{kind}:{nth}") == CrashPoint(when.rstrip(":") or "after", kind, nth)

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import timedelta
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_hook import crash_command
 from runner_support import (
     EVERY,
     FAST_ENV,
@@ -48,7 +48,7 @@ def _env(emu: Emulator, ledger: str, **more: str) -> dict[str, str]:
 
 
 def _start(bid: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "backfill", "run", bid], env=env, cwd=cwd,
+    return subprocess.Popen(crash_command("run", bid), env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 from conftest import missing
+from crash_hook import crash_command
 from hypothesis import given
 from hypothesis import strategies as st
 from runbook_support import BIN, MARK, SINK_FILE, Block, Play, bash_script, failed_at, sh_blocks
@@ -151,7 +152,7 @@ def _prepare_crash(play: Play) -> None:
     backfill_id = _requested_and_canaried(play, plan.name)
     # SIGKILL right before the second window.created: both runs exist in ADF, one is recorded.
     env = play.env() | {"BACKFILL_ACTOR": ENGINEER, "BACKFILL_CRASH_AT": "before:window.created:2"}
-    crashed = subprocess.run([str(BIN / "backfill"), "run", backfill_id], cwd=play.work, env=env,
+    crashed = subprocess.run(crash_command("run", backfill_id), cwd=play.work, env=env,
                              capture_output=True, text=True, timeout=LIMIT)
     assert crashed.returncode == -signal.SIGKILL, f"set-up: the runner was to be killed: {crashed.stderr[-800:]}"
     states = sorted(_window_states(play, backfill_id)[_key(i)] for i in HUNG)

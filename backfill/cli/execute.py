@@ -23,9 +23,12 @@ def run(backfill_id: str, resume: bool) -> None:
     from backfill.identity import resolve_actor
     from backfill.store.database import Database
 
+    # A caller embedding the CLI may hand a step hook in the context object (the crash harness's
+    # tests/crash_runner.py does); the installed ``backfill`` never does.
+    obj = click.get_current_context().obj
     outcome = execute_backfill(
         Database(), backfill_id, actor=resolve_actor(), progress=lambda line: click.echo(line, err=True),
-        resume=resume,
+        resume=resume, hook=obj.get("step_hook") if isinstance(obj, dict) else None,
     )
     click.echo(outcome.message)
 

@@ -1,9 +1,13 @@
-"""A test-only hook that kills the runner at a chosen ledger step, to prove crash safety.
+"""The crash harness's hook: it kills the runner at a chosen ledger step, to prove crash safety.
+
+It lives in the tests, never in the package: the installed ``backfill run`` reads no kill switch
+(a stray variable in an operator's shell must not SIGKILL it). ``tests/crash_runner.py`` installs
+it from the environment through the runner's ``StepHook`` port and runs the real CLI.
 
 ``BACKFILL_CRASH_AT="window.intent:2"`` makes the process SIGKILL itself right after it appended
 its 2nd ``window.intent`` event; ``"before:window.created:1"`` kills it just before appending its
 1st ``window.created`` (createRun has answered, the run exists, the ledger does not know it yet).
-Counts are per process. Unset (always, outside the crash harness), the hook does nothing.
+Counts are per process. Unset, the hook does nothing.
 SIGKILL and not an exception: no ``finally``, no flush, no atexit, exactly like ``kill -9``.
 ``BACKFILL_CRASH_SIGNAL=STOP`` sends SIGSTOP instead: the process freezes at that step (a VM
 pause, a closed laptop lid) until someone sends SIGCONT.
@@ -13,12 +17,20 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 ENV = "BACKFILL_CRASH_AT"
 SIGNAL_ENV = "BACKFILL_CRASH_SIGNAL"
+RUNNER = Path(__file__).with_name("crash_runner.py")
+
+
+def crash_command(*args: str) -> list[str]:
+    """``backfill ARGS`` as a subprocess command line, with this hook installed from the environment."""
+    return [sys.executable, str(RUNNER), *args]
 
 
 @dataclass(frozen=True)
