@@ -1,7 +1,8 @@
 """The one error family of backfill, with the exit codes of the spec (§9).
 
 Anything the user must fix raises a ``BackfillError``; the CLI's single handler turns it into one
-line on stderr and ``exit_code``. Unexpected exceptions get a traceback in a log file instead.
+line on stderr and ``exit_code``. Unexpected exceptions (bugs) exit 70 with one line on stderr and
+their traceback in a log file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ class ExitCode(IntEnum):
     AWAITING_APPROVAL = 3
     BLOCKED = 4
     LEDGER_INVALID = 5
+    # A bug, not a refusal (sysexits' EX_SOFTWARE): scripts can tell the two apart. 6 is the
+    # spec's SLA code, for a command not built yet.
+    BUG = 70
     INTERRUPTED = 130
 
 

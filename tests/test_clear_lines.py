@@ -16,6 +16,7 @@ import pytest
 
 from backfill.cli.main import COMMANDS, run
 from backfill.emulator import Emulator, Pipeline, Scenario
+from backfill.errors import ExitCode
 
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
@@ -80,8 +81,8 @@ def buggy(monkeypatch: MP) -> None:
 @pytest.mark.usefixtures("buggy")
 def test_an_unexpected_error_is_one_line_and_a_per_user_log_entry(tmp_path: Path, capsys: Cap) -> None:
     log = tmp_path / "state" / "backfill" / "debug.log"  # XDG_STATE_HOME is the test's (conftest)
-    assert run(["boom", "--flag"]) == 1
-    assert run(["boom"]) == 1
+    assert run(["boom", "--flag"]) == ExitCode.BUG == 70  # a bug, told apart from a refusal (1)
+    assert run(["boom"]) == ExitCode.BUG
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"error: unexpected RuntimeError: kaboom second line (traceback in {log})"] * 2
     text = log.read_text(encoding="utf-8")
@@ -102,7 +103,7 @@ def test_a_log_that_cannot_be_written_still_gives_one_line(tmp_path: Path, monke
     blocker.write_text("", encoding="utf-8")
     target = blocker / "debug.log"  # a folder that is a file: fails for root too
     monkeypatch.setenv("BACKFILL_DEBUG_LOG", str(target))
-    assert run(["boom"]) == 1
+    assert run(["boom"]) == ExitCode.BUG
     err = capsys.readouterr().err
     prefix = f"error: unexpected RuntimeError: kaboom second line (traceback not written: cannot write {target}: "
     assert err.startswith(prefix) and err.endswith("; set BACKFILL_DEBUG_LOG)\n") and err.count("\n") == 1, err
@@ -112,7 +113,7 @@ def test_a_log_that_cannot_be_written_still_gives_one_line(tmp_path: Path, monke
 def test_the_default_log_is_under_the_home_state_folder(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert run(["boom"]) == 1
+    assert run(["boom"]) == ExitCode.BUG
     expected = tmp_path / "home" / ".local" / "state" / "backfill" / "debug.log"
     assert f"(traceback in {expected})" in capsys.readouterr().err
     assert expected.is_file()

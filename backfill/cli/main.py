@@ -125,7 +125,7 @@ def run(args: list[str] | None = None, **extra: Any) -> int:
         where = _log_traceback(sys.argv[1:] if args is None else list(args))
         message = " ".join(str(exc).split())
         click.echo(f"error: unexpected {type(exc).__name__}: {message} ({where})", err=True)
-        return int(ExitCode.FAILED)
+        return int(ExitCode.BUG)
     if isinstance(result, int) and not isinstance(result, bool):
         return result
     return int(ExitCode.OK)
