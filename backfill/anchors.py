@@ -50,8 +50,13 @@ class SignedCheckpoint:
     signature: str
 
     def body(self) -> dict[str, Any]:
-        return {"format": FORMAT, "origin": self.origin, "size": self.size, "head": self.head,
-                "time": format_at(self.time)}
+        return {
+            "format": FORMAT,
+            "origin": self.origin,
+            "size": self.size,
+            "head": self.head,
+            "time": format_at(self.time),
+        }
 
     def document(self) -> str:
         return canonical_json({"checkpoint": self.body(), "key": self.key, "signature": self.signature}) + "\n"
@@ -75,8 +80,9 @@ def generate_key(private_path: Path) -> Path:
         if path.exists():
             raise ConfigError(f"{path} exists; keygen never overwrites a key")
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -132,8 +138,9 @@ def key_id(public: Ed25519PublicKey) -> str:
 def sign(key: Ed25519PrivateKey, origin: str, size: int, head: str) -> SignedCheckpoint:
     unsigned = SignedCheckpoint(origin, size, head, utcnow(), key_id(key.public_key()), "")
     signature = key.sign(canonical_json(unsigned.body()).encode("utf-8"))
-    return SignedCheckpoint(origin, size, head, unsigned.time, unsigned.key,
-                            base64.b64encode(signature).decode("ascii"))
+    return SignedCheckpoint(
+        origin, size, head, unsigned.time, unsigned.key, base64.b64encode(signature).decode("ascii")
+    )
 
 
 def parse_document(name: str, text: str, public: Ed25519PublicKey) -> SignedCheckpoint:
@@ -145,8 +152,14 @@ def parse_document(name: str, text: str, public: Ed25519PublicKey) -> SignedChec
         body = data["checkpoint"]
         if body.get("format") != FORMAT:
             raise ValueError(f"format is not {FORMAT}")
-        checkpoint = SignedCheckpoint(str(body["origin"]), int(body["size"]), str(body["head"]),
-                                      parse_at(str(body["time"])), str(data["key"]), str(data["signature"]))
+        checkpoint = SignedCheckpoint(
+            str(body["origin"]),
+            int(body["size"]),
+            str(body["head"]),
+            parse_at(str(body["time"])),
+            str(data["key"]),
+            str(data["signature"]),
+        )
         signature = base64.b64decode(checkpoint.signature, validate=True)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LedgerInvalid(f"anchor {name}: not a signed checkpoint ({exc})") from None
@@ -254,9 +267,12 @@ def check_anchors(
         if anchor.origin != origin:
             raise LedgerInvalid(f"anchor {name}: of ledger {anchor.origin}, not this one ({origin})")
         if anchor.size > head:
-            raise LedgerInvalid(f"anchor {name}: the ledger ends at event {head} but a signed checkpoint is event "
-                                f"{anchor.size} (truncated)")
+            raise LedgerInvalid(
+                f"anchor {name}: the ledger ends at event {head} but a signed checkpoint is event "
+                f"{anchor.size} (truncated)"
+            )
         if anchor.size > 0 and hashes.get(anchor.size) != anchor.head:
-            raise LedgerInvalid(f"anchor {name}: event {anchor.size} does not match the signed checkpoint "
-                                "(history rewritten)")
+            raise LedgerInvalid(
+                f"anchor {name}: event {anchor.size} does not match the signed checkpoint (history rewritten)"
+            )
     return [a for _, a in anchors]

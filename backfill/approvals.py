@@ -374,8 +374,8 @@ def check_identity_policy(bid: str, policy: ApprovalPolicy, actor: Actor) -> Non
     if actor.source.value != demanded:
         raise BackfillError(
             f"{bid}: the approval policy demands an {demanded} identity; {actor.name} is {actor.source.value}"
-            if demanded[0] in "aeiou" else
-            f"{bid}: the approval policy demands a {demanded} identity; {actor.name} is {actor.source.value}"
+            if demanded[0] in "aeiou"
+            else f"{bid}: the approval policy demands a {demanded} identity; {actor.name} is {actor.source.value}"
         )
 
 
@@ -473,9 +473,7 @@ def approved_keys(record: BackfillRecord, state: BackfillState) -> list[str]:
     return [k for k, d in record.decisions.items() if d in RUNNABLE_DECISIONS or k in state.accepted_windows]
 
 
-def load_backfill(
-    db: Database, backfill_id: str, now: datetime | None = None
-) -> tuple[BackfillRecord, BackfillState]:
+def load_backfill(db: Database, backfill_id: str, now: datetime | None = None) -> tuple[BackfillRecord, BackfillState]:
     """The frozen request and its state derived from the ledger (BackfillError if unknown)."""
     from backfill.store.backfills import get_backfill
     from backfill.store.ledger import Ledger
@@ -508,17 +506,24 @@ def sealed_record(record: BackfillRecord, events: Iterable[EventLike]) -> Backfi
     }
     for name, value in sealed.items():
         if value is not None and getattr(record, name) != value:
-            raise LedgerInvalid(f"{bid}: the backfills row's {name} differs from its sealed request event; "
-                                "the ledger was tampered with")
+            raise LedgerInvalid(
+                f"{bid}: the backfills row's {name} differs from its sealed request event; the ledger was tampered with"
+            )
     if "approval" in payload and ApprovalPolicy.from_json(payload["approval"]) != record.policy:
-        raise LedgerInvalid(f"{bid}: the backfills row's approval policy differs from its sealed request event; "
-                            "the ledger was tampered with")
+        raise LedgerInvalid(
+            f"{bid}: the backfills row's approval policy differs from its sealed request event; "
+            "the ledger was tampered with"
+        )
     if "runnable" in payload and list(payload["runnable"]) != record.runnable_keys:
-        raise LedgerInvalid(f"{bid}: the backfills row's runnable windows differ from its sealed request event; "
-                            "the ledger was tampered with")
+        raise LedgerInvalid(
+            f"{bid}: the backfills row's runnable windows differ from its sealed request event; "
+            "the ledger was tampered with"
+        )
     if "blocked" in payload and sorted(payload["blocked"]) != sorted(record.blocked_keys):
-        raise LedgerInvalid(f"{bid}: the backfills row's blocked windows differ from its sealed request event; "
-                            "the ledger was tampered with")
+        raise LedgerInvalid(
+            f"{bid}: the backfills row's blocked windows differ from its sealed request event; "
+            "the ledger was tampered with"
+        )
     # Four eyes compares against the identity the chain recorded for the request.
     seal = payload.get("seal")
     return replace(

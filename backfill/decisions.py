@@ -148,8 +148,7 @@ def decide(
     if status == CheckStatus.PARTIAL:
         return (
             Decision.BLOCKED_PARTIAL,
-            f"{history}; {because}; a supervisor may clear it with approve --window {window.key} "
-            "--accept partial",
+            f"{history}; {because}; a supervisor may clear it with approve --window {window.key} --accept partial",
         )
     if status == CheckStatus.COMPLETE:
         return Decision.SKIP_COMPLETE_IN_SINK, f"{history}; {because}"

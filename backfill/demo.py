@@ -44,8 +44,7 @@ SINK_FILE = "telemetry-sink.db"
 SPEED, FAST_SPEED = 1200.0, 20000.0
 STEPS = ("preview", "all")
 
-LOCK_MESSAGE = ("Failure happened on 'Sink' side. ErrorCode=SqlOperationFailed,"
-                "'Lock request time out period exceeded.'")
+LOCK_MESSAGE = "Failure happened on 'Sink' side. ErrorCode=SqlOperationFailed,'Lock request time out period exceeded.'"
 
 # What happened to yesterday's windows, by index (00:00 is 0); every other window succeeded.
 # The sink was locked from 02:00: one copy died after 300 rows, two timed out before writing,
@@ -79,8 +78,10 @@ def _window(day: datetime, index: int) -> tuple[datetime, datetime]:
 
 def expected_decisions(day: datetime) -> dict[str, str]:
     """Each window's key and the decision the story expects for it."""
-    return {window_key(*_window(day, i)): str(EXPECTED_DECISIONS.get(i, Decision.SKIP_SUCCEEDED))
-            for i in range(WINDOW_COUNT)}
+    return {
+        window_key(*_window(day, i)): str(EXPECTED_DECISIONS.get(i, Decision.SKIP_SUCCEEDED))
+        for i in range(WINDOW_COUNT)
+    }
 
 
 def _history(day: datetime) -> Iterator[HistoryRun]:
@@ -102,8 +103,10 @@ def _history(day: datetime) -> Iterator[HistoryRun]:
             run.rows_before_failure = ROWS // 3 if index == PARTIAL else 0
         elif index == COMPLETE:
             run.status, run.activity, run.error_code = "Failed", "AdvanceWatermark", "2402"
-            run.message = ("Execution fail against sql server. Sql error number: 1222. "
-                           "Error Message: Lock request time out period exceeded.")
+            run.message = (
+                "Execution fail against sql server. Sql error number: 1222. "
+                "Error Message: Lock request time out period exceeded."
+            )
             run.rows_before_failure = ROWS
         elif index == HUNG:
             run.status, run.activity = "InProgress", "CopyReadings"
@@ -140,11 +143,12 @@ def shifted_plan(text: str, start: datetime, end: datetime) -> str:
         raise BackfillError("demo: the demo plan has no [windows] table to shift")
     body = section.group(0)
     for key, value in (("start", start), ("end", end)):
-        body, count = re.subn(rf"^({key}\s*=\s*)(?:\"[^\"\n]*\"|\S+)", rf"\g<1>{format_utc(value)}", body,
-                              count=1, flags=re.MULTILINE)
+        body, count = re.subn(
+            rf"^({key}\s*=\s*)(?:\"[^\"\n]*\"|\S+)", rf"\g<1>{format_utc(value)}", body, count=1, flags=re.MULTILINE
+        )
         if count != 1:
             raise BackfillError(f"demo: the demo plan's [windows] has no {key} to shift")
-    return text[: section.start()] + body + text[section.end():]
+    return text[: section.start()] + body + text[section.end() :]
 
 
 def demo_plan_text() -> str:
@@ -259,15 +263,21 @@ def _tell(story: Story, folder: Path, options: DemoOptions) -> None:
     plan.write_text(shifted_plan(demo_plan_text(), day, day + WINDOW_COUNT * EVERY), encoding="utf-8")
     scenario = demo_scenario(day, sink_url, speed=FAST_SPEED if options.fast else SPEED)
     story.say(f"# backfill demo, in {folder}")
-    story.say(f"# {PLAN_FILE}: plans/demo.toml ({WINDOW_COUNT} windows of 15 minutes of {PIPELINE}), dates shifted "
-              f"to yesterday ({format_utc(day)}) so the history is within ADF's 45-day retention")
+    story.say(
+        f"# {PLAN_FILE}: plans/demo.toml ({WINDOW_COUNT} windows of 15 minutes of {PIPELINE}), dates shifted "
+        f"to yesterday ({format_utc(day)}) so the history is within ADF's 45-day retention"
+    )
     story.say(f"# {LEDGER_FILE}: the ledger; {SINK_FILE}: the sink, table meter_readings (both SQLite)")
     with Emulator(scenario) as emulator:
         story.say(f"# an emulated Data Factory at {emulator.endpoint}, in this process, with yesterday's history:")
-        story.say(f"#   the sink was locked at {_at(PARTIAL)}: that run failed after writing {ROWS // 3} of its {ROWS} "
-                  f"rows, {_at(LOCKED[0])} and {_at(LOCKED[1])} failed before writing any,")
-        story.say(f"#   {_at(COMPLETE)} wrote all {ROWS} and then failed; {_at(NEVER[0])} and {_at(NEVER[1])} never "
-                  f"ran; the {_at(HUNG)} run is still in progress;")
+        story.say(
+            f"#   the sink was locked at {_at(PARTIAL)}: that run failed after writing {ROWS // 3} of its {ROWS} "
+            f"rows, {_at(LOCKED[0])} and {_at(LOCKED[1])} failed before writing any,"
+        )
+        story.say(
+            f"#   {_at(COMPLETE)} wrote all {ROWS} and then failed; {_at(NEVER[0])} and {_at(NEVER[1])} never "
+            f"ran; the {_at(HUNG)} run is still in progress;"
+        )
         story.say("#   every other window succeeded. New runs will succeed.")
         settings = {**emulator.env(), "BACKFILL_LEDGER": ledger_url, "TELEMETRY_SINK_URL": sink_url}
         with _environment(settings):
@@ -293,7 +303,9 @@ def _commands(story: Story, emulator: Emulator, day: datetime, options: DemoOpti
     story.say("# 2. The engineer asks for the backfill; the plan's hash and this preview are frozen.")
     requested = story.command(
         ["request", PLAN_FILE, "--note", "INC-4821: replay the windows lost to the sink lock"],
-        expect=0, why="request recorded", actor=ENGINEER,
+        expect=0,
+        why="request recorded",
+        actor=ENGINEER,
     )
     backfill_id = requested.splitlines()[0].strip()
     _check_frozen(backfill_id, expected_decisions(day))
@@ -317,8 +329,11 @@ def _commands(story: Story, emulator: Emulator, day: datetime, options: DemoOpti
 
 def _check_frozen(backfill_id: str, expected: Mapping[str, str]) -> None:
     frozen, _ = _backfill(backfill_id)
-    wrong = [f"{key} {frozen.get(key, 'missing')} (expected {want})"
-             for key, want in expected.items() if frozen.get(key) != want]
+    wrong = [
+        f"{key} {frozen.get(key, 'missing')} (expected {want})"
+        for key, want in expected.items()
+        if frozen.get(key) != want
+    ]
     if wrong:
         raise BackfillError(f"demo: the preview decided {len(wrong)} windows unexpectedly; first: {wrong[0]}")
 
@@ -360,17 +375,21 @@ def _summary(story: Story, emulator: Emulator, backfill_id: str, expected: Mappi
         raise BackfillError(f"demo: window {unfinished[0]} ended {states.get(unfinished[0])}, expected succeeded")
     if creates != Counter(runnable):
         extra = sorted(set(creates) - set(runnable)) or [k for k in runnable if creates[k] != 1]
-        raise BackfillError(f"demo: expected one createRun per run window, got {sum(creates.values())} "
-                            f"for {len(runnable)} windows (first odd one: {extra[0]})")
+        raise BackfillError(
+            f"demo: expected one createRun per run window, got {sum(creates.values())} "
+            f"for {len(runnable)} windows (first odd one: {extra[0]})"
+        )
     decided = Counter(expected.values())
     blocked = sum(n for d, n in decided.items() if Decision(d).blocked)
     skipped = len(expected) - len(runnable) - blocked
     story.say()
     story.say("# The story in numbers")
-    story.say(f"{len(expected)} windows: {len(runnable)} run ({decided[Decision.RERUN]} reruns of failed runs, "
-              f"{decided[Decision.RUN]} never run), {skipped} skipped ({decided[Decision.SKIP_SUCCEEDED]} succeeded, "
-              f"{decided[Decision.SKIP_COMPLETE_IN_SINK]} complete in the sink, "
-              f"{decided[Decision.SKIP_IN_PROGRESS]} in progress), {blocked} blocked (partial in the sink: left alone)")
+    story.say(
+        f"{len(expected)} windows: {len(runnable)} run ({decided[Decision.RERUN]} reruns of failed runs, "
+        f"{decided[Decision.RUN]} never run), {skipped} skipped ({decided[Decision.SKIP_SUCCEEDED]} succeeded, "
+        f"{decided[Decision.SKIP_COMPLETE_IN_SINK]} complete in the sink, "
+        f"{decided[Decision.SKIP_IN_PROGRESS]} in progress), {blocked} blocked (partial in the sink: left alone)"
+    )
     story.say(f"createRun calls seen by the emulator: {sum(creates.values())}, exactly one per run window")
     story.say()
     story.say("# What to try next (the README walks through each)")
@@ -386,4 +405,3 @@ def _keep_lines(story: Story, folder: Path, ledger_url: str, sink_url: str) -> N
     story.say(f"export BACKFILL_LEDGER={shlex.quote(ledger_url)}")
     story.say(f"export TELEMETRY_SINK_URL={shlex.quote(sink_url)}")
     story.say("backfill status; backfill ledger show; backfill preview plan.toml --no-sync")
-

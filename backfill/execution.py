@@ -94,8 +94,9 @@ def execute_backfill(
     assert_runnable(state, utcnow())
     stopped = state.stop_requested or state.status is BackfillStatus.STOPPED
     if stopped and not resume:
-        raise BackfillError(f"{backfill_id} was stopped{_stopped_by(db, backfill_id)}; to go on: "
-                            f"backfill run {backfill_id} --resume")
+        raise BackfillError(
+            f"{backfill_id} was stopped{_stopped_by(db, backfill_id)}; to go on: backfill run {backfill_id} --resume"
+        )
     # Windows written relative to now ("yesterday 00:00Z") mean what they meant at the request.
     loaded = load_plan(record.plan_path, now=record.requested_at)
     if loaded.hash != record.plan_hash:
@@ -121,18 +122,33 @@ def execute_backfill(
     if stopped:
         view.append(ev.RESUMED, {"stopped_by": _stopped_by(db, backfill_id).removeprefix(" by ") or None})
     claims = Claims(db, lease=options.lease)
-    view.append(ev.STARTED, {"concurrency": execution.concurrency, "worker": claims.worker,
-                             "plan_hash": loaded.hash, "preview": preview.summary()})
+    view.append(
+        ev.STARTED,
+        {
+            "concurrency": execution.concurrency,
+            "worker": claims.worker,
+            "plan_hash": loaded.hash,
+            "preview": preview.summary(),
+        },
+    )
     jobs = _select(view, record, state, preview.decisions)
     order = [w.key for w in loaded.windows if w.key in jobs]
     if execution.order == "newest-first":
         order.reverse()
     machine = WindowMachine(
-        view=view, factory=factory, claims=claims, pipeline=loaded.pipeline,
-        match_fields=match_fields(loaded.windows, loaded.match_on), checks=checks,
-        horizon=preview.history_horizon, mode=execution.mode, run_timeout=execution.run_timeout,
-        on_timeout=execution.on_timeout, poll=policy_for(execution.poll, _usual(history)),
-        options=options, history_since=synced_from,
+        view=view,
+        factory=factory,
+        claims=claims,
+        pipeline=loaded.pipeline,
+        match_fields=match_fields(loaded.windows, loaded.match_on),
+        checks=checks,
+        horizon=preview.history_horizon,
+        mode=execution.mode,
+        run_timeout=execution.run_timeout,
+        on_timeout=execution.on_timeout,
+        poll=policy_for(execution.poll, _usual(history)),
+        options=options,
+        history_since=synced_from,
     )
     scope = set(approved_keys(record, state)) | set(jobs)
     if progress is not None:
@@ -168,19 +184,26 @@ def _select(
         if key not in approved:
             if decision.runnable:
                 frozen = record.decisions.get(key, "not in the request")
-                view.append(ev.WINDOW_SKIPPED, {
-                    "decision": "not-approved",
-                    "reason": f"now {decision}, but it was {frozen} when approved: the approval does not "
-                              f"cover it ({item.reason})",
-                }, key)
+                view.append(
+                    ev.WINDOW_SKIPPED,
+                    {
+                        "decision": "not-approved",
+                        "reason": f"now {decision}, but it was {frozen} when approved: the approval does not "
+                        f"cover it ({item.reason})",
+                    },
+                    key,
+                )
             continue
         if decision.runnable or (decision is Decision.BLOCKED_PARTIAL and accepted):
             jobs[key] = Job(item.window, item, accepted)
         elif not decision.blocked:
             view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"since the request: {item.reason}"}, key)
         elif window["state"] != pg.BLOCKED:
-            view.append(ev.WINDOW_CHECKED, {"decision": decision, "reason": item.reason,
-                                            "checks": [r.to_json() for r in item.checks]}, key)
+            view.append(
+                ev.WINDOW_CHECKED,
+                {"decision": decision, "reason": item.reason, "checks": [r.to_json() for r in item.checks]},
+                key,
+            )
     return jobs
 
 
@@ -196,8 +219,10 @@ def _progress_printer(
         words = [event.kind.removeprefix("window.")]
         words += [str(event.payload[k]) for k in ("run_id", "status", "decision") if event.payload.get(k)]
         finish = f", finish ~{format_utc(summary.estimated_finish)}" if summary.estimated_finish else ""
-        emit(f"{format_utc(now)} {event.window_key} {' '.join(words)} | done {summary.done}/{summary.total}, "
-             f"running {summary.running}, left {summary.left}{finish}")
+        emit(
+            f"{format_utc(now)} {event.window_key} {' '.join(words)} | done {summary.done}/{summary.total}, "
+            f"running {summary.running}, left {summary.left}{finish}"
+        )
 
     return listener
 
@@ -205,8 +230,16 @@ def _progress_printer(
 class _Pool:
     """Worker threads claiming windows in order; a heartbeat keeps their claims' leases alive."""
 
-    def __init__(self, view: LedgerView, claims: Claims, machine: WindowMachine, jobs: dict[str, Job],
-                 order: list[str], canary: int, stop_on_failure: bool) -> None:
+    def __init__(
+        self,
+        view: LedgerView,
+        claims: Claims,
+        machine: WindowMachine,
+        jobs: dict[str, Job],
+        order: list[str],
+        canary: int,
+        stop_on_failure: bool,
+    ) -> None:
         self.view, self.claims, self.machine, self.jobs, self.order = view, claims, machine, jobs, order
         self.canary, self.stop_on_failure = canary, stop_on_failure
         self.visited: set[str] = set()
@@ -252,8 +285,11 @@ class _Pool:
             if self.halt is not None:
                 return []
             now = time.monotonic()
-            keys = [k for k in self.order if k not in self.visited and k not in self.view.closed
-                    and self.deferred.get(k, 0.0) <= now]
+            keys = [
+                k
+                for k in self.order
+                if k not in self.visited and k not in self.view.closed and self.deferred.get(k, 0.0) <= now
+            ]
             if keys and self.view.stop_requested:
                 self.halt = "stop"
                 return []
@@ -321,8 +357,9 @@ class _Pool:
                 self.halt = self.halt or "error"
 
 
-def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, scope: set[str],
-              api_calls: int) -> Outcome:
+def _conclude(
+    view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, scope: set[str], api_calls: int
+) -> Outcome:
     view.refresh()
     states = {key: view.windows[key]["state"] for key in scope if key in view.windows}
     counts = {name: sum(1 for s in states.values() if s == name) for name in pg.WINDOW_STATES}
@@ -338,20 +375,29 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
 
     if pool.halt == "stop":
         end(ev.STOPPED, {"reason": "stop requested"})
-        raise BackfillError(f"{backfill_id} stopped after the windows in flight ({_tally(counts)}); "
-                            f"resume with: backfill run {backfill_id} --resume")
+        raise BackfillError(
+            f"{backfill_id} stopped after the windows in flight ({_tally(counts)}); "
+            f"resume with: backfill run {backfill_id} --resume"
+        )
     if pool.halt == "failure" and pool.failure is not None:
         why = _failure_text(view, pool.failure)
         end(ev.FAILED, {"reason": why, "window": pool.failure})
         raise BackfillError(f"{backfill_id} failed: {why}; on_failure = stop")
     if held:
-        return Outcome("running", f"{backfill_id}: this worker is done; {len(held)} windows are in flight on "
-                       f"other workers ({_tally(counts)})", counts, api_calls)
+        return Outcome(
+            "running",
+            f"{backfill_id}: this worker is done; {len(held)} windows are in flight on "
+            f"other workers ({_tally(counts)})",
+            counts,
+            api_calls,
+        )
     if pool.canary and open_keys:
         end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.SUCCEEDED, 0)})
         canary, them = ("canary window", "it") if pool.canary == 1 else (f"{pool.canary} canary windows", "them")
-        raise CanaryPause(f"{backfill_id} paused after its first {canary} succeeded, as the plan asks; "
-                          f"check {them}, then: backfill approve {backfill_id} and backfill run {backfill_id}")
+        raise CanaryPause(
+            f"{backfill_id} paused after its first {canary} succeeded, as the plan asks; "
+            f"check {them}, then: backfill approve {backfill_id} and backfill run {backfill_id}"
+        )
     if failed:
         why = _failure_text(view, failed[0])
         end(ev.FAILED, {"reason": why, "failed": failed})
@@ -361,8 +407,10 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
         end(ev.FAILED, {"reason": "windows blocked or needing an operator", "windows_left": stuck})
         first = view.windows[stuck[0]]
         many = f"{len(stuck)} windows are blocked or need" if len(stuck) > 1 else "1 window is blocked or needs"
-        raise BlockedWindows(f"{backfill_id}: {many} an operator; first {stuck[0]}: "
-                             f"{first['reason'] or first['state']} (backfill status {backfill_id})")
+        raise BlockedWindows(
+            f"{backfill_id}: {many} an operator; first {stuck[0]}: "
+            f"{first['reason'] or first['state']} (backfill status {backfill_id})"
+        )
     # Windows blocked in the frozen preview and never accepted: the approval did not cover them.
     unapproved = [k for k, w in view.windows.items() if k not in scope and w["state"] == pg.BLOCKED]
     end(ev.COMPLETED, {"blocked_outside_approval": unapproved})
@@ -371,8 +419,10 @@ def _conclude(view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, s
         # Exit 0 all the same: the approval never covered them, and what it covered is done.
         first = view.windows[unapproved[0]]
         if len(unapproved) > 1:
-            done += (f"\n{len(unapproved)} blocked windows were left alone (outside the approval), first "
-                     f"{unapproved[0]}: {first['decision']}")
+            done += (
+                f"\n{len(unapproved)} blocked windows were left alone (outside the approval), first "
+                f"{unapproved[0]}: {first['decision']}"
+            )
         else:
             done += f"\n1 blocked window was left alone (outside the approval): {unapproved[0]}: {first['decision']}"
     return Outcome("completed", done, counts, api_calls)
@@ -383,8 +433,9 @@ def _tally(counts: Mapping[str, int]) -> str:
 
 
 def _failure_text(view: LedgerView, key: str) -> str:
-    events = [e for e in view.ledger.events(backfill_id=view.backfill_id, kinds=[ev.WINDOW_FINISHED])
-              if e.window_key == key]
+    events = [
+        e for e in view.ledger.events(backfill_id=view.backfill_id, kinds=[ev.WINDOW_FINISHED]) if e.window_key == key
+    ]
     if not events:
         return f"window {key} {view.windows[key]['state']}"
     payload = events[-1].payload
@@ -411,8 +462,11 @@ def request_stop(
 ) -> list[str]:
     """Record a stop request (and cancel the runs in flight with ``cancel_run``); lines to print."""
     record, state = load_backfill(db, backfill_id)
-    flying = [(k, w["run_id"]) for k, w in state.windows.items()
-              if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL]
+    flying = [
+        (k, w["run_id"])
+        for k, w in state.windows.items()
+        if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL
+    ]
     ended = state.status not in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
     # A backfill that ended (failed, say) may still have left a run going in a needs-operator
     # window: --cancel-run must still reach it, so the operator need not cancel run by run.
@@ -437,8 +491,13 @@ def request_stop(
         assert run_id is not None
         # Recorded before it is sent, like an intent: a live runner that sees the run end
         # Cancelled then finds who asked and why already in the ledger, and ends after it.
-        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": "backfill stop --cancel-run"},
-                      actor=actor, backfill_id=backfill_id, window_key=key)
+        ledger.append(
+            ev.WINDOW_CANCELLED,
+            {"run_id": run_id, "reason": "backfill stop --cancel-run"},
+            actor=actor,
+            backfill_id=backfill_id,
+            window_key=key,
+        )
         try:
             factory.cancel_run(run_id)
         except FactoryError as exc:

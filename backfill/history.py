@@ -115,9 +115,7 @@ class HistoryView:
         """For each window (same order), its latest run in this history, or None (SPEC §4)."""
         return [latest for latest, _ in self.window_runs(windows, match_on)]
 
-    def window_runs(
-        self, windows: Sequence[Window], match_on: Sequence[str]
-    ) -> list[tuple[Run | None, Run | None]]:
+    def window_runs(self, windows: Sequence[Window], match_on: Sequence[str]) -> list[tuple[Run | None, Run | None]]:
         """For each window (same order), its latest run and, when another of its runs is still
         in flight, the newest such run (SPEC §4, §14); None where there is none."""
         with paused_gc():

@@ -30,8 +30,9 @@ class IdentitySource(StrEnum):
 
 # Sources a third party vouches for: a verified token, the database's authentication, the
 # console's sign-in. ``declared`` and ``os`` are whatever the person at the keyboard says.
-VERIFIED_SOURCES = frozenset({IdentitySource.AZURE_AD, IdentitySource.DATABASE, IdentitySource.OIDC,
-                              IdentitySource.PROXY})
+VERIFIED_SOURCES = frozenset(
+    {IdentitySource.AZURE_AD, IdentitySource.DATABASE, IdentitySource.OIDC, IdentitySource.PROXY}
+)
 MAX_NAME = 320
 
 

@@ -108,8 +108,21 @@ def _jsonable(value: Any, path: str) -> Any:
 
 # Key words that mark a value as a credential or something that usually embeds one.
 _DENIED_WORDS = frozenset(
-    {"connection", "connstr", "password", "passwd", "pwd", "secret", "token", "url", "uri", "dsn",
-     "credential", "credentials", "apikey"}
+    {
+        "connection",
+        "connstr",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "url",
+        "uri",
+        "dsn",
+        "credential",
+        "credentials",
+        "apikey",
+    }
 )
 _TEMPLATE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 # ``Password=hunter2;``, ``AccountKey=...``, ``sig=...`` in connection strings and query strings.
@@ -177,9 +190,7 @@ def _denied_value(value: Any) -> Any:
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {
-            str(k): (_denied_value(v) if is_denied_key(str(k)) else _redact_value(v)) for k, v in value.items()
-        }
+        return {str(k): (_denied_value(v) if is_denied_key(str(k)) else _redact_value(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_value(v) for v in value]
     if isinstance(value, str):
@@ -325,8 +336,9 @@ class ChainVerifier:
         if event.seq > expected_seq:
             missing = f"{expected_seq}" if event.seq == expected_seq + 1 else f"{expected_seq}-{event.seq - 1}"
             return self.fail(
-                expected_seq, None, f"missing: the sequence jumps from {self.head_seq} to {event.seq} "
-                f"(events {missing} deleted)"
+                expected_seq,
+                None,
+                f"missing: the sequence jumps from {self.head_seq} to {event.seq} (events {missing} deleted)",
             )
         if event.seq < expected_seq:
             return self.fail(event.seq, event.kind, f"out of order: found after event {self.head_seq}")
@@ -348,9 +360,9 @@ class ChainVerifier:
         if not self._checkpoint_seen and self.checkpoint is not None:
             seq = self.checkpoint[0]
             return self.fail(
-                self.head_seq + 1, None,
-                f"missing: the ledger ends at event {self.head_seq} but the checkpoint is event {seq} "
-                "(truncated)",
+                self.head_seq + 1,
+                None,
+                f"missing: the ledger ends at event {self.head_seq} but the checkpoint is event {seq} (truncated)",
             )
         if self.checkpoint is not None and self.checkpoint[0] == 0 and self.checkpoint[1] != GENESIS_HASH:
             return self.fail(0, None, "checkpoint 0 must carry the genesis hash (64 zeros)")
@@ -396,4 +408,3 @@ def parse_checkpoint(text: str) -> tuple[int, str]:
 
 def format_checkpoint(checkpoint: tuple[int, str]) -> str:
     return f"{checkpoint[0]}:{checkpoint[1]}"
-

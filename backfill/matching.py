@@ -96,7 +96,7 @@ def _parse_time(text: str) -> datetime | None:
 @lru_cache(maxsize=16384)
 def _normalise_text(text: str) -> Hashable:
     first = text[:1]
-    if first in ('[', '{', '"'):
+    if first in ("[", "{", '"'):
         try:
             decoded = json.loads(text)
         except ValueError:

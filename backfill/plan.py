@@ -81,7 +81,10 @@ class LoadedPlan:
 
 
 def load_plan(
-    path: str | Path, *, max_windows: int | None = None, env: Mapping[str, str] | None = None,
+    path: str | Path,
+    *,
+    max_windows: int | None = None,
+    env: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> LoadedPlan:
     """Read, validate and window a plan file; raise PlanError naming file, key and expectation.
@@ -91,8 +94,9 @@ def load_plan(
     resolve against ``now`` (default: the current time); ``run`` passes the request's time.
     """
     data = read_plan_file(path)
-    return plan_from_data(data, path=path, max_windows=max_windows, env=env, base_dir=Path(path).resolve().parent,
-                          now=now)
+    return plan_from_data(
+        data, path=path, max_windows=max_windows, env=env, base_dir=Path(path).resolve().parent, now=now
+    )
 
 
 def read_plan_file(path: str | Path) -> dict[str, Any]:
@@ -209,8 +213,9 @@ def canonical_json(plan: Plan) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def plan_hash(plan: Plan, query_files: Mapping[str, str] | None = None,
-              relative: Mapping[str, str] | None = None) -> str:
+def plan_hash(
+    plan: Plan, query_files: Mapping[str, str] | None = None, relative: Mapping[str, str] | None = None
+) -> str:
     """sha256 hex of ``canonical_json``: comments, layout, key order and ``15m`` vs ``900s`` do
     not change it; any change of meaning does. ``query_files`` (check key -> sha256 of the file's
     bytes) joins the hashed JSON, so editing a check's SQL file after approval changes the hash."""

@@ -57,10 +57,12 @@ class Target(_Section):
 class WindowsSpec(_Section):
     # A relative bound ("yesterday 00:00Z") is resolved before the model sees it (relative_plan);
     # the schema says so, so that editors accept the example plans.
-    start: UtcDatetime | None = Field(None, description="First window's start (with start/end/every).",
-                                      json_schema_extra=relative_bound_schema)
-    end: UtcDatetime | None = Field(None, description="Last window's end, exclusive.",
-                                    json_schema_extra=relative_bound_schema)
+    start: UtcDatetime | None = Field(
+        None, description="First window's start (with start/end/every).", json_schema_extra=relative_bound_schema
+    )
+    end: UtcDatetime | None = Field(
+        None, description="Last window's end, exclusive.", json_schema_extra=relative_bound_schema
+    )
     every: Duration | None = Field(
         None, description="Window length, a duration like 15m; must divide end - start exactly."
     )
@@ -182,7 +184,7 @@ class Approval(_Section):
     identity: Literal["any", "verified", "azure-ad", "database", "oidc", "proxy", "os", "declared"] = "any"
     aliases: dict[Name, list[Name]] = Field(
         default_factory=dict,
-        description="Names of one person under other identity sources: alice = [\"alice@contoso.com\"].",
+        description='Names of one person under other identity sources: alice = ["alice@contoso.com"].',
     )
 
     @model_validator(mode="after")

@@ -162,8 +162,9 @@ def compute_preview(
     pairs = history.window_runs(windows, loaded.match_on)
     results: dict[str, tuple[CheckResult, ...]] = {}
     if checks:
-        pending = [window for window, (run, active) in zip(windows, pairs, strict=True)
-                   if active is None and needs_checks(run)]
+        pending = [
+            window for window, (run, active) in zip(windows, pairs, strict=True) if active is None and needs_checks(run)
+        ]
         results = evaluate_all(checks, pending, concurrency=check_concurrency)
     decisions = []
     with paused_gc():

@@ -52,9 +52,12 @@ def resolve_relative_windows(
         if point is None:
             continue  # a JSON plan's absolute time: the model reads it
         if not point.day_aligned:
-            raise PlanError(where, f"windows.{key}",
-                            f"{value!r}: write a day and a UTC time of day (yesterday 00:00Z, -2d 06:00Z) or an "
-                            "absolute time; an offset from now would move the windows with every command")
+            raise PlanError(
+                where,
+                f"windows.{key}",
+                f"{value!r}: write a day and a UTC time of day (yesterday 00:00Z, -2d 06:00Z) or an "
+                "absolute time; an offset from now would move the windows with every command",
+            )
         resolved[key] = point.resolve(now)
         relative[f"windows.{key}"] = point.text
     if not relative:

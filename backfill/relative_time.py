@@ -71,8 +71,9 @@ def parse_relative(text: str) -> RelativeTime | None:
     word, hours, minutes, seconds, zone = day.groups()
     days = _DAY_WORDS[word] if word in _DAY_WORDS else int(word[:-1])
     if zone is None:
-        raise RelativeTimeError(f"{text!r}: the time of day has no UTC offset; write it with Z, like {word} "
-                                f"{int(hours):02d}:{minutes}Z")
+        raise RelativeTimeError(
+            f"{text!r}: the time of day has no UTC offset; write it with Z, like {word} {int(hours):02d}:{minutes}Z"
+        )
     if int(hours) > 23 or int(minutes) > 59 or int(seconds or 0) > 59:
         raise RelativeTimeError(f"{text!r}: {hours}:{minutes} is not a time of day")
     return RelativeTime(value, timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds or 0)), days)

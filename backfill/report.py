@@ -286,8 +286,10 @@ def summarize_event(kind: str, payload: Mapping[str, Any]) -> str:
     run = f"run {p['run_id']}" if p.get("run_id") else "no run"
     if kind == ev.REQUESTED:
         runnable, blocked = p.get("runnable"), p.get("blocked")
-        counts = f"{len(runnable) if isinstance(runnable, list) else 0} to run, " \
-                 f"{len(blocked) if isinstance(blocked, Mapping) else 0} blocked"
+        counts = (
+            f"{len(runnable) if isinstance(runnable, list) else 0} to run, "
+            f"{len(blocked) if isinstance(blocked, Mapping) else 0} blocked"
+        )
         text = _with(f"plan {str(p.get('plan_hash', ''))[:12]}; {counts}", p.get("note"))
     elif kind == ev.APPROVED:
         text = _with(f"approval {p.get('approval', '?')} of {p.get('required', '?')}", p.get("note"))
@@ -393,9 +395,15 @@ def render_text(report: Mapping[str, Any]) -> str:
     decisions = report["decisions"]
     requested = f"by {b['requested_by']['name']} ({b['requested_by']['source']}) at {b['requested_at']}"
     header = [
-        ("ticket", b["ticket"]), ("state", b["state"]), ("plan", b["plan_path"]), ("plan hash", b["plan_hash"]),
-        ("pipeline", f"{b['pipeline']} in {b['factory']}"), ("requested", _with(requested, b["note"])),
-        ("expires", b["expires_at"]), ("started", b["started_at"]), ("finished", b["finished_at"]),
+        ("ticket", b["ticket"]),
+        ("state", b["state"]),
+        ("plan", b["plan_path"]),
+        ("plan hash", b["plan_hash"]),
+        ("pipeline", f"{b['pipeline']} in {b['factory']}"),
+        ("requested", _with(requested, b["note"])),
+        ("expires", b["expires_at"]),
+        ("started", b["started_at"]),
+        ("finished", b["finished_at"]),
         ("report generated", report["generated_at"]),
     ]
     lines = [f"# Backfill {b['id']}: {_cell(b['title'])}", ""]
@@ -403,11 +411,17 @@ def render_text(report: Mapping[str, Any]) -> str:
         lines += [f"**{_cell(b['outcome'])}**", ""]
     lines += [f"- {name}: {_cell(value)}" for name, value in header if value]
     span = f" (seq {ledger['first_seq']}-{ledger['last_seq']})" if ledger["first_seq"] is not None else ""
-    lines += ["", "## Ledger", "", f"- chain: {ledger_text(ledger)}",
-              f"- this backfill: {ledger['backfill_events']} events{span}"]
+    lines += [
+        "",
+        "## Ledger",
+        "",
+        f"- chain: {ledger_text(ledger)}",
+        f"- this backfill: {ledger['backfill_events']} events{span}",
+    ]
     lines += ["", f"## Approvals ({len(approvals['given'])} of {approvals['required']} required)", ""]
-    lines += _table(["actor", "source", "at", "note"],
-                    [[a["actor"], a["source"], a["at"], a["note"]] for a in approvals["given"]])
+    lines += _table(
+        ["actor", "source", "at", "note"], [[a["actor"], a["source"], a["at"], a["note"]] for a in approvals["given"]]
+    )
     if approvals["rejection"]:
         lines += ["", f"- rejected by {_cell(decided_text(approvals['rejection']))}"]
     canary = gates["canary"]
@@ -419,22 +433,40 @@ def render_text(report: Mapping[str, Any]) -> str:
     if gates["stop_requested"]:
         lines.append("- stop requested")
     lines += ["", "Accepted partial windows:", ""]
-    lines += _table(["window", "actor", "source", "at", "note"],
-                    [[a["key"], a["actor"], a["source"], a["at"], a["note"]] for a in gates["accepted_windows"]])
+    lines += _table(
+        ["window", "actor", "source", "at", "note"],
+        [[a["key"], a["actor"], a["source"], a["at"], a["note"]] for a in gates["accepted_windows"]],
+    )
     lines += ["", "## Decisions (frozen at request)", "", f"- {summary_text(decisions['summary'])}"]
     if decisions["history_horizon"]:
         lines.append(f"- history horizon: {decisions['history_horizon']}")
     lines.append("")
-    lines += _table(["window", "decision", "state", "reason"],
-                    [[w["key"], w["decision"], w["state"], w["reason"]] for w in decisions["windows"]])
+    lines += _table(
+        ["window", "decision", "state", "reason"],
+        [[w["key"], w["decision"], w["state"], w["reason"]] for w in decisions["windows"]],
+    )
     lines += ["", "## Runs", ""]
     lines += _table(
         ["window", "attempt", "run id", "status", "duration", "failing activity", "error"],
-        [[r["window"], r["attempt"], r["run_id"], r["status"], format_seconds(r["duration_seconds"]),
-          r["failed_activity"], r["error"]] for r in report["runs"]],
+        [
+            [
+                r["window"],
+                r["attempt"],
+                r["run_id"],
+                r["status"],
+                format_seconds(r["duration_seconds"]),
+                r["failed_activity"],
+                r["error"],
+            ]
+            for r in report["runs"]
+        ],
     )
     lines += ["", "## Timeline", ""]
-    lines += _table(["seq", "at", "actor", "kind", "window", "summary"],
-                    [[t["seq"], t["at"], f"{t['actor']} ({t['source']})", t["kind"], t["window"], t["summary"]]
-                     for t in report["timeline"]])
+    lines += _table(
+        ["seq", "at", "actor", "kind", "window", "summary"],
+        [
+            [t["seq"], t["at"], f"{t['actor']} ({t['source']})", t["kind"], t["window"], t["summary"]]
+            for t in report["timeline"]
+        ],
+    )
     return "\n".join(lines) + "\n"

@@ -67,14 +67,21 @@ def render_html(report: Mapping[str, Any]) -> str:
     b, ledger, approvals, gates = report["backfill"], report["ledger"], report["approvals"], report["gates"]
     decisions, canary = report["decisions"], report["gates"]["canary"]
     requested = f"by {b['requested_by']['name']} ({b['requested_by']['source']}) at {b['requested_at']}"
-    header = _dl([
-        ("ID", _mono(b["id"])), ("Ticket", _e(b["ticket"])), ("State", _status(b["state"])),
-        ("Plan", _mono(b["plan_path"])), ("Plan hash", _mono(b["plan_hash"])),
-        ("Pipeline", f"{_e(b['pipeline'])} in {_mono(b['factory'])}"),
-        ("Requested", _e(requested + (f": {b['note']}" if b["note"] else ""))),
-        ("Expires", _e(b["expires_at"])), ("Started", _e(b["started_at"])), ("Finished", _e(b["finished_at"])),
-        ("Report generated", _e(report["generated_at"])),
-    ])
+    header = _dl(
+        [
+            ("ID", _mono(b["id"])),
+            ("Ticket", _e(b["ticket"])),
+            ("State", _status(b["state"])),
+            ("Plan", _mono(b["plan_path"])),
+            ("Plan hash", _mono(b["plan_hash"])),
+            ("Pipeline", f"{_e(b['pipeline'])} in {_mono(b['factory'])}"),
+            ("Requested", _e(requested + (f": {b['note']}" if b["note"] else ""))),
+            ("Expires", _e(b["expires_at"])),
+            ("Started", _e(b["started_at"])),
+            ("Finished", _e(b["finished_at"])),
+            ("Report generated", _e(report["generated_at"])),
+        ]
+    )
     verdict = f'<span class="{"ok" if ledger["ok"] else "bad"}">{_e(ledger_text(ledger))}</span>'
     span = f" (seq {ledger['first_seq']}-{ledger['last_seq']})" if ledger["first_seq"] is not None else ""
     ledger_html = _dl([("Chain", verdict), ("This backfill", _e(f"{ledger['backfill_events']} events{span}"))])
@@ -84,47 +91,80 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
     if approvals["rejection"]:
         approvals_html += f'<p class="bad">Rejected by {_e(decided_text(approvals["rejection"]))}</p>'
-    gates_html = _dl([
-        ("Canary windows", _e(canary["windows"])), ("Canary pause", _e(canary["paused_at"])),
-        ("Canary approved by", _e(decided_text(canary["approval"]))),
-        ("Stop requested", "yes" if gates["stop_requested"] else ""),
-    ]) + "<h3>Accepted partial windows</h3>" + _table(
-        ["Window", "Actor", "Source", "At", "Note"],
-        [[_mono(a["key"]), _e(a["actor"]), _e(a["source"]), _e(a["at"]), _e(a["note"])]
-         for a in gates["accepted_windows"]],
+    gates_html = (
+        _dl(
+            [
+                ("Canary windows", _e(canary["windows"])),
+                ("Canary pause", _e(canary["paused_at"])),
+                ("Canary approved by", _e(decided_text(canary["approval"]))),
+                ("Stop requested", "yes" if gates["stop_requested"] else ""),
+            ]
+        )
+        + "<h3>Accepted partial windows</h3>"
+        + _table(
+            ["Window", "Actor", "Source", "At", "Note"],
+            [
+                [_mono(a["key"]), _e(a["actor"]), _e(a["source"]), _e(a["at"]), _e(a["note"])]
+                for a in gates["accepted_windows"]
+            ],
+        )
     )
-    decisions_html = _dl([
-        ("Summary", _e(summary_text(decisions["summary"]))), ("History horizon", _e(decisions["history_horizon"])),
-    ]) + _table(
+    decisions_html = _dl(
+        [
+            ("Summary", _e(summary_text(decisions["summary"]))),
+            ("History horizon", _e(decisions["history_horizon"])),
+        ]
+    ) + _table(
         ["Window", "Decision", "State", "Reason"],
-        [[_mono(w["key"]), _status(w["decision"]), _status(w["state"]), _e(w["reason"])]
-         for w in decisions["windows"]],
+        [[_mono(w["key"]), _status(w["decision"]), _status(w["state"]), _e(w["reason"])] for w in decisions["windows"]],
     )
     runs_html = _table(
         ["Window", "Attempt", "Run ID", "Status", "Duration", "Failing activity", "Error", "Cancelled by"],
-        [[_mono(r["window"]), _e(r["attempt"]), _mono(r["run_id"]), _status(r["status"]),
-          _e(format_seconds(r["duration_seconds"])), _e(r["failed_activity"]), _e(r["error"]),
-          _e(f"{r['cancelled_by']}: {r['cancel_reason']}" if r.get("cancelled_by") else "")]
-         for r in report["runs"]],
+        [
+            [
+                _mono(r["window"]),
+                _e(r["attempt"]),
+                _mono(r["run_id"]),
+                _status(r["status"]),
+                _e(format_seconds(r["duration_seconds"])),
+                _e(r["failed_activity"]),
+                _e(r["error"]),
+                _e(f"{r['cancelled_by']}: {r['cancel_reason']}" if r.get("cancelled_by") else ""),
+            ]
+            for r in report["runs"]
+        ],
     )
     timeline_html = _table(
         ["Seq", "At", "Actor", "Kind", "Window", "Summary", "Hash"],
-        [[_e(t["seq"]), _e(t["at"]), _e(f"{t['actor']} ({t['source']})"), _mono(t["kind"]), _mono(t["window"]),
-          _e(t["summary"]), f'<span class="mono" title="{_e(t["hash"])}">{_e(t["hash"][:12])}</span>']
-         for t in report["timeline"]],
+        [
+            [
+                _e(t["seq"]),
+                _e(t["at"]),
+                _e(f"{t['actor']} ({t['source']})"),
+                _mono(t["kind"]),
+                _mono(t["window"]),
+                _e(t["summary"]),
+                f'<span class="mono" title="{_e(t["hash"])}">{_e(t["hash"][:12])}</span>',
+            ]
+            for t in report["timeline"]
+        ],
     )
     cancelled_by = {r["run_id"]: r for r in report["runs"] if r.get("cancelled_by")}
     if cancelled_by:
         runs_html += "<h3>Cancelled runs: who and why</h3>" + _table(
             ["Run ID", "Window", "Cancelled by", "Why"],
-            [[_mono(r["run_id"]), _mono(r["window"]), _e(r["cancelled_by"]), _e(r["cancel_reason"])]
-             for r in cancelled_by.values()],
+            [
+                [_mono(r["run_id"]), _mono(r["window"]), _e(r["cancelled_by"]), _e(r["cancel_reason"])]
+                for r in cancelled_by.values()
+            ],
         )
     title = f"Backfill {b['id']}: {b['title']}"
     sections = [
         ("Ledger", ledger_html),
         (f"Approvals ({len(approvals['given'])} of {approvals['required']} required)", approvals_html),
-        ("Gates", gates_html), ("Decisions (frozen at request)", decisions_html), ("Runs", runs_html),
+        ("Gates", gates_html),
+        ("Decisions (frozen at request)", decisions_html),
+        ("Runs", runs_html),
         ("Timeline", timeline_html),
     ]
     body = "".join(f"<section><h2>{_e(name)}</h2>{content}</section>" for name, content in sections)
@@ -180,13 +220,15 @@ def _timeline_svg(report: Mapping[str, Any]) -> str:
     def x(moment: datetime) -> float:
         return left + width * (moment - first).total_seconds() / span
 
-    parts = [f'<svg class="timeline" id="timeline" role="img" '
-             f'width="{left + width + 20}" height="{height}" viewBox="0 0 {left + width + 20} {height}">',
-             "<title>Runs over time: one bar per run, coloured by status</title>",
-             f'<rect x="0" y="0" width="{left + width + 20}" height="{height}" fill="#ffffff"/>',
-             f'<line x1="{left}" y1="{height - 20}" x2="{left + width}" y2="{height - 20}" stroke="#d0d7de"/>',
-             f'<text x="{left}" y="{height - 6}">{_e(format_utc(first))}</text>',
-             f'<text x="{left + width}" y="{height - 6}" text-anchor="end">{_e(format_utc(last))}</text>']
+    parts = [
+        f'<svg class="timeline" id="timeline" role="img" '
+        f'width="{left + width + 20}" height="{height}" viewBox="0 0 {left + width + 20} {height}">',
+        "<title>Runs over time: one bar per run, coloured by status</title>",
+        f'<rect x="0" y="0" width="{left + width + 20}" height="{height}" fill="#ffffff"/>',
+        f'<line x1="{left}" y1="{height - 20}" x2="{left + width}" y2="{height - 20}" stroke="#d0d7de"/>',
+        f'<text x="{left}" y="{height - 6}">{_e(format_utc(first))}</text>',
+        f'<text x="{left + width}" y="{height - 6}" text-anchor="end">{_e(format_utc(last))}</text>',
+    ]
     for index, (run, start, end) in enumerate(bars):
         y = top + index * row
         colour = _BAR.get(str(run["status"]), _IN_FLIGHT)
@@ -194,14 +236,18 @@ def _timeline_svg(report: Mapping[str, Any]) -> str:
         bar_width = max(x(end) - x(start), 10.0)  # a run of seconds in a day-long story stays visible
         tip = f"{run['window']} run {run['run_id'] or '-'}: {run['status'] or 'in flight'}"
         parts.append(f'<text x="{left - 8}" y="{y + 12}" text-anchor="end">{_e(label)}</text>')
-        parts.append(f'<rect class="run" x="{x(start):.1f}" y="{y + 2}" width="{bar_width:.1f}" height="{row - 5}" '
-                     f'shape-rendering="crispEdges" fill="{colour}" data-status="{_e(run["status"])}">'
-                     f"<title>{_e(tip)}</title></rect>")
+        parts.append(
+            f'<rect class="run" x="{x(start):.1f}" y="{y + 2}" width="{bar_width:.1f}" height="{row - 5}" '
+            f'shape-rendering="crispEdges" fill="{colour}" data-status="{_e(run["status"])}">'
+            f"<title>{_e(tip)}</title></rect>"
+        )
     for index, (at, text, colour) in enumerate(sorted(marks)):
         mx = x(at)
-        parts.append(f'<line class="mark" x1="{mx:.1f}" y1="{top - 4}" x2="{mx:.1f}" y2="{height - 20}" '
-                     f'stroke="{colour}" stroke-width="2" stroke-dasharray="4 3"><title>{_e(text)} at '
-                     f'{_e(format_utc(at))}</title></line>')
+        parts.append(
+            f'<line class="mark" x1="{mx:.1f}" y1="{top - 4}" x2="{mx:.1f}" y2="{height - 20}" '
+            f'stroke="{colour}" stroke-width="2" stroke-dasharray="4 3"><title>{_e(text)} at '
+            f"{_e(format_utc(at))}</title></line>"
+        )
         parts.append(f'<text x="{mx + 3:.1f}" y="{10 + 11 * (index % 2)}" fill="{colour}">{_e(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)

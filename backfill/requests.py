@@ -70,8 +70,12 @@ def draft_request(
     if loaded.relative and loaded.windows:
         # The plan names its windows relative to now: record what they resolved to (the hash is of
         # the text, so it cannot tell the day); run resolves them against requested_at again.
-        payload["windows"] = {"written": dict(loaded.relative), "resolved_at": format_utc(record.requested_at),
-                              "start": format_utc(loaded.windows[0].start), "end": format_utc(loaded.windows[-1].end)}
+        payload["windows"] = {
+            "written": dict(loaded.relative),
+            "resolved_at": format_utc(record.requested_at),
+            "start": format_utc(loaded.windows[0].start),
+            "end": format_utc(loaded.windows[-1].end),
+        }
     return record, payload
 
 
@@ -91,8 +95,10 @@ def summary_lines(record: BackfillRecord, summary: dict[str, int] | None = None)
     ]
     if summary:
         lines.append("decisions: " + ", ".join(f"{k} {v}" for k, v in summary.items() if v))
-    lines.append(f"needs {policy.required} approval{'s' if policy.required > 1 else ''}{who}, "
-                 f"by someone other than {record.requester}")
+    lines.append(
+        f"needs {policy.required} approval{'s' if policy.required > 1 else ''}{who}, "
+        f"by someone other than {record.requester}"
+    )
     return lines
 
 
@@ -119,7 +125,7 @@ def identity_lines(actor: Actor, policy: ApprovalPolicy) -> list[str]:
     lines = [f"requested as {actor.name} ({describe_source(actor)})"]
     if declared_may_approve(policy):
         lines.append(
-            'warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; '
+            "warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; "
             '[approval] identity = "verified" demands one a third party vouches for'
         )
     return lines

@@ -58,8 +58,9 @@ BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
 DEFERRED = "deferred"
 # Separates the worker from the backfill ID in an identity claim's worker column.
 BACKFILL_MARK = "|"
-_RESOLVING = frozenset({ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
-                        ev.WINDOW_SKIPPED})
+_RESOLVING = frozenset(
+    {ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED}
+)
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,7 @@ NO_HOOK: StepHook = _NoHook()
 class LedgerView:
     """The runner's incremental reading of one backfill's ledger events (thread-safe)."""
 
-    def __init__(
-        self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: StepHook | None = None
-    ) -> None:
+    def __init__(self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: StepHook | None = None) -> None:
         self.ledger = ledger
         self.backfill_id = record.id
         self.actor = actor
@@ -169,8 +168,13 @@ class LedgerView:
             if kind == ev.WINDOW_INTENT:
                 self.pending[key] = (event.at, event.payload)
                 self.first_intent.setdefault(key, _intent_time(event.payload, event.at))
-            elif kind in (ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED,
-                          ev.WINDOW_SKIPPED):
+            elif kind in (
+                ev.WINDOW_CREATED,
+                ev.WINDOW_ADOPTED,
+                ev.WINDOW_CREATE_FAILED,
+                ev.WINDOW_FINISHED,
+                ev.WINDOW_SKIPPED,
+            ):
                 self.pending.pop(key, None)
             if kind in (ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED):
                 self.closed.add(key)
@@ -242,8 +246,11 @@ class WindowMachine:
         """Identity claims carry this backfill's ID in their worker, so that another backfill
         meeting the window knows whose ledger may hold a createRun in doubt for it."""
         if self._identity_claims is None:
-            self._identity_claims = Claims(self.claims.db, worker=f"{self.claims.worker}{BACKFILL_MARK}"
-                                           f"{self.view.backfill_id}", lease=self.claims.lease)
+            self._identity_claims = Claims(
+                self.claims.db,
+                worker=f"{self.claims.worker}{BACKFILL_MARK}{self.view.backfill_id}",
+                lease=self.claims.lease,
+            )
         return self._identity_claims
 
     def renew_identities(self) -> None:
@@ -310,8 +317,9 @@ class WindowMachine:
         with self._read_lock:
             now = self.clock()
             since = (self._read_until or self.history_since or now) - LOOKBACK
-            runs = self.factory.query_runs(updated_after=since, updated_before=now + self.options.skew,
-                                           pipeline=self.pipeline)
+            runs = self.factory.query_runs(
+                updated_after=since, updated_before=now + self.options.skew, pipeline=self.pipeline
+            )
             for run in runs:
                 run_key = match_key(run.parameters, self.match_fields)
                 if run_key is not None:
@@ -347,9 +355,16 @@ class WindowMachine:
             intent_at = _intent_time(payload, at)
             previous = payload.get("previous_run_id")
             result = reconcile(
-                self.factory, self.pipeline, job.window, self.match_fields, intent_at,
+                self.factory,
+                self.pipeline,
+                job.window,
+                self.match_fields,
+                intent_at,
                 exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
-                settle=self.options.settle, skew=self.options.skew, clock=self.clock, sleep=self.sleep,
+                settle=self.options.settle,
+                skew=self.options.skew,
+                clock=self.clock,
+                sleep=self.sleep,
             )
             why = f"backfill {other} left a createRun in doubt for this window"
             if result.ambiguous:
@@ -365,8 +380,9 @@ class WindowMachine:
     def _foreign_pending(self, backfill_id: str) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
         with self._read_lock:
             seq, pending = self._foreign.get(backfill_id, (0, {}))
-            for event in self.view.ledger.events(backfill_id=backfill_id, after_seq=seq,
-                                                 kinds=[ev.WINDOW_INTENT, *_RESOLVING]):
+            for event in self.view.ledger.events(
+                backfill_id=backfill_id, after_seq=seq, kinds=[ev.WINDOW_INTENT, *_RESOLVING]
+            ):
                 if event.window_key:
                     if event.kind == ev.WINDOW_INTENT:
                         pending[event.window_key] = (event.at, event.payload)
@@ -397,8 +413,9 @@ class WindowMachine:
             decision, reason, run = Decision.SKIP_SUCCEEDED, describe_run(latest), latest
         else:
             return None
-        self.view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"{why}: {reason}",
-                                             "run_id": run.run_id}, key)
+        self.view.append(
+            ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"{why}: {reason}", "run_id": run.run_id}, key
+        )
         return pg.SKIPPED
 
     # --- creating ------------------------------------------------------------------------------
@@ -433,13 +450,27 @@ class WindowMachine:
         if first is not None:
             # A run that started after this backfill's own intent is its own (a late effect).
             previous = job.decision.latest_run.run_id if job.decision.latest_run is not None else None
-            ours = candidates([r for r in (active, latest) if r is not None], window, self.match_fields, first,
-                              exclude=frozenset({previous}) if previous else frozenset(), skew=self.options.skew)
+            ours = candidates(
+                [r for r in (active, latest) if r is not None],
+                window,
+                self.match_fields,
+                first,
+                exclude=frozenset({previous}) if previous else frozenset(),
+                skew=self.options.skew,
+            )
             if ours:
                 run = ours[0]
-                self.view.append(ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label,
-                                                     "attempt": claim.attempt, "reason": "found right before createRun",
-                                                     "evidence": dict(doubt)}, key)
+                self.view.append(
+                    ev.WINDOW_ADOPTED,
+                    {
+                        "run_id": run.run_id,
+                        "status": run.status_label,
+                        "attempt": claim.attempt,
+                        "reason": "found right before createRun",
+                        "evidence": dict(doubt),
+                    },
+                    key,
+                )
                 if run.status.is_final:
                     return self._finish(key, run)
                 return self._follow(job, run.run_id, run.start or first)
@@ -498,16 +529,21 @@ class WindowMachine:
                 if exc.throttled and waits < self.options.throttle_waits:
                     # A 429 is refused before any effect: wait as told and send again.
                     waits += 1
-                    wait = min(timedelta(seconds=exc.retry_after if exc.retry_after is not None else 1.0),
-                               self.options.max_retry_after)
+                    wait = min(
+                        timedelta(seconds=exc.retry_after if exc.retry_after is not None else 1.0),
+                        self.options.max_retry_after,
+                    )
                     self.sleep(wait.total_seconds())
                     continue
                 if exc.effect_unknown:
                     return self._after_doubt(job, claim, self.view.pending[key], f"createRun in doubt: {exc}")
                 return self._refused(job, claim, exc, waits)
             break
-        self.view.append(ev.WINDOW_CREATED, {"run_id": run_id, "attempt": claim.attempt,
-                                             **({"throttled": waits} if waits else {})}, key)
+        self.view.append(
+            ev.WINDOW_CREATED,
+            {"run_id": run_id, "attempt": claim.attempt, **({"throttled": waits} if waits else {})},
+            key,
+        )
         return self._follow(job, run_id, intent_at)
 
     def _still_ours(self, job: Job, claim: Claim) -> bool:
@@ -526,16 +562,30 @@ class WindowMachine:
         intent_at = _intent_time(payload, at)
         previous = payload.get("previous_run_id")
         result = reconcile(
-            self.factory, self.pipeline, job.window, self.match_fields, intent_at,
+            self.factory,
+            self.pipeline,
+            job.window,
+            self.match_fields,
+            intent_at,
             exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
-            settle=min(self.options.settle, self.options.refusal_settle), skew=self.options.skew,
-            clock=self.clock, sleep=self.sleep,
+            settle=min(self.options.settle, self.options.refusal_settle),
+            skew=self.options.skew,
+            clock=self.clock,
+            sleep=self.sleep,
         )
         if result.run is not None:
             run = result.run
-            self.view.append(ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label,
-                                                 "attempt": claim.attempt, "reason": f"createRun answered {exc}",
-                                                 "evidence": result.evidence}, key)
+            self.view.append(
+                ev.WINDOW_ADOPTED,
+                {
+                    "run_id": run.run_id,
+                    "status": run.status_label,
+                    "attempt": claim.attempt,
+                    "reason": f"createRun answered {exc}",
+                    "evidence": result.evidence,
+                },
+                key,
+            )
             if run.status.is_final:
                 return self._finish(key, run)
             return self._follow(job, run.run_id, run.start or intent_at)
@@ -548,9 +598,7 @@ class WindowMachine:
         self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
         return pg.FAILED
 
-    def _after_doubt(
-        self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str
-    ) -> str:
+    def _after_doubt(self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str) -> str:
         key = job.window.key
         at, payload = pending
         intent_at = _intent_time(payload, at)
@@ -571,8 +619,15 @@ class WindowMachine:
         if result.run is not None:
             run = result.run
             self.view.append(
-                ev.WINDOW_ADOPTED, {"run_id": run.run_id, "status": run.status_label, "attempt": claim.attempt,
-                                    "reason": why, "evidence": evidence}, key,
+                ev.WINDOW_ADOPTED,
+                {
+                    "run_id": run.run_id,
+                    "status": run.status_label,
+                    "attempt": claim.attempt,
+                    "reason": why,
+                    "evidence": evidence,
+                },
+                key,
             )
             if run.status.is_final:
                 return self._finish(key, run)
@@ -628,18 +683,24 @@ class WindowMachine:
                 last_status = run.status_label
             if deadline is not None and cancelled_at is None and self.clock() >= deadline:
                 timeout = format_duration(self.run_timeout)
-                evidence = {"status": run.status.value, "run_timeout": timeout,
-                            "elapsed_seconds": round((self.clock() - started_at).total_seconds(), 3)}
+                evidence = {
+                    "status": run.status.value,
+                    "run_timeout": timeout,
+                    "elapsed_seconds": round((self.clock() - started_at).total_seconds(), 3),
+                }
                 if self.on_timeout == "report":
-                    return self._operator(key, f"run still {run.status.value} after run_timeout {timeout}; "
-                                          "left running", evidence, run_id)
+                    return self._operator(
+                        key, f"run still {run.status.value} after run_timeout {timeout}; left running", evidence, run_id
+                    )
                 try:
                     self.factory.cancel_run(run_id)
                 except FactoryError as exc:
-                    return self._operator(key, f"run_timeout {timeout} passed and the cancel failed: {exc}",
-                                          evidence, run_id)
-                self.view.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": f"run_timeout {timeout}",
-                                                       **evidence}, key)
+                    return self._operator(
+                        key, f"run_timeout {timeout} passed and the cancel failed: {exc}", evidence, run_id
+                    )
+                self.view.append(
+                    ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": f"run_timeout {timeout}", **evidence}, key
+                )
                 cancelled_at = self.clock()
 
     def _policy(self) -> PollPolicy:
@@ -675,8 +736,12 @@ class WindowMachine:
         if not failed:
             return {}
         first = failed[0]
-        return {"failed_activity": first.name, "activity_type": first.type, "error_code": first.error_code,
-                "error": first.message}
+        return {
+            "failed_activity": first.name,
+            "activity_type": first.type,
+            "error_code": first.error_code,
+            "error": first.message,
+        }
 
 
 def _intent_time(payload: Mapping[str, Any], recorded: datetime) -> datetime:

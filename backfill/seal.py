@@ -48,8 +48,11 @@ class Seal:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Seal:
         items = data.get("inputs", [])
-        inputs = {str(i["input"]): str(i["sha256"]) for i in items if isinstance(i, Mapping)} if isinstance(
-            items, list) else {}
+        inputs = (
+            {str(i["input"]): str(i["sha256"]) for i in items if isinstance(i, Mapping)}
+            if isinstance(items, list)
+            else {}
+        )
         return cls(str(data.get("salt", "")), inputs)
 
 
@@ -192,6 +195,4 @@ def verify_seal(backfill_id: str, seal: Seal, loaded: LoadedPlan, env: Mapping[s
     for name in sorted(set(seal.inputs) | set(now)):
         if seal.inputs.get(name) != now.get(name):
             state = "is new" if name not in seal.inputs else "is gone" if name not in now else "changed"
-            raise BackfillError(
-                f"{backfill_id}: {name} {state} since the request was approved; make a new request"
-            )
+            raise BackfillError(f"{backfill_id}: {name} {state} since the request was approved; make a new request")

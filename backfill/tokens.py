@@ -30,8 +30,11 @@ from backfill.errors import ConfigError
 from backfill.identity import PRINCIPAL_CLAIMS
 
 ENTRA_JWKS = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
-ARM_AUDIENCES = ("https://management.azure.com", "https://management.azure.com/",
-                 "https://management.core.windows.net/")
+ARM_AUDIENCES = (
+    "https://management.azure.com",
+    "https://management.azure.com/",
+    "https://management.core.windows.net/",
+)
 # Azure AD signs access tokens with RS256; anything else (``none``, a shared-secret HS256 that
 # a public key could be mistaken for) is refused before any key is looked at.
 ALGORITHMS = ("RS256",)
@@ -160,8 +163,11 @@ def verify_token(token: str, settings: TokenSettings) -> dict[str, Any]:
         raise refuse("its signature does not verify against the issuer's keys (forged)") from None
     except jwt.ExpiredSignatureError:
         expired = unverified.get("exp")
-        when = (datetime.fromtimestamp(expired, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if isinstance(expired, int | float) else "earlier")
+        when = (
+            datetime.fromtimestamp(expired, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if isinstance(expired, int | float)
+            else "earlier"
+        )
         raise refuse(f"it expired at {when}") from None
     except jwt.InvalidAudienceError:
         raise refuse(f"its audience {unverified.get('aud')!r} is not one of {', '.join(settings.audiences)}") from None

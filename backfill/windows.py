@@ -228,8 +228,9 @@ def _column(template: Any, texts: Callable[[str | None], list[str]], bounds: lis
         if parts[0][0] == "start":
             return [values[first] for first, _ in bounds]
         return [values[last] for _, last in bounds]
-    pieces = [(part, None, False) if isinstance(part, str) else ("", texts(part[1]), part[0] == "start")
-              for part in parts]
+    pieces = [
+        (part, None, False) if isinstance(part, str) else ("", texts(part[1]), part[0] == "start") for part in parts
+    ]
     return [
         "".join([text if values is None else values[first if is_start else last] for text, values, is_start in pieces])
         for first, last in bounds

@@ -77,8 +77,14 @@ def main() -> int:
         os.environ.update(env)
         ids: dict[str, str] = {}
         for name, plan in plans.items():
-            out = subprocess.run([sys.executable, "-m", "backfill", "request", str(plan)], env={**env,
-                                 "BACKFILL_ACTOR": "alice"}, cwd=folder, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "backfill", "request", str(plan)],
+                env={**env, "BACKFILL_ACTOR": "alice"},
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             ids[name] = out.stdout.splitlines()[0]
             os.environ["BACKFILL_ACTOR"] = "bob"
             assert cli.run(["approve", ids[name]]) == 0
@@ -104,8 +110,16 @@ def main() -> int:
                 run_env = {**env, "BACKFILL_ACTOR": "carol"}
                 if point:
                     run_env["BACKFILL_CRASH_AT"] = point
-                runners.append(subprocess.Popen(crash_command("run", bid), env=run_env,
-                                                cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                runners.append(
+                    subprocess.Popen(
+                        crash_command("run", bid),
+                        env=run_env,
+                        cwd=folder,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
             for runner in runners:
                 _, err = runner.communicate(timeout=300)
                 if runner.returncode == -signal.SIGKILL:
@@ -118,8 +132,11 @@ def main() -> int:
 
         starts = {format_utc(base + i * EVERY) for i in range(windows)}
         # Runs of the plans' windows (the declared history lies before them), however long ago.
-        created = Counter(str(run["parameters"].get("windowStart")) for run in emu.runs()
-                          if str(run["parameters"].get("windowStart")) in starts)
+        created = Counter(
+            str(run["parameters"].get("windowStart"))
+            for run in emu.runs()
+            if str(run["parameters"].get("windowStart")) in starts
+        )
         effective = Counter(str((e.body or {}).get("windowStart")) for e in emu.create_run_calls() if e.effect)
         recorded = {name: [e.kind for e in store.events(backfill_id=bid)] for name, bid in ids.items()}
         verified = cli.run(["ledger", "verify"]) == 0
@@ -144,8 +161,15 @@ def main() -> int:
         }
         db.dispose()
     print(json.dumps(result))
-    ok = (result["completed"] and verified and result["runs_per_window"] == [1] and len(created) == windows
-          and result["effective_creates"] == windows and len(effective) == windows and figures["kills"] >= args.kills)
+    ok = (
+        result["completed"]
+        and verified
+        and result["runs_per_window"] == [1]
+        and len(created) == windows
+        and result["effective_creates"] == windows
+        and len(effective) == windows
+        and figures["kills"] >= args.kills
+    )
     return 0 if ok else 1
 
 

@@ -28,8 +28,19 @@ ACTOR = Actor("bench", IdentitySource.DECLARED)
 
 
 def emit(figure: str, backend: str, value: float, unit: str, events: int) -> None:
-    print(json.dumps({"bench": "ledger", "figure": figure, "backend": backend, "value": round(value, 1),
-                      "unit": unit, "events": events}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "ledger",
+                "figure": figure,
+                "backend": backend,
+                "value": round(value, 1),
+                "unit": unit,
+                "events": events,
+            }
+        ),
+        flush=True,
+    )
 
 
 def measure(url: str, backend: str, count: int) -> None:
@@ -40,8 +51,11 @@ def measure(url: str, backend: str, count: int) -> None:
         # A payload shaped like the runner's: a window, parameters and a run ID.
         ledger.append(
             "run-created",
-            {"run_id": str(uuid.uuid4()), "parameters": {"windowStart": f"2026-11-03T{i % 24:02d}:00:00Z",
-                                                          "feederRegion": "north"}, "attempt": 1},
+            {
+                "run_id": str(uuid.uuid4()),
+                "parameters": {"windowStart": f"2026-11-03T{i % 24:02d}:00:00Z", "feederRegion": "north"},
+                "attempt": 1,
+            },
             actor=ACTOR,
             backfill_id="bf-bench",
             window_key=f"2026-11-03T{i % 24:02d}:00:00Z/2026-11-03T{i % 24:02d}:15:00Z",
@@ -74,8 +88,7 @@ def fresh_postgres() -> Iterator[str | None]:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
-        print(f"bench: PostgreSQL not reachable at {POSTGRES_ADMIN} ({type(exc).__name__}); skipped",
-              file=sys.stderr)
+        print(f"bench: PostgreSQL not reachable at {POSTGRES_ADMIN} ({type(exc).__name__}); skipped", file=sys.stderr)
         yield None
         return
     name = f"bf_bench_{uuid.uuid4().hex[:10]}"

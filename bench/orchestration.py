@@ -71,11 +71,20 @@ def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, 
     os.environ["BACKFILL_LEDGER"] = f"sqlite:///{folder / 'ledger.db'}"
     base = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
     scenario = Scenario(speed=speed)
-    scenario.add_pipeline(Pipeline(PIPELINE, parameters={"windowStart": "String", "windowEnd": "String"},
-                                   duration=duration))
+    scenario.add_pipeline(
+        Pipeline(PIPELINE, parameters={"windowStart": "String", "windowEnd": "String"}, duration=duration)
+    )
     # A day of past runs of the usual duration, before the plan's windows: the poll schedule's basis.
-    scenario.series.append(HistorySeries(PIPELINE, base - timedelta(days=1), base, EVERY,
-                                         {"windowStart": "{start}", "windowEnd": "{end}"}, duration=duration))
+    scenario.series.append(
+        HistorySeries(
+            PIPELINE,
+            base - timedelta(days=1),
+            base,
+            EVERY,
+            {"windowStart": "{start}", "windowEnd": "{end}"},
+            duration=duration,
+        )
+    )
     plan = folder / "plan.toml"
     plan.write_text(plan_text(base, windows, concurrency))
     with Emulator(scenario) as emu:
@@ -98,11 +107,19 @@ def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, 
     recorded = Ledger(db).events(backfill_id=backfill_id)
     finished = [e for e in recorded if e.kind == WINDOW_FINISHED]
     durations = [e.payload["duration_ms"] / 1000 for e in finished]
-    lags = [(e.at - parse_utc(e.payload["run_end"])).total_seconds() / (e.payload["duration_ms"] / 1000)
-            for e in finished]
+    lags = [
+        (e.at - parse_utc(e.payload["run_end"])).total_seconds() / (e.payload["duration_ms"] / 1000) for e in finished
+    ]
     db.dispose()
-    return {"wall": wall, "durations": durations, "status_calls": status_calls, "requests": requests,
-            "client_calls": client.api_calls, "events": len(recorded), "lags": lags}
+    return {
+        "wall": wall,
+        "durations": durations,
+        "status_calls": status_calls,
+        "requests": requests,
+        "client_calls": client.api_calls,
+        "events": len(recorded),
+        "lags": lags,
+    }
 
 
 def main() -> None:
@@ -116,15 +133,24 @@ def main() -> None:
         short = run_case(Path(tmp) / "short", args.windows, 1, short_run, speed=short_run / timedelta(milliseconds=50))
         n = args.windows
         overhead = (short["wall"] - sum(short["durations"])) / n
-        emit("overhead_per_window", round(overhead * 1000, 1), "ms", windows=n, concurrency=1,
-             run_seconds=round(sum(short["durations"]) / n, 3))
-        emit("api_calls_per_window", round(short["requests"] / n, 2), "requests",
-             note="every request the emulator saw during `run`: history sync, createRun, status, activity runs")
+        emit(
+            "overhead_per_window",
+            round(overhead * 1000, 1),
+            "ms",
+            windows=n,
+            concurrency=1,
+            run_seconds=round(sum(short["durations"]) / n, 3),
+        )
+        emit(
+            "api_calls_per_window",
+            round(short["requests"] / n, 2),
+            "requests",
+            note="every request the emulator saw during `run`: history sync, createRun, status, activity runs",
+        )
         emit("status_calls_per_window", round(short["status_calls"] / n, 2), "requests", run_ms=50)
         emit("ledger_events_per_window", round(short["events"] / n, 2), "events")
         hour = run_case(Path(tmp) / "hour", 4, 4, timedelta(minutes=60), speed=1200)
-        emit("status_calls_per_60min_run", round(hour["status_calls"] / 4, 2), "requests", runs=4,
-             compressed="1200x")
+        emit("status_calls_per_60min_run", round(hour["status_calls"] / 4, 2), "requests", runs=4, compressed="1200x")
         emit("end_seen_after_fraction_of_duration_max", round(max(hour["lags"]), 3), "fraction", runs=4)
 
 

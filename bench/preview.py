@@ -79,8 +79,11 @@ def seeded_runs(end: datetime, count: int) -> Iterator[Any]:
         yield HistoryRun(
             PIPELINE,
             start + EVERY + timedelta(minutes=2),
-            {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY),
-             "feederRegion": "north" if region == 0 else f"region-{region:02d}"},
+            {
+                "windowStart": format_utc(start),
+                "windowEnd": format_utc(start + EVERY),
+                "feederRegion": "north" if region == 0 else f"region-{region:02d}",
+            },
             status=status,
             duration=timedelta(minutes=3),
         )
@@ -180,11 +183,15 @@ def main() -> None:
     ledger = args.ledger or f"sqlite:///{folder / 'ledger.db'}"
 
     scenario = Scenario()
-    scenario.add_pipeline(Pipeline(PIPELINE, parameters={"windowStart": "String", "windowEnd": "String",
-                                                         "feederRegion": "String"}))
+    scenario.add_pipeline(
+        Pipeline(PIPELINE, parameters={"windowStart": "String", "windowEnd": "String", "feederRegion": "String"})
+    )
     scenario.add_history(seeded_runs(end, args.runs))
-    emit("note", f"ADF keeps 45 days of runs: the {args.runs} runs are seeded within the last {SEEDED_DAYS} "
-         f"days; the plan's {YEAR_WINDOWS} windows span a year, older windows have no run")
+    emit(
+        "note",
+        f"ADF keeps 45 days of runs: the {args.runs} runs are seeded within the last {SEEDED_DAYS} "
+        f"days; the plan's {YEAR_WINDOWS} windows span a year, older windows have no run",
+    )
     try:
         run_bench(scenario, str(plan), ledger, args.runs)
     finally:
@@ -200,21 +207,43 @@ def run_bench(scenario: Any, plan: str, ledger: str, runs: int) -> None:
         env = emu.env()
         cold = in_fresh_process(plan, ledger, env)
         pages = math.ceil(runs / scenario.page_size)
-        emit("cold_preview_seconds", round(cold["seconds"], 2), "s", windows=cold["windows"], runs=cold["fetched"],
-             **breakdown(cold))
+        emit(
+            "cold_preview_seconds",
+            round(cold["seconds"], 2),
+            "s",
+            windows=cold["windows"],
+            runs=cold["fetched"],
+            **breakdown(cold),
+        )
         emit("cold_preview_api_calls", cold["api_calls"], "calls", pages_needed=pages)
-        emit("cold_preview_peak_rss_mb", round(cold["peak_rss_mb"], 1), "MB",
-             interpreter_baseline_mb=round(cold["baseline_rss_mb"], 1))
+        emit(
+            "cold_preview_peak_rss_mb",
+            round(cold["peak_rss_mb"], 1),
+            "MB",
+            interpreter_baseline_mb=round(cold["baseline_rss_mb"], 1),
+        )
         warm_runs = [in_fresh_process(plan, ledger, env) for _ in range(WARM_REPEATS)]
         warm = sorted(warm_runs, key=lambda figures: figures["seconds"])[WARM_REPEATS // 2]
-        emit("warm_preview_seconds", round(warm["seconds"], 2), "s", median_of=WARM_REPEATS,
-             all_runs=[round(figures["seconds"], 2) for figures in warm_runs],
-             without_sdk_import=round(warm["seconds"] - warm["sdk_import_seconds"], 2),
-             cached_runs=warm["cached_runs"], **breakdown(warm))
+        emit(
+            "warm_preview_seconds",
+            round(warm["seconds"], 2),
+            "s",
+            median_of=WARM_REPEATS,
+            all_runs=[round(figures["seconds"], 2) for figures in warm_runs],
+            without_sdk_import=round(warm["seconds"] - warm["sdk_import_seconds"], 2),
+            cached_runs=warm["cached_runs"],
+            **breakdown(warm),
+        )
         emit("warm_preview_api_calls", warm["api_calls"], "calls")
         emit("warm_preview_peak_rss_mb", round(max(figures["peak_rss_mb"] for figures in warm_runs), 1), "MB")
-        emit("matching_seconds", round(warm["match_seconds"], 2), "s", windows=warm["windows"],
-             runs=warm["cached_runs"], share_of_warm_preview=round(warm["match_seconds"] / warm["seconds"], 2))
+        emit(
+            "matching_seconds",
+            round(warm["match_seconds"], 2),
+            "s",
+            windows=warm["windows"],
+            runs=warm["cached_runs"],
+            share_of_warm_preview=round(warm["match_seconds"] / warm["seconds"], 2),
+        )
         emit("decisions", warm["summary"])
 
 

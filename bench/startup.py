@@ -1,6 +1,6 @@
 """``backfill --help`` start-up time: one JSON line per figure.
 
-    python bench/startup.py [--repeat 10]
+python bench/startup.py [--repeat 10]
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "backfill.cli", "--help"], check=True, capture_output=True)
         samples.append(time.perf_counter() - started)
-    print(json.dumps({"figure": "help_startup_seconds_median", "value": round(statistics.median(samples), 3),
-                      "repeat": args.repeat}))
+    print(
+        json.dumps(
+            {
+                "figure": "help_startup_seconds_median",
+                "value": round(statistics.median(samples), 3),
+                "repeat": args.repeat,
+            }
+        )
+    )
     print(json.dumps({"figure": "help_startup_seconds_max", "value": round(max(samples), 3)}))
 
 

@@ -50,8 +50,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The debug log goes to a per-user folder: in tests, the test's own.
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("BACKFILL_DEBUG_LOG", raising=False)
-    for name in ("BACKFILL_ADF_CA_BUNDLE", "BACKFILL_ACTOR", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-                 "AZURE_CLIENT_SECRET", "BACKFILL_FACTORY", "BACKFILL_RESOURCE_GROUP", "AZURE_SUBSCRIPTION_ID"):
+    for name in (
+        "BACKFILL_ADF_CA_BUNDLE",
+        "BACKFILL_ACTOR",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "BACKFILL_FACTORY",
+        "BACKFILL_RESOURCE_GROUP",
+        "AZURE_SUBSCRIPTION_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 

@@ -80,8 +80,16 @@ def shape(value: Any) -> Any:
 
 
 # Objects whose keys are the user's or the activity's own: only their type is compared.
-FREE_FORM = {"parameters", "runDimension", "input", "output", "userProperties", "typeProperties", "variables",
-             "activities"}
+FREE_FORM = {
+    "parameters",
+    "runDimension",
+    "input",
+    "output",
+    "userProperties",
+    "typeProperties",
+    "variables",
+    "activities",
+}
 
 
 def shape_differences(expected: Any, actual: Any, allowed_extra: set[str] | None = None, where: str = "") -> list[str]:

@@ -88,9 +88,18 @@ def bash_script(blocks: list[Block], source: str) -> str:
             parts.append(block.code)
             continue
         # Not `( ... ) || rc=$?`: bash ignores -e inside a tested command, even in a subshell.
-        parts += ["set +e", "(", "set -e", block.code, ")", "rc=$?", "set -e",
-                  f'if [ "$rc" -ne {block.expect} ]; then',
-                  f'  echo "{MARK}{where}: exit $rc, expected {block.expect}"; exit 1', "fi"]
+        parts += [
+            "set +e",
+            "(",
+            "set -e",
+            block.code,
+            ")",
+            "rc=$?",
+            "set -e",
+            f'if [ "$rc" -ne {block.expect} ]; then',
+            f'  echo "{MARK}{where}: exit $rc, expected {block.expect}"; exit 1',
+            "fi",
+        ]
     parts.append(f"echo {shlex.quote(MARK + 'done')}")
     return "\n".join(parts) + "\n"
 
@@ -144,10 +153,14 @@ class Play:
 
     def env(self) -> dict[str, str]:
         """The set-ups' environment: the shell's, the ledger and sink of the folder, the factory."""
-        return self.shell_env() | {
-            "BACKFILL_LEDGER": f"sqlite:///{self.work / LEDGER_FILE}",
-            "TELEMETRY_SINK_URL": f"sqlite:///{self.work / SINK_FILE}",
-        } | self.factory
+        return (
+            self.shell_env()
+            | {
+                "BACKFILL_LEDGER": f"sqlite:///{self.work / LEDGER_FILE}",
+                "TELEMETRY_SINK_URL": f"sqlite:///{self.work / SINK_FILE}",
+            }
+            | self.factory
+        )
 
     def serve(self, scenario: Path, timeout: float) -> None:
         """Start ``backfill emulator serve --scenario SCENARIO`` in the work folder, as a user would,
@@ -156,9 +169,15 @@ class Play:
 
         self.emulator_started = format_utc(utcnow())
         with (self.work / "emulator.env").open("wb") as out, (self.base / "emulator.log").open("wb") as err:
-            self.emulator = subprocess.Popen([str(BIN / "backfill"), "emulator", "serve", "--scenario", str(scenario)],
-                                             cwd=self.work, env=self.shell_env(), stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=err, start_new_session=True)
+            self.emulator = subprocess.Popen(
+                [str(BIN / "backfill"), "emulator", "serve", "--scenario", str(scenario)],
+                cwd=self.work,
+                env=self.shell_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while True:
             text = (self.work / "emulator.env").read_text(encoding="utf-8")
@@ -171,8 +190,14 @@ class Play:
                 raise AssertionError(f"set-up: backfill emulator serve did not start: {log[-800:]}")
             time.sleep(0.1)
 
-    def cli(self, args: list[str], *, actor: str | None = None, expect: Collection[int] = (0,),
-            env: Mapping[str, str] | None = None) -> str:
+    def cli(
+        self,
+        args: list[str],
+        *,
+        actor: str | None = None,
+        expect: Collection[int] = (0,),
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         """``backfill ARGS`` in-process, for set-ups (nothing else may use os.environ meanwhile)."""
         values = self.env() | ({"BACKFILL_ACTOR": actor} if actor else {}) | dict(env or {})
         out, err = io.StringIO(), io.StringIO()
@@ -193,9 +218,15 @@ class Play:
         path.write_text(script, encoding="utf-8")
         with self.transcript.open("wb") as transcript:
             self.started = time.monotonic()
-            self.proc = subprocess.Popen(["bash", "-e", str(path)], cwd=self.work, env=self.shell_env(),
-                                         stdin=subprocess.DEVNULL, stdout=transcript, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["bash", "-e", str(path)],
+                cwd=self.work,
+                env=self.shell_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=transcript,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def finish(self, limit: float) -> int | None:
         """Wait for the shell until ``limit`` seconds after its start (None: still running), then

@@ -45,19 +45,34 @@ def scenario(base: datetime, **options: Any) -> Scenario:
         Pipeline(
             name=PIPELINE,
             activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
-            parameters={"windowStart": "String", "windowEnd": "String", "feederRegion": "String",
-                        "sourceKey": "SecureString"},
+            parameters={
+                "windowStart": "String",
+                "windowEnd": "String",
+                "feederRegion": "String",
+                "sourceKey": "SecureString",
+            },
         )
     )
     scen.series.append(
-        HistorySeries(PIPELINE, base - timedelta(hours=6), base - timedelta(hours=1), EVERY,
-                      {"windowStart": "{start}", "windowEnd": "{end}", "feederRegion": "north"})
+        HistorySeries(
+            PIPELINE,
+            base - timedelta(hours=6),
+            base - timedelta(hours=1),
+            EVERY,
+            {"windowStart": "{start}", "windowEnd": "{end}", "feederRegion": "north"},
+        )
     )
     return scen
 
 
-def plan_text(base: datetime, count: int, *, execution: Mapping[str, Any] | None = None,
-              approval: Mapping[str, Any] | None = None, checks: str = "") -> str:
+def plan_text(
+    base: datetime,
+    count: int,
+    *,
+    execution: Mapping[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
+    checks: str = "",
+) -> str:
     def table(values: Mapping[str, Any]) -> str:
         return "\n".join(f"{k} = {_toml(v)}" for k, v in values.items())
 
@@ -114,8 +129,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, actor: str, *args: str) -> int:
     return main.run(list(args))
 
 
-def request(plan: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *, approve: bool = True) -> str:
+def request(
+    plan: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *, approve: bool = True
+) -> str:
     """``request`` as alice and, unless told otherwise, ``approve`` as bob; the backfill ID."""
     capsys.readouterr()
     assert cli(monkeypatch, "alice", "request", str(plan)) == 0, capsys.readouterr()

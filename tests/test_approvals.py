@@ -96,7 +96,10 @@ def test_fresh_request_awaits_approval_until_it_expires() -> None:
     assert state.status is BackfillStatus.REQUESTED
     assert state.expires_at == T0 + timedelta(hours=12)
     assert {k: w["state"] for k, w in state.windows.items()} == {
-        K1: "pending", K2: "pending", K3: "blocked", K4: "skipped"
+        K1: "pending",
+        K2: "pending",
+        K3: "blocked",
+        K4: "skipped",
     }
     with pytest.raises(AwaitingApproval) as caught:
         assert_runnable(state, T0)
@@ -161,11 +164,17 @@ def test_rejected_backfill_cannot_be_approved_or_run() -> None:
 def test_four_eyes_approvers_and_identity() -> None:
     rec = record(approvers=("bob", "dave@contoso.com"), identity="azure-ad")
     state = state_of(rec, Chain())
-    with pytest.raises(BackfillError, match=r"^bf-20261125-3f9a2c: ALICE requested this backfill and cannot "
-                                            r"approve it \(four eyes\)$"):
+    with pytest.raises(
+        BackfillError,
+        match=r"^bf-20261125-3f9a2c: ALICE requested this backfill and cannot "
+        r"approve it \(four eyes\)$",
+    ):
         gate_approval(rec, state, Actor("ALICE", IdentitySource.AZURE_AD))
-    with pytest.raises(BackfillError, match=r"^bf-20261125-3f9a2c: carol is not among the approvers "
-                                            r"\(bob, dave@contoso.com\)$"):
+    with pytest.raises(
+        BackfillError,
+        match=r"^bf-20261125-3f9a2c: carol is not among the approvers "
+        r"\(bob, dave@contoso.com\)$",
+    ):
         gate_rejection(rec, state, Actor("carol", IdentitySource.AZURE_AD))
     for source in (IdentitySource.DECLARED, IdentitySource.OS):
         with pytest.raises(BackfillError, match=f"demands an azure-ad identity; bob is {source.value}$"):
@@ -247,8 +256,9 @@ def test_window_acceptance_only_for_blocked_partial_windows() -> None:
     rec = record()
     state = state_of(rec, Chain())
     gate_window_acceptance(rec, state, CAROL, K3)
-    with pytest.raises(BackfillError, match=f"^bf-20261125-3f9a2c: window {K1} is run, not blocked-partial; "
-                                            "nothing to accept$"):
+    with pytest.raises(
+        BackfillError, match=f"^bf-20261125-3f9a2c: window {K1} is run, not blocked-partial; nothing to accept$"
+    ):
         gate_window_acceptance(rec, state, CAROL, K1)
     with pytest.raises(BackfillError, match=r"^bf-20261125-3f9a2c: window nope is not in the frozen preview$"):
         gate_window_acceptance(rec, state, CAROL, "nope")
@@ -260,8 +270,9 @@ def test_window_acceptance_only_for_blocked_partial_windows() -> None:
 
 
 def test_policy_json_round_trip() -> None:
-    policy = ApprovalPolicy(required=2, approvers=("a", "b"), expires=timedelta(seconds=90), canary=3,
-                            identity="azure-ad")
+    policy = ApprovalPolicy(
+        required=2, approvers=("a", "b"), expires=timedelta(seconds=90), canary=3, identity="azure-ad"
+    )
     assert ApprovalPolicy.from_json(policy.to_json()) == policy
 
 
@@ -273,8 +284,11 @@ def test_naive_now_is_refused() -> None:
 NAMES = st.sampled_from(["bob", "Bob", "carol", "dave", "erin", "alice"])
 
 
-@given(required=st.integers(1, 3), approvers=st.lists(NAMES, max_size=6),
-       gaps=st.lists(st.integers(0, 90), min_size=6, max_size=6))
+@given(
+    required=st.integers(1, 3),
+    approvers=st.lists(NAMES, max_size=6),
+    gaps=st.lists(st.integers(0, 90), min_size=6, max_size=6),
+)
 def test_status_follows_distinct_timely_approvals(required: int, approvers: list[str], gaps: list[int]) -> None:
     rec = record(required=required, expires=timedelta(hours=1))
     chain, minute = Chain(), 0
@@ -306,8 +320,9 @@ CLAIM = st.one_of(st.none(), st.text(max_size=12))
 
 
 @given(upn=CLAIM, unique_name=CLAIM, oid=CLAIM, other=st.text(max_size=8))
-def test_principal_is_the_first_named_claim(upn: str | None, unique_name: str | None, oid: str | None,
-                                            other: str) -> None:
+def test_principal_is_the_first_named_claim(
+    upn: str | None, unique_name: str | None, oid: str | None, other: str
+) -> None:
     claims = {k: v for k, v in {"upn": upn, "unique_name": unique_name, "oid": oid}.items() if v is not None}
     claims["name"] = other
     named = [v.strip() for v in (upn, unique_name, oid) if v is not None and v.strip()]

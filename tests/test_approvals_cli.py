@@ -36,9 +36,18 @@ def status_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def seed(**policy: Any) -> str:
     record = BackfillRecord(
-        id="", plan_path="/plans/north.toml", plan_hash="ab" * 32, pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf", title="Replay north", ticket="INC-4821", requester="alice",
-        requester_source="declared", requested_at=utcnow(), note=None, policy=ApprovalPolicy(**policy),
+        id="",
+        plan_path="/plans/north.toml",
+        plan_hash="ab" * 32,
+        pipeline="LoadMeterTelemetry",
+        factory_key="sub/rg/adf",
+        title="Replay north",
+        ticket="INC-4821",
+        requester="alice",
+        requester_source="declared",
+        requested_at=utcnow(),
+        note=None,
+        policy=ApprovalPolicy(**policy),
         decisions={K1: "rerun", K2: "blocked-partial", K3: "skip-succeeded"},
     )
     db = Database()
@@ -64,8 +73,9 @@ def kinds(backfill_id: str) -> list[str]:
         db.dispose()
 
 
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, actor: str | None,
-        *args: str) -> tuple[int, str, str]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, actor: str | None, *args: str
+) -> tuple[int, str, str]:
     if actor is None:
         monkeypatch.delenv("BACKFILL_ACTOR", raising=False)
     else:
@@ -75,30 +85,42 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, act
     return code, out, err
 
 
-def test_four_eyes_outsiders_and_repeat_approvals(capsys: pytest.CaptureFixture[str],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_four_eyes_outsiders_and_repeat_approvals(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bid = seed(required=2, approvers=("bob", "carol"))
     assert cli(capsys, monkeypatch, "alice", "approve", bid) == (
-        1, "", f"error: {bid}: alice requested this backfill and cannot approve it (four eyes)\n"
+        1,
+        "",
+        f"error: {bid}: alice requested this backfill and cannot approve it (four eyes)\n",
     )
     assert cli(capsys, monkeypatch, "mallory", "approve", bid) == (
-        1, "", f"error: {bid}: mallory is not among the approvers (bob, carol)\n"
+        1,
+        "",
+        f"error: {bid}: mallory is not among the approvers (bob, carol)\n",
     )
     assert cli(capsys, monkeypatch, "bob", "approve", bid, "--note", "checked the sink") == (
-        0, f"approval recorded for {bid} (1 of 2); 1 more needed\n", ""
+        0,
+        f"approval recorded for {bid} (1 of 2); 1 more needed\n",
+        "",
     )
     assert cli(capsys, monkeypatch, "Bob", "approve", bid) == (
-        1, "", f"error: {bid}: Bob has already approved it (1 of 2)\n"
+        1,
+        "",
+        f"error: {bid}: Bob has already approved it (1 of 2)\n",
     )
     assert cli(capsys, monkeypatch, "carol", "approve", bid) == (
-        0, f"approved {bid} (2 of 2): backfill run {bid}\n", ""
+        0,
+        f"approved {bid} (2 of 2): backfill run {bid}\n",
+        "",
     )
     assert cli(capsys, monkeypatch, "dave", "approve", bid)[0] == 1
     assert kinds(bid) == [ev.REQUESTED, ev.APPROVED, ev.APPROVED]
 
 
-def test_azure_ad_policy_refuses_declared_and_os_identities(capsys: pytest.CaptureFixture[str],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_azure_ad_policy_refuses_declared_and_os_identities(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bid = seed(identity="azure-ad")
     code, _, err = cli(capsys, monkeypatch, "bob", "approve", bid)
     assert (code, err) == (1, f"error: {bid}: the approval policy demands an azure-ad identity; bob is declared\n")
@@ -109,8 +131,9 @@ def test_azure_ad_policy_refuses_declared_and_os_identities(capsys: pytest.Captu
     assert kinds(bid) == [ev.REQUESTED]
 
 
-def test_expired_request_is_refused_and_recorded_once(capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expired_request_is_refused_and_recorded_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bid = seed(expires=timedelta(seconds=1))
     time.sleep(1.1)
     code, _, err = cli(capsys, monkeypatch, "bob", "approve", bid)
@@ -124,33 +147,56 @@ def test_reject_then_approve_is_refused(capsys: pytest.CaptureFixture[str], monk
     bid = seed()
     assert cli(capsys, monkeypatch, "bob", "reject", bid)[0] == 2
     assert cli(capsys, monkeypatch, "bob", "reject", bid, "--reason", "  ") == (
-        2, "", "error: --reason must say why the backfill is rejected\n"
+        2,
+        "",
+        "error: --reason must say why the backfill is rejected\n",
     )
     assert cli(capsys, monkeypatch, "bob", "reject", bid, "--reason", "wrong range") == (
-        0, f"rejected {bid}: wrong range\n", ""
+        0,
+        f"rejected {bid}: wrong range\n",
+        "",
     )
     message = f"error: {bid} was rejected by bob: wrong range\n"
     assert cli(capsys, monkeypatch, "carol", "approve", bid) == (1, "", message)
-    assert cli(capsys, monkeypatch, "carol", "approve", bid, "--window", K2, "--accept", "partial",
-               "--note", "x") == (1, "", message)
+    assert cli(capsys, monkeypatch, "carol", "approve", bid, "--window", K2, "--accept", "partial", "--note", "x") == (
+        1,
+        "",
+        message,
+    )
 
 
-def test_window_accept_only_for_blocked_partial(capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_accept_only_for_blocked_partial(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bid = seed()
     assert cli(capsys, monkeypatch, "bob", "approve", bid, "--window", K2, "--accept", "partial") == (
-        2, "", "error: --accept partial needs --note TEXT: why the partial window may run\n"
+        2,
+        "",
+        "error: --accept partial needs --note TEXT: why the partial window may run\n",
     )
     assert cli(capsys, monkeypatch, "bob", "approve", bid, "--window", K2) == (
-        2, "", "error: --window KEY and --accept partial go together\n"
+        2,
+        "",
+        "error: --window KEY and --accept partial go together\n",
     )
     assert cli(capsys, monkeypatch, "bob", "approve", bid, "--window", K1, "--accept", "partial", "--note", "n") == (
-        1, "", f"error: {bid}: window {K1} is rerun, not blocked-partial; nothing to accept\n"
+        1,
+        "",
+        f"error: {bid}: window {K1} is rerun, not blocked-partial; nothing to accept\n",
     )
-    assert cli(capsys, monkeypatch, "bob", "approve", bid, "--window", K2, "--accept", "partial",
-               "--note", "merge reloads the partial rows") == (
-        0, f"accepted window {K2} of {bid} (partial): it runs with the backfill\n", ""
-    )
+    assert cli(
+        capsys,
+        monkeypatch,
+        "bob",
+        "approve",
+        bid,
+        "--window",
+        K2,
+        "--accept",
+        "partial",
+        "--note",
+        "merge reloads the partial rows",
+    ) == (0, f"accepted window {K2} of {bid} (partial): it runs with the backfill\n", "")
     code, out, _ = cli(capsys, monkeypatch, None, "status", bid)
     assert code == 0
     assert "\napprove by " in out and " (requests expire 12h00m after the request)\n" in out
@@ -163,18 +209,23 @@ def test_window_accept_only_for_blocked_partial(capsys: pytest.CaptureFixture[st
     assert data["state"] == "requested" and data["progress"]["total"] == 2
 
 
-def test_canary_pause_is_approved_by_a_second_person(capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_canary_pause_is_approved_by_a_second_person(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bid = seed(canary=1)
     assert cli(capsys, monkeypatch, "bob", "approve", bid)[0] == 0
     append(bid, ev.STARTED)
     append(bid, ev.CANARY_PAUSED, windows=1)
     assert cli(capsys, monkeypatch, "alice", "approve", bid)[0] == 1
     assert cli(capsys, monkeypatch, "carol", "approve", bid) == (
-        0, f"canary approved for {bid}: the remaining windows may run (backfill run {bid})\n", ""
+        0,
+        f"canary approved for {bid}: the remaining windows may run (backfill run {bid})\n",
+        "",
     )
     assert cli(capsys, monkeypatch, "dave", "approve", bid) == (
-        1, "", f"error: {bid} is running and awaits no approval\n"
+        1,
+        "",
+        f"error: {bid} is running and awaits no approval\n",
     )
 
 
@@ -213,9 +264,25 @@ def test_status_list_and_detail(capsys: pytest.CaptureFixture[str], monkeypatch:
     assert data["state"] == "completed"
     assert [a["actor"] for a in data["approvals"]] == ["bob"]
     assert data["windows"][0] == {
-        "key": K1, "decision": "rerun", "state": "succeeded", "run_id": "run-1", "status": "Succeeded",
-        "attempts": 1, "accepted": False, "cancel_requested": False, "started_at": data["windows"][0]["started_at"],
-        "finished_at": data["windows"][0]["finished_at"], "duration_seconds": 90.0, "reason": None,
+        "key": K1,
+        "decision": "rerun",
+        "state": "succeeded",
+        "run_id": "run-1",
+        "status": "Succeeded",
+        "attempts": 1,
+        "accepted": False,
+        "cancel_requested": False,
+        "started_at": data["windows"][0]["started_at"],
+        "finished_at": data["windows"][0]["finished_at"],
+        "duration_seconds": 90.0,
+        "reason": None,
     }
-    assert data["progress"] == {"total": 1, "done": 1, "running": 0, "failed": 0, "left": 0,
-                                "average_seconds": 90.0, "estimated_finish": None}
+    assert data["progress"] == {
+        "total": 1,
+        "done": 1,
+        "running": 0,
+        "failed": 0,
+        "left": 0,
+        "average_seconds": 90.0,
+        "estimated_finish": None,
+    }

@@ -71,8 +71,9 @@ def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[datetim
     sink = tmp_path / "sink.db"
     with sqlite3.connect(sink) as conn:
         conn.execute("CREATE TABLE readings (ts TEXT)")
-        conn.executemany("INSERT INTO readings VALUES (?)", [(format_utc(starts[2] + timedelta(seconds=i)),)
-                                                             for i in range(4)])
+        conn.executemany(
+            "INSERT INTO readings VALUES (?)", [(format_utc(starts[2] + timedelta(seconds=i)),) for i in range(4)]
+        )
     scenario = Scenario.default()
     for start, status in ((starts[0], "Succeeded"), (starts[1], "Failed")):
         params = {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}

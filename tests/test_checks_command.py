@@ -238,8 +238,9 @@ def test_the_program_never_sees_the_runners_secrets(tmp_path: Path, monkeypatch:
     assert env["SINK_PATH"] == "/data/sink.db" and env["LC_ALL"] == "C.UTF-8"
     assert env["PATH"] == os.environ["PATH"] and env["BACKFILL_WINDOW_KEY"] == WINDOW.key
     allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SINK_PATH"}
-    assert {k for k in env if not k.startswith(("BACKFILL_WINDOW_", "BACKFILL_PARAM_", "BACKFILL_CHECK_", "LC_"))} \
-        <= allowed | {"PWD", "SHLVL", "_"}
+    assert {
+        k for k in env if not k.startswith(("BACKFILL_WINDOW_", "BACKFILL_PARAM_", "BACKFILL_CHECK_", "LC_"))
+    } <= allowed | {"PWD", "SHLVL", "_"}
 
 
 def test_env_option_names_variables() -> None:

@@ -93,10 +93,12 @@ def maria_sink() -> Iterator[str]:
         fill(url)
         engine = create_engine(url)
         with engine.begin() as conn:
-            conn.execute(text(
-                "CREATE FUNCTION wipe_readings() RETURNS INT MODIFIES SQL DATA "
-                "BEGIN DELETE FROM meter_readings; RETURN 0; END"
-            ))
+            conn.execute(
+                text(
+                    "CREATE FUNCTION wipe_readings() RETURNS INT MODIFIES SQL DATA "
+                    "BEGIN DELETE FROM meter_readings; RETURN 0; END"
+                )
+            )
         engine.dispose()
         yield url
 

@@ -56,7 +56,12 @@ def test_cancel_without_a_terminal_names_yes(emulator: Emulator, tmp_path: Path)
     run_id = emulator.client().create_run("P", {"windowStart": "2026-11-03T01:00:00Z"})
     result = subprocess.run(
         [sys.executable, "-m", "backfill", "runs", "cancel", run_id, "--reason", "stuck"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, cwd=tmp_path, timeout=120,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1] == (

@@ -24,8 +24,22 @@ def test_help_does_not_import_the_sdk_or_pyodbc() -> None:
 
 
 def test_every_command_of_the_spec_is_listed() -> None:
-    spec = {"demo", "plan", "history", "preview", "request", "approve", "reject", "run", "stop",
-            "status", "runs", "ledger", "report", "emulator"}
+    spec = {
+        "demo",
+        "plan",
+        "history",
+        "preview",
+        "request",
+        "approve",
+        "reject",
+        "run",
+        "stop",
+        "status",
+        "runs",
+        "ledger",
+        "report",
+        "emulator",
+    }
     assert spec <= set(COMMANDS)
 
 
@@ -35,8 +49,20 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_naive_since_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code = run(["runs", "list", "--subscription", "s", "--resource-group", "g", "--factory", "f",
-                "--since", "2026-11-03T02:00:00"])
+    code = run(
+        [
+            "runs",
+            "list",
+            "--subscription",
+            "s",
+            "--resource-group",
+            "g",
+            "--factory",
+            "f",
+            "--since",
+            "2026-11-03T02:00:00",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err == "error: --since '2026-11-03T02:00:00' has no UTC offset; write it with Z or +00:00\n"

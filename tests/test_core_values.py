@@ -59,11 +59,21 @@ def test_both_spellings_of_cancelled() -> None:
 
 
 def test_run_cache_form_round_trips() -> None:
-    run = Run.from_json({
-        "runId": "r1", "pipelineName": "p", "status": "Failed", "parameters": {"a": "[1,2]"},
-        "runGroupId": "g", "isLatest": False, "runStart": "2026-11-03T02:00:00.1234567Z",
-        "runEnd": "2026-11-03T02:10:00Z", "lastUpdated": "2026-11-03T02:10:00Z", "durationInMs": 600000,
-        "message": "boom", "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
-    })
+    run = Run.from_json(
+        {
+            "runId": "r1",
+            "pipelineName": "p",
+            "status": "Failed",
+            "parameters": {"a": "[1,2]"},
+            "runGroupId": "g",
+            "isLatest": False,
+            "runStart": "2026-11-03T02:00:00.1234567Z",
+            "runEnd": "2026-11-03T02:10:00Z",
+            "lastUpdated": "2026-11-03T02:10:00Z",
+            "durationInMs": 600000,
+            "message": "boom",
+            "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
+        }
+    )
     assert run.parameters == {"a": [1, 2]}
     assert Run.from_cache(run.to_json()) == run

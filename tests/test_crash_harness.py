@@ -60,8 +60,9 @@ def _runner(bid: str, emu: Emulator, ledger: str, cwd: Path, crash_at: str | Non
     env.pop("BACKFILL_CRASH_AT", None)
     if crash_at:
         env["BACKFILL_CRASH_AT"] = crash_at
-    return subprocess.run(crash_command("run", bid), env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        crash_command("run", bid), env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _assert_every_window_complete(bid: str, emu: Emulator, ledger: str) -> None:
@@ -85,8 +86,9 @@ def _assert_every_window_complete(bid: str, emu: Emulator, ledger: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("seed", "backend"), [(1, "sqlite"), (2, "postgres")])
-def test_kill_and_resume_until_completed(seed: int, backend: str, tmp_path: Path, monkeypatch: MP, capsys: Cap,
-                                         request: pytest.FixtureRequest) -> None:
+def test_kill_and_resume_until_completed(
+    seed: int, backend: str, tmp_path: Path, monkeypatch: MP, capsys: Cap, request: pytest.FixtureRequest
+) -> None:
     if backend == "postgres":
         monkeypatch.setenv("BACKFILL_LEDGER", request.getfixturevalue("postgres_url"))
     ledger = os.environ["BACKFILL_LEDGER"]
@@ -118,8 +120,9 @@ def test_kill_and_resume_until_completed(seed: int, backend: str, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_backfill_and_one_dies(postgres_url: str, tmp_path: Path, monkeypatch: MP,
-                                                     capsys: Cap) -> None:
+def test_two_workers_share_one_backfill_and_one_dies(
+    postgres_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     monkeypatch.setenv("BACKFILL_LEDGER", postgres_url)
     base = base_time()
     plan = tmp_path / "p.toml"
@@ -128,10 +131,17 @@ def test_two_workers_share_one_backfill_and_one_dies(postgres_url: str, tmp_path
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_ACTOR": "carol"}
         command = crash_command("run", bid)
-        doomed = subprocess.Popen(command, env={**env, "BACKFILL_CRASH_AT": "after:window.created:2"}, cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        survivor = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+        doomed = subprocess.Popen(
+            command,
+            env={**env, "BACKFILL_CRASH_AT": "after:window.created:2"},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        survivor = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         assert doomed.wait(120) in (0, -signal.SIGKILL)
         _survivor_out, survivor_err = survivor.communicate(timeout=120)
         assert survivor.returncode == 0, survivor_err
@@ -153,10 +163,24 @@ def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: 
     plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
-        env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_LEDGER": ledger, "BACKFILL_ACTOR": "carol",
-               "BACKFILL_CRASH_AT": "after:window.intent:1", "BACKFILL_CRASH_SIGNAL": "KILL"}
-        done = subprocess.run([sys.executable, "-m", "backfill", "run", bid], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, check=False)
+        env = {
+            **os.environ,
+            **emu.env(),
+            **FAST_ENV,
+            "BACKFILL_LEDGER": ledger,
+            "BACKFILL_ACTOR": "carol",
+            "BACKFILL_CRASH_AT": "after:window.intent:1",
+            "BACKFILL_CRASH_SIGNAL": "KILL",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "backfill", "run", bid],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         _assert_every_window_complete(bid, emu, ledger)
 

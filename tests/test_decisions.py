@@ -115,8 +115,10 @@ def test_disagreeing_checks_block() -> None:
     assert "checks disagree (complete: readings; clean: aggregates)" in reason
 
 
-@given(st.lists(st.sampled_from(list(CheckStatus)), min_size=1, max_size=5),
-       st.sampled_from([None, RunStatus.FAILED, RunStatus.CANCELLED]))
+@given(
+    st.lists(st.sampled_from(list(CheckStatus)), min_size=1, max_size=5),
+    st.sampled_from([None, RunStatus.FAILED, RunStatus.CANCELLED]),
+)
 def test_precedence_between_checks(statuses: list[CheckStatus], status: RunStatus | None) -> None:
     results = [result(s, f"c{i}") for i, s in enumerate(statuses)]
     run = latest(status) if status else None

@@ -28,7 +28,9 @@ ACTIVE = (RunStatus.QUEUED, RunStatus.IN_PROGRESS, RunStatus.CANCELING, RunStatu
 runs = st.lists(
     st.builds(
         lambda i, status, minutes: Run(
-            run_id=f"r{i}", pipeline="P", status=status,
+            run_id=f"r{i}",
+            pipeline="P",
+            status=status,
             parameters={"windowStart": "2026-11-03T02:00:00Z"},
             start=None if minutes is None else T0 + timedelta(minutes=minutes),
             status_text="Waiting" if status is RunStatus.UNKNOWN else "",
@@ -45,8 +47,9 @@ checks = st.lists(st.sampled_from(list(CheckStatus)).map(lambda s: CheckResult("
 
 
 @given(runs, checks)
-def test_a_run_in_flight_means_skip_in_progress_whatever_the_newest_says(found: list[Run],
-                                                                          results: list[CheckResult]) -> None:
+def test_a_run_in_flight_means_skip_in_progress_whatever_the_newest_says(
+    found: list[Run], results: list[CheckResult]
+) -> None:
     latest, active = latest_of(found), active_of(found)
     decision, reason = decide(WINDOW, latest, results, horizon=T0 - timedelta(days=1), active=active)
     if any(run.status in ACTIVE for run in found):
@@ -69,8 +72,10 @@ def test_an_in_progress_run_older_than_a_failed_one_blocks_the_rerun() -> None:
     new = Run("r-new", "P", RunStatus.FAILED, start=T0 + timedelta(minutes=40))
     decision, reason = decide(WINDOW, new, [], horizon=T0 - timedelta(days=1), active=old)
     assert decision is Decision.SKIP_IN_PROGRESS
-    assert reason == ("run r-old InProgress (started 2026-11-03T02:20:00Z) is still in flight; the latest is run "
-                      "r-new Failed (started 2026-11-03T02:40:00Z); never start a second run")
+    assert reason == (
+        "run r-old InProgress (started 2026-11-03T02:20:00Z) is still in flight; the latest is run "
+        "r-new Failed (started 2026-11-03T02:40:00Z); never start a second run"
+    )
 
 
 json_values = st.recursive(

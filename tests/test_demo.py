@@ -38,23 +38,33 @@ def story_checks(out: str) -> None:
     for key, decision in expected_decisions(day).items():
         row = next(line for line in out.splitlines() if line.startswith(key))
         assert row.split()[-1] == decision, row  # the preview row: decision is its last column
-    assert "24 windows: 17 skip-succeeded, 2 run, 2 rerun, 1 skip-in-progress, 1 skip-complete-in-sink, " \
-           "1 blocked-partial\n(exit 4: a blocked window remains: the partial one at 02:00, as expected)" in out
-    backfill_id = re.search(r"^\$ BACKFILL_ACTOR=alice@contoso\.com backfill request plan\.toml --note "
-                            r"'INC-4821: replay the windows lost to the sink lock'\n(bf-\S+)$", out, re.MULTILINE)
+    assert (
+        "24 windows: 17 skip-succeeded, 2 run, 2 rerun, 1 skip-in-progress, 1 skip-complete-in-sink, "
+        "1 blocked-partial\n(exit 4: a blocked window remains: the partial one at 02:00, as expected)" in out
+    )
+    backfill_id = re.search(
+        r"^\$ BACKFILL_ACTOR=alice@contoso\.com backfill request plan\.toml --note "
+        r"'INC-4821: replay the windows lost to the sink lock'\n(bf-\S+)$",
+        out,
+        re.MULTILINE,
+    )
     assert backfill_id is not None, out
     bid = backfill_id.group(1)
     assert f"$ BACKFILL_ACTOR=bob@contoso.com backfill approve {bid}\napproved {bid} (1 of 1)" in out
-    assert (f"\n{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
-            f"backfill approve {bid} and backfill run {bid}\n"
-            "(exit 3: paused after the canary window, as expected)") in out
+    assert (
+        f"\n{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
+        f"backfill approve {bid} and backfill run {bid}\n"
+        "(exit 3: paused after the canary window, as expected)"
+    ) in out
     assert f"canary approved for {bid}: the remaining windows may run" in out
     assert f"{bid} completed: 4 succeeded\n" in out
     verified = r"^\$ backfill ledger verify\nledger: \d+ events verified, head \d+:[0-9a-f]{64}$"
     assert re.search(verified, out, re.MULTILINE)
     assert "createRun calls seen by the emulator: 4, exactly one per run window" in out
-    assert "24 windows: 4 run (2 reruns of failed runs, 2 never run), 19 skipped (17 succeeded, 1 complete in " \
-           "the sink, 1 in progress), 1 blocked (partial in the sink: left alone)" in out
+    assert (
+        "24 windows: 4 run (2 reruns of failed runs, 2 never run), 19 skipped (17 succeeded, 1 complete in "
+        "the sink, 1 in progress), 1 blocked (partial in the sink: left alone)" in out
+    )
 
 
 def test_demo_in_process_tells_the_whole_story_and_cleans_up(
@@ -75,8 +85,13 @@ def test_demo_as_a_subprocess_keeps_its_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keep = tmp_path / "kept"
-    done = subprocess.run([sys.executable, "-m", "backfill", "demo", "--fast", "--keep", str(keep)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "backfill", "demo", "--fast", "--keep", str(keep)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     story_checks(done.stdout)
     assert sorted(p.name for p in keep.iterdir()) == ["backfill-ledger.db", "plan.toml", "telemetry-sink.db"]
@@ -103,8 +118,9 @@ def test_step_preview_stops_after_the_preview(capsys: pytest.CaptureFixture[str]
     assert main.run(["demo", "--fast", "--step", "preview"]) == 0
     out = capsys.readouterr().out
     assert "(exit 4: a blocked window remains: the partial one at 02:00, as expected)" in out
-    assert out.rstrip().endswith("# Stopped after the preview (--step preview). Run `backfill demo` for the whole "
-                                 "story.")
+    assert out.rstrip().endswith(
+        "# Stopped after the preview (--step preview). Run `backfill demo` for the whole story."
+    )
     assert "backfill request" not in out
 
 
@@ -115,10 +131,14 @@ def test_a_step_that_goes_wrong_exits_1_with_one_line(
     monkeypatch.setenv("BACKFILL_CHECKS", "command")
     assert main.run(["demo", "--fast"]) == 1
     captured = capsys.readouterr()
-    assert captured.err == ("error: demo: `backfill preview plan.toml` exited 1, expected 4 "
-                            "(a blocked window remains: the partial one at 02:00)\n")
-    assert "error: check 'readings-in-sink': kind 'sql' is installed but BACKFILL_CHECKS=command does not " \
-           "enable it" in captured.out
+    assert captured.err == (
+        "error: demo: `backfill preview plan.toml` exited 1, expected 4 "
+        "(a blocked window remains: the partial one at 02:00)\n"
+    )
+    assert (
+        "error: check 'readings-in-sink': kind 'sql' is installed but BACKFILL_CHECKS=command does not "
+        "enable it" in captured.out
+    )
     assert "backfill request" not in captured.out
 
 
@@ -159,7 +179,8 @@ def test_shifted_plan_moves_only_the_window_bounds(moment: datetime) -> None:
     assert loaded.windows[-1].end == day + timedelta(hours=6)
     changed = [(a, b) for a, b in zip(original.splitlines(), text.splitlines(), strict=True) if a != b]
     assert [b.split("#")[0].split() for _, b in changed] == [
-        ["start", "=", format_utc(day)], ["end", "=", format_utc(day + timedelta(hours=6))]
+        ["start", "=", format_utc(day)],
+        ["end", "=", format_utc(day + timedelta(hours=6))],
     ]
     assert expected_decisions(day).keys() == {w.key for w in loaded.windows}
 

@@ -21,8 +21,13 @@ PIPELINE = "LoadMeterTelemetry"
 
 def scenario(**options: object) -> Scenario:
     scen = Scenario(speed=6000.0, **options)  # type: ignore[arg-type]
-    scen.add_pipeline(Pipeline(PIPELINE, activities=(Activity("Lookup", "Lookup"), Activity("CopyReadings")),
-                               parameters={"windowStart": "String", "feederRegion": "String"}))
+    scen.add_pipeline(
+        Pipeline(
+            PIPELINE,
+            activities=(Activity("Lookup", "Lookup"), Activity("CopyReadings")),
+            parameters={"windowStart": "String", "feederRegion": "String"},
+        )
+    )
     return scen
 
 
@@ -43,14 +48,16 @@ def wait_final(emu: Emulator, run_id: str) -> dict[str, object]:
 def test_paging_returns_every_run_once_in_pages_of_100() -> None:
     scen = scenario()
     now = utcnow()
-    scen.add_history(HistoryRun(PIPELINE, now - timedelta(minutes=5, seconds=i), {"windowStart": str(i)})
-                     for i in range(1050))
+    scen.add_history(
+        HistoryRun(PIPELINE, now - timedelta(minutes=5, seconds=i), {"windowStart": str(i)}) for i in range(1050)
+    )
     scen.add_pipeline(Pipeline("Other"))
     scen.add_history(HistoryRun("Other", timedelta(minutes=-3), {}) for _ in range(30))
     with Emulator(scen) as emu:
         client = emu.client()
-        runs = list(client.query_runs(updated_after=now - timedelta(hours=1), updated_before=utcnow(),
-                                      pipeline=PIPELINE))
+        runs = list(
+            client.query_runs(updated_after=now - timedelta(hours=1), updated_before=utcnow(), pipeline=PIPELINE)
+        )
         assert len(runs) == 1050 and len({r.run_id for r in runs}) == 1050
         assert [r.start for r in runs] == sorted(r.start for r in runs if r.start)  # the client asks RunStart ASC
         pages = emu.requests("queryPipelineRuns")
@@ -58,8 +65,9 @@ def test_paging_returns_every_run_once_in_pages_of_100() -> None:
         assert "continuationToken" not in pages[0].body
         tokens = [p.body["continuationToken"] for p in pages[1:]]
         assert len(set(tokens)) == 10
-        newest = list(client.query_runs(updated_after=now - timedelta(hours=1), updated_before=utcnow(),
-                                        newest_first=True))
+        newest = list(
+            client.query_runs(updated_after=now - timedelta(hours=1), updated_before=utcnow(), newest_first=True)
+        )
         assert len(newest) == 1080 and newest[0].start == max(r.start for r in newest if r.start)
         assert emu.errors == []
 
@@ -70,12 +78,17 @@ def test_a_token_from_another_query_is_refused() -> None:
     with Emulator(scen) as emu:
         from emulator_support import call, factory_url
 
-        bounds = {"lastUpdatedAfter": format_utc(utcnow() - timedelta(hours=1)),
-                  "lastUpdatedBefore": format_utc(utcnow())}
+        bounds = {
+            "lastUpdatedAfter": format_utc(utcnow() - timedelta(hours=1)),
+            "lastUpdatedBefore": format_utc(utcnow()),
+        }
         status, _, first = call(emu, "POST", factory_url(emu, "queryPipelineRuns"), bounds)
         assert status == 200 and len(first["value"]) == 2
-        other = {**bounds, "filters": [{"operand": "Status", "operator": "Equals", "values": ["Failed"]}],
-                 "continuationToken": first["continuationToken"]}
+        other = {
+            **bounds,
+            "filters": [{"operand": "Status", "operator": "Equals", "values": ["Failed"]}],
+            "continuationToken": first["continuationToken"],
+        }
         status, _, body = call(emu, "POST", factory_url(emu, "queryPipelineRuns"), other)
         assert status == 400 and "different query" in body["error"]["message"]
         status, _, body = call(emu, "POST", factory_url(emu, "queryPipelineRuns"), {"lastUpdatedAfter": "x"})
@@ -91,40 +104,59 @@ def test_last_updated_filtering_and_retention() -> None:
     scen.add_history(HistoryRun(PIPELINE, now - timedelta(days=50), {"age": "50d"}, run_id="too-old"))
     with Emulator(scen) as emu:
         client = emu.client()
-        middle = list(client.query_runs(updated_after=now - timedelta(hours=4),
-                                        updated_before=now - timedelta(hours=2)))
+        middle = list(
+            client.query_runs(updated_after=now - timedelta(hours=4), updated_before=now - timedelta(hours=2))
+        )
         assert [r.parameters["age"] for r in middle] == ["3"]
         everything = list(client.query_runs(updated_after=now - timedelta(days=60), updated_before=utcnow()))
         assert sorted(r.parameters["age"] for r in everything) == ["1", "1056", "3", "5"]
         with pytest.raises(FactoryError) as gone:
             client.get_run("too-old")
         assert (gone.value.status, gone.value.code) == (404, "PipelineRunNotFound")
-        statuses = list(client.query_runs(updated_after=now - timedelta(days=1), updated_before=utcnow(),
-                                          statuses=["Failed"]))
+        statuses = list(
+            client.query_runs(updated_after=now - timedelta(days=1), updated_before=utcnow(), statuses=["Failed"])
+        )
         assert statuses == []
 
 
 def test_recovery_groups() -> None:
     scen = scenario()
-    scen.add_outcome(Outcome("fail", match={"windowStart": "2026-01-01T00:01:00Z"}, activity="CopyReadings",
-                             error_code="2200", message="sink locked", times=1))
+    scen.add_outcome(
+        Outcome(
+            "fail",
+            match={"windowStart": "2026-01-01T00:01:00Z"},
+            activity="CopyReadings",
+            error_code="2200",
+            message="sink locked",
+            times=1,
+        )
+    )
     with Emulator(scen) as emu:
         client = emu.client()
         failed = client.create_run(PIPELINE, window(1))
         assert wait_final(emu, failed)["status"] == "Failed"
         activities = client.query_activity_runs(failed)
         assert [(a.name, a.status, a.error_code) for a in activities] == [
-            ("Lookup", "Succeeded", ""), ("CopyReadings", "Failed", "2200")]
-        rerun = client.create_run(PIPELINE, {"ignored": "body"}, reference_run_id=failed, is_recovery=True,
-                                  start_from_failure=True)
+            ("Lookup", "Succeeded", ""),
+            ("CopyReadings", "Failed", "2200"),
+        ]
+        rerun = client.create_run(
+            PIPELINE, {"ignored": "body"}, reference_run_id=failed, is_recovery=True, start_from_failure=True
+        )
         assert wait_final(emu, rerun)["status"] == "Succeeded"
         old, new = client.get_run(failed), client.get_run(rerun)
         assert (old.is_latest, new.is_latest) == (False, True)
         assert old.run_group_id == new.run_group_id == failed
         assert new.parameters == window(1)  # the referenced run's parameters, not the body
         assert [a.name for a in client.query_activity_runs(rerun)] == ["CopyReadings"]
-        group = list(client.query_runs(updated_after=utcnow() - timedelta(hours=1), updated_before=utcnow(),
-                                       run_group_id=failed, latest_only=True))
+        group = list(
+            client.query_runs(
+                updated_after=utcnow() - timedelta(hours=1),
+                updated_before=utcnow(),
+                run_group_id=failed,
+                latest_only=True,
+            )
+        )
         assert [r.run_id for r in group] == [rerun]
         with pytest.raises(FactoryError) as invalid:
             client.create_run(PIPELINE, reference_run_id="no-such-run", is_recovery=True)
@@ -164,8 +196,9 @@ def test_throttled_read_is_retried() -> None:
         assert (log[2].at - log[0].at) >= timedelta(seconds=0.35)
 
 
-@pytest.mark.parametrize(("kind", "when", "runs"),
-                         [("error", "after", 1), ("error", "before", 0), ("drop", "after", 1)])
+@pytest.mark.parametrize(
+    ("kind", "when", "runs"), [("error", "after", 1), ("error", "before", 0), ("drop", "after", 1)]
+)
 def test_create_run_fault_is_not_retried(kind: str, when: str, runs: int) -> None:
     with Emulator(scenario()) as emu:
         emu.faults.add(kind, "createRun", when=when)  # type: ignore[arg-type]
@@ -183,8 +216,9 @@ def test_create_run_fault_is_not_retried(kind: str, when: str, runs: int) -> Non
 def test_latency_after_effect_exceeds_the_client_timeout() -> None:
     with Emulator(scenario()) as emu:
         emu.faults.add("latency", "createRun", when="after", latency=1.5)
-        client = FactoryClient(emu.ref, ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file,
-                                                          token=emu.token, read_timeout=0.5))
+        client = FactoryClient(
+            emu.ref, ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file, token=emu.token, read_timeout=0.5)
+        )
         with pytest.raises(FactoryError) as late:
             client.create_run(PIPELINE, window(4))
         assert late.value.effect_unknown is True
@@ -193,8 +227,9 @@ def test_latency_after_effect_exceeds_the_client_timeout() -> None:
 
 def test_wrong_token_and_unknown_names() -> None:
     with Emulator(scenario()) as emu:
-        intruder = FactoryClient(emu.ref, ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file,
-                                                            token="not-the-token"))
+        intruder = FactoryClient(
+            emu.ref, ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file, token="not-the-token")
+        )
         with pytest.raises(FactoryError) as denied:
             intruder.get_pipeline(PIPELINE)
         assert denied.value.status == 401
@@ -204,8 +239,10 @@ def test_wrong_token_and_unknown_names() -> None:
         with pytest.raises(FactoryError) as pipeline:
             client.create_run("NoSuchPipeline")
         assert (pipeline.value.status, pipeline.value.code) == (404, "EntityNotFound")
-        elsewhere = FactoryClient(emu.ref.__class__(emu.ref.subscription_id, emu.ref.resource_group, "adf-other"),
-                                  ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file, token=emu.token))
+        elsewhere = FactoryClient(
+            emu.ref.__class__(emu.ref.subscription_id, emu.ref.resource_group, "adf-other"),
+            ConnectionSettings(endpoint=emu.endpoint, ca_bundle=emu.ca_file, token=emu.token),
+        )
         with pytest.raises(FactoryError) as factory:
             elsewhere.get_run("x")
         assert (factory.value.status, factory.value.code) == (404, "ResourceNotFound")

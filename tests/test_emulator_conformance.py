@@ -48,19 +48,38 @@ LIVE_ACTIVITY_EXTRAS = set(recorded("/queryActivityruns", "POST")[0]["response_b
 
 def scenario_for(parameters: dict[str, Any]) -> Scenario:
     """The factory an example talks to, holding the runs the example shows."""
-    scen = Scenario(subscription_id=parameters["subscriptionId"], resource_group=parameters["resourceGroupName"],
-                    factory=parameters["factoryName"], speed=600.0, cancel_time=timedelta(hours=2))
+    scen = Scenario(
+        subscription_id=parameters["subscriptionId"],
+        resource_group=parameters["resourceGroupName"],
+        factory=parameters["factoryName"],
+        speed=600.0,
+        cancel_time=timedelta(hours=2),
+    )
     for name in ("myPipeline", "examplePipeline"):
-        scen.add_pipeline(Pipeline(
-            name, activities=(Activity("ExampleForeachActivity", "ForEach"), Activity("ExampleCopyActivity", "Copy")),
-            parameters={"OutputBlobNameList": "Array"}, description="Example description",
-        ))
+        scen.add_pipeline(
+            Pipeline(
+                name,
+                activities=(Activity("ExampleForeachActivity", "ForEach"), Activity("ExampleCopyActivity", "Copy")),
+                parameters={"OutputBlobNameList": "Array"},
+                description="Example description",
+            )
+        )
     pipeline = "examplePipeline" if "example" in parameters["factoryName"] else "myPipeline"
     scen.add_history(HistoryRun(pipeline, timedelta(minutes=-30), {"OutputBlobNameList": BLOBS}, run_id=RUN_ID))
-    scen.add_history(HistoryRun(pipeline, timedelta(minutes=-20), {"OutputBlobNameList": BLOBS},
-                                status="Cancelled", run_id=f"{CANCELLED_ID[:-1]}0"))
-    scen.add_history(HistoryRun(pipeline, timedelta(minutes=-10), {"OutputBlobNameList": BLOBS},
-                                status="InProgress", run_id=CANCELLED_ID))
+    scen.add_history(
+        HistoryRun(
+            pipeline,
+            timedelta(minutes=-20),
+            {"OutputBlobNameList": BLOBS},
+            status="Cancelled",
+            run_id=f"{CANCELLED_ID[:-1]}0",
+        )
+    )
+    scen.add_history(
+        HistoryRun(
+            pipeline, timedelta(minutes=-10), {"OutputBlobNameList": BLOBS}, status="InProgress", run_id=CANCELLED_ID
+        )
+    )
     return scen
 
 
@@ -68,8 +87,10 @@ def scenario_for(parameters: dict[str, Any]) -> Scenario:
 def window() -> dict[str, str]:
     """The examples' filter window moved to now (their 2018 window is past the retention)."""
     now = utcnow()
-    return {"lastUpdatedAfter": format_utc(now - timedelta(hours=1), precise=True),
-            "lastUpdatedBefore": format_utc(now + timedelta(minutes=1), precise=True)}
+    return {
+        "lastUpdatedAfter": format_utc(now - timedelta(hours=1), precise=True),
+        "lastUpdatedBefore": format_utc(now + timedelta(minutes=1), precise=True),
+    }
 
 
 @pytest.fixture
@@ -81,8 +102,9 @@ def emulated(request: pytest.FixtureRequest) -> Iterator[Emulator]:
 @pytest.mark.parametrize("emulated", ["Pipelines_CreateRun.json"], indirect=True)
 def test_create_run(emulated: Emulator) -> None:
     spec = example("Pipelines_CreateRun.json")
-    status, headers, body = call(emulated, "POST", factory_url(emulated, "pipelines/myPipeline/createRun"),
-                                 spec["parameters"]["parameters"])
+    status, headers, body = call(
+        emulated, "POST", factory_url(emulated, "pipelines/myPipeline/createRun"), spec["parameters"]["parameters"]
+    )
     assert status == 200
     assert shape_differences(spec["responses"]["200"]["body"], body) == []
     assert "date" in headers and "x-ms-request-id" in headers
@@ -144,42 +166,59 @@ def test_pipeline_get(emulated: Emulator) -> None:
     spec = example("Pipelines_Get.json")
     status, _, body = call(emulated, "GET", factory_url(emulated, "pipelines/examplePipeline"))
     assert status == 200
-    live_properties = {k for method in ("GET", "PUT") for e in recorded("/pipelines/myPipeline", method)
-                       for k in e["response_body"]["properties"]}
+    live_properties = {
+        k
+        for method in ("GET", "PUT")
+        for e in recorded("/pipelines/myPipeline", method)
+        for k in e["response_body"]["properties"]
+    }
     assert shape_differences(spec["responses"]["200"]["body"], body, live_properties) == []
     for activity in body["properties"]["activities"]:
-        assert {"name", "type", "typeProperties"} <= set(activity) <= {"name", "type", "typeProperties",
-                                                                        "dependsOn", "userProperties"}
+        assert (
+            {"name", "type", "typeProperties"}
+            <= set(activity)
+            <= {"name", "type", "typeProperties", "dependsOn", "userProperties"}
+        )
     assert body["properties"]["parameters"] == {"OutputBlobNameList": {"type": "Array"}}
-    unchanged = call(emulated, "GET", factory_url(emulated, "pipelines/examplePipeline"),
-                     headers={"If-None-Match": body["etag"]})
+    unchanged = call(
+        emulated, "GET", factory_url(emulated, "pipelines/examplePipeline"), headers={"If-None-Match": body["etag"]}
+    )
     assert unchanged[0] == 304 and unchanged[2] is None
 
 
 @pytest.mark.parametrize("emulated", ["PipelineRuns_Get.json"], indirect=True)
 def test_recorded_exchanges(emulated: Emulator) -> None:
     # An in-progress run read by ID: the recorded live answer's exact keys and types.
-    in_progress = next(e["response_body"] for e in recorded("", "GET")
-                       if "/pipelineruns/" in e["path"] and e["response_body"]["status"] == "InProgress")
+    in_progress = next(
+        e["response_body"]
+        for e in recorded("", "GET")
+        if "/pipelineruns/" in e["path"] and e["response_body"]["status"] == "InProgress"
+    )
     _, _, body = call(emulated, "GET", factory_url(emulated, f"pipelineruns/{CANCELLED_ID}"))
     assert body["status"] == "InProgress"
     assert shape_differences(in_progress, body) == []
     # A 2018 window is past the retention: an empty page, no error (recorded queryPipelineRuns).
     old = recorded("/queryPipelineRuns", "POST")[0]
-    assert call(emulated, "POST", factory_url(emulated, "queryPipelineRuns"), old["request_body"])[2] == \
-        old["response_body"]
+    assert (
+        call(emulated, "POST", factory_url(emulated, "queryPipelineRuns"), old["request_body"])[2]
+        == old["response_body"]
+    )
     # Activity runs of a run the factory does not know: an empty list, as recorded.
     unknown = next(e for e in recorded("/queryActivityruns", "POST") if e["response_body"] == {"value": []})
     run_id = unknown["path"].split("/")[-2]
-    assert call(emulated, "POST", factory_url(emulated, f"pipelineruns/{run_id}/queryActivityruns"),
-                unknown["request_body"])[2] == {"value": []}
+    assert call(
+        emulated, "POST", factory_url(emulated, f"pipelineruns/{run_id}/queryActivityruns"), unknown["request_body"]
+    )[2] == {"value": []}
     created = recorded("/createRun", "POST")[0]
-    status, _, answer = call(emulated, "POST", factory_url(emulated, "pipelines/myPipeline/createRun"),
-                             created["request_body"])
+    status, _, answer = call(
+        emulated, "POST", factory_url(emulated, "pipelines/myPipeline/createRun"), created["request_body"]
+    )
     assert status == 200 and shape_differences(created["response_body"], answer) == []
     cancel = recorded("/cancel", "POST")[0]
-    assert call(emulated, "POST", factory_url(emulated, f"pipelineruns/{answer['runId']}/cancel"))[::2] == \
-        (cancel["status"], cancel["response_body"])
+    assert call(emulated, "POST", factory_url(emulated, f"pipelineruns/{answer['runId']}/cancel"))[::2] == (
+        cancel["status"],
+        cancel["response_body"],
+    )
 
 
 def test_client_reads_the_published_examples() -> None:
@@ -188,25 +227,38 @@ def test_client_reads_the_published_examples() -> None:
     assert run.parameters == {"OutputBlobNameList": ["exampleoutput.csv"]}
     assert run.duration == timedelta(milliseconds=28105) and run.end is not None and run.is_latest
     assert format_utc(run.start, precise=True) == "2018-06-16T00:37:44.625701Z"
-    succeeded, cancelled = (Run.from_json(r) for r in
-                            example("PipelineRuns_QueryByFactory.json")["responses"]["200"]["body"]["value"])
+    succeeded, cancelled = (
+        Run.from_json(r) for r in example("PipelineRuns_QueryByFactory.json")["responses"]["200"]["body"]["value"]
+    )
     assert succeeded.status is RunStatus.SUCCEEDED
     assert (cancelled.status, cancelled.end, cancelled.duration) == (RunStatus.CANCELLED, None, None)
     assert cancelled.last_updated is not None and cancelled.parameters == {"OutputBlobNameList": ["exampleoutput.csv"]}
-    live = Run.from_json(next(e["response_body"] for e in recorded("", "GET")
-                              if "/pipelineruns/" in e["path"] and e["response_body"]["status"] == "InProgress"))
+    live = Run.from_json(
+        next(
+            e["response_body"]
+            for e in recorded("", "GET")
+            if "/pipelineruns/" in e["path"] and e["response_body"]["status"] == "InProgress"
+        )
+    )
     assert (live.status, live.invoked_by_type, live.end, live.duration) == (RunStatus.IN_PROGRESS, "Manual", None, None)
     assert live.run_group_id == live.run_id and live.parameters == {}
-    activities = [ActivityRun.from_json(a) for a in
-                  example("ActivityRuns_QueryByPipelineRun.json")["responses"]["200"]["body"]["value"]]
+    activities = [
+        ActivityRun.from_json(a)
+        for a in example("ActivityRuns_QueryByPipelineRun.json")["responses"]["200"]["body"]["value"]
+    ]
     assert [(a.name, a.type, a.status, a.failed) for a in activities] == [
-        ("ExampleForeachActivity", "ForEach", "Succeeded", False), ("ExampleCopyActivity", "Copy", "Succeeded", False)]
+        ("ExampleForeachActivity", "ForEach", "Succeeded", False),
+        ("ExampleCopyActivity", "Copy", "Succeeded", False),
+    ]
     assert activities[0].duration == timedelta(milliseconds=22064) and activities[0].error_code == ""
     wait = ActivityRun.from_json(recorded("/queryActivityruns", "POST")[0]["response_body"]["value"][0])
     assert (wait.name, wait.type, wait.duration) == ("Wait1", "Wait", timedelta(milliseconds=5385))
     info = PipelineInfo.from_json(example("Pipelines_Get.json")["responses"]["200"]["body"])
     assert (info.name, dict(info.parameters), info.activities) == (
-        "examplePipeline", {"OutputBlobNameList": "Array"}, ("ExampleForeachActivity",))
+        "examplePipeline",
+        {"OutputBlobNameList": "Array"},
+        ("ExampleForeachActivity",),
+    )
 
 
 def test_client_reads_the_emulator_like_the_examples() -> None:

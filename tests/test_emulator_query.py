@@ -24,8 +24,11 @@ runs_strategy = st.lists(
 filter_strategy = st.lists(
     st.one_of(
         st.tuples(st.just("PipelineName"), st.sampled_from(["Equals", "NotEquals"]), st.sampled_from([["A"], ["B"]])),
-        st.tuples(st.just("Status"), st.sampled_from(["In", "NotIn"]),
-                  st.lists(st.sampled_from([*STATUSES, "Canceled"]), min_size=1, max_size=3)),
+        st.tuples(
+            st.just("Status"),
+            st.sampled_from(["In", "NotIn"]),
+            st.lists(st.sampled_from([*STATUSES, "Canceled"]), min_size=1, max_size=3),
+        ),
     ),
     max_size=2,
 )
@@ -34,8 +37,11 @@ filter_strategy = st.lists(
 def build(runs: list[tuple[str, str, int]], page_size: int) -> FactoryState:
     scen = Scenario(speed=60.0, page_size=page_size, pipelines=[Pipeline("A"), Pipeline("B")])
     for index, (pipeline, status, minutes) in enumerate(runs):
-        scen.add_history(HistoryRun(pipeline, NOW - timedelta(minutes=minutes), {"i": str(index)}, status=status,
-                                    run_id=f"run-{index:03d}"))
+        scen.add_history(
+            HistoryRun(
+                pipeline, NOW - timedelta(minutes=minutes), {"i": str(index)}, status=status, run_id=f"run-{index:03d}"
+            )
+        )
     state = FactoryState(scen)
     state.load()
     return state
@@ -55,11 +61,20 @@ def expected(state: FactoryState, filters: list[tuple[str, str, list[str]]], aft
 
 
 @settings(max_examples=60, deadline=None)
-@given(runs_strategy, filter_strategy, st.integers(min_value=1, max_value=7), st.sampled_from(["ASC", "DESC", None]),
-       st.integers(min_value=0, max_value=600))
-def test_pages_give_exactly_the_selected_runs(runs: list[tuple[str, str, int]],
-                                              filters: list[tuple[str, str, list[str]]], page_size: int,
-                                              order: str | None, after_minutes: int) -> None:
+@given(
+    runs_strategy,
+    filter_strategy,
+    st.integers(min_value=1, max_value=7),
+    st.sampled_from(["ASC", "DESC", None]),
+    st.integers(min_value=0, max_value=600),
+)
+def test_pages_give_exactly_the_selected_runs(
+    runs: list[tuple[str, str, int]],
+    filters: list[tuple[str, str, list[str]]],
+    page_size: int,
+    order: str | None,
+    after_minutes: int,
+) -> None:
     state = build(runs, page_size)
     after = NOW - timedelta(minutes=after_minutes)
     body: dict[str, Any] = {

@@ -27,8 +27,16 @@ def test_the_example_scenario_loads() -> None:
     assert [a.name for a in pipeline.activities] == ["LookupWatermark", "CopyReadings", "AdvanceWatermark"]
     assert pipeline.defaults == {"feederRegion": "north", "sourceKey": ""} and pipeline.rows == 900
     assert pipeline.sink is not None and pipeline.sink.columns == {"feeder": "{feederRegion}"}
-    assert [s.status for s in scen.series] == ["Succeeded", "Failed", "Failed", "Failed", "Succeeded", "InProgress",
-                                               "Succeeded", "Cancelled"]
+    assert [s.status for s in scen.series] == [
+        "Succeeded",
+        "Failed",
+        "Failed",
+        "Failed",
+        "Succeeded",
+        "InProgress",
+        "Succeeded",
+        "Cancelled",
+    ]
     assert scen.series[1].every == timedelta(minutes=15) and scen.series[-1].end == timedelta(minutes=-105)
     assert [o.result for o in scen.outcomes] == ["fail", "hang", "succeed"] and scen.outcomes[0].times == 1
     assert scen.faults[0].kind == "throttle" and scen.faults[0].skip == 2
@@ -48,31 +56,57 @@ PIPE = '[[pipelines]]\nname = "P"\nactivities = ["A", "B"]\n'
     [
         ("[clock]\nspeed = 'fast'\n", "clock.speed: expected a number, got 'fast'"),
         ("[clock]\nspeed = 0\n", "clock.speed: expected a positive number, got 0"),
-        ("[clocks]\n", "clocks: unknown key (expected one of clock, factory, faults, history, outcomes, "
-                       "pipelines, series, service)"),
-        (PIPE + "duraton = '5m'\n", "pipelines[0].duraton: unknown key (expected one of activities, annotations, "
-                                    "concurrency, description, duration, name, parameters, rows, sink)"),
-        (PIPE + "duration = '5 minutes'\n", "pipelines[0].duration: expected a duration like 15m, 90s or 2h, "
-                                            "got '5 minutes'"),
-        (PIPE + "[[history]]\nstart = 2026-11-03T02:00:00\n", "history[0].start: 2026-11-03T02:00:00 has no UTC "
-                                                              "offset; write it with Z or +00:00"),
-        (PIPE + "[[history]]\nstart = 'yesterday'\n", "history[0].start: expected a UTC time (2026-11-03T02:00:00Z) "
-                                                      "or an offset from now like -5h or now, got 'yesterday'"),
-        (PIPE + "[[history]]\nstart = '-1h'\nstatus = 'Done'\n", "history[0].status: expected one of Succeeded, "
-                                                                 "Failed, Cancelled, InProgress, Queued, got 'Done'"),
-        (PIPE + "[[history]]\nstart = '-1h'\nrows = -1\n",
-         "history[0].rows: expected a whole number of rows, 0 or more"),
+        (
+            "[clocks]\n",
+            "clocks: unknown key (expected one of clock, factory, faults, history, outcomes, "
+            "pipelines, series, service)",
+        ),
+        (
+            PIPE + "duraton = '5m'\n",
+            "pipelines[0].duraton: unknown key (expected one of activities, annotations, "
+            "concurrency, description, duration, name, parameters, rows, sink)",
+        ),
+        (
+            PIPE + "duration = '5 minutes'\n",
+            "pipelines[0].duration: expected a duration like 15m, 90s or 2h, got '5 minutes'",
+        ),
+        (
+            PIPE + "[[history]]\nstart = 2026-11-03T02:00:00\n",
+            "history[0].start: 2026-11-03T02:00:00 has no UTC offset; write it with Z or +00:00",
+        ),
+        (
+            PIPE + "[[history]]\nstart = 'yesterday'\n",
+            "history[0].start: expected a UTC time (2026-11-03T02:00:00Z) "
+            "or an offset from now like -5h or now, got 'yesterday'",
+        ),
+        (
+            PIPE + "[[history]]\nstart = '-1h'\nstatus = 'Done'\n",
+            "history[0].status: expected one of Succeeded, Failed, Cancelled, InProgress, Queued, got 'Done'",
+        ),
+        (
+            PIPE + "[[history]]\nstart = '-1h'\nrows = -1\n",
+            "history[0].rows: expected a whole number of rows, 0 or more",
+        ),
         (PIPE + "[[history]]\npipeline = 'Q'\nstart = '-1h'\n", "history[0]: unknown pipeline 'Q'"),
         (PIPE + "[[outcomes]]\nresult = 'fail'\nactivity = 'C'\n", "outcomes[0]: no pipeline has an activity 'C'"),
-        (PIPE + "[[outcomes]]\nmatch = { w = 5 }\n", "outcomes[0].match.w: expected a string (wildcards allowed) "
-                                                     "or an array of strings"),
-        ("[[faults]]\nkind = 'explode'\n", "faults[0]: unknown fault kind 'explode' (one of throttle, error, "
-                                           "latency, drop)"),
-        ("[[faults]]\nkind = 'error'\noperation = 'deleteEverything'\n", "faults[0]: unknown operation "
-         "'deleteEverything' (one of *, read, write, createRun, cancelPipelineRun, queryPipelineRuns, "
-         "getPipelineRun, queryActivityRuns, getPipeline, listPipelines, getFactory, or an SDK operation id)"),
-        ("[[pipelines]]\nname = 'P'\n[pipelines.sink]\ntable = 't'\n", "pipelines[0].sink.url: is required "
-                                                                       "(a non-empty string)"),
+        (
+            PIPE + "[[outcomes]]\nmatch = { w = 5 }\n",
+            "outcomes[0].match.w: expected a string (wildcards allowed) or an array of strings",
+        ),
+        (
+            "[[faults]]\nkind = 'explode'\n",
+            "faults[0]: unknown fault kind 'explode' (one of throttle, error, latency, drop)",
+        ),
+        (
+            "[[faults]]\nkind = 'error'\noperation = 'deleteEverything'\n",
+            "faults[0]: unknown operation "
+            "'deleteEverything' (one of *, read, write, createRun, cancelPipelineRun, queryPipelineRuns, "
+            "getPipelineRun, queryActivityRuns, getPipeline, listPipelines, getFactory, or an SDK operation id)",
+        ),
+        (
+            "[[pipelines]]\nname = 'P'\n[pipelines.sink]\ntable = 't'\n",
+            "pipelines[0].sink.url: is required (a non-empty string)",
+        ),
         ("[factory\n", "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 9)"),
     ],
 )
@@ -112,8 +146,11 @@ def test_the_same_instant_matches_however_written(moment: datetime) -> None:
     assert not value_matches(moment.strftime("%Y-%m-%dT%H:%M:%SZ"), (moment + timedelta(seconds=1)).isoformat())
 
 
-@given(st.recursive(st.text() | st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
-                    max_leaves=8).filter(lambda v: isinstance(v, list | dict)))
+@given(
+    st.recursive(
+        st.text() | st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8
+    ).filter(lambda v: isinstance(v, list | dict))
+)
 def test_arrays_and_objects_travel_as_json_strings(value: object) -> None:
     wire = adf_string(value)
     assert isinstance(wire, str) and json.loads(wire) == value
@@ -131,11 +168,21 @@ def test_wildcards_and_alternatives() -> None:
 
 def test_relative_series_line_up_with_the_grid() -> None:
     origin = datetime(2026, 11, 25, 10, 7, 31, tzinfo=UTC)
-    series = HistorySeries("P", timedelta(hours=-2), timedelta(hours=-1), timedelta(minutes=15),
-                           {"windowStart": "{start}", "day": "{start:%Y-%m-%d}"}, delay=timedelta(minutes=2))
+    series = HistorySeries(
+        "P",
+        timedelta(hours=-2),
+        timedelta(hours=-1),
+        timedelta(minutes=15),
+        {"windowStart": "{start}", "day": "{start:%Y-%m-%d}"},
+        delay=timedelta(minutes=2),
+    )
     runs = list(series.runs(origin))
     assert [r.parameters["windowStart"] for r in runs] == [
-        "2026-11-25T08:00:00Z", "2026-11-25T08:15:00Z", "2026-11-25T08:30:00Z", "2026-11-25T08:45:00Z"]
+        "2026-11-25T08:00:00Z",
+        "2026-11-25T08:15:00Z",
+        "2026-11-25T08:30:00Z",
+        "2026-11-25T08:45:00Z",
+    ]
     assert runs[0].start == datetime(2026, 11, 25, 8, 17, tzinfo=UTC) and runs[0].parameters["day"] == "2026-11-25"
 
 

@@ -17,15 +17,24 @@ from backfill.cli.main import run
 from backfill.emulator import Emulator, Scenario, load_scenario
 
 EXAMPLE = Path(__file__).parent.parent / "plans" / "emulator-scenario.toml"
-NAMES = ["BACKFILL_ADF_ENDPOINT", "BACKFILL_ADF_CA_BUNDLE", "BACKFILL_ADF_TOKEN", "AZURE_SUBSCRIPTION_ID",
-         "BACKFILL_RESOURCE_GROUP", "BACKFILL_FACTORY"]
+NAMES = [
+    "BACKFILL_ADF_ENDPOINT",
+    "BACKFILL_ADF_CA_BUNDLE",
+    "BACKFILL_ADF_TOKEN",
+    "AZURE_SUBSCRIPTION_ID",
+    "BACKFILL_RESOURCE_GROUP",
+    "BACKFILL_FACTORY",
+]
 
 
 @contextmanager
 def serving(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "backfill", "emulator", "serve", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     try:
         assert process.stdout is not None
@@ -33,7 +42,7 @@ def serving(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str],
         settings = {}
         for line in lines:
             assert line.startswith("export "), (line, process.stderr.read() if process.stderr else "")
-            name, _, value = line[len("export "):].strip().partition("=")
+            name, _, value = line[len("export ") :].strip().partition("=")
             settings[name] = value
         yield process, settings
     finally:
@@ -56,9 +65,11 @@ def test_serve_prints_settings_answers_and_stops_on_ctrl_c(tmp_path: Path) -> No
     with serving(tmp_path, "--scenario", str(EXAMPLE)) as (process, settings):
         assert list(settings) == NAMES
         assert settings["BACKFILL_ADF_ENDPOINT"].startswith("https://127.0.0.1:")
-        assert (settings["AZURE_SUBSCRIPTION_ID"], settings["BACKFILL_RESOURCE_GROUP"],
-                settings["BACKFILL_FACTORY"]) == ("00000000-0000-0000-0000-000000000000", "rg-energy-analytics",
-                                                  "adf-grid-telemetry")
+        assert (
+            settings["AZURE_SUBSCRIPTION_ID"],
+            settings["BACKFILL_RESOURCE_GROUP"],
+            settings["BACKFILL_FACTORY"],
+        ) == ("00000000-0000-0000-0000-000000000000", "rg-energy-analytics", "adf-grid-telemetry")
         emu = Printed(settings, load_scenario(EXAMPLE))
         status, _, body = call(emu, "GET", factory_url(emu, "pipelines/LoadMeterTelemetry"))
         assert status == 200 and body["name"] == "LoadMeterTelemetry"

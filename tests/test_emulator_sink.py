@@ -19,10 +19,16 @@ WINDOW = {"windowStart": "2026-11-03T02:00:00Z", "windowEnd": "2026-11-03T02:15:
 
 def scenario(url: str, *, write: str = "append", speed: float = 6000.0) -> Scenario:
     scen = Scenario(speed=speed)
-    sink = Sink(url=url, table="meter_readings", columns={"feeder": "{feederRegion}", "meters": 3},
-                run_id_column="adf_run_id", write=write)
-    scen.add_pipeline(Pipeline(PIPELINE, activities=(Activity("Lookup", "Lookup"), Activity("CopyReadings")),
-                               rows=900, sink=sink))
+    sink = Sink(
+        url=url,
+        table="meter_readings",
+        columns={"feeder": "{feederRegion}", "meters": 3},
+        run_id_column="adf_run_id",
+        write=write,
+    )
+    scen.add_pipeline(
+        Pipeline(PIPELINE, activities=(Activity("Lookup", "Lookup"), Activity("CopyReadings")), rows=900, sink=sink)
+    )
     return scen
 
 
@@ -30,11 +36,18 @@ def counts(url: str, window: dict[str, str] = WINDOW) -> int:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(
-                text("SELECT COUNT(*) FROM meter_readings WHERE feeder = :f AND reading_ts >= :s AND reading_ts < :e"),
-                {"f": window["feederRegion"], "s": _bound(url, window["windowStart"]),
-                 "e": _bound(url, window["windowEnd"])},
-            ).scalar_one())
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT COUNT(*) FROM meter_readings WHERE feeder = :f AND reading_ts >= :s AND reading_ts < :e"
+                    ),
+                    {
+                        "f": window["feederRegion"],
+                        "s": _bound(url, window["windowStart"]),
+                        "e": _bound(url, window["windowEnd"]),
+                    },
+                ).scalar_one()
+            )
     finally:
         engine.dispose()
 
@@ -61,9 +74,12 @@ def test_history_leaves_complete_and_partial_windows(sqlite_url: str) -> None:
         assert counts(sqlite_url, later) == 300
         engine = create_engine(sqlite_url)
         with engine.connect() as conn:
-            first, last, meters = conn.execute(text(
-                "SELECT MIN(reading_ts), MAX(reading_ts), MIN(meters) FROM meter_readings "
-                "WHERE reading_ts >= '2026-11-03T02:15:00Z'")).one()
+            first, last, meters = conn.execute(
+                text(
+                    "SELECT MIN(reading_ts), MAX(reading_ts), MIN(meters) FROM meter_readings "
+                    "WHERE reading_ts >= '2026-11-03T02:15:00Z'"
+                )
+            ).one()
         engine.dispose()
         # The partial write is the first third of the window, one reading a second.
         assert (first, last, meters) == ("2026-11-03T02:15:00Z", "2026-11-03T02:19:59Z", 3)
@@ -110,13 +126,17 @@ def test_a_run_without_window_parameters_writes_nothing_and_says_why(sqlite_url:
     scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-1), {"feederRegion": "north"}, run_id="no-window"))
     with Emulator(scen) as emu:
         assert emu.sink_errors == [
-            f"{PIPELINE} no-window: ValueError: run no-window: parameter windowStart is missing; no rows written"]
+            f"{PIPELINE} no-window: ValueError: run no-window: parameter windowStart is missing; no rows written"
+        ]
 
 
 def test_an_unreachable_sink_is_a_scenario_error() -> None:
     scen = scenario("postgresql+psycopg://nobody@127.0.0.1:9/none")
-    with pytest.raises(Exception, match=r"^<scenario>: pipelines\.LoadMeterTelemetry\.sink: cannot prepare table "
-                                        r"meter_readings: OperationalError"):
+    with pytest.raises(
+        Exception,
+        match=r"^<scenario>: pipelines\.LoadMeterTelemetry\.sink: cannot prepare table "
+        r"meter_readings: OperationalError",
+    ):
         Emulator(scen).start()
 
 

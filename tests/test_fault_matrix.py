@@ -46,37 +46,62 @@ class Case:
 
 
 CASES = [
-    Case("throttled reads (429 Retry-After)",
-         [dict(kind="throttle", operation="getPipelineRun", count=2, retry_after=0.05),
-          dict(kind="throttle", operation="queryPipelineRuns", count=1, retry_after=0.05)],
-         ["intent", "created", "finished"]),
-    Case("500 before createRun took effect",
-         [dict(kind="error", operation="createRun", status=500)],
-         ["intent", "intent", "created", "finished"], create_calls=3),
-    Case("500 after createRun took effect",
-         [dict(kind="error", operation="createRun", status=500, when="after")],
-         ["intent", "adopted", "finished"]),
-    Case("answer later than the client timeout, after effect",
-         [dict(kind="latency", operation="createRun", latency=1.5, when="after")],
-         # The 0.15 s run has ended by the time the 0.5 s client timeout gives up: adopted finished.
-         ["intent", "adopted", "finished"], create_calls=None, env={"BACKFILL_ADF_TIMEOUT": "0.5"}),
-    Case("connection dropped after effect",
-         [dict(kind="drop", operation="createRun", when="after")],
-         ["intent", "adopted", "finished"]),
-    Case("connection dropped before effect",
-         [dict(kind="drop", operation="createRun")],
-         ["intent", "intent", "created", "finished"], create_calls=3),
-    Case("createRun refused (400)",
-         [dict(kind="error", operation="createRun", status=400, code="BadRequest", message="bad parameter")],
-         ["intent", "create-failed", "finished"], exit_code=1),
-    Case("500 after effect and history unreadable",
-         [dict(kind="error", operation="createRun", status=500, when="after"),
-          dict(kind="error", operation="queryPipelineRuns", status=403, code="AuthorizationFailed", skip=1,
-               count=None)],
-         ["intent", "needs-operator"], exit_code=4),
+    Case(
+        "throttled reads (429 Retry-After)",
+        [
+            dict(kind="throttle", operation="getPipelineRun", count=2, retry_after=0.05),
+            dict(kind="throttle", operation="queryPipelineRuns", count=1, retry_after=0.05),
+        ],
+        ["intent", "created", "finished"],
+    ),
+    Case(
+        "500 before createRun took effect",
+        [dict(kind="error", operation="createRun", status=500)],
+        ["intent", "intent", "created", "finished"],
+        create_calls=3,
+    ),
+    Case(
+        "500 after createRun took effect",
+        [dict(kind="error", operation="createRun", status=500, when="after")],
+        ["intent", "adopted", "finished"],
+    ),
+    Case(
+        "answer later than the client timeout, after effect",
+        [dict(kind="latency", operation="createRun", latency=1.5, when="after")],
+        # The 0.15 s run has ended by the time the 0.5 s client timeout gives up: adopted finished.
+        ["intent", "adopted", "finished"],
+        create_calls=None,
+        env={"BACKFILL_ADF_TIMEOUT": "0.5"},
+    ),
+    Case(
+        "connection dropped after effect",
+        [dict(kind="drop", operation="createRun", when="after")],
+        ["intent", "adopted", "finished"],
+    ),
+    Case(
+        "connection dropped before effect",
+        [dict(kind="drop", operation="createRun")],
+        ["intent", "intent", "created", "finished"],
+        create_calls=3,
+    ),
+    Case(
+        "createRun refused (400)",
+        [dict(kind="error", operation="createRun", status=400, code="BadRequest", message="bad parameter")],
+        ["intent", "create-failed", "finished"],
+        exit_code=1,
+    ),
+    Case(
+        "500 after effect and history unreadable",
+        [
+            dict(kind="error", operation="createRun", status=500, when="after"),
+            dict(
+                kind="error", operation="queryPipelineRuns", status=403, code="AuthorizationFailed", skip=1, count=None
+            ),
+        ],
+        ["intent", "needs-operator"],
+        exit_code=4,
+    ),
 ]
-
-
 
 
 def _inject(emu: Emulator, case: Case) -> None:
@@ -116,8 +141,9 @@ def test_fault(case: Case, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None
             assert window_kinds(bid)[first] == ["intent", "needs-operator", "adopted", "finished"]
 
 
-def test_a_doubt_reconciled_to_nothing_is_recorded_with_its_evidence(tmp_path: Path, monkeypatch: MP,
-                                                                     capsys: Cap) -> None:
+def test_a_doubt_reconciled_to_nothing_is_recorded_with_its_evidence(
+    tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))

@@ -26,11 +26,19 @@ EVERY = timedelta(minutes=15)
 def scenario(series_hours: int = 75) -> Scenario:
     scen = Scenario(speed=6000.0)
     scen.add_pipeline(Pipeline(PIPELINE, parameters={"windowStart": "String", "feederRegion": "String"}))
-    scen.series.append(HistorySeries(PIPELINE, timedelta(hours=-series_hours - 1), timedelta(hours=-1), EVERY,
-                                     {"windowStart": "{start}", "feederRegion": "north"}))
+    scen.series.append(
+        HistorySeries(
+            PIPELINE,
+            timedelta(hours=-series_hours - 1),
+            timedelta(hours=-1),
+            EVERY,
+            {"windowStart": "{start}", "feederRegion": "north"},
+        )
+    )
     # Older than ADF's retention: the service no longer shows it.
-    scen.add_history(HistoryRun(PIPELINE, timedelta(days=-50), {"windowStart": "2000-01-01T00:00:00Z"},
-                                run_id="too-old"))
+    scen.add_history(
+        HistoryRun(PIPELINE, timedelta(days=-50), {"windowStart": "2000-01-01T00:00:00Z"}, run_id="too-old")
+    )
     return scen
 
 
@@ -168,8 +176,7 @@ feederRegion = "north"
 """
 
 
-def test_cli_history_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_history_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN, encoding="utf-8")
     with Emulator(scenario(series_hours=2)) as emu:

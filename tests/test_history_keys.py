@@ -29,15 +29,24 @@ FIELDS = ("windowStart", "feederRegion")
 
 
 def windows(count: int = 12, region: object = "north") -> list[Window]:
-    return [Window(T0 + i * EVERY, T0 + (i + 1) * EVERY,
-                   {"windowStart": format_utc(T0 + i * EVERY), "feederRegion": region, "sourceKey": Secret("${K}")})
-            for i in range(count)]
+    return [
+        Window(
+            T0 + i * EVERY,
+            T0 + (i + 1) * EVERY,
+            {"windowStart": format_utc(T0 + i * EVERY), "feederRegion": region, "sourceKey": Secret("${K}")},
+        )
+        for i in range(count)
+    ]
 
 
 def spelled(moment: datetime, variant: int) -> str:
     # ADF and plans spell one instant in several ways; they must match all the same.
-    return [format_utc(moment), moment.isoformat(), moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
-            moment.astimezone(timezone(timedelta(hours=2))).isoformat()][variant % 4]
+    return [
+        format_utc(moment),
+        moment.isoformat(),
+        moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
+        moment.astimezone(timezone(timedelta(hours=2))).isoformat(),
+    ][variant % 4]
 
 
 def random_runs(seed: int, count: int = 120) -> list[Run]:
@@ -46,17 +55,26 @@ def random_runs(seed: int, count: int = 120) -> list[Run]:
     for n in range(count):
         slot = chance.randrange(-2, 14)  # some before and after the plan's windows
         start = T0 + slot * EVERY
-        parameters: dict[str, object] = {"windowStart": spelled(start, chance.randrange(4)),
-                                         "feederRegion": chance.choice(["north", "north", "south", '"north"'])}
+        parameters: dict[str, object] = {
+            "windowStart": spelled(start, chance.randrange(4)),
+            "feederRegion": chance.choice(["north", "north", "south", '"north"']),
+        }
         if chance.random() < 0.05:
             del parameters["feederRegion"]  # a run from before the parameter existed
         group = f"g{chance.randrange(40)}" if chance.random() < 0.5 else f"run-{n}"
-        runs.append(Run(
-            run_id=f"run-{n}", pipeline="Load", status=chance.choice(list(RunStatus)), parameters=parameters,
-            run_group_id=group, is_latest=chance.random() < 0.7,
-            start=None if chance.random() < 0.05 else start + timedelta(minutes=chance.randrange(0, 300)),
-            last_updated=T0 + timedelta(minutes=n), message=f"message {n}",
-        ))
+        runs.append(
+            Run(
+                run_id=f"run-{n}",
+                pipeline="Load",
+                status=chance.choice(list(RunStatus)),
+                parameters=parameters,
+                run_group_id=group,
+                is_latest=chance.random() < 0.7,
+                start=None if chance.random() < 0.05 else start + timedelta(minutes=chance.randrange(0, 300)),
+                last_updated=T0 + timedelta(minutes=n),
+                message=f"message {n}",
+            )
+        )
     return runs
 
 
@@ -121,8 +139,13 @@ def test_a_run_whose_key_went_missing_is_found_again(db: Database) -> None:
 
 
 def test_a_hash_collision_never_makes_a_match(db: Database) -> None:
-    stray = Run(run_id="stray", pipeline="Load", status=RunStatus.SUCCEEDED, start=T0 + timedelta(hours=9),
-                parameters={"windowStart": format_utc(T0), "feederRegion": "south"})
+    stray = Run(
+        run_id="stray",
+        pipeline="Load",
+        status=RunStatus.SUCCEEDED,
+        start=T0 + timedelta(hours=9),
+        parameters={"windowStart": format_utc(T0), "feederRegion": "south"},
+    )
     cache(db, [stray])
     plan = windows(1)
     view = load_history(db, REF, "Load")
@@ -136,13 +159,34 @@ def test_a_hash_collision_never_makes_a_match(db: Database) -> None:
 
 
 def test_each_match_on_has_its_own_key_set_and_pipelines_stay_apart(db: Database) -> None:
-    north = Run(run_id="n", pipeline="Load", status=RunStatus.FAILED, start=T0 + timedelta(minutes=20),
-                parameters={"windowStart": format_utc(T0), "feederRegion": "north"})
-    south = Run(run_id="s", pipeline="Load", status=RunStatus.SUCCEEDED, start=T0 + timedelta(minutes=30),
-                parameters={"windowStart": format_utc(T0), "feederRegion": "south"})
+    north = Run(
+        run_id="n",
+        pipeline="Load",
+        status=RunStatus.FAILED,
+        start=T0 + timedelta(minutes=20),
+        parameters={"windowStart": format_utc(T0), "feederRegion": "north"},
+    )
+    south = Run(
+        run_id="s",
+        pipeline="Load",
+        status=RunStatus.SUCCEEDED,
+        start=T0 + timedelta(minutes=30),
+        parameters={"windowStart": format_utc(T0), "feederRegion": "south"},
+    )
     cache(db, [north, south])
-    cache(db, [Run(run_id="o", pipeline="Other", status=RunStatus.SUCCEEDED, start=T0 + timedelta(hours=1),
-                   parameters=dict(north.parameters))], pipeline="Other")
+    cache(
+        db,
+        [
+            Run(
+                run_id="o",
+                pipeline="Other",
+                status=RunStatus.SUCCEEDED,
+                start=T0 + timedelta(hours=1),
+                parameters=dict(north.parameters),
+            )
+        ],
+        pipeline="Other",
+    )
     plan = windows(1)
     view = load_history(db, REF, "Load")
     assert view.latest_runs(plan, FIELDS) == [north]

@@ -19,14 +19,28 @@ REF = FactoryRef("sub", "rg", "adf-one")
 KEY = REF.key
 
 
-def make_run(run_id: str, status: RunStatus = RunStatus.SUCCEEDED, *, updated: timedelta = timedelta(0),
-             latest: bool = True, group: str | None = "g", **parameters: object) -> Run:
+def make_run(
+    run_id: str,
+    status: RunStatus = RunStatus.SUCCEEDED,
+    *,
+    updated: timedelta = timedelta(0),
+    latest: bool = True,
+    group: str | None = "g",
+    **parameters: object,
+) -> Run:
     return Run(
-        run_id=run_id, pipeline="Load", status=status, parameters=parameters or {"windowStart": "2026-11-03T02:00:00Z",
-                                                                                  "files": ["a.csv"]},
-        run_group_id=group, is_latest=latest, start=T0, end=T0 + timedelta(minutes=3) if status.is_final else None,
-        last_updated=T0 + timedelta(minutes=3) + updated, duration=timedelta(minutes=3) if status.is_final else None,
-        message="Operation failed" if status == RunStatus.FAILED else "", invoked_by="Manual",
+        run_id=run_id,
+        pipeline="Load",
+        status=status,
+        parameters=parameters or {"windowStart": "2026-11-03T02:00:00Z", "files": ["a.csv"]},
+        run_group_id=group,
+        is_latest=latest,
+        start=T0,
+        end=T0 + timedelta(minutes=3) if status.is_final else None,
+        last_updated=T0 + timedelta(minutes=3) + updated,
+        duration=timedelta(minutes=3) if status.is_final else None,
+        message="Operation failed" if status == RunStatus.FAILED else "",
+        invoked_by="Manual",
         invoked_by_type="Manual",
     )
 
@@ -69,8 +83,11 @@ def test_an_older_version_never_overwrites_a_newer_one(db: Database) -> None:
 
 def test_one_batch_may_hold_a_run_twice(db: Database) -> None:
     # A run that changes while we page appears on two pages; the newest version is kept.
-    versions = [make_run("r1", RunStatus.QUEUED), make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=2)),
-                make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1))]
+    versions = [
+        make_run("r1", RunStatus.QUEUED),
+        make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=2)),
+        make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1)),
+    ]
     with db.engine.begin() as conn:
         assert store.upsert_runs(conn, KEY, "Load", versions) == 1
         assert [r.status for r in store.load_records(conn, KEY, "Load")] == [RunStatus.FAILED]
@@ -101,8 +118,9 @@ def test_history_view_decodes_full_runs_on_demand(db: Database) -> None:
     view = load_history(db, REF, "Load")
     assert len(view) == 3
     assert not any(isinstance(r, Run) for r in view.records)
-    assert view.resolve(list(view.records[:2])) == {r.run_id: r for r in runs if r.run_id in
-                                                    {view.records[0].run_id, view.records[1].run_id}}
+    assert view.resolve(list(view.records[:2])) == {
+        r.run_id: r for r in runs if r.run_id in {view.records[0].run_id, view.records[1].run_id}
+    }
     assert sorted(view.runs, key=lambda r: r.run_id) == runs
 
 
@@ -149,9 +167,15 @@ def test_newest_runs_reads_only_the_newest_of_a_status(ledger_url: str) -> None:
 
     base = datetime(2026, 11, 3, tzinfo=UTC)
     runs = [
-        Run(f"r{i}", "P", RunStatus.SUCCEEDED if i % 3 else RunStatus.FAILED, {"i": str(i)},
-            start=base + timedelta(minutes=i), last_updated=base + timedelta(minutes=i, seconds=30),
-            duration=timedelta(seconds=i))
+        Run(
+            f"r{i}",
+            "P",
+            RunStatus.SUCCEEDED if i % 3 else RunStatus.FAILED,
+            {"i": str(i)},
+            start=base + timedelta(minutes=i),
+            last_updated=base + timedelta(minutes=i, seconds=30),
+            duration=timedelta(seconds=i),
+        )
         for i in range(30)
     ]
     db = Database(ledger_url)

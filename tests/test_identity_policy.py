@@ -35,8 +35,17 @@ BID = "bf-20261125-3f9a2c"
 
 def record(requester: str = "alice", source: str = "declared", **policy: object) -> BackfillRecord:
     return BackfillRecord(
-        id=BID, plan_path="plans/north.toml", plan_hash="ab" * 32, pipeline="P", factory_key="s/r/f",
-        title="t", ticket="", requester=requester, requester_source=source, requested_at=T0, note=None,
+        id=BID,
+        plan_path="plans/north.toml",
+        plan_hash="ab" * 32,
+        pipeline="P",
+        factory_key="s/r/f",
+        title="t",
+        ticket="",
+        requester=requester,
+        requester_source=source,
+        requested_at=T0,
+        note=None,
         policy=ApprovalPolicy(**policy),  # type: ignore[arg-type]
         decisions={K1: "run"},
     )
@@ -52,8 +61,11 @@ def approve(rec: BackfillRecord, actor: Actor) -> str:
 def test_verified_refuses_a_declared_approver() -> None:
     # Issue 8, attack 1: BACKFILL_ACTOR=bob typed by alice, with approvers = ["bob"].
     rec = record(approvers=("bob",), identity="verified")
-    with pytest.raises(BackfillError, match=r"demands a verified identity \(azure-ad, database, oidc, proxy\); "
-                                            r"bob is declared$"):
+    with pytest.raises(
+        BackfillError,
+        match=r"demands a verified identity \(azure-ad, database, oidc, proxy\); "
+        r"bob is declared$",
+    ):
         approve(rec, Actor("bob", IdentitySource.DECLARED))
     with pytest.raises(BackfillError, match=r"bob is os$"):
         approve(rec, Actor("bob", IdentitySource.OS))
@@ -81,8 +93,11 @@ def test_one_named_source() -> None:
 
 def test_the_token_local_part_is_the_declared_requester() -> None:
     # Issue 8, attack 2b: requested as `alice`, approved as alice@contoso.com from a token.
-    with pytest.raises(BackfillError, match=r"alice@contoso.com \(alice\) requested this backfill and cannot "
-                                            r"approve it \(four eyes\)$"):
+    with pytest.raises(
+        BackfillError,
+        match=r"alice@contoso.com \(alice\) requested this backfill and cannot "
+        r"approve it \(four eyes\)$",
+    ):
         approve(record(), Actor("alice@contoso.com", IdentitySource.AZURE_AD))
     with pytest.raises(BackfillError, match="four eyes"):
         approve(record("alice@contoso.com", "azure-ad"), Actor("Alice", IdentitySource.OS))
@@ -97,8 +112,11 @@ def test_aliases_name_one_person() -> None:
 
 
 def test_refuse_when_unsure() -> None:
-    with pytest.raises(BackfillError, match=r"cannot tell whether alice@fabrikam.com is alice@contoso.com, who "
-                                            r"requested it \(four eyes\); name them in \[approval\] aliases"):
+    with pytest.raises(
+        BackfillError,
+        match=r"cannot tell whether alice@fabrikam.com is alice@contoso.com, who "
+        r"requested it \(four eyes\); name them in \[approval\] aliases",
+    ):
         approve(record("alice@contoso.com", "azure-ad"), Actor("alice@fabrikam.com", IdentitySource.AZURE_AD))
 
 
@@ -106,13 +124,29 @@ def test_one_person_under_two_sources_counts_once() -> None:
     from backfill.ledger import GENESIS_HASH, make_event
 
     rec = record(required=2)
-    first = make_event(seq=1, at=T0, actor="bob", identity_source="declared", kind=ev.APPROVED, payload={},
-                       prev_hash=GENESIS_HASH, backfill_id=BID)
+    first = make_event(
+        seq=1,
+        at=T0,
+        actor="bob",
+        identity_source="declared",
+        kind=ev.APPROVED,
+        payload={},
+        prev_hash=GENESIS_HASH,
+        backfill_id=BID,
+    )
     state = derive_state(rec, [first], T0)
     with pytest.raises(BackfillError, match=r"bob@contoso.com has already approved it"):
         gate_approval(rec, state, Actor("bob@contoso.com", IdentitySource.AZURE_AD))
-    second = make_event(seq=2, at=T0, actor="bob@contoso.com", identity_source="azure-ad", kind=ev.APPROVED,
-                        payload={}, prev_hash=first.hash, backfill_id=BID)
+    second = make_event(
+        seq=2,
+        at=T0,
+        actor="bob@contoso.com",
+        identity_source="azure-ad",
+        kind=ev.APPROVED,
+        payload={},
+        prev_hash=first.hash,
+        backfill_id=BID,
+    )
     assert len(derive_state(rec, [first, second], T0).approvals) == 1
 
 
@@ -182,8 +216,10 @@ def test_request_says_who_and_warns_about_declared_approvals(tmp_path: Path, mon
         out = capsys.readouterr().out.splitlines()
         assert "requested as alice (declared by BACKFILL_ACTOR)" in out
         warnings = [line for line in out if line.startswith("warning:")]
-        assert warnings == ['warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this '
-                            'plan; [approval] identity = "verified" demands one a third party vouches for']
+        assert warnings == [
+            "warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this "
+            'plan; [approval] identity = "verified" demands one a third party vouches for'
+        ]
         plan.write_text(plan_text(base_time(), 2, approval={"identity": "verified"}))
         assert cli(monkeypatch, "alice", "request", str(plan)) == 0
         assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
@@ -280,8 +316,19 @@ def test_an_approver_who_may_have_approved_already_is_refused() -> None:
     from backfill.ledger import GENESIS_HASH, make_event
 
     rec = record(required=2)
-    first = make_event(seq=1, at=T0, actor="bob@contoso.com", identity_source="azure-ad", kind=ev.APPROVED,
-                       payload={}, prev_hash=GENESIS_HASH, backfill_id=BID)
-    with pytest.raises(BackfillError, match=r"cannot tell whether bob@fabrikam.com is bob@contoso.com, who "
-                                            r"already approved it"):
+    first = make_event(
+        seq=1,
+        at=T0,
+        actor="bob@contoso.com",
+        identity_source="azure-ad",
+        kind=ev.APPROVED,
+        payload={},
+        prev_hash=GENESIS_HASH,
+        backfill_id=BID,
+    )
+    with pytest.raises(
+        BackfillError,
+        match=r"cannot tell whether bob@fabrikam.com is bob@contoso.com, who "
+        r"already approved it",
+    ):
         gate_approval(rec, derive_state(rec, [first], T0), Actor("bob@fabrikam.com", IdentitySource.AZURE_AD))

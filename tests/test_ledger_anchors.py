@@ -79,8 +79,10 @@ def rewrite_history(tmp_path: Path) -> None:
         for event in events[1:]:
             payload = {"text": "rewritten"} if event.seq == 2 else event.payload
             digest = compute_hash(prev, {**event.fields(), "payload": payload})
-            conn.execute("UPDATE ledger_events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                         (json.dumps(payload, separators=(",", ":")), prev, digest, event.seq))
+            conn.execute(
+                "UPDATE ledger_events SET payload = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (json.dumps(payload, separators=(",", ":")), prev, digest, event.seq),
+            )
             prev = digest
     assert run(["ledger", "verify"]) == 0
 
@@ -145,8 +147,10 @@ def test_a_forged_or_foreign_anchor_is_refused(
     forged = dest / "checkpoint-000000000002-forged.json"
     forged.write_text(json.dumps(data))
     code, text = verify(key, str(dest), capsys)
-    assert (code, text) == (5, f"error: anchor {forged}: signature does not verify with the given key (forged or "
-                               "altered)")
+    assert (code, text) == (
+        5,
+        f"error: anchor {forged}: signature does not verify with the given key (forged or altered)",
+    )
     forged.unlink()
     # Another key: nothing verifies.
     other = tmp_path / "other.key"
@@ -168,8 +172,10 @@ def test_bad_options_are_one_line(tmp_path: Path, key: tuple[Path, Path], capsys
     assert out_err(capsys)[1] == "error: --anchors and --key go together\n"
     assert run(["ledger", "checkpoint", "--sign", str(key[1]), "--publish", str(tmp_path / "a")]) == 1
     assert "not an unencrypted PEM private key" in out_err(capsys)[1]
-    assert verify(key, str(tmp_path / "nowhere"), capsys) == (1, f"error: --anchors {tmp_path / 'nowhere'}: "
-                                                                 "no such folder")
+    assert verify(key, str(tmp_path / "nowhere"), capsys) == (
+        1,
+        f"error: --anchors {tmp_path / 'nowhere'}: no such folder",
+    )
     (tmp_path / "empty").mkdir()
     assert verify(key, str(tmp_path / "empty"), capsys)[0] == 1
 
@@ -195,9 +201,20 @@ def azurite(tmp_path: Path) -> Iterator[str]:
     workspace.mkdir()
     proc = subprocess.Popen(
         # --skipApiVersionCheck: the SDK may be newer than the emulator; no data ever touches disk.
-        [program, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-         "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-        cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            program,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
+        ],
+        cwd=workspace,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -210,8 +227,10 @@ def azurite(tmp_path: Path) -> Iterator[str]:
                     why = proc.stderr.read() if proc.stderr and proc.poll() is not None else "no answer in 30 s"
                     raise AssertionError(f"azurite did not start: {why!r}") from None
                 time.sleep(0.05)
-        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-               f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        )
     finally:
         proc.terminate()
         try:
@@ -222,7 +241,10 @@ def azurite(tmp_path: Path) -> Iterator[str]:
 
 
 def test_blob_anchors_on_azurite(
-    tmp_path: Path, key: tuple[Path, Path], azurite: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    key: tuple[Path, Path],
+    azurite: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from azure.storage.blob import BlobServiceClient
@@ -239,8 +261,10 @@ def test_blob_anchors_on_azurite(
     publish(key, dest, capsys)
     fill(1)
     publish(key, dest, capsys)
-    names = [b.name for b in BlobServiceClient.from_connection_string(azurite)
-             .get_container_client("ledger-anchors").list_blobs()]
+    names = [
+        b.name
+        for b in BlobServiceClient.from_connection_string(azurite).get_container_client("ledger-anchors").list_blobs()
+    ]
     assert len(names) == 2 and all(n.startswith("team-a/checkpoint-") for n in names)
     code, text = verify(key, dest, capsys)
     assert code == 0 and "extends all 2 signed checkpoints" in text

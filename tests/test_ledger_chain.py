@@ -35,8 +35,12 @@ from backfill.timeutil import NaiveTimestamp
 T0 = datetime(2026, 11, 3, 2, 0, 0, 123456, tzinfo=UTC)
 KINDS = ["request", "approval", "intent", "run-created", "window-done"]
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.floats(
-    allow_nan=False, allow_infinity=False
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False)
 )
 json_values = st.recursive(
     json_scalars,
@@ -202,8 +206,20 @@ def test_checkpoints_round_trip(seq: int, digest: str) -> None:
     assert parse_checkpoint(f" {seq}:{digest.upper()}\n") == (seq, digest)
 
 
-@pytest.mark.parametrize("text", ["", "12", "12:", ":" + "a" * 64, "-1:" + "a" * 64, "x:" + "a" * 64,
-                                  "3:" + "a" * 63, "3:" + "g" * 64, "3:" + "a" * 65])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "12",
+        "12:",
+        ":" + "a" * 64,
+        "-1:" + "a" * 64,
+        "x:" + "a" * 64,
+        "3:" + "a" * 63,
+        "3:" + "g" * 64,
+        "3:" + "a" * 65,
+    ],
+)
 def test_malformed_checkpoints_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not SEQ:HASH"):
         parse_checkpoint(text)
@@ -214,8 +230,15 @@ def test_event_times_are_utc_with_microseconds() -> None:
     plus_one = datetime(2026, 11, 3, 4, 0, 0, 5, tzinfo=UTC).astimezone(UTC)
     assert parse_at(format_at(plus_one)) == plus_one
     with pytest.raises(NaiveTimestamp):
-        make_event(seq=1, at=datetime(2026, 11, 3), actor="a", identity_source="os", kind="k", payload={},
-                   prev_hash=GENESIS_HASH)
+        make_event(
+            seq=1,
+            at=datetime(2026, 11, 3),
+            actor="a",
+            identity_source="os",
+            kind="k",
+            payload={},
+            prev_hash=GENESIS_HASH,
+        )
     with pytest.raises(ValueError, match="canonical form"):
         parse_at("2026-11-03T03:00:00Z")
 
@@ -230,8 +253,7 @@ def test_event_times_are_utc_with_microseconds() -> None:
 )
 def test_payloads_that_cannot_be_canonical_are_refused(payload: dict[str, Any], message: str) -> None:
     with pytest.raises(PayloadError, match=re.escape(message)):
-        make_event(seq=1, at=T0, actor="a", identity_source="os", kind="k", payload=payload,
-                   prev_hash=GENESIS_HASH)
+        make_event(seq=1, at=T0, actor="a", identity_source="os", kind="k", payload=payload, prev_hash=GENESIS_HASH)
 
 
 def test_datetimes_and_tuples_in_payloads_are_normalised() -> None:
@@ -284,11 +306,29 @@ def test_a_template_does_not_shelter_a_literal_password_next_to_it() -> None:
 
 @pytest.mark.parametrize(
     ("key", "denied"),
-    [("connection", True), ("connectionString", True), ("sink-connection-string", True), ("PASSWORD", True),
-     ("db_pwd", True), ("clientSecret", True), ("access_token", True), ("callbackUrl", True),
-     ("api_key", True), ("apiKey", True), ("credentials", True), ("window_key", False), ("pipeline", False),
-     ("tokenizer_count", False), ("urlencoded_rows", False), ("secretary", False), ("connections_open", False),
-     ("connection_timeout", False), ("secret_name", False), ("source_connection_string_ref", True), ("", False)],
+    [
+        ("connection", True),
+        ("connectionString", True),
+        ("sink-connection-string", True),
+        ("PASSWORD", True),
+        ("db_pwd", True),
+        ("clientSecret", True),
+        ("access_token", True),
+        ("callbackUrl", True),
+        ("api_key", True),
+        ("apiKey", True),
+        ("credentials", True),
+        ("window_key", False),
+        ("pipeline", False),
+        ("tokenizer_count", False),
+        ("urlencoded_rows", False),
+        ("secretary", False),
+        ("connections_open", False),
+        ("connection_timeout", False),
+        ("secret_name", False),
+        ("source_connection_string_ref", True),
+        ("", False),
+    ],
 )
 def test_credential_key_names(key: str, denied: bool) -> None:
     assert is_denied_key(key) is denied

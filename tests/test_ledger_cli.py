@@ -37,8 +37,7 @@ def events(db: Database) -> list[LedgerEvent]:
     ledger = Ledger(db)
     ledger.append("request", {"plan_hash": "ab" * 32, "note": "INC-4821"}, actor=ALICE, backfill_id="bf-1")
     ledger.append("approval", {"note": "ok", "token": "s3cr3t"}, actor=BOB, backfill_id="bf-1")
-    ledger.append("intent", {"parameters": {"key": Secret("${K}")}}, actor=ALICE, backfill_id="bf-1",
-                  window_key=W1)
+    ledger.append("intent", {"parameters": {"key": Secret("${K}")}}, actor=ALICE, backfill_id="bf-1", window_key=W1)
     ledger.append("request", {"plan_hash": "cd" * 32}, actor=BOB, backfill_id="bf-2", window_key=W2)
     return ledger.events()
 
@@ -163,8 +162,9 @@ def test_export_jsonl_lines_carry_their_own_proof(
     assert [json.loads(line) for line in lines] == [e.to_json() for e in events[:3]]
     for line in lines:
         data = json.loads(line)
-        body = json.dumps({k: v for k, v in data.items() if k != "hash"}, sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=False)
+        body = json.dumps(
+            {k: v for k, v in data.items() if k != "hash"}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
         assert hashlib.sha256(body.encode()).hexdigest() == data["hash"]
     assert "s3cr3t" not in "".join(lines)
 

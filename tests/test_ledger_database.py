@@ -175,7 +175,10 @@ def test_no_database_object_opens_on_mariadb(mariadb_url: str) -> None:
 @pytest.mark.parametrize("foreign", [False, True])
 @pytest.mark.parametrize("args", [["status"], ["ledger", "verify"], ["ledger", "show"], ["ledger", "checkpoint"]])
 def test_a_read_only_command_finds_no_ledger_and_creates_nothing(
-    postgres_url: str, foreign: bool, args: list[str], capsys: pytest.CaptureFixture[str],
+    postgres_url: str,
+    foreign: bool,
+    args: list[str],
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if foreign:
@@ -235,8 +238,9 @@ def test_an_in_memory_ledger_is_refused_for_writing_too() -> None:
         Database("sqlite://")
 
 
-def test_a_ledger_in_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_ledger_in_a_missing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'nope' / 'ledger.db'}"
     monkeypatch.setenv("BACKFILL_LEDGER", url)
     assert run(["ledger", "verify"]) == 1

@@ -37,8 +37,13 @@ def db(ledger_url: str) -> Iterator[Database]:
 def fill(ledger: Ledger, n: int = 5) -> None:
     kinds = ["request", "approval", "intent", "run-created", "window-done"]
     for i in range(n):
-        ledger.append(kinds[i % 5], {"i": i, "note": f"event {i}"}, actor=ALICE if i % 2 else BOB,
-                      backfill_id="bf-1" if i < 3 else "bf-2", window_key=W1 if i % 2 else None)
+        ledger.append(
+            kinds[i % 5],
+            {"i": i, "note": f"event {i}"},
+            actor=ALICE if i % 2 else BOB,
+            backfill_id="bf-1" if i < 3 else "bf-2",
+            window_key=W1 if i % 2 else None,
+        )
 
 
 def attack(db: Database, statement: Any) -> None:
@@ -74,8 +79,9 @@ def test_appends_chain_gap_free_from_one(db: Database) -> None:
 
 def test_append_returns_exactly_what_is_read_back(db: Database) -> None:
     ledger = Ledger(db)
-    written = ledger.append("intent", {"b": [1, 2.5, None], "a": {"ü": "ö"}}, actor=ALICE, backfill_id="bf-9",
-                            window_key=W1)
+    written = ledger.append(
+        "intent", {"b": [1, 2.5, None], "a": {"ü": "ö"}}, actor=ALICE, backfill_id="bf-9", window_key=W1
+    )
     assert ledger.events() == [written]
     many = ledger.append_many([Draft("x", {"n": 1}), Draft("y", {"n": 2}, "bf-9", W1)], actor=BOB)
     assert [e.seq for e in many] == [2, 3] and many[1].prev_hash == many[0].hash
@@ -99,17 +105,25 @@ def test_secrets_never_reach_the_database(db: Database) -> None:
     ledger = Ledger(db)
     ledger.append(
         "request",
-        {"parameters": {"sourceKey": Secret("${SOURCE_API_KEY}")}, "connection": "Driver=x;Pwd=hunter2",
-         "check": {"connection": "${SINK_ODBC}"}, "error": "Login failed: Password=swordfish;"},
+        {
+            "parameters": {"sourceKey": Secret("${SOURCE_API_KEY}")},
+            "connection": "Driver=x;Pwd=hunter2",
+            "check": {"connection": "${SINK_ODBC}"},
+            "error": "Login failed: Password=swordfish;",
+        },
         actor=ALICE,
     )
     with db.engine.begin() as conn:
         stored = conn.execute(text("SELECT payload FROM ledger_events")).scalar_one()
     assert "hunter2" not in stored and "swordfish" not in stored
-    assert stored == canonical_json({
-        "check": {"connection": "${SINK_ODBC}"}, "connection": "***", "error": "Login failed: Password=***;",
-        "parameters": {"sourceKey": "***"},
-    })
+    assert stored == canonical_json(
+        {
+            "check": {"connection": "${SINK_ODBC}"},
+            "connection": "***",
+            "error": "Login failed: Password=***;",
+            "parameters": {"sourceKey": "***"},
+        }
+    )
 
 
 def test_bad_appends_are_refused(db: Database) -> None:
@@ -198,8 +212,9 @@ def test_a_forged_event_with_its_hash_recomputed_breaks_the_next_link(db: Databa
     forged = ledger.events()[1]
     payload = {**forged.payload, "approved_by": "mallory"}
     forged = replace(forged, payload=payload)
-    attack(db, update(TABLE).where(TABLE.c.seq == 2).values(payload=canonical_json(payload),
-                                                            hash=forged.expected_hash()))
+    attack(
+        db, update(TABLE).where(TABLE.c.seq == 2).values(payload=canonical_json(payload), hash=forged.expected_hash())
+    )
     assert ledger.verify().message == (
         "ledger: event 3 (intent) chain broken: prev_hash does not match the hash of event 2"
     )

@@ -126,8 +126,10 @@ def test_from_a_trusted_checkpoint_an_old_edit_of_the_backfill_is_caught(tmp_pat
     event = ledger.events(backfill_id="bf-1")[0]
     fields = {**event.fields(), "payload": {"plan_hash": "cd" * 32}}
     forged = compute_hash(event.prev_hash, fields)
-    raw(tmp_path, f"UPDATE ledger_events SET payload = '{{\"plan_hash\":\"{'cd' * 32}\"}}', hash = '{forged}' "
-        "WHERE seq = 1")
+    raw(
+        tmp_path,
+        f"UPDATE ledger_events SET payload = '{{\"plan_hash\":\"{'cd' * 32}\"}}', hash = '{forged}' WHERE seq = 1",
+    )
     with pytest.raises(LedgerInvalid, match=r"event 1 \(backfill.requested\) chain broken: event 2 does not link"):
         ledger.verify_for_action("bf-1")
 

@@ -31,10 +31,24 @@ def window(start: datetime, **parameters: object) -> Window:
     return Window(start, start + timedelta(minutes=15), parameters)
 
 
-def run(run_id: str, start: datetime | None, *, group: str | None = None, latest: bool = True,
-        status: RunStatus = RunStatus.SUCCEEDED, **parameters: object) -> Run:
-    return Run(run_id=run_id, pipeline="P", status=status, parameters=parameters, run_group_id=group,
-               is_latest=latest, start=start)
+def run(
+    run_id: str,
+    start: datetime | None,
+    *,
+    group: str | None = None,
+    latest: bool = True,
+    status: RunStatus = RunStatus.SUCCEEDED,
+    **parameters: object,
+) -> Run:
+    return Run(
+        run_id=run_id,
+        pipeline="P",
+        status=status,
+        parameters=parameters,
+        run_group_id=group,
+        is_latest=latest,
+        start=start,
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,9 +92,7 @@ def test_different_meanings_stay_different(left: object, right: object) -> None:
     assert normalise(left) != normalise(right)
 
 
-aware_times = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-)
+aware_times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 
 
@@ -168,8 +180,14 @@ def test_newest_group_decides_even_when_an_older_group_is_latest() -> None:
 
 
 def test_latest_runs_per_window() -> None:
-    windows = [window(T0 + i * timedelta(minutes=15), windowStart=(T0 + i * timedelta(minutes=15)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"), region="north") for i in range(3)]
+    windows = [
+        window(
+            T0 + i * timedelta(minutes=15),
+            windowStart=(T0 + i * timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            region="north",
+        )
+        for i in range(3)
+    ]
     runs = [
         run("r0", T0 + timedelta(minutes=1), windowStart="2026-11-03T02:00:00.0000000Z", region="north"),
         run("r0-south", T0 + timedelta(minutes=2), windowStart="2026-11-03T02:00:00Z", region="south"),
@@ -189,8 +207,12 @@ def test_coarse_match_shares_runs_between_windows() -> None:
 
 
 def _spell(moment: datetime, style: int) -> object:
-    return [moment.strftime("%Y-%m-%dT%H:%M:%SZ"), moment.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
-            moment.isoformat(), moment][style]
+    return [
+        moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        moment.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+        moment.isoformat(),
+        moment,
+    ][style]
 
 
 @settings(max_examples=60, deadline=None)
@@ -209,13 +231,23 @@ def _spell(moment: datetime, style: int) -> object:
 )
 def test_matching_agrees_with_brute_force(count: int, specs: list[tuple[int, str, int, int, bool]]) -> None:
     starts = [T0 + i * timedelta(minutes=15) for i in range(count)]
-    windows = [window(s, windowStart=s.strftime("%Y-%m-%dT%H:%M:%SZ"), region="north", asOf="2026-01-01")
-               for s in starts]
+    windows = [
+        window(s, windowStart=s.strftime("%Y-%m-%dT%H:%M:%SZ"), region="north", asOf="2026-01-01") for s in starts
+    ]
     runs = []
     for n, (index, region, style, offset, latest) in enumerate(specs):
         moment = T0 + index * timedelta(minutes=15)
-        runs.append(run(f"r{n:03d}", T0 + timedelta(seconds=offset), group=f"g{n % 5}", latest=latest,
-                        windowStart=_spell(moment, style), region=region, asOf='"2026-01-01"'))
+        runs.append(
+            run(
+                f"r{n:03d}",
+                T0 + timedelta(seconds=offset),
+                group=f"g{n % 5}",
+                latest=latest,
+                windowStart=_spell(moment, style),
+                region=region,
+                asOf='"2026-01-01"',
+            )
+        )
     found = latest_runs(windows, runs, ("windowStart", "region", "asOf"))
     for i, start in enumerate(starts):
         # The oracle compares meanings directly, window by window.
@@ -231,8 +263,27 @@ parameter_values = st.one_of(
     aware_times.map(lambda moment: moment.isoformat()),
     st.tuples(aware_times, offsets).map(lambda pair: pair[0].astimezone(pair[1]).isoformat()),
     aware_times.map(lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"),
-    st.sampled_from(["5", "5.0", "-0", "0.0", "1e3", "1000", "007", "true", "False", "nan", "null", "north",
-                     "2026-11-03T02:00:00", "2026-11-03T02:00Z", '"north"', "[1, 2]", "[1.0, 2.0]"]),
+    st.sampled_from(
+        [
+            "5",
+            "5.0",
+            "-0",
+            "0.0",
+            "1e3",
+            "1000",
+            "007",
+            "true",
+            "False",
+            "nan",
+            "null",
+            "north",
+            "2026-11-03T02:00:00",
+            "2026-11-03T02:00Z",
+            '"north"',
+            "[1, 2]",
+            "[1.0, 2.0]",
+        ]
+    ),
 )
 
 
@@ -243,8 +294,10 @@ def test_canonical_text_is_equal_exactly_when_values_match(left: object, right: 
 
 
 @settings(max_examples=200)
-@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3),
-       st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3))
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3),
+)
 def test_key_hash_agrees_with_match_key(left: dict[str, object], right: dict[str, object]) -> None:
     fields = ("a", "b")
     keyed = [key_hash(side, fields) for side in (left, right)]
@@ -265,12 +318,18 @@ def test_key_text_frames_every_piece() -> None:
     assert first is not None and second is not None and first[0] != second[0]
     assert key_hash({"x": "2026-11-03T03:00:00+01:00"}, ("x",)) == key_hash({"x": "2026-11-03T02:00:00Z"}, ("x",))
     # A stable value, so keys written by one version are found by the next.
-    assert key_hash({"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north"},
-                    ("windowStart", "feederRegion")) == ("t1793671200000000;s5:north", 819136572098545377)
+    assert key_hash(
+        {"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north"}, ("windowStart", "feederRegion")
+    ) == ("t1793671200000000;s5:north", 819136572098545377)
 
 
-@given(aware_times, offsets, st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(milliseconds=1),
-                                              timedelta(seconds=1), timedelta(hours=-1)]))
+@given(
+    aware_times,
+    offsets,
+    st.sampled_from(
+        [timedelta(0), timedelta(microseconds=1), timedelta(milliseconds=1), timedelta(seconds=1), timedelta(hours=-1)]
+    ),
+)
 def test_canonical_instants_differ_by_any_amount(moment: datetime, offset: timezone, delta: timedelta) -> None:
     other = (moment + delta).astimezone(offset)
     for spelling in (other.isoformat(), other.strftime("%Y-%m-%dT%H:%M:%S.%f") + "1" + other.strftime("%z")):
@@ -278,13 +337,16 @@ def test_canonical_instants_differ_by_any_amount(moment: datetime, offset: timez
 
 
 @settings(max_examples=100)
-@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3), max_size=6),
-       st.sampled_from([(), ("a",), ("a", "b"), ("c", "a", "b")]))
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), parameter_values, max_size=3), max_size=6),
+    st.sampled_from([(), ("a",), ("a", "b"), ("c", "a", "b")]),
+)
 def test_key_hashes_of_many_agree_with_key_hash(sets: list[dict[str, object]], fields: tuple[str, ...]) -> None:
     assert key_hashes(sets, fields) == [key_hash(parameters, fields) for parameters in sets]
 
 
-@given(st.one_of(parameter_values.filter(lambda v: isinstance(v, str)),
-                 st.text(alphabet="0123456789-T:Z+. ", max_size=26)))
+@given(
+    st.one_of(parameter_values.filter(lambda v: isinstance(v, str)), st.text(alphabet="0123456789-T:Z+. ", max_size=26))
+)
 def test_canonical_text_of_a_string_is_canonical_of_its_normal_form(text: str) -> None:
     assert _canonical_text.__wrapped__(text) == canonical(normalise(text))

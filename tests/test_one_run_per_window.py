@@ -48,8 +48,9 @@ def _env(emu: Emulator, ledger: str, **more: str) -> dict[str, str]:
 
 
 def _start(bid: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(crash_command("run", bid), env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        crash_command("run", bid), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -58,8 +59,9 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _skips(bid: str, ledger: str) -> dict[str, str]:
-    return {e.window_key or "": str(e.payload.get("decision")) for e in events(bid, ledger)
-            if e.kind == ev.WINDOW_SKIPPED}
+    return {
+        e.window_key or "": str(e.payload.get("decision")) for e in events(bid, ledger) if e.kind == ev.WINDOW_SKIPPED
+    }
 
 
 def _plans(tmp_path: Path, base: Any, concurrency_a: int = 2) -> tuple[Path, Path]:
@@ -80,8 +82,9 @@ def _assert_once(emu: Emulator, windows: int) -> None:
 # --- 1. two backfills over shared windows ------------------------------------------------------
 
 
-def test_two_backfills_started_together_run_each_shared_window_once(ledger_url: str, tmp_path: Path,
-                                                                     monkeypatch: MP, capsys: Cap) -> None:
+def test_two_backfills_started_together_run_each_shared_window_once(
+    ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan_a, plan_b = _plans(tmp_path, base)
     with emulator(scenario(base), monkeypatch) as emu:
@@ -101,15 +104,17 @@ def test_two_backfills_started_together_run_each_shared_window_once(ledger_url: 
         assert skipped.get(key) in ("skip-in-progress", "skip-succeeded"), (key, skipped)
 
 
-def test_a_backfill_requested_while_another_runs_skips_what_that_one_ran(ledger_url: str, tmp_path: Path,
-                                                                         monkeypatch: MP, capsys: Cap) -> None:
+def test_a_backfill_requested_while_another_runs_skips_what_that_one_ran(
+    ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     # A works one window at a time and its first three runs take 2.4 s each: B, requested once A
     # has started, reaches the shared windows first, while A's preview still says "run" for them.
     plan_a, plan_b = _plans(tmp_path, base, concurrency_a=1)
     scen = scenario(base)
-    scen.add_outcome(Outcome(duration=timedelta(hours=4),
-                             match={"windowStart": [format_utc(base + i * EVERY) for i in range(3)]}))
+    scen.add_outcome(
+        Outcome(duration=timedelta(hours=4), match={"windowStart": [format_utc(base + i * EVERY) for i in range(3)]})
+    )
     with emulator(scen, monkeypatch) as emu:
         a = request(plan_a, monkeypatch, capsys)
         first = _start(a, _env(emu, ledger_url), tmp_path)
@@ -129,8 +134,9 @@ def test_a_backfill_requested_while_another_runs_skips_what_that_one_ran(ledger_
 
 
 @pytest.mark.parametrize("settle", ["20s", None], ids=["plan-settle", "default-settle"])
-def test_a_late_effect_is_adopted_within_settle(settle: str | None, tmp_path: Path, monkeypatch: MP,
-                                                capsys: Cap) -> None:
+def test_a_late_effect_is_adopted_within_settle(
+    settle: str | None, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 2, execution={"settle": settle} if settle else None))
@@ -153,8 +159,9 @@ def test_settle_defaults_to_ten_minutes_and_the_plan_can_set_it() -> None:
 
     assert RunnerOptions.from_env({}).settle == timedelta(minutes=10)
     assert RunnerOptions.from_env({}, settle=timedelta(minutes=3)).settle == timedelta(minutes=3)
-    assert RunnerOptions.from_env({"BACKFILL_RECONCILE_SETTLE": "2s"}, settle=timedelta(minutes=3)).settle == \
-        timedelta(seconds=2)
+    assert RunnerOptions.from_env({"BACKFILL_RECONCILE_SETTLE": "2s"}, settle=timedelta(minutes=3)).settle == timedelta(
+        seconds=2
+    )
 
 
 # --- 3. a runner paused past its lease between intent and createRun -----------------------------
@@ -167,16 +174,20 @@ def _stopped(pid: int) -> bool:
         return False
 
 
-def test_a_runner_paused_past_its_lease_does_not_send_its_stale_create(ledger_url: str, tmp_path: Path,
-                                                                       monkeypatch: MP, capsys: Cap) -> None:
+def test_a_runner_paused_past_its_lease_does_not_send_its_stale_create(
+    ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         lease = {"BACKFILL_CLAIM_LEASE": "1s"}
-        paused = _start(bid, _env(emu, ledger_url, BACKFILL_CRASH_AT="after:window.intent:1",
-                                  BACKFILL_CRASH_SIGNAL="STOP", **lease), tmp_path)
+        paused = _start(
+            bid,
+            _env(emu, ledger_url, BACKFILL_CRASH_AT="after:window.intent:1", BACKFILL_CRASH_SIGNAL="STOP", **lease),
+            tmp_path,
+        )
         try:
             deadline = time.monotonic() + 60
             while not _stopped(paused.pid) and time.monotonic() < deadline:
@@ -211,8 +222,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("fault", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_a_malformed_create_answer_is_doubt_and_the_run_is_adopted(fault: dict[str, Any], tmp_path: Path,
-                                                                   monkeypatch: MP, capsys: Cap) -> None:
+def test_a_malformed_create_answer_is_doubt_and_the_run_is_adopted(
+    fault: dict[str, Any], tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 2))
@@ -230,8 +242,9 @@ def test_a_malformed_create_answer_is_doubt_and_the_run_is_adopted(fault: dict[s
     assert finished[0]["status"] == "Succeeded"
 
 
-def test_a_hung_create_connection_without_effect_is_reconciled_then_created(tmp_path: Path, monkeypatch: MP,
-                                                                            capsys: Cap) -> None:
+def test_a_hung_create_connection_without_effect_is_reconciled_then_created(
+    tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))
@@ -247,13 +260,14 @@ def test_a_hung_create_connection_without_effect_is_reconciled_then_created(tmp_
 # --- 5. an older run still in flight with a newer failed one -------------------------------------
 
 
-def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path, monkeypatch: MP,
-                                                                  capsys: Cap) -> None:
+def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
-    scen.history += [HistoryRun(PIPELINE, base + EVERY, params, status="InProgress"),
-                     HistoryRun(PIPELINE, base + 2 * EVERY, params, status="Failed")]
+    scen.history += [
+        HistoryRun(PIPELINE, base + EVERY, params, status="InProgress"),
+        HistoryRun(PIPELINE, base + 2 * EVERY, params, status="Failed"),
+    ]
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 2))
     with emulator(scen, monkeypatch) as emu:
@@ -271,8 +285,7 @@ def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path
 # --- 6. malformed history ---------------------------------------------------------------------
 
 
-def test_a_repeating_continuation_token_is_stopped_with_one_line(tmp_path: Path, monkeypatch: MP,
-                                                                 capsys: Cap) -> None:
+def test_a_repeating_continuation_token_is_stopped_with_one_line(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))
@@ -285,8 +298,7 @@ def test_a_repeating_continuation_token_is_stopped_with_one_line(tmp_path: Path,
         assert len(emu.requests("queryPipelineRuns")) < 10
 
 
-def test_an_unknown_status_counts_as_in_progress_and_is_reported(tmp_path: Path, monkeypatch: MP,
-                                                                 capsys: Cap) -> None:
+def test_an_unknown_status_counts_as_in_progress_and_is_reported(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
@@ -311,14 +323,17 @@ def test_an_unknown_status_counts_as_in_progress_and_is_reported(tmp_path: Path,
     assert [e.payload["status"] for e in events(bid) if e.kind == ev.WINDOW_FINISHED] == ["Succeeded"]
 
 
-def test_malformed_run_records_are_skipped_with_a_warning(tmp_path: Path, monkeypatch: MP, capsys: Cap,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_run_records_are_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: MP, capsys: Cap, caplog: pytest.LogCaptureFixture
+) -> None:
     base = base_time()
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 1))
-    bad = [{"runId": "r-list", "status": "Succeeded", "parameters": ["windowStart"]},
-           {"status": "Succeeded", "parameters": {}},
-           {"runId": "r-time", "status": "Succeeded", "runStart": "yesterday", "parameters": {}}]
+    bad = [
+        {"runId": "r-list", "status": "Succeeded", "parameters": ["windowStart"]},
+        {"status": "Succeeded", "parameters": {}},
+        {"runId": "r-time", "status": "Succeeded", "runStart": "yesterday", "parameters": {}},
+    ]
     with emulator(scenario(base), monkeypatch) as emu:
         emu.faults.add("records", "queryPipelineRuns", count=None, records=bad)
         bid = request(plan, monkeypatch, capsys)
@@ -354,8 +369,9 @@ def test_a_throttled_create_is_sent_again_after_retry_after(tmp_path: Path, monk
     assert created["throttled"] == 2
 
 
-def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(ledger_url: str, tmp_path: Path,
-                                                                              monkeypatch: MP, capsys: Cap) -> None:
+def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(
+    ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     plan_a, plan_b = tmp_path / "a.toml", tmp_path / "b.toml"
     plan_a.write_text(plan_text(base, 1))

@@ -80,8 +80,7 @@ def test_plan_check_refuses_what_preview_refuses(text: str, message: str, capsys
 
 
 def test_plan_check_env_names_every_unset_variable(monkeypatch: pytest.MonkeyPatch, capsys: Cap) -> None:
-    Path("p.toml").write_text(SPEC_PLAN + SQL_CHECK + 'args = { start = "{start}", end = "{end}" }\n',
-                              encoding="utf-8")
+    Path("p.toml").write_text(SPEC_PLAN + SQL_CHECK + 'args = { start = "{start}", end = "{end}" }\n', encoding="utf-8")
     for name in ("SOURCE_API_KEY", "TELEMETRY_SINK_ODBC", "SINK_URL"):
         monkeypatch.delenv(name, raising=False)
     # Without --env the variables are not needed yet.

@@ -395,8 +395,10 @@ def test_every_example_plan_meets_the_schema(capsys: pytest.CaptureFixture[str])
     relative = 0
     for path in plans:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        errors = [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
-                  for error in validator.iter_errors(_json_ready(data))]
+        errors = [
+            f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in validator.iter_errors(_json_ready(data))
+        ]
         assert not errors, (path.name, errors)
         relative += isinstance(data["windows"].get("start"), str)
     assert len(plans) >= 5 and relative >= 2, "demo.toml and telemetry-15m.toml name yesterday's windows"

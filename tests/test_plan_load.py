@@ -229,8 +229,11 @@ def test_plan_from_data_needs_no_file() -> None:
         ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start:%Y-%m-%d}", True),
         ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start:%H}", True),
         ('start = 2026-11-03T00:00:00Z\nend = 2026-11-05T00:00:00Z\nevery = "1h"', "{start}", False),
-        ('list = [[2026-11-03T01:00:00Z, 2026-11-03T02:00:00Z], [2026-11-03T00:00:00Z, 2026-11-03T01:00:00Z]]',
-         "{end}", False),
+        (
+            "list = [[2026-11-03T01:00:00Z, 2026-11-03T02:00:00Z], [2026-11-03T00:00:00Z, 2026-11-03T01:00:00Z]]",
+            "{end}",
+            False,
+        ),
     ],
 )
 def test_windows_must_render_distinct_matched_parameters(

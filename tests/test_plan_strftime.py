@@ -33,12 +33,12 @@ def _spec(old: str, new: str) -> str:
         ),
         (
             _spec(END, '"{end:%Y-%m-%d %}"'),
-            "parameters.windowEnd: template \"{end:%Y-%m-%d %}\": a lone % at the end of the format "
+            'parameters.windowEnd: template "{end:%Y-%m-%d %}": a lone % at the end of the format '
             "'%Y-%m-%d %'; write %% for a literal %",
         ),
         (
             _spec('args = ["north", "{start}", "{end}"]', 'args = ["north", "{start:%Y%q}", "{end}"]'),
-            "checks[0].args[1]: template \"{start:%Y%q}\": unknown strftime directive %q in {start:%Y%q} "
+            'checks[0].args[1]: template "{start:%Y%q}": unknown strftime directive %q in {start:%Y%q} '
             "(e.g. %Y-%m-%dT%H:%M:%SZ; write %% for a literal %)",
         ),
     ],

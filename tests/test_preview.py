@@ -79,8 +79,11 @@ def run(index: int, status: RunStatus, *, minutes: int = 20, run_id: str | None 
         pipeline="LoadMeterTelemetry",
         status=status,
         # As ADF returns them: 7 fractional digits; the secure parameter echoed back.
-        parameters={"windowStart": start.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"), "feederRegion": "north",
-                    "sourceKey": "s3cret"},
+        parameters={
+            "windowStart": start.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+            "feederRegion": "north",
+            "sourceKey": "s3cret",
+        },
         run_group_id=run_id or f"g{index}",
         start=start + timedelta(minutes=minutes),
         message="Failure happened on 'Sink' side." if status == RunStatus.FAILED else "",
@@ -106,18 +109,26 @@ def history(horizon: datetime) -> HistoryView:
 
 
 def test_every_decision_with_checks(tmp_path: Path) -> None:
-    check = Answers("sink", {3: CheckStatus.COMPLETE, 4: CheckStatus.PARTIAL, 6: CheckStatus.PARTIAL,
-                             7: CheckStatus.ERROR})
+    check = Answers(
+        "sink", {3: CheckStatus.COMPLETE, 4: CheckStatus.PARTIAL, 6: CheckStatus.PARTIAL, 7: CheckStatus.ERROR}
+    )
     preview = compute_preview(plan(tmp_path), history(T0 - timedelta(days=45)), [check])
     decisions = [d.decision for d in preview.decisions]
     assert decisions == [
-        Decision.SKIP_SUCCEEDED, Decision.SKIP_IN_PROGRESS, Decision.RERUN, Decision.SKIP_COMPLETE_IN_SINK,
-        Decision.BLOCKED_PARTIAL, Decision.RUN, Decision.BLOCKED_PARTIAL, Decision.BLOCKED_CHECK_ERROR,
+        Decision.SKIP_SUCCEEDED,
+        Decision.SKIP_IN_PROGRESS,
+        Decision.RERUN,
+        Decision.SKIP_COMPLETE_IN_SINK,
+        Decision.BLOCKED_PARTIAL,
+        Decision.RUN,
+        Decision.BLOCKED_PARTIAL,
+        Decision.BLOCKED_CHECK_ERROR,
     ]
     # Checks ran only where history leaves the decision to them, each window once.
     keys = [w.key for w in preview.decisions[2:]]
-    assert sorted(check.asked) == sorted(d.key for d in preview.decisions if d.decision not in
-                                         (Decision.SKIP_SUCCEEDED, Decision.SKIP_IN_PROGRESS))
+    assert sorted(check.asked) == sorted(
+        d.key for d in preview.decisions if d.decision not in (Decision.SKIP_SUCCEEDED, Decision.SKIP_IN_PROGRESS)
+    )
     assert len(check.asked) == len(keys)
     assert preview.decisions[1].latest_run is not None
     assert preview.decisions[1].latest_run.status == RunStatus.IN_PROGRESS
@@ -130,8 +141,14 @@ def test_every_decision_with_checks(tmp_path: Path) -> None:
         "1 skip-complete-in-sink, 1 blocked-check-error"
     )
     assert preview.summary() == {
-        "run": 1, "rerun": 1, "skip-succeeded": 1, "skip-in-progress": 1, "skip-complete-in-sink": 1,
-        "blocked-partial": 2, "blocked-check-error": 1, "blocked-unknown": 0,
+        "run": 1,
+        "rerun": 1,
+        "skip-succeeded": 1,
+        "skip-in-progress": 1,
+        "skip-complete-in-sink": 1,
+        "blocked-partial": 2,
+        "blocked-check-error": 1,
+        "blocked-unknown": 0,
     }
 
 
@@ -139,7 +156,14 @@ def test_without_checks_history_decides(tmp_path: Path) -> None:
     # The horizon sits inside the plan: windows before it without a run are unknown.
     preview = compute_preview(plan(tmp_path), history(T0 + timedelta(minutes=90)), [])
     assert [d.decision.value for d in preview.decisions] == [
-        "skip-succeeded", "skip-in-progress", "rerun", "rerun", "rerun", "blocked-unknown", "run", "run",
+        "skip-succeeded",
+        "skip-in-progress",
+        "rerun",
+        "rerun",
+        "rerun",
+        "blocked-unknown",
+        "run",
+        "run",
     ]
     assert preview.blocked_keys == (preview.decisions[5].key,)
 
@@ -159,24 +183,31 @@ def test_json_form(tmp_path: Path) -> None:
     assert data["plan"] == str(loaded.path)
     assert data["plan_hash"] == loaded.hash
     assert data["pipeline"] == "LoadMeterTelemetry"
-    assert data["factory"] == {"subscription_id": "00000000-0000-0000-0000-000000000000",
-                               "resource_group": "rg", "factory": "adf"}
+    assert data["factory"] == {
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
+        "resource_group": "rg",
+        "factory": "adf",
+    }
     assert data["history"] == {"horizon": "2026-09-19T00:00:00Z", "synced_at": "2026-11-04T00:00:00Z", "runs": 6}
     assert data["summary"]["blocked-partial"] == 1
     first, fifth = data["windows"][0], data["windows"][4]
     assert first["key"] == "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
     assert first["start"] == "2026-11-03T00:00:00Z"
     assert first["end"] == "2026-11-03T00:15:00Z"
-    assert first["parameters"] == {"windowStart": "2026-11-03T00:00:00Z", "feederRegion": "north",
-                                   "sourceKey": "***"}
+    assert first["parameters"] == {"windowStart": "2026-11-03T00:00:00Z", "feederRegion": "north", "sourceKey": "***"}
     assert first["decision"] == "skip-succeeded"
     assert first["checks"] == []
     assert first["latest_run"]["run_id"] == "run-0-Succeeded"
     assert first["latest_run"]["start"] == "2026-11-03T00:20:00Z"
     assert first["latest_run"]["parameters"]["sourceKey"] == "***"
     assert fifth["decision"] == "blocked-partial"
-    assert fifth["checks"] == [{"check": "sink", "status": "partial", "reason": "partial here",
-                                "evidence": {"committed": 4, "duration_ms": fifth["checks"][0]["evidence"][
-                                    "duration_ms"]}}]
+    assert fifth["checks"] == [
+        {
+            "check": "sink",
+            "status": "partial",
+            "reason": "partial here",
+            "evidence": {"committed": 4, "duration_ms": fifth["checks"][0]["evidence"]["duration_ms"]},
+        }
+    ]
     assert "s3cret" not in json.dumps(data)
     assert data["windows"][5]["latest_run"] is None

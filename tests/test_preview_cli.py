@@ -40,8 +40,16 @@ def at(base: datetime, index: int) -> datetime:
     return base + index * EVERY
 
 
-def past(pipeline: str, base: datetime, index: int, status: str, *, delay: int = 5,
-         spelling: str = "%Y-%m-%dT%H:%M:%SZ", **options: object) -> HistoryRun:
+def past(
+    pipeline: str,
+    base: datetime,
+    index: int,
+    status: str,
+    *,
+    delay: int = 5,
+    spelling: str = "%Y-%m-%dT%H:%M:%SZ",
+    **options: object,
+) -> HistoryRun:
     start, end = at(base, index), at(base, index + 1)
     parameters = {"windowStart": start.strftime(spelling), "windowEnd": format_utc(end), "feederRegion": "north"}
     return HistoryRun(pipeline, end + timedelta(minutes=delay), parameters, status=status, **options)  # type: ignore[arg-type]
@@ -49,22 +57,32 @@ def past(pipeline: str, base: datetime, index: int, status: str, *, delay: int =
 
 def build(base: datetime, sink: Path) -> Scenario:
     scen = Scenario(speed=6000.0)
-    scen.add_pipeline(Pipeline(
-        PIPELINE, parameters={"windowStart": "String", "windowEnd": "String", "feederRegion": "String",
-                              "sourceKey": "SecureString"},
-        rows=ROWS, sink=Sink(f"sqlite:///{sink}", "meter_readings", columns={"feeder": "{feederRegion}"}),
-    ))
-    scen.add_history([
-        # ADF's own spelling of a timestamp (seven fractional digits) matches the plan's.
-        past(PIPELINE, base, 0, "Succeeded", spelling="%Y-%m-%dT%H:%M:%S.0000000Z"),
-        past(PIPELINE, base, 1, "InProgress"),
-        past(PIPELINE, base, 2, "Failed"),  # wrote nothing: rerun
-        past(PIPELINE, base, 3, "Failed", rows_before_failure=ROWS),  # wrote everything, then failed
-        past(PIPELINE, base, 4, "Cancelled", rows_before_failure=4),
-        # 5: no run, sink clean. 6: no run, the sink cannot answer.
-        past(PIPELINE, base, 7, "Failed", run_group_id="group-7", run_id="original-7"),
-        past(PIPELINE, base, 7, "Succeeded", run_group_id="group-7", run_id="recovery-7", delay=30),
-    ])
+    scen.add_pipeline(
+        Pipeline(
+            PIPELINE,
+            parameters={
+                "windowStart": "String",
+                "windowEnd": "String",
+                "feederRegion": "String",
+                "sourceKey": "SecureString",
+            },
+            rows=ROWS,
+            sink=Sink(f"sqlite:///{sink}", "meter_readings", columns={"feeder": "{feederRegion}"}),
+        )
+    )
+    scen.add_history(
+        [
+            # ADF's own spelling of a timestamp (seven fractional digits) matches the plan's.
+            past(PIPELINE, base, 0, "Succeeded", spelling="%Y-%m-%dT%H:%M:%S.0000000Z"),
+            past(PIPELINE, base, 1, "InProgress"),
+            past(PIPELINE, base, 2, "Failed"),  # wrote nothing: rerun
+            past(PIPELINE, base, 3, "Failed", rows_before_failure=ROWS),  # wrote everything, then failed
+            past(PIPELINE, base, 4, "Cancelled", rows_before_failure=4),
+            # 5: no run, sink clean. 6: no run, the sink cannot answer.
+            past(PIPELINE, base, 7, "Failed", run_group_id="group-7", run_id="original-7"),
+            past(PIPELINE, base, 7, "Succeeded", run_group_id="group-7", run_id="recovery-7", delay=30),
+        ]
+    )
     # Fifty days ago: older than ADF's retention, so the service no longer shows this run.
     scen.add_history(past(PIPELINE, base - timedelta(days=50), 0, "Succeeded"))
     return scen
@@ -72,7 +90,9 @@ def build(base: datetime, sink: Path) -> Scenario:
 
 def checked_plan(base: datetime, sink: Path) -> str:
     broken = format_utc(at(base, 6))
-    return HEADER + f"""
+    return (
+        HEADER
+        + f"""
 [windows]
 start = {format_utc(base)}
 end = {format_utc(at(base, 8))}
@@ -88,6 +108,7 @@ FROM meter_readings WHERE feeder = :feeder AND reading_ts >= :start AND reading_
 args = {{ feeder = "north", start = "{{start}}", end = "{{end}}" }}
 expect = {ROWS}
 """
+    )
 
 
 def unchecked_plan(base: datetime) -> str:
@@ -111,8 +132,9 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Emu
         yield emu, checked, unchecked, base
 
 
-def test_every_decision_in_the_table(setup: tuple[Emulator, Path, Path, datetime],
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_decision_in_the_table(
+    setup: tuple[Emulator, Path, Path, datetime], capsys: pytest.CaptureFixture[str]
+) -> None:
     emu, checked, _, base = setup
     assert main.run(["preview", str(checked)]) == 4
     captured = capsys.readouterr()
@@ -120,21 +142,32 @@ def test_every_decision_in_the_table(setup: tuple[Emulator, Path, Path, datetime
     lines = captured.out.splitlines()
     assert lines[0].split() == ["window", "latest", "run", "status", "checks", "decision"]  # --wide: reason
     rows = {line.split()[0]: line for line in lines[2:-1]}
-    expected = ["skip-succeeded", "skip-in-progress", "rerun", "skip-complete-in-sink", "blocked-partial",
-                "run", "blocked-check-error", "skip-succeeded"]
+    expected = [
+        "skip-succeeded",
+        "skip-in-progress",
+        "rerun",
+        "skip-complete-in-sink",
+        "blocked-partial",
+        "run",
+        "blocked-check-error",
+        "skip-succeeded",
+    ]
     for index, decision in enumerate(expected):
         key = f"{format_utc(at(base, index))}/{format_utc(at(base, index + 1))}"
         assert rows[key].split()[-1] == decision, rows[key]
     assert "recovery-7" in rows[f"{format_utc(at(base, 7))}/{format_utc(at(base, 8))}"]
     assert "readings-in-sink: partial" in rows[f"{format_utc(at(base, 4))}/{format_utc(at(base, 5))}"]
-    assert lines[-1] == ("8 windows: 2 skip-succeeded, 1 run, 1 rerun, 1 skip-in-progress, "
-                         "1 skip-complete-in-sink, 1 blocked-partial, 1 blocked-check-error")
+    assert lines[-1] == (
+        "8 windows: 2 skip-succeeded, 1 run, 1 rerun, 1 skip-in-progress, "
+        "1 skip-complete-in-sink, 1 blocked-partial, 1 blocked-check-error"
+    )
     assert "hunter2" not in captured.out + captured.err
     assert not emu.create_run_calls()
 
 
-def test_json_and_warm_preview_cost(setup: tuple[Emulator, Path, Path, datetime],
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_and_warm_preview_cost(
+    setup: tuple[Emulator, Path, Path, datetime], capsys: pytest.CaptureFixture[str]
+) -> None:
     emu, checked, _, base = setup
     assert main.run(["history", "sync", str(checked)]) == 0
     capsys.readouterr()
@@ -162,8 +195,9 @@ def test_json_and_warm_preview_cost(setup: tuple[Emulator, Path, Path, datetime]
     assert succeeded["checks"] == []  # history decided: no check ran
 
 
-def test_unknown_windows_without_checks(setup: tuple[Emulator, Path, Path, datetime],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_windows_without_checks(
+    setup: tuple[Emulator, Path, Path, datetime], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, _, unchecked, _ = setup
     # Never synced and told not to: nothing is known, so every window without a run is blocked.
     assert main.run(["preview", str(unchecked), "--no-sync"]) == 4
@@ -178,21 +212,27 @@ def test_unknown_windows_without_checks(setup: tuple[Emulator, Path, Path, datet
     assert data["windows"][0]["reason"].startswith("no run in history, but the window starts before the history")
 
 
-def test_exit_zero_when_nothing_is_blocked(setup: tuple[Emulator, Path, Path, datetime], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_zero_when_nothing_is_blocked(
+    setup: tuple[Emulator, Path, Path, datetime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, _, unchecked, base = setup
     plan = tmp_path / "recent.toml"
-    plan.write_text(unchecked.read_text(encoding="utf-8").replace(
-        format_utc(base - timedelta(days=50)), format_utc(at(base, 0))).replace(
-        format_utc(at(base - timedelta(days=50), 1)), format_utc(at(base, 1))), encoding="utf-8")
+    plan.write_text(
+        unchecked.read_text(encoding="utf-8")
+        .replace(format_utc(base - timedelta(days=50)), format_utc(at(base, 0)))
+        .replace(format_utc(at(base - timedelta(days=50), 1)), format_utc(at(base, 1))),
+        encoding="utf-8",
+    )
     assert main.run(["preview", str(plan)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "3 windows: 1 run, 1 rerun, 1 skip-succeeded"
 
 
 def test_bad_plan_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = tmp_path / "plan.toml"
-    plan.write_text(HEADER + "\n[windows]\nstart = 2026-11-03T00:00:00\nend = 2026-11-03T01:00:00Z\n"
-                    'every = "15m"\n', encoding="utf-8")
+    plan.write_text(
+        HEADER + '\n[windows]\nstart = 2026-11-03T00:00:00\nend = 2026-11-03T01:00:00Z\nevery = "15m"\n',
+        encoding="utf-8",
+    )
     assert main.run(["preview", str(plan)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -29,11 +29,19 @@ def _settings() -> set[str]:
     found: set[str] = set()
     for path in (REPO / "backfill").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        written = {id(node.slice) for node in ast.walk(tree)
-                   if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)}
-        found |= {node.value for node in ast.walk(tree)
-                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                  and SETTING.fullmatch(node.value) and id(node) not in written}
+        written = {
+            id(node.slice)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
+        }
+        found |= {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and SETTING.fullmatch(node.value)
+            and id(node) not in written
+        }
     return found
 
 
@@ -79,5 +87,5 @@ def test_every_command_is_in_the_readme(path: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("code", list(ExitCode), ids=lambda code: str(int(code)))
 def test_every_exit_code_is_in_the_readme(code: ExitCode) -> None:
-    paragraph = README[README.index("Exit codes:"):].split("\n\n", 1)[0]
+    paragraph = README[README.index("Exit codes:") :].split("\n\n", 1)[0]
     assert re.search(rf"(?<![\d.]){int(code)} [a-z]", paragraph), f"README.md's exit codes lack {int(code)}"

@@ -69,11 +69,17 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     root = tmp_path_factory.mktemp("story")
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base + EVERY)}, activity="CopyReadings",
-                             error_code="2200", message="Sink lock timeout on meter_readings"))
+    scen.add_outcome(
+        Outcome(
+            "fail",
+            match={"windowStart": format_utc(base + EVERY)},
+            activity="CopyReadings",
+            error_code="2200",
+            message="Sink lock timeout on meter_readings",
+        )
+    )
     plan = root / "p.toml"
-    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"},
-                              checks=SQL_CHECK))
+    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SQL_CHECK))
     first, second, third = keys(base, 3)
     with pytest.MonkeyPatch.context() as mp, emulator(scen, mp):
         # What the autouse isolation does per test, for this module-wide ledger.
@@ -85,8 +91,21 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         bid = list_backfills(db)[0].id
         db.dispose()
         assert cli(mp, "bob", "approve", bid, "--note", f"ok per CAB {INJECTED}") == 0
-        assert cli(mp, "carol", "approve", bid, "--window", third, "--accept", "partial",
-                   "--note", "rows are replaced downstream") == 0
+        assert (
+            cli(
+                mp,
+                "carol",
+                "approve",
+                bid,
+                "--window",
+                third,
+                "--accept",
+                "partial",
+                "--note",
+                "rows are replaced downstream",
+            )
+            == 0
+        )
         assert cli(mp, "alice", "run", bid) == 3
         assert cli(mp, "carol", "approve", bid, "--note", "canary looks right") == 0
         assert cli(mp, "alice", "run", bid) == 1
@@ -131,13 +150,18 @@ def test_text_report_holds_the_evidence(story: Story, monkeypatch: MP, capsys: C
     assert any(line.startswith("- chain: ok: ") and "events verified, checkpoint " in line for line in lines)
     assert "## Approvals (1 of 1 required)" in lines
     assert any(line.startswith("| bob ") and "ok per CAB <script>" in line for line in lines)
-    assert any(line.startswith("- canary approved by carol (declared) at ") and line.endswith(": canary looks right")
-               for line in lines)
+    assert any(
+        line.startswith("- canary approved by carol (declared) at ") and line.endswith(": canary looks right")
+        for line in lines
+    )
     assert any(line.startswith(f"| {third} | carol ") and "rows are replaced downstream" in line for line in lines)
     assert "- 2 run, 1 blocked-partial" in lines
     decisions = _rows(lines, "## Decisions (frozen at request)")
-    assert [row[:3] for row in decisions] == [[first, "run", "succeeded"], [second, "run", "failed"],
-                                              [third, "blocked-partial", "succeeded"]]
+    assert [row[:3] for row in decisions] == [
+        [first, "run", "succeeded"],
+        [second, "run", "failed"],
+        [third, "blocked-partial", "succeeded"],
+    ]
     runs = _rows(lines, "## Runs")
     assert [row[0:2] + row[3:4] + row[5:] for row in runs] == [
         [first, "1", "Succeeded", "-", "-"],
@@ -150,8 +174,7 @@ def test_text_report_holds_the_evidence(story: Story, monkeypatch: MP, capsys: C
     assert "hunter2" not in out
 
 
-def test_html_report_is_written_parses_and_escapes(story: Story, tmp_path: Path, monkeypatch: MP,
-                                                   capsys: Cap) -> None:
+def test_html_report_is_written_parses_and_escapes(story: Story, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     target = tmp_path / "evidence.html"
     code, out, err = _report(monkeypatch, capsys, story.backfill_id, "--html", str(target))
     assert (code, out, err) == (0, "", f"report of {story.backfill_id} written to {target}\n")
@@ -174,23 +197,32 @@ def test_json_report_is_stable(story: Story, monkeypatch: MP, capsys: Cap) -> No
     assert set(data) == REPORT_KEYS and data["schema"] == 1
     again = json.loads(_report(monkeypatch, capsys, story.backfill_id, "--json")[1])
     assert {k: v for k, v in again.items() if k != "generated_at"} == {
-        k: v for k, v in data.items() if k != "generated_at"}
+        k: v for k, v in data.items() if k != "generated_at"
+    }
     assert out == json.dumps(data, indent=2, sort_keys=True) + "\n"
     first, second, third = story.keys
     assert [(r["window"], r["status"], r["failed_activity"], r["error_code"]) for r in data["runs"]] == [
-        (first, "Succeeded", None, None), (second, "Failed", "CopyReadings", "2200"), (third, "Succeeded", None, None)]
+        (first, "Succeeded", None, None),
+        (second, "Failed", "CopyReadings", "2200"),
+        (third, "Succeeded", None, None),
+    ]
     assert all(r["duration_seconds"] is not None and r["mode"] == "new-run" for r in data["runs"])
     assert data["approvals"]["given"][0]["note"] == f"ok per CAB {INJECTED}"
-    assert data["gates"]["accepted_windows"] == [{
-        "key": third, "actor": "carol", "source": "declared", "at": data["gates"]["accepted_windows"][0]["at"],
-        "note": "rows are replaced downstream"}]
+    assert data["gates"]["accepted_windows"] == [
+        {
+            "key": third,
+            "actor": "carol",
+            "source": "declared",
+            "at": data["gates"]["accepted_windows"][0]["at"],
+            "note": "rows are replaced downstream",
+        }
+    ]
     assert data["ledger"]["ok"] is True and data["ledger"]["first_bad"] is None
     assert data["ledger"]["backfill_events"] == len(data["timeline"])
     assert [t["seq"] for t in data["timeline"]] == sorted(t["seq"] for t in data["timeline"])
 
 
-def test_a_tampered_ledger_is_reported_and_exits_5(story: Story, tmp_path: Path, monkeypatch: MP,
-                                                   capsys: Cap) -> None:
+def test_a_tampered_ledger_is_reported_and_exits_5(story: Story, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     db = Database()
     with db.engine.begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_update")
@@ -207,7 +239,10 @@ def test_a_tampered_ledger_is_reported_and_exits_5(story: Story, tmp_path: Path,
 
 def test_unknown_id_and_unwritable_file(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     assert _report(monkeypatch, capsys, "bf-nope") == (
-        1, "", "error: no backfill bf-nope in the ledger (backfill status lists them)\n")
+        1,
+        "",
+        "error: no backfill bf-nope in the ledger (backfill status lists them)\n",
+    )
     code, _, err = _report(monkeypatch, capsys, "bf-nope", "--html", str(tmp_path))
     assert code == 2 and "is a directory" in err
 
@@ -228,7 +263,10 @@ def test_requester_note_is_redacted_and_a_missing_html_folder_is_one_line(
     assert "- state: requested" in out and "## Runs\n\n(none)\n" in out
     missing_dir = tmp_path / "no" / "such.html"
     assert _report(monkeypatch, capsys, bid, "--html", str(missing_dir)) == (
-        1, "", f"error: cannot write {missing_dir}: No such file or directory\n")
+        1,
+        "",
+        f"error: cannot write {missing_dir}: No such file or directory\n",
+    )
 
 
 # --- pure: any text survives rendering escaped -----------------------------------------------------
@@ -261,9 +299,18 @@ class _Page(HTMLParser):
 
 def _record(note: str) -> BackfillRecord:
     return BackfillRecord(
-        id="bf-20261125-abcdef", plan_path="/plans/p.toml", plan_hash="ab" * 32, pipeline="P", factory_key="s/r/f",
-        title=note, ticket="T-1", requester="alice", requester_source="os",
-        requested_at=datetime(2026, 11, 25, 9, tzinfo=UTC), note=None, policy=ApprovalPolicy(),
+        id="bf-20261125-abcdef",
+        plan_path="/plans/p.toml",
+        plan_hash="ab" * 32,
+        pipeline="P",
+        factory_key="s/r/f",
+        title=note,
+        ticket="T-1",
+        requester="alice",
+        requester_source="os",
+        requested_at=datetime(2026, 11, 25, 9, tzinfo=UTC),
+        note=None,
+        policy=ApprovalPolicy(),
         decisions={"2026-11-03T00:00:00Z/2026-11-03T00:15:00Z": "run"},
     )
 
@@ -273,11 +320,26 @@ def _record(note: str) -> BackfillRecord:
 def test_any_note_renders_escaped(note: str) -> None:
     record = _record(note)
     at = datetime(2026, 11, 25, 10, tzinfo=UTC)
-    requested = make_event(seq=1, at=at, actor="alice", identity_source="os", kind=ev.REQUESTED,
-                           payload={"note": note}, prev_hash=GENESIS_HASH, backfill_id=record.id)
-    approved = make_event(seq=2, at=at, actor="bob", identity_source="os", kind=ev.APPROVED,
-                          payload={"note": note, "approval": 1, "required": 1}, prev_hash=requested.hash,
-                          backfill_id=record.id)
+    requested = make_event(
+        seq=1,
+        at=at,
+        actor="alice",
+        identity_source="os",
+        kind=ev.REQUESTED,
+        payload={"note": note},
+        prev_hash=GENESIS_HASH,
+        backfill_id=record.id,
+    )
+    approved = make_event(
+        seq=2,
+        at=at,
+        actor="bob",
+        identity_source="os",
+        kind=ev.APPROVED,
+        payload={"note": note, "approval": 1, "required": 1},
+        prev_hash=requested.hash,
+        backfill_id=record.id,
+    )
     data = build_report(record, [requested, approved], verify_chain([requested, approved]), at)
     assert data["backfill"]["state"] == "approved" and data["approvals"]["given"][0]["note"] == note
     page = _Page()

@@ -59,11 +59,11 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_report_opens_with_the_outcome_then_the_timeline(demo_report: Path) -> None:
     page = demo_report.read_text(encoding="utf-8")
-    body = page[page.index("<body>"):]
+    body = page[page.index("<body>") :]
     outcome, svg, table = body.index('id="outcome"'), body.index("<svg"), body.index("<table")
     assert outcome < svg < table, "outcome first, then the timeline, then the tables"
     assert re.search(r'<p class="outcome good" id="outcome">([^<]*)</p>', body).group(1) == OUTCOME  # type: ignore[union-attr]
-    drawn = body[svg:body.index("</svg>")]
+    drawn = body[svg : body.index("</svg>")]
     assert re.findall(r'<rect class="run"[^>]*data-status="(\w+)"', drawn) == ["Succeeded"] * 4
     marks = re.findall(r'<line class="mark"[^>]*><title>([^<]*?) at ', drawn)
     assert sorted(marks) == ["approved by bob@contoso.com", "canary approved by bob@contoso.com", "canary pause"]
@@ -75,8 +75,8 @@ def _pixels(png: bytes, limit: int) -> tuple[int, int, list[bytes]]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     position, chunks, header = 8, [], b""
     while position < len(png):
-        length, kind = struct.unpack(">I4s", png[position:position + 8])
-        data = png[position + 8:position + 8 + length]
+        length, kind = struct.unpack(">I4s", png[position : position + 8])
+        data = png[position + 8 : position + 8 + length]
         if kind == b"IHDR":
             header = data
         elif kind == b"IDAT":
@@ -87,7 +87,7 @@ def _pixels(png: bytes, limit: int) -> tuple[int, int, list[bytes]]:
     step = 3 if colour == 2 else 4
     raw, stride, rows, previous = zlib.decompress(b"".join(chunks)), width * step, [], bytes(width * step)
     for y in range(min(height, limit)):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - step] if i >= step else 0
             b, c = previous[i], previous[i - step] if i >= step else 0
@@ -104,13 +104,13 @@ def _pixels(png: bytes, limit: int) -> tuple[int, int, list[bytes]]:
         rows.append(bytes(line))
         previous = bytes(line)
     if step == 4:
-        rows = [b"".join(row[i:i + 3] for i in range(0, len(row), 4)) for row in rows]
+        rows = [b"".join(row[i : i + 3] for i in range(0, len(row), 4)) for row in rows]
     return width, height, rows
 
 
 def _count(rows: list[bytes], colour: tuple[int, int, int]) -> int:
     wanted = bytes(colour)
-    return sum(1 for row in rows for i in range(0, len(row), 3) if row[i:i + 3] == wanted)
+    return sum(1 for row in rows for i in range(0, len(row), 3) if row[i : i + 3] == wanted)
 
 
 def test_chromium_shows_the_outcome_and_the_timeline_at_the_top(demo_report: Path, tmp_path: Path) -> None:
@@ -119,10 +119,25 @@ def test_chromium_shows_the_outcome_and_the_timeline_at_the_top(demo_report: Pat
         missing("chromium (Debian package chromium)")
     shot = tmp_path / "report.png"  # kept as the test's artefact
     done = subprocess.run(
-        [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", f"--window-size={SIZE[0]},{SIZE[1]}", demo_report.as_uri()],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+        [
+            str(chromium),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            f"--window-size={SIZE[0]},{SIZE[1]}",
+            demo_report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     width, height, rows = _pixels(shot.read_bytes(), limit=320)
@@ -134,8 +149,9 @@ def test_chromium_shows_the_outcome_and_the_timeline_at_the_top(demo_report: Pat
 def test_a_failed_backfill_says_why_and_who_cancelled(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings",
-                             message="Sink table locked"))
+    scen.add_outcome(
+        Outcome("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings", message="Sink table locked")
+    )
     plan = tmp_path / "north.toml"
     plan.write_text(plan_text(base, 2))
     with emulator(scen, monkeypatch):

@@ -83,8 +83,11 @@ def _new_runs(play: Play) -> list[dict[str, Any]]:
 
 def _creates(play: Play) -> Counter[str]:
     """Runs per window among the runs this story created."""
-    return Counter(f"{run['parameters']['windowStart']}/{run['parameters']['windowEnd']}"
-                   for run in _new_runs(play) if run["parameters"].get("feederRegion") == "north")
+    return Counter(
+        f"{run['parameters']['windowStart']}/{run['parameters']['windowEnd']}"
+        for run in _new_runs(play)
+        if run["parameters"].get("feederRegion") == "north"
+    )
 
 
 def _window_states(play: Play, backfill_id: str) -> dict[str, str]:
@@ -152,8 +155,9 @@ def _prepare_crash(play: Play) -> None:
     backfill_id = _requested_and_canaried(play, plan.name)
     # SIGKILL right before the second window.created: both runs exist in ADF, one is recorded.
     env = play.env() | {"BACKFILL_ACTOR": ENGINEER, "BACKFILL_CRASH_AT": "before:window.created:2"}
-    crashed = subprocess.run(crash_command("run", backfill_id), cwd=play.work, env=env,
-                             capture_output=True, text=True, timeout=LIMIT)
+    crashed = subprocess.run(
+        crash_command("run", backfill_id), cwd=play.work, env=env, capture_output=True, text=True, timeout=LIMIT
+    )
     assert crashed.returncode == -signal.SIGKILL, f"set-up: the runner was to be killed: {crashed.stderr[-800:]}"
     states = sorted(_window_states(play, backfill_id)[_key(i)] for i in HUNG)
     assert states == [pg.INTENT, pg.RUNNING], f"set-up: after the crash the hung windows are {states}"
@@ -233,8 +237,13 @@ def _prepare_team(play: Play) -> None:
         return target.render_as_string(hide_password=False)
 
     play.facts["env"] = {
-        "TEAM_ADMIN_LEDGER": as_role(None), "TEAM_PSQL": as_role(None, driver=False), "TEAM_PREFIX": prefix,
-        "ALICE": alice, "BOB": bob, "ALICE_LEDGER": as_role(alice), "BOB_LEDGER": as_role(bob),
+        "TEAM_ADMIN_LEDGER": as_role(None),
+        "TEAM_PSQL": as_role(None, driver=False),
+        "TEAM_PREFIX": prefix,
+        "ALICE": alice,
+        "BOB": bob,
+        "ALICE_LEDGER": as_role(alice),
+        "BOB_LEDGER": as_role(bob),
         "ALICE_PSQL": as_role(alice, driver=False),
     }
     play.facts["roles"] = (alice, bob)
@@ -323,8 +332,11 @@ def plays(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         for name in names:
             play = started[name] = Play(name, [], tmp_path_factory.mktemp(name))
             try:
-                play.blocks = (_readme_blocks() if name == "README" else
-                               sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8")))
+                play.blocks = (
+                    _readme_blocks()
+                    if name == "README"
+                    else sh_blocks((REPO / "runbooks" / f"{name}.md").read_text(encoding="utf-8"))
+                )
                 _start(play, STAGES.get(name, Stage()))
             except Exception as exc:  # the runbook's own test reports it, not every test
                 play.error = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
@@ -398,12 +410,15 @@ def test_sh_blocks_finds_each_block_its_code_and_exit(segments: list[tuple[Any, 
     assert sh_blocks("\n".join(lines)) == expected
 
 
-@pytest.mark.parametrize(("markdown", "problem"), [
-    ("```sh\nbackfill status\n", "line 1: the ```sh block is never closed"),
-    ("<!-- exit: 4 -->\nSome prose.\n```sh\nfalse\n```\n", "line 1: the exit comment is not right before"),
-    ("<!-- exit: 4 -->\n```toml\na = 1\n```\n", "line 1: the exit comment is not right before"),
-    ("text\n<!-- exit: 3 -->\n", "line 2: the exit comment is not right before"),
-])
+@pytest.mark.parametrize(
+    ("markdown", "problem"),
+    [
+        ("```sh\nbackfill status\n", "line 1: the ```sh block is never closed"),
+        ("<!-- exit: 4 -->\nSome prose.\n```sh\nfalse\n```\n", "line 1: the exit comment is not right before"),
+        ("<!-- exit: 4 -->\n```toml\na = 1\n```\n", "line 1: the exit comment is not right before"),
+        ("text\n<!-- exit: 3 -->\n", "line 2: the exit comment is not right before"),
+    ],
+)
 def test_sh_blocks_refuses_what_would_hide_a_command(markdown: str, problem: str) -> None:
     with pytest.raises(ValueError, match=re.escape(problem)):
         sh_blocks(markdown)
@@ -418,12 +433,21 @@ def _bash(markdown: str, folder: Path) -> tuple[int, list[str]]:
 
 def test_variables_carry_across_blocks_and_every_block_fails_on_its_first_error(tmp_path: Path) -> None:
     story = '```sh\nID=bf-1\n```\n\n<!-- exit: 4 -->\n```sh\necho "$ID"\nexit 4\n```\n\n```sh\necho "again $ID"\n```\n'
-    assert _bash(story, tmp_path) == (0, [
-        f"{MARK}x.md:1", "$ ID=bf-1",
-        f"{MARK}x.md:6", '$ echo "$ID"', "$ exit 4", "bf-1",
-        f"{MARK}x.md:11", '$ echo "again $ID"', "again bf-1",
-        f"{MARK}done",
-    ])
+    assert _bash(story, tmp_path) == (
+        0,
+        [
+            f"{MARK}x.md:1",
+            "$ ID=bf-1",
+            f"{MARK}x.md:6",
+            '$ echo "$ID"',
+            "$ exit 4",
+            "bf-1",
+            f"{MARK}x.md:11",
+            '$ echo "again $ID"',
+            "again bf-1",
+            f"{MARK}done",
+        ],
+    )
     code, out = _bash("<!-- exit: 4 -->\n```sh\nfalse\necho after\n```\n", tmp_path)
     assert (code, out[-1], "after" in out) == (1, f"{MARK}x.md:2: exit 1, expected 4", False)
     code, out = _bash("```sh\nfalse\necho after\n```\n\n```sh\necho next\n```\n", tmp_path)

@@ -67,8 +67,15 @@ def test_run_creates_one_run_per_window_and_completes(tmp_path: Path, monkeypatc
 def test_a_failure_stops_the_backfill_and_names_the_activity(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base + EVERY)}, activity="CopyReadings",
-                             error_code="2200", message="Sink table locked"))
+    scen.add_outcome(
+        Outcome(
+            "fail",
+            match={"windowStart": format_utc(base + EVERY)},
+            activity="CopyReadings",
+            error_code="2200",
+            message="Sink table locked",
+        )
+    )
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 4), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
@@ -79,7 +86,10 @@ def test_a_failure_stops_the_backfill_and_names_the_activity(tmp_path: Path, mon
     assert err.endswith(" Failed in activity CopyReadings: Sink table locked; on_failure = stop")
     finished = next(e.payload for e in events(bid) if e.kind == ev.WINDOW_FINISHED and e.window_key == second)
     assert (finished["failed_activity"], finished["error_code"], finished["activity_type"]) == (
-        "CopyReadings", "2200", "Copy")
+        "CopyReadings",
+        "2200",
+        "Copy",
+    )
     assert events(bid)[-1].kind == ev.FAILED
 
 
@@ -110,8 +120,9 @@ def test_recover_mode_reruns_the_failed_run_from_its_failure(tmp_path: Path, mon
     base = base_time()
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
-    scen.add_history(HistoryRun(PIPELINE, base + EVERY, params, status="Failed", run_id="failed-run-1",
-                                activity="CopyReadings"))
+    scen.add_history(
+        HistoryRun(PIPELINE, base + EVERY, params, status="Failed", run_id="failed-run-1", activity="CopyReadings")
+    )
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 2, execution={"mode": "recover"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
@@ -130,8 +141,9 @@ def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatc
     scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         # 20 emulated minutes: 0.2 s at the emulator's speed... but run_timeout is our real clock.
-        bid = request(_plan(tmp_path, 2, execution={"run_timeout": "1s", "on_failure": "continue"}),
-                      monkeypatch, capsys)
+        bid = request(
+            _plan(tmp_path, 2, execution={"run_timeout": "1s", "on_failure": "continue"}), monkeypatch, capsys
+        )
         assert cli(monkeypatch, "carol", "run", bid) == 4
         err = capsys.readouterr().err.splitlines()[-1]
         hung = [e for e in events(bid) if e.kind == ev.WINDOW_NEEDS_OPERATOR]
@@ -141,8 +153,10 @@ def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatc
         assert len(emu.requests("cancelPipelineRun")) == 1
         assert emu.run(hung[0].payload["run_id"])["status"] in ("Canceling", "Cancelled")
     first = keys(base, 1)[0]
-    assert err == (f"error: {bid}: 1 window is blocked or needs an operator; first {first}: run still "
-                   f"InProgress after run_timeout 1.0s; left running (backfill status {bid})")
+    assert err == (
+        f"error: {bid}: 1 window is blocked or needs an operator; first {first}: run still "
+        f"InProgress after run_timeout 1.0s; left running (backfill status {bid})"
+    )
     assert window_kinds(bid)[keys(base, 2)[1]][-1] == "finished"
     assert window_kinds(bid)[first][-1] == "cancel-requested"
 
@@ -168,7 +182,8 @@ def test_canary_pauses_until_approved(tmp_path: Path, monkeypatch: MP, capsys: C
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert capsys.readouterr().err.splitlines()[-1] == (
             f"{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
-            f"backfill approve {bid} and backfill run {bid}")
+            f"backfill approve {bid} and backfill run {bid}"
+        )
         assert len(emu.create_run_calls()) == 1
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert capsys.readouterr().err == f"error: {bid} is paused after its canary windows: backfill approve {bid}\n"
@@ -197,8 +212,10 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
     out, err = capsys.readouterr()
     assert f"stop requested for {bid}: the runner stops after the windows in flight" in out
     assert "cancel requested for run " in out
-    assert err.splitlines()[-1] == (f"error: {bid} stopped after the windows in flight (2 pending, 1 cancelled); "
-                                    f"resume with: backfill run {bid} --resume")
+    assert err.splitlines()[-1] == (
+        f"error: {bid} stopped after the windows in flight (2 pending, 1 cancelled); "
+        f"resume with: backfill run {bid} --resume"
+    )
     assert [e.kind for e in events(bid)][-1] == ev.STOPPED
 
 

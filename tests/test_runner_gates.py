@@ -107,12 +107,16 @@ def test_a_window_the_approval_did_not_cover_is_not_run(tmp_path: Path, monkeypa
         _run_by_hand(emu, base + EVERY)  # the second succeeded meanwhile: it drops out
         assert cli(monkeypatch, "carol", "run", bid) == 0
         assert capsys.readouterr().out == f"{bid} completed: 1 skipped, 1 succeeded\n"
-        assert creates_per_window(emu) == {format_utc(base): 1, format_utc(base + EVERY): 1,
-                                           format_utc(base + 2 * EVERY): 1}
+        assert creates_per_window(emu) == {
+            format_utc(base): 1,
+            format_utc(base + EVERY): 1,
+            format_utc(base + 2 * EVERY): 1,
+        }
     recorded = {e.window_key: e.payload for e in events(bid) if e.kind == ev.WINDOW_SKIPPED}
     assert recorded[first]["decision"] == "not-approved"
-    assert recorded[first]["reason"].startswith("now rerun, but it was skip-succeeded when approved: the approval "
-                                                "does not cover it (latest run ")
+    assert recorded[first]["reason"].startswith(
+        "now rerun, but it was skip-succeeded when approved: the approval does not cover it (latest run "
+    )
     assert recorded[second]["decision"] == "skip-succeeded"
     assert recorded[second]["reason"].startswith("since the request: latest run ")
     assert window_kinds(bid)[third][0] == "intent"
@@ -130,8 +134,21 @@ def test_checks_are_rerun_and_gate_each_window(tmp_path: Path, monkeypatch: MP, 
     first, second, third = keys(base, 3)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
-        assert cli(monkeypatch, "bob", "approve", bid, "--window", third, "--accept", "partial",
-                   "--note", "rows are idempotent upserts") == 0
+        assert (
+            cli(
+                monkeypatch,
+                "bob",
+                "approve",
+                bid,
+                "--window",
+                third,
+                "--accept",
+                "partial",
+                "--note",
+                "rows are idempotent upserts",
+            )
+            == 0
+        )
         with sqlite3.connect(sink) as conn:  # the second window got partial rows after approval
             conn.execute("INSERT INTO readings VALUES (?)", (format_utc(base + EVERY),))
         capsys.readouterr()
@@ -148,8 +165,7 @@ def test_checks_are_rerun_and_gate_each_window(tmp_path: Path, monkeypatch: MP, 
     assert checked[1]["checks"][0]["status"] == "clean"
 
 
-def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, monkeypatch: MP,
-                                                                      capsys: Cap) -> None:
+def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     sink = tmp_path / "sink.db"
     with sqlite3.connect(sink) as conn:
@@ -164,7 +180,8 @@ def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, mon
         assert sorted(creates_per_window(emu)) == [format_utc(base)]
     assert capsys.readouterr().out == (
         f"{bid} completed: 1 succeeded\n"
-        f"1 blocked window was left alone (outside the approval): {keys(base, 2)[1]}: blocked-partial\n")
+        f"1 blocked window was left alone (outside the approval): {keys(base, 2)[1]}: blocked-partial\n"
+    )
     assert events(bid)[-1].kind == ev.COMPLETED
     assert events(bid)[-1].payload["blocked_outside_approval"] == [keys(base, 2)[1]]
 

@@ -16,8 +16,9 @@ from backfill.windows import Window
 
 START = datetime(2026, 11, 3, 2, tzinfo=UTC)
 INTENT = datetime(2026, 11, 3, 9, tzinfo=UTC)
-WINDOW = Window(START, START + timedelta(minutes=15),
-                {"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north", "attempt": 1})
+WINDOW = Window(
+    START, START + timedelta(minutes=15), {"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north", "attempt": 1}
+)
 FIELDS = ("windowStart", "feederRegion")
 
 # The same window written the ways ADF may send it back, and other windows.
@@ -27,7 +28,9 @@ OTHER = ["2026-11-03T02:15:00Z", "2026-11-03T03:00:00Z"]
 runs = st.lists(
     st.builds(
         lambda i, start, region, offset: Run(
-            run_id=f"r{i}", pipeline="p", status=RunStatus.IN_PROGRESS,
+            run_id=f"r{i}",
+            pipeline="p",
+            status=RunStatus.IN_PROGRESS,
             parameters={"windowStart": start, "feederRegion": region},
             start=None if offset is None else INTENT + timedelta(seconds=offset),
         ),
@@ -45,9 +48,12 @@ runs = st.lists(
 def test_candidates_are_the_windows_runs_started_after_the_intent(found: list[Run], exclude: set[str]) -> None:
     chosen = candidates(found, WINDOW, FIELDS, INTENT, exclude=frozenset(exclude))
     expected = {
-        r.run_id for r in found
-        if r.parameters["windowStart"] in SAME and r.parameters["feederRegion"] == "north"
-        and r.run_id not in exclude and (r.start is None or r.start >= INTENT - DEFAULT_SKEW)
+        r.run_id
+        for r in found
+        if r.parameters["windowStart"] in SAME
+        and r.parameters["feederRegion"] == "north"
+        and r.run_id not in exclude
+        and (r.start is None or r.start >= INTENT - DEFAULT_SKEW)
     }
     assert {r.run_id for r in chosen} == expected
     started = [r.start for r in chosen if r.start is not None]

@@ -17,21 +17,36 @@ PIPELINE = "LoadMeterTelemetry"
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     scenario = Scenario(speed=60.0)
-    scenario.add_pipeline(Pipeline(
-        name=PIPELINE,
-        activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
-        parameters={"windowStart": "String", "feederRegion": "String"},
-    ))
+    scenario.add_pipeline(
+        Pipeline(
+            name=PIPELINE,
+            activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
+            parameters={"windowStart": "String", "feederRegion": "String"},
+        )
+    )
     scenario.add_pipeline(Pipeline(name="LoadRoutes"))
-    scenario.add_history([
-        HistoryRun(PIPELINE, start=timedelta(hours=-3), run_id="ok-1",
-                   parameters={"windowStart": "2026-11-03T00:00:00Z", "feederRegion": "north"}),
-        HistoryRun(PIPELINE, start=timedelta(hours=-2), run_id="failed-1", status="Failed",
-                   activity="CopyReadings", error_code="2200", message="sink lock timeout",
-                   parameters={"windowStart": "2026-11-03T00:15:00Z", "feederRegion": "north"}),
-        HistoryRun("LoadRoutes", start=timedelta(hours=-1), run_id="routes-1"),
-        HistoryRun(PIPELINE, start=timedelta(days=-3), run_id="old-1"),
-    ])
+    scenario.add_history(
+        [
+            HistoryRun(
+                PIPELINE,
+                start=timedelta(hours=-3),
+                run_id="ok-1",
+                parameters={"windowStart": "2026-11-03T00:00:00Z", "feederRegion": "north"},
+            ),
+            HistoryRun(
+                PIPELINE,
+                start=timedelta(hours=-2),
+                run_id="failed-1",
+                status="Failed",
+                activity="CopyReadings",
+                error_code="2200",
+                message="sink lock timeout",
+                parameters={"windowStart": "2026-11-03T00:15:00Z", "feederRegion": "north"},
+            ),
+            HistoryRun("LoadRoutes", start=timedelta(hours=-1), run_id="routes-1"),
+            HistoryRun(PIPELINE, start=timedelta(days=-3), run_id="old-1"),
+        ]
+    )
     with Emulator(scenario) as emu:
         for name, value in emu.env().items():
             monkeypatch.setenv(name, value)
@@ -65,8 +80,7 @@ def test_list_since_includes_older_runs(emulator: Emulator, capsys: pytest.Captu
     assert ids == {"ok-1", "failed-1", "routes-1", "old-1"}
 
 
-def test_show_gives_activities_and_the_failing_error(emulator: Emulator,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_gives_activities_and_the_failing_error(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["runs", "show", "failed-1"]) == 0
     out = capsys.readouterr().out
     assert "LookupWatermark" in out and "CopyReadings" in out
@@ -90,16 +104,18 @@ def test_show_unknown_run_is_one_line(emulator: Emulator, capsys: pytest.Capture
     assert err.startswith("error: factory: 404") and err.count("\n") == 1
 
 
-def test_wrong_token_is_one_line(emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_token_is_one_line(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("BACKFILL_ADF_TOKEN", "wrong")
     assert run(["runs", "list"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: factory: 401") and err.count("\n") == 1
 
 
-def test_cancel_is_recorded_in_the_ledger(emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cancel_is_recorded_in_the_ledger(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_id = emulator.client().create_run(PIPELINE, {"windowStart": "2026-11-03T01:00:00Z"})
     monkeypatch.setenv("BACKFILL_ACTOR", "carol@contoso.com")
     assert run(["runs", "cancel", run_id, "--reason", "stuck on sink lock", "--yes"]) == 0
@@ -113,8 +129,9 @@ def test_cancel_is_recorded_in_the_ledger(emulator: Emulator, monkeypatch: pytes
     assert emulator_run.status.value in ("Canceling", "Cancelled")
 
 
-def test_cancel_not_confirmed_cancels_nothing(emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cancel_not_confirmed_cancels_nothing(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import io
 
     run_id = emulator.client().create_run(PIPELINE, {"windowStart": "2026-11-03T01:00:00Z"})

@@ -108,8 +108,7 @@ def test_tables_fit_120_columns_and_wide_shows_all(story: Emulator, monkeypatch:
     assert len(ran) == 1 and len(ran[0].split()[3]) == 36, "--wide shows the whole run ID"
 
 
-def test_the_readme_preview_fits_120_columns(story: Emulator, tmp_path: Path, monkeypatch: MP,
-                                             capsys: Cap) -> None:
+def test_the_readme_preview_fits_120_columns(story: Emulator, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     """README's "How a backfill goes": plans/telemetry-15m.toml (an ODBC check) on the scenario."""
     import pyodbc
 
@@ -160,8 +159,10 @@ def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch
         capsys.readouterr()
         assert cli(monkeypatch, "carol", "status", bid) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == ("progress: 0 done, 0 running, 2 left, 1 failed of 3; no estimated finish: it failed "
-                    "(backfill run ID --resume goes on)")
+    assert last == (
+        "progress: 0 done, 0 running, 2 left, 1 failed of 3; no estimated finish: it failed "
+        "(backfill run ID --resume goes on)"
+    )
 
 
 def test_the_status_column_of_windows_in_flight_is_never_blank() -> None:
@@ -174,12 +175,21 @@ def test_the_status_column_of_windows_in_flight_is_never_blank() -> None:
 def test_a_runner_not_seen_for_long_gets_no_estimate_in_the_past() -> None:
     now = utcnow()
     state = BackfillState("bf-1", BackfillStatus.RUNNING, 1)
-    progress = Progress(total=4, done=1, running=1, failed=0, left=2, average=timedelta(minutes=12),
-                        estimated_finish=now - timedelta(hours=2))
+    progress = Progress(
+        total=4,
+        done=1,
+        running=1,
+        failed=0,
+        left=2,
+        average=timedelta(minutes=12),
+        estimated_finish=now - timedelta(hours=2),
+    )
     seen = now - timedelta(hours=3)
     line = _progress_line(progress, state, now, seen)
-    assert line.endswith(f"runner not seen since {format_utc(seen)} (3h00m ago): if it died, backfill run ID "
-                         "resumes (runbooks/after-a-crash.md)")
+    assert line.endswith(
+        f"runner not seen since {format_utc(seen)} (3h00m ago): if it died, backfill run ID "
+        "resumes (runbooks/after-a-crash.md)"
+    )
     assert "estimated finish" not in line
     fresh = _progress_line(progress, state, now, now - timedelta(seconds=5))
     assert "estimated finish " + format_utc(now) in fresh, "an estimate is never in the past"

@@ -38,8 +38,12 @@ def test_a_row_pointing_at_another_plan_is_refused(tmp_path: Path, monkeypatch: 
     other.write_text(plan_text(base_time(), 4).replace('feederRegion = "north"', 'feederRegion = "south"'))
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
-        tamper("UPDATE backfills SET plan_path = ?, plan_hash = ? WHERE id = ?",
-               str(other.resolve()), load_plan(other).hash, bid)
+        tamper(
+            "UPDATE backfills SET plan_path = ?, plan_hash = ? WHERE id = ?",
+            str(other.resolve()),
+            load_plan(other).hash,
+            bid,
+        )
         assert cli(monkeypatch, "carol", "run", bid) == 5
         assert emu.create_run_calls() == []
     assert capsys.readouterr().err == (
@@ -60,8 +64,7 @@ def test_a_row_with_another_requester_keeps_four_eyes(tmp_path: Path, monkeypatc
     assert [e.kind for e in events(bid)] == [ev.REQUESTED]
 
 
-def test_the_event_names_the_requester_even_when_the_row_agrees(tmp_path: Path, monkeypatch: MP,
-                                                                capsys: Cap) -> None:
+def test_the_event_names_the_requester_even_when_the_row_agrees(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     # The row changed consistently with a forged payload is impossible (the event is in the chain);
     # here the row says mallory and so would the payload's old form: the event's actor decides.
     plan = tmp_path / "p.toml"
@@ -115,8 +118,7 @@ def test_a_check_program_replaced_after_approval_is_refused(tmp_path: Path, monk
     assert [e.kind for e in events(bid)] == [ev.REQUESTED, ev.APPROVED]
 
 
-def test_a_parameter_variable_changed_after_approval_is_refused(tmp_path: Path, monkeypatch: MP,
-                                                                capsys: Cap) -> None:
+def test_a_parameter_variable_changed_after_approval_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base_time(), 2))
     with emulator(scenario(base_time()), monkeypatch) as emu:
@@ -153,8 +155,7 @@ def test_a_missing_variable_is_refused_at_request(tmp_path: Path, monkeypatch: M
         monkeypatch.delenv("SOURCE_API_KEY")
         assert cli(monkeypatch, "alice", "request", str(plan)) == 1
     assert capsys.readouterr().err == (
-        f"error: {plan}: cannot request: environment variable not set: SOURCE_API_KEY (used by "
-        "parameters.sourceKey)\n"
+        f"error: {plan}: cannot request: environment variable not set: SOURCE_API_KEY (used by parameters.sourceKey)\n"
     )
     db = Database()
     try:
@@ -182,8 +183,7 @@ def test_a_backfill_that_cannot_start_stays_approved(tmp_path: Path, monkeypatch
         assert cli(monkeypatch, "carol", "run", bid) == 0, capsys.readouterr()
 
 
-def test_ledger_verify_holds_the_rows_to_their_request_events(tmp_path: Path, monkeypatch: MP,
-                                                               capsys: Cap) -> None:
+def test_ledger_verify_holds_the_rows_to_their_request_events(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     # Issue 8, attack 4: after the row was edited, `verify` exited 0.
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base_time(), 2))

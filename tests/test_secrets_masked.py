@@ -40,8 +40,9 @@ def _ours(emu: Emulator) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("declared", ["SecureString", "String"])
-def test_a_secret_sent_in_a_run_is_masked_everywhere(declared: str, tmp_path: Path, monkeypatch: MP,
-                                                     capsys: Cap) -> None:
+def test_a_secret_sent_in_a_run_is_masked_everywhere(
+    declared: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
+) -> None:
     base = base_time()
     scen = scenario(base)
     pipeline = scen.pipelines[0]
@@ -93,8 +94,9 @@ def test_runs_cached_before_a_plan_marked_the_parameter_are_masked_then(tmp_path
     base = base_time()
     scen = scenario(base)
     with emulator(scen, monkeypatch) as emu:
-        client = connect(FactoryRef("00000000-0000-0000-0000-000000000000", "rg-energy-analytics",
-                                    "adf-grid-telemetry"))
+        client = connect(
+            FactoryRef("00000000-0000-0000-0000-000000000000", "rg-energy-analytics", "adf-grid-telemetry")
+        )
         client.create_run(PIPELINE, {"windowStart": "a", "windowEnd": "b", "feederRegion": "x", "sourceKey": SECRET})
         assert _ours(emu)
         db = Database()
@@ -104,8 +106,9 @@ def test_runs_cached_before_a_plan_marked_the_parameter_are_masked_then(tmp_path
             sync_history(db, client, PIPELINE, secret={"sourceKey"})
             assert not any(SECRET in p or SECRET in d for p, d in _cache_rows(tmp_path))
             # Remembered: a later sync without the plan's word still masks.
-            client.create_run(PIPELINE, {"windowStart": "c", "windowEnd": "d", "feederRegion": "x",
-                                         "sourceKey": SECRET})
+            client.create_run(
+                PIPELINE, {"windowStart": "c", "windowEnd": "d", "feederRegion": "x", "sourceKey": SECRET}
+            )
             sync_history(db, client, PIPELINE)
             assert not any(SECRET in p or SECRET in d for p, d in _cache_rows(tmp_path))
         finally:
@@ -121,8 +124,13 @@ def test_secret_names_are_remembered_once_and_mask_cached_rows(ledger_url: str) 
     from backfill.store import history as store
 
     key, pipeline = "sub/rg/adf", "Load"
-    run = Run("r1", pipeline, RunStatus.SUCCEEDED, {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": SECRET},
-              last_updated=datetime(2026, 11, 3, tzinfo=UTC))
+    run = Run(
+        "r1",
+        pipeline,
+        RunStatus.SUCCEEDED,
+        {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": SECRET},
+        last_updated=datetime(2026, 11, 3, tzinfo=UTC),
+    )
     db = Database(ledger_url)
     try:
         with db.engine.begin() as conn:

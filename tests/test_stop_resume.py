@@ -94,4 +94,5 @@ def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, 
     assert cli(monkeypatch, "erin", "report", bid, "--json") == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert [(r["run_id"], r["status"], r["cancelled_by"], r["cancel_reason"]) for r in runs] == [
-        (run_id, "Cancelled", "erin", "INC-9: stuck")]
+        (run_id, "Cancelled", "erin", "INC-9: stuck")
+    ]

@@ -20,8 +20,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("command", ["preview", "request", "history"])
-def test_an_unknown_pipeline_is_refused_in_one_line(command: str, tmp_path: Path, monkeypatch: MP,
-                                                    capsys: Cap) -> None:
+def test_an_unknown_pipeline_is_refused_in_one_line(command: str, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     plan = _write(tmp_path, plan_text(base, 2).replace(f'pipeline = "{PIPELINE}"', 'pipeline = "LoadMeterTelemetri"'))
     with emulator(scenario(base), monkeypatch) as emu:
@@ -49,8 +48,12 @@ def test_preview_gets_the_pipeline_once(tmp_path: Path, monkeypatch: MP, capsys:
 
 def test_an_undeclared_parameter_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = _write(tmp_path, plan_text(base, 2).replace('feederRegion = "north"', 'feederRegoin = "north"').replace(
-        'on = ["windowStart", "feederRegion"]', 'on = ["windowStart"]'))
+    plan = _write(
+        tmp_path,
+        plan_text(base, 2)
+        .replace('feederRegion = "north"', 'feederRegoin = "north"')
+        .replace('on = ["windowStart", "feederRegion"]', 'on = ["windowStart"]'),
+    )
     scen = scenario(base)
     scen.pipelines[0].defaults = {"feederRegion": "north"}
     with emulator(scen, monkeypatch):
@@ -65,8 +68,12 @@ def test_a_required_parameter_left_out_is_refused_and_one_with_a_default_may_be(
     tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = _write(tmp_path, plan_text(base, 2).replace('feederRegion = "north"\n', "").replace(
-        'on = ["windowStart", "feederRegion"]', 'on = ["windowStart"]'))
+    plan = _write(
+        tmp_path,
+        plan_text(base, 2)
+        .replace('feederRegion = "north"\n', "")
+        .replace('on = ["windowStart", "feederRegion"]', 'on = ["windowStart"]'),
+    )
     with emulator(scenario(base), monkeypatch):
         assert cli(monkeypatch, "alice", "request", str(plan)) == 1
         assert capsys.readouterr().err == (

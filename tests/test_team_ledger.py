@@ -66,9 +66,18 @@ def _request(team: Team, as_role: str, declared: str = "alice") -> str:
     from backfill.timeutil import utcnow
 
     record = BackfillRecord(
-        id="", plan_path="/plans/north.toml", plan_hash="ab" * 32, pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf", title="Replay north", ticket="INC-4821", requester=declared,
-        requester_source="declared", requested_at=utcnow(), note=None, policy=ApprovalPolicy(),
+        id="",
+        plan_path="/plans/north.toml",
+        plan_hash="ab" * 32,
+        pipeline="LoadMeterTelemetry",
+        factory_key="sub/rg/adf",
+        title="Replay north",
+        ticket="INC-4821",
+        requester=declared,
+        requester_source="declared",
+        requested_at=utcnow(),
+        note=None,
+        policy=ApprovalPolicy(),
         decisions={},
     )
     db = Database(team.url(as_role))
@@ -83,17 +92,35 @@ def _raw_insert(team: Team, role: str, kind: str, backfill_id: str, actor: str, 
     db = Database(team.url(role))
     head = Ledger(db).head()
     assert head is not None
-    event = make_event(seq=head.seq + 1, at=head.at, actor=actor, identity_source=source, kind=kind,
-                       payload={"note": "lgtm"}, prev_hash=head.hash, backfill_id=backfill_id)
+    event = make_event(
+        seq=head.seq + 1,
+        at=head.at,
+        actor=actor,
+        identity_source=source,
+        kind=kind,
+        payload={"note": "lgtm"},
+        prev_hash=head.hash,
+        backfill_id=backfill_id,
+    )
     try:
         with db.engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO ledger_events (seq, at, actor, identity_source, backfill_id, window_key, kind, "
-                     "payload, prev_hash, hash) VALUES (:seq, :at, :actor, :src, :bid, NULL, :kind, :payload, "
-                     ":prev, :hash)"),
-                {"seq": event.seq, "at": event.at, "actor": event.actor, "src": event.identity_source,
-                 "bid": backfill_id, "kind": kind, "payload": json.dumps(event.payload), "prev": event.prev_hash,
-                 "hash": event.hash},
+                text(
+                    "INSERT INTO ledger_events (seq, at, actor, identity_source, backfill_id, window_key, kind, "
+                    "payload, prev_hash, hash) VALUES (:seq, :at, :actor, :src, :bid, NULL, :kind, :payload, "
+                    ":prev, :hash)"
+                ),
+                {
+                    "seq": event.seq,
+                    "at": event.at,
+                    "actor": event.actor,
+                    "src": event.identity_source,
+                    "bid": backfill_id,
+                    "kind": kind,
+                    "payload": json.dumps(event.payload),
+                    "prev": event.prev_hash,
+                    "hash": event.hash,
+                },
             )
     finally:
         db.dispose()
@@ -139,22 +166,27 @@ def test_bob_can_approve_and_the_chain_verifies(team: Team) -> None:
     db.dispose()
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE ledger_events SET payload = '{}'",
-    "DELETE FROM ledger_events",
-    "TRUNCATE ledger_events",
-    "UPDATE backfills SET plan_hash = 'x'",
-    "DELETE FROM ledger_meta",
-    "DROP TABLE ledger_events",
-    "DROP TRIGGER ledger_events_stamp ON ledger_events",
-    "INSERT INTO ledger_meta (name, value) VALUES ('mode2', 'solo')",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_events SET payload = '{}'",
+        "DELETE FROM ledger_events",
+        "TRUNCATE ledger_events",
+        "UPDATE backfills SET plan_hash = 'x'",
+        "DELETE FROM ledger_meta",
+        "DROP TABLE ledger_events",
+        "DROP TRIGGER ledger_events_stamp ON ledger_events",
+        "INSERT INTO ledger_meta (name, value) VALUES ('mode2', 'solo')",
+    ],
+)
 def test_a_member_can_neither_change_nor_remove_anything(team: Team, statement: str) -> None:
     _request(team, team.alice)
     engine = create_engine(team.url(team.alice))
     try:
-        with pytest.raises(Exception, match=r"permission denied|must be owner|append-only|insert-only"), \
-                engine.begin() as conn:
+        with (
+            pytest.raises(Exception, match=r"permission denied|must be owner|append-only|insert-only"),
+            engine.begin() as conn,
+        ):
             conn.execute(text(statement))
     finally:
         engine.dispose()

@@ -18,9 +18,7 @@ from backfill.timeutil import (
     parse_utc_option,
 )
 
-aware = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-)
+aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
 @given(aware)
@@ -58,8 +56,14 @@ def test_equal_spellings_of_one_instant() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)), ("90s", timedelta(seconds=90)),
-     ("2d", timedelta(days=2)), ("500ms", timedelta(milliseconds=500)), ("1w", timedelta(weeks=1))],
+    [
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("90s", timedelta(seconds=90)),
+        ("2d", timedelta(days=2)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("1w", timedelta(weeks=1)),
+    ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

@@ -53,8 +53,11 @@ def test_a_forged_token_is_refused(emu: Emulator) -> None:
 
     mallory = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = emu.issue_token("bob@contoso.com", signed_by=mallory)
-    with pytest.raises(TokenError, match=r"^identity: the Azure AD token is not trusted: its signature does not "
-                                         r"verify against the issuer's keys \(forged\)$"):
+    with pytest.raises(
+        TokenError,
+        match=r"^identity: the Azure AD token is not trusted: its signature does not "
+        r"verify against the issuer's keys \(forged\)$",
+    ):
         verified_principal(forged, settings(emu))
 
 
@@ -71,8 +74,11 @@ def test_an_expired_token_is_refused(emu: Emulator) -> None:
 
 def test_a_token_for_another_audience_is_refused(emu: Emulator) -> None:
     token = emu.issue_token("bob@contoso.com", audience="https://graph.microsoft.com")
-    with pytest.raises(TokenError, match=r"its audience 'https://graph.microsoft.com' is not one of "
-                                         r"https://management.azure.com"):
+    with pytest.raises(
+        TokenError,
+        match=r"its audience 'https://graph.microsoft.com' is not one of "
+        r"https://management.azure.com",
+    ):
         verified_principal(token, settings(emu))
 
 
@@ -89,8 +95,9 @@ def test_keys_are_only_fetched_over_https() -> None:
         verified_principal(token, plain)
 
 
-def _approve_with(token: str, plan: Path, monkeypatch: MP, capsys: Cap, emu: Emulator,
-                  approval: str = "") -> tuple[str, int, str]:
+def _approve_with(
+    token: str, plan: Path, monkeypatch: MP, capsys: Cap, emu: Emulator, approval: str = ""
+) -> tuple[str, int, str]:
     plan.write_text(plan_text(base_time(), 2).replace("[approval]\n", f"[approval]\n{approval}"))
     bid = request(plan, monkeypatch, capsys, approve=False)
     static = os.environ["BACKFILL_ADF_TOKEN"]
@@ -109,12 +116,21 @@ def _approve_with(token: str, plan: Path, monkeypatch: MP, capsys: Cap, emu: Emu
 def test_approve_as_a_verified_principal(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     with emulator(scenario(base_time()), monkeypatch) as emu:
         token = emu.issue_token("bob@contoso.com")
-        bid, code, err = _approve_with(token, tmp_path / "p.toml", monkeypatch, capsys, emu,
-                                       'identity = "verified"\napprovers = ["bob@contoso.com"]\n')
+        bid, code, err = _approve_with(
+            token,
+            tmp_path / "p.toml",
+            monkeypatch,
+            capsys,
+            emu,
+            'identity = "verified"\napprovers = ["bob@contoso.com"]\n',
+        )
     assert (code, err) == (0, "")
     approved = events(bid)[-1]
-    assert (approved.kind, approved.actor, approved.identity_source) == ("backfill.approved", "bob@contoso.com",
-                                                                         "azure-ad")
+    assert (approved.kind, approved.actor, approved.identity_source) == (
+        "backfill.approved",
+        "bob@contoso.com",
+        "azure-ad",
+    )
 
 
 def test_approve_with_an_unsigned_token_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
@@ -122,19 +138,32 @@ def test_approve_with_an_unsigned_token_is_refused(tmp_path: Path, monkeypatch: 
         claims = json.loads(base64.urlsafe_b64decode(emu.issue_token("bob@contoso.com").split(".")[1] + "=="))
         _, code, err = _approve_with(_unsigned(claims), tmp_path / "p.toml", monkeypatch, capsys, emu)
     assert code == 1
-    assert err == "error: identity: the Azure AD token is not trusted: it is signed with 'none', not RS256 " \
-                  "(unsigned or forged)\n"
+    assert (
+        err == "error: identity: the Azure AD token is not trusted: it is signed with 'none', not RS256 "
+        "(unsigned or forged)\n"
+    )
 
 
 def test_a_fake_az_cli_is_not_trusted(tmp_path: Path, monkeypatch: MP) -> None:
     # Issue 8, attack 2: a fake `az` on PATH handing DefaultAzureCredential an unsigned token
     # naming bob was accepted as bob.
-    claims = {"upn": "bob@contoso.com", "aud": "https://management.azure.com", "tid": "t", "exp": 4102444800,
-              "iss": "https://sts.windows.net/t/"}
+    claims = {
+        "upn": "bob@contoso.com",
+        "aud": "https://management.azure.com",
+        "tid": "t",
+        "exp": 4102444800,
+        "iss": "https://sts.windows.net/t/",
+    }
     fake = tmp_path / "bin" / "az"
     fake.parent.mkdir()
-    answer = {"accessToken": _unsigned(claims), "expiresOn": "2099-12-31 00:00:00.000000",
-              "expires_on": 4102444800, "tokenType": "Bearer", "subscription": "s", "tenant": "t"}
+    answer = {
+        "accessToken": _unsigned(claims),
+        "expiresOn": "2099-12-31 00:00:00.000000",
+        "expires_on": 4102444800,
+        "tokenType": "Bearer",
+        "subscription": "s",
+        "tenant": "t",
+    }
     fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(answer)}\nEOF\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     env = {k: v for k, v in os.environ.items() if k not in ("BACKFILL_ADF_TOKEN", "BACKFILL_ACTOR")}
@@ -145,8 +174,9 @@ def test_a_fake_az_cli_is_not_trusted(tmp_path: Path, monkeypatch: MP) -> None:
     env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = "http://127.0.0.1:9"
     env["HOME"] = str(tmp_path)
     code = "from backfill.identity import resolve_actor\nprint(resolve_actor())"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert "bob" not in done.stdout
     assert "the Azure AD token is not trusted: it is signed with 'none'" in done.stderr
 

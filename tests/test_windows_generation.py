@@ -223,7 +223,8 @@ def test_generated_windows_carry_rendered_parameters(start: datetime) -> None:
 @settings(max_examples=60)
 @given(
     parameters=st.dictionaries(
-        st.text(min_size=1, max_size=5), st.one_of(values, st.sampled_from(["{start}", "{end}", "{end:%H}", "x"])),
+        st.text(min_size=1, max_size=5),
+        st.one_of(values, st.sampled_from(["{start}", "{end}", "{end:%H}", "x"])),
         max_size=5,
     ),
     start=starts,
@@ -236,8 +237,10 @@ def test_windows_render_each_parameter_as_render_does(
 ) -> None:
     generated = generate_windows(start, start + count * every, every, parameters)
     # Explicit windows with gaps between them share no bounds; contiguous ones share them all.
-    listed = explicit_windows([(start + i * (1 + gap) * every, start + (i * (1 + gap) + 1) * every)
-                               for i in reversed(range(count))], parameters)
+    listed = explicit_windows(
+        [(start + i * (1 + gap) * every, start + (i * (1 + gap) + 1) * every) for i in reversed(range(count))],
+        parameters,
+    )
     for window in [*generated, *listed]:
         expected = {name: render(value, window.start, window.end) for name, value in parameters.items()}
         assert window.parameters == expected

@@ -21,7 +21,9 @@ def test_canary_pause_is_exit_3_without_error(tmp_path: Path, monkeypatch: MP, c
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 3
         last = capsys.readouterr().err.splitlines()[-1]
-        assert last == (f"{bid} paused after its first 2 canary windows succeeded, as the plan asks; check them, "
-                        f"then: backfill approve {bid} and backfill run {bid}")
+        assert last == (
+            f"{bid} paused after its first 2 canary windows succeeded, as the plan asks; check them, "
+            f"then: backfill approve {bid} and backfill run {bid}"
+        )
         assert cli(monkeypatch, "carol", "run", bid) == 3  # a refusal to run a paused backfill is still one
         assert capsys.readouterr().err.startswith("error: ")

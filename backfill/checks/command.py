@@ -68,8 +68,23 @@ _ENV_PREFIXES = ("BACKFILL_WINDOW_", "BACKFILL_PARAM_")
 _MAX_TEXT = 200
 
 
-_BASICS = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-                     "SYSTEMROOT", "COMSPEC", "PATHEXT"})
+_BASICS = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "SYSTEMROOT",
+        "COMSPEC",
+        "PATHEXT",
+    }
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -81,7 +96,8 @@ def window_environment(
     source = os.environ if base is None else base
     wanted = set(declared)
     env = {
-        k: v for k, v in source.items()
+        k: v
+        for k, v in source.items()
         if (k in _BASICS or k.startswith("LC_") or k in wanted) and not k.startswith(_ENV_PREFIXES)
     }
     env["BACKFILL_WINDOW_START"] = format_utc(window.start)

@@ -8,11 +8,21 @@ import click
 
 
 @click.command()
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Keep the demo's folder (plan, ledger, sink) here, to try commands afterwards.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Keep the demo's folder (plan, ledger, sink) here, to try commands afterwards.",
+)
 @click.option("--fast", is_flag=True, help="Run the emulated factory at full speed (for tests).")
-@click.option("--step", "stop_after", type=click.Choice(["preview", "all"]), default="all", show_default=True,
-              help="Stop after this step.")
+@click.option(
+    "--step",
+    "stop_after",
+    type=click.Choice(["preview", "all"]),
+    default="all",
+    show_default=True,
+    help="Stop after this step.",
+)
 def demo(keep: Path | None, fast: bool, stop_after: str) -> None:
     """Tell the whole story on an in-process ADF emulator, in a temporary folder.
 

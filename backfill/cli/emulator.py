@@ -22,10 +22,15 @@ def emulator() -> None:
 
 
 @emulator.command()
-@click.option("--scenario", "scenario_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Scenario TOML file (docs/scenario.md); default: a one-pipeline factory.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Scenario TOML file (docs/scenario.md); default: a one-pipeline factory.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port on 127.0.0.1; 0 picks a free one."
+)
 def serve(scenario_path: Path | None, port: int) -> None:
     """Serve the ADF REST API over HTTPS on 127.0.0.1 until interrupted."""
     from backfill.emulator import Emulator, Scenario, load_scenario

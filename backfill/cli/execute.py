@@ -27,8 +27,12 @@ def run(backfill_id: str, resume: bool) -> None:
     # tests/crash_runner.py does); the installed ``backfill`` never does.
     obj = click.get_current_context().obj
     outcome = execute_backfill(
-        Database(), backfill_id, actor=resolve_actor(), progress=lambda line: click.echo(line, err=True),
-        resume=resume, hook=obj.get("step_hook") if isinstance(obj, dict) else None,
+        Database(),
+        backfill_id,
+        actor=resolve_actor(),
+        progress=lambda line: click.echo(line, err=True),
+        resume=resume,
+        hook=obj.get("step_hook") if isinstance(obj, dict) else None,
     )
     click.echo(outcome.message)
 

@@ -60,9 +60,7 @@ def ledger() -> None:
 @_until_option
 @click.option("--kind", "kinds", metavar="K", multiple=True, help="Only events of this kind (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output.")
-def show(
-    backfill_id: str | None, since: str | None, until: str | None, kinds: tuple[str, ...], as_json: bool
-) -> None:
+def show(backfill_id: str | None, since: str | None, until: str | None, kinds: tuple[str, ...], as_json: bool) -> None:
     """Ledger events in sequence order."""
     start, end = _range(since, until)
     events = _open().events(backfill_id=backfill_id, since=start, until=end, kinds=kinds or None)
@@ -72,20 +70,37 @@ def show(
     echo_table(
         ["seq", "at", "actor", "kind", "backfill", "window", "payload", "hash"],
         [
-            [e.seq, format_utc(e.at), f"{e.actor} ({e.identity_source})", e.kind, e.backfill_id or "",
-             e.window_key or "", _short(e), e.hash[:12]]
+            [
+                e.seq,
+                format_utc(e.at),
+                f"{e.actor} ({e.identity_source})",
+                e.kind,
+                e.backfill_id or "",
+                e.window_key or "",
+                _short(e),
+                e.hash[:12],
+            ]
             for e in events
         ],
     )
 
 
 @ledger.command()
-@click.option("--checkpoint", "checkpoint_text", metavar="SEQ:HASH",
-              help="Also prove the ledger still extends this checkpoint.")
-@click.option("--anchors", metavar="DEST", help="Also prove it extends every signed checkpoint published at DEST "
-              "(a folder or azblob://CONTAINER/PREFIX).")
-@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PUBLIC_KEY",
-              help="The public key the --anchors checkpoints are signed with.")
+@click.option(
+    "--checkpoint", "checkpoint_text", metavar="SEQ:HASH", help="Also prove the ledger still extends this checkpoint."
+)
+@click.option(
+    "--anchors",
+    metavar="DEST",
+    help="Also prove it extends every signed checkpoint published at DEST (a folder or azblob://CONTAINER/PREFIX).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PUBLIC_KEY",
+    help="The public key the --anchors checkpoints are signed with.",
+)
 def verify(checkpoint_text: str | None, anchors: str | None, key_path: Path | None) -> None:
     """Recompute the hash chain; exit 5 naming the first bad event."""
     checkpoint = None
@@ -121,8 +136,10 @@ def verify(checkpoint_text: str | None, anchors: str | None, key_path: Path | No
 
         checked = check_anchors(anchors, public, _origin(store), report.head_seq, store.hashes_at)
         newest = max(checked, key=lambda a: (a.size, a.time))
-        click.echo(f"{report.message}; extends all {len(checked)} signed checkpoints at {anchors} "
-                   f"(newest: event {newest.size}, {format_utc(newest.time)})")
+        click.echo(
+            f"{report.message}; extends all {len(checked)} signed checkpoints at {anchors} "
+            f"(newest: event {newest.size}, {format_utc(newest.time)})"
+        )
         return
     click.echo(report.message)
 
@@ -135,8 +152,13 @@ def _origin(store: Ledger) -> str:
 
 
 @ledger.command()
-@click.option("--role-prefix", default="backfill", show_default=True, metavar="PREFIX",
-              help="Roles PREFIX_user and PREFIX_admin (role names are cluster-wide).")
+@click.option(
+    "--role-prefix",
+    default="backfill",
+    show_default=True,
+    metavar="PREFIX",
+    help="Roles PREFIX_user and PREFIX_admin (role names are cluster-wide).",
+)
 def init(role_prefix: str) -> None:
     """Team mode on PostgreSQL (administrator, once): schema, roles, grants, identity stamping.
 
@@ -145,15 +167,25 @@ def init(role_prefix: str) -> None:
     from backfill.store.team import init_team_ledger
 
     user, admin = init_team_ledger(prefix=role_prefix)
-    click.echo(f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), "
-               f"{admin} to administrators")
+    click.echo(
+        f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), {admin} to administrators"
+    )
 
 
 @ledger.command()
-@click.option("--sign", "key_path", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY_FILE",
-              help="Sign it with this Ed25519 private key (backfill ledger keygen).")
-@click.option("--publish", metavar="DEST", help="With --sign: write the signed checkpoint to DEST, a folder or "
-              "azblob://CONTAINER/PREFIX (AZURE_STORAGE_CONNECTION_STRING).")
+@click.option(
+    "--sign",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="KEY_FILE",
+    help="Sign it with this Ed25519 private key (backfill ledger keygen).",
+)
+@click.option(
+    "--publish",
+    metavar="DEST",
+    help="With --sign: write the signed checkpoint to DEST, a folder or "
+    "azblob://CONTAINER/PREFIX (AZURE_STORAGE_CONNECTION_STRING).",
+)
 def checkpoint(key_path: Path | None, publish: str | None) -> None:
     """Print SEQ:HASH of the verified head.
 
@@ -195,9 +227,7 @@ def keygen(key_file: Path) -> None:
 @_since_option
 @_until_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
-def export(
-    fmt: str, backfill_id: str | None, since: str | None, until: str | None, output: Path | None
-) -> None:
+def export(fmt: str, backfill_id: str | None, since: str | None, until: str | None, output: Path | None) -> None:
     """Export events as JSON lines or CSV.
 
     Each event's hash is SHA-256 over the canonical JSON of its other fields, so an auditor can

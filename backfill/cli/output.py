@@ -27,8 +27,9 @@ def short_id(run_id: str) -> str:
     return head if rest and len(run_id) > 12 else run_id
 
 
-def fit(headers: Sequence[str], rows: Sequence[Sequence[str]], shrink: Sequence[str],
-        width: int = WIDTH) -> list[list[str]]:
+def fit(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], shrink: Sequence[str], width: int = WIDTH
+) -> list[list[str]]:
     """``rows`` with the ``shrink`` columns cut so that the table is at most ``width`` wide.
 
     The other columns keep their natural width; the shrinkable ones share what is left, the
@@ -57,8 +58,9 @@ def _cut(text: str, limit: int | None) -> str:
     return text[: max(0, limit - 1)] + ELLIPSIS
 
 
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, shrink: Sequence[str] = (),
-               wide: bool = True) -> None:
+def echo_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, shrink: Sequence[str] = (), wide: bool = True
+) -> None:
     """Print a table; unless ``wide``, cut the ``shrink`` columns to fit ``WIDTH`` columns."""
     from tabulate import tabulate
 

@@ -50,9 +50,11 @@ def check(path: Path, as_json: bool, check_env: bool) -> None:
     click.echo(f"windows: {len(loaded.windows)}")
     if loaded.relative and loaded.windows and loaded.resolved_at is not None:
         written = ", ".join(f'{key.split(".")[1]} "{text}"' for key, text in loaded.relative.items())
-        click.echo(f"relative to now ({format_utc(loaded.resolved_at)}): {written}, resolved to "
-                   f"{format_utc(loaded.windows[0].start)} to {format_utc(loaded.windows[-1].end)}; "
-                   "request freezes them")
+        click.echo(
+            f"relative to now ({format_utc(loaded.resolved_at)}): {written}, resolved to "
+            f"{format_utc(loaded.windows[0].start)} to {format_utc(loaded.windows[-1].end)}; "
+            "request freezes them"
+        )
     names = list(loaded.plan.parameters)
     echo_table(["key", "start", "end", *names], (_row(window, names) for window in loaded.windows))
 
@@ -93,8 +95,11 @@ def check_json(loaded: LoadedPlan) -> dict[str, Any]:
         "plan": json.loads(canonical_json(loaded.plan)),
         "match_on": list(loaded.match_on),
         "window_count": len(loaded.windows),
-        **({"relative": dict(loaded.relative), "resolved_at": format_utc(loaded.resolved_at)}
-           if loaded.relative and loaded.resolved_at is not None else {}),
+        **(
+            {"relative": dict(loaded.relative), "resolved_at": format_utc(loaded.resolved_at)}
+            if loaded.relative and loaded.resolved_at is not None
+            else {}
+        ),
         "windows": [
             {
                 "key": window.key,

@@ -37,8 +37,9 @@ def echo_preview(result: Preview, *, wide: bool = False) -> None:
         # reason follows whole (wrapped), blocked ones first.
         notable = [item for item in result.decisions if item.decision.value != "skip-succeeded"]
         for item in sorted(notable, key=lambda item: not item.decision.blocked):
-            for line in textwrap.wrap(f"{item.decision.value} {item.key}: {item.reason}", WIDTH,
-                                      initial_indent="  ", subsequent_indent="    "):
+            for line in textwrap.wrap(
+                f"{item.decision.value} {item.key}: {item.reason}", WIDTH, initial_indent="  ", subsequent_indent="    "
+            ):
                 click.echo(line)
     click.echo(result.summary_line())
 
@@ -73,8 +74,7 @@ def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
             click.echo(describe_sync(synced, loaded.pipeline), err=True)
         history = load_history(db, loaded.ref, loaded.pipeline)
         if history.synced_at is None:
-            click.echo(f"note: the history of {loaded.pipeline} was never synced; run without --no-sync",
-                       err=True)
+            click.echo(f"note: the history of {loaded.pipeline} was never synced; run without --no-sync", err=True)
         result = compute_preview(loaded, history, checks)
     finally:
         db.dispose()

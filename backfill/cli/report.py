@@ -14,8 +14,13 @@ import click
 
 @click.command()
 @click.argument("backfill_id", metavar="ID")
-@click.option("--html", "html_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report as one self-contained HTML file (instead of printing it).")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report as one self-contained HTML file (instead of printing it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as stable JSON (docs/report-json.md).")
 def report(backfill_id: str, html_file: Path | None, as_json: bool) -> None:
     """Evidence for backfill ID: plan, approvals, gates, decisions, runs and a timeline.

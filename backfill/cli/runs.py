@@ -121,9 +121,7 @@ def list_runs(
             statuses=statuses,
             newest_first=True,
         )
-        if run.start is not None
-        and run.start >= start_from
-        and (start_until is None or run.start < start_until)
+        if run.start is not None and run.start >= start_from and (start_until is None or run.start < start_until)
     ]
     found.sort(key=lambda r: r.start or start_from, reverse=True)
     mask = _Masker(client)
@@ -134,11 +132,18 @@ def list_runs(
     echo_table(
         ["run ID", "pipeline", "status", "start", "duration", "parameters"],
         [
-            [r.run_id if wide else short_id(r.run_id), r.pipeline, r.status.value, format_utc(r.start),
-             format_duration(r.duration), _short_params(r)]
+            [
+                r.run_id if wide else short_id(r.run_id),
+                r.pipeline,
+                r.status.value,
+                format_utc(r.start),
+                format_duration(r.duration),
+                _short_params(r),
+            ]
             for r in found
         ],
-        shrink=["parameters"], wide=wide,
+        shrink=["parameters"],
+        wide=wide,
     )
     click.echo(f"{len(found)} runs")
 
@@ -179,8 +184,9 @@ def _usual_line(durations: list[timedelta], run: Run, now: datetime) -> str:
 @factory_options
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output.")
-def show_run(subscription: str | None, resource_group: str | None, factory: str | None, run_id: str,
-             as_json: bool) -> None:
+def show_run(
+    subscription: str | None, resource_group: str | None, factory: str | None, run_id: str, as_json: bool
+) -> None:
     """A run: parameters, timestamps, status, activity runs and the failing activity's error."""
     client = _client(subscription, resource_group, factory)
     run = _Masker(client)(client.get_run(run_id))
@@ -188,33 +194,47 @@ def show_run(subscription: str | None, resource_group: str | None, factory: str 
     durations = _usual_durations(client, run.pipeline)
     failing = next((a for a in activities if a.failed), None)
     if as_json:
-        echo_json({
-            "run": run.to_json(),
-            "activities": [_activity_json(a) for a in activities],
-            "failing_activity": _activity_json(failing) if failing else None,
-            "usual_duration_ms": _median_ms(durations),
-        })
+        echo_json(
+            {
+                "run": run.to_json(),
+                "activities": [_activity_json(a) for a in activities],
+                "failing_activity": _activity_json(failing) if failing else None,
+                "usual_duration_ms": _median_ms(durations),
+            }
+        )
         return
-    echo_table(["field", "value"], [
-        ["run ID", run.run_id],
-        ["pipeline", run.pipeline],
-        ["status", run.status.value],
-        ["run group", run.run_group_id or ""],
-        ["is latest", "yes" if run.is_latest else "no"],
-        ["start", format_utc(run.start)],
-        ["end", format_utc(run.end)],
-        ["last updated", format_utc(run.last_updated)],
-        ["duration", format_duration(run.duration)],
-        ["invoked by", run.invoked_by],
-        ["message", run.message],
-    ])
+    echo_table(
+        ["field", "value"],
+        [
+            ["run ID", run.run_id],
+            ["pipeline", run.pipeline],
+            ["status", run.status.value],
+            ["run group", run.run_group_id or ""],
+            ["is latest", "yes" if run.is_latest else "no"],
+            ["start", format_utc(run.start)],
+            ["end", format_utc(run.end)],
+            ["last updated", format_utc(run.last_updated)],
+            ["duration", format_duration(run.duration)],
+            ["invoked by", run.invoked_by],
+            ["message", run.message],
+        ],
+    )
     click.echo()
     echo_table(["parameter", "value"], [[k, str(v)] for k, v in run.parameters.items()])
     click.echo()
     echo_table(
         ["activity", "type", "status", "start", "duration", "error"],
-        [[a.name, a.type, a.status, format_utc(a.start), format_duration(a.duration),
-          f"{a.error_code} {a.message}".strip()] for a in activities],
+        [
+            [
+                a.name,
+                a.type,
+                a.status,
+                format_utc(a.start),
+                format_duration(a.duration),
+                f"{a.error_code} {a.message}".strip(),
+            ]
+            for a in activities
+        ],
     )
     if failing:
         click.echo(f"\nfailed in {failing.name}: {failing.error_code} ({failing.failure_type}) {failing.message}")
@@ -260,8 +280,15 @@ def _confirmed(run_id: str) -> bool:
 @click.option("--reason", required=True, help="Why; recorded in the ledger.")
 @click.option("--recursive", is_flag=True, help="Also cancel child pipelines.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def cancel_run(subscription: str | None, resource_group: str | None, factory: str | None, run_id: str,
-               reason: str, recursive: bool, yes: bool) -> None:
+def cancel_run(
+    subscription: str | None,
+    resource_group: str | None,
+    factory: str | None,
+    run_id: str,
+    reason: str,
+    recursive: bool,
+    yes: bool,
+) -> None:
     """Cancel a run, after showing how long runs of its pipeline usually take."""
     from backfill.identity import resolve_actor
     from backfill.store.database import Database
@@ -277,8 +304,14 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     from backfill.terminal import strip_controls
 
     # Recorded and printed later: no escape sequence reaches a reader's terminal (issue 9 #9).
-    payload = {"run_id": run_id, "pipeline": run.pipeline, "status": run.status.value, "reason": strip_controls(reason),
-               "factory": client.ref.key, "recursive": recursive}
+    payload = {
+        "run_id": run_id,
+        "pipeline": run.pipeline,
+        "status": run.status.value,
+        "reason": strip_controls(reason),
+        "factory": client.ref.key,
+        "recursive": recursive,
+    }
     actor = resolve_actor()
     # A run of a backfill's window: the events name the backfill and window, so its report and
     # status say who cancelled it and why, not just "Cancelled".
@@ -286,8 +319,13 @@ def cancel_run(subscription: str | None, resource_group: str | None, factory: st
     ledger.append("run.cancel-requested", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
     if backfill_id and window_key:
         # Before the cancel is sent: the backfill's runner then sees who asked and why first.
-        ledger.append(ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": reason, "by": "runs cancel"},
-                      actor=actor, backfill_id=backfill_id, window_key=window_key)
+        ledger.append(
+            ev.WINDOW_CANCELLED,
+            {"run_id": run_id, "reason": reason, "by": "runs cancel"},
+            actor=actor,
+            backfill_id=backfill_id,
+            window_key=window_key,
+        )
     client.cancel_run(run_id, recursive=recursive)
     ledger.append("run.cancelled", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
     if backfill_id and window_key:

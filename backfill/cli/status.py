@@ -54,8 +54,14 @@ def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
         if as_json:
             echo_json(detail_json(record, state, now))
         else:
-            _show(record, state, now, wide=wide, last_seen=_last_seen(db, record.id),
-                  alive=state.status is BackfillStatus.RUNNING and _runner_alive(db, record.id))
+            _show(
+                record,
+                state,
+                now,
+                wide=wide,
+                last_seen=_last_seen(db, record.id),
+                alive=state.status is BackfillStatus.RUNNING and _runner_alive(db, record.id),
+            )
 
 
 def _runner_alive(db: Database, backfill_id: str) -> bool:
@@ -85,17 +91,19 @@ def _list(db: Database, now: datetime, as_json: bool) -> None:
     for record in list_backfills(db):
         state = derive_state(record, ledger.events(backfill_id=record.id), now)
         progress = _progress(record, state, now)
-        rows.append({
-            "id": record.id,
-            "title": record.title,
-            "pipeline": record.pipeline,
-            "factory": record.factory_key,
-            "state": state.status.value,
-            "requested_by": {"name": record.requester, "source": record.requester_source},
-            "requested_at": format_utc(record.requested_at),
-            "windows_done": progress.done,
-            "windows_total": progress.total,
-        })
+        rows.append(
+            {
+                "id": record.id,
+                "title": record.title,
+                "pipeline": record.pipeline,
+                "factory": record.factory_key,
+                "state": state.status.value,
+                "requested_by": {"name": record.requester, "source": record.requester_source},
+                "requested_at": format_utc(record.requested_at),
+                "windows_done": progress.done,
+                "windows_total": progress.total,
+            }
+        )
     if as_json:
         echo_json({"schema": SCHEMA_VERSION, "backfills": rows})
         return
@@ -105,8 +113,14 @@ def _list(db: Database, now: datetime, as_json: bool) -> None:
     echo_table(
         ["id", "pipeline", "state", "requested by", "requested at", "windows"],
         [
-            [r["id"], r["pipeline"], r["state"], r["requested_by"]["name"], r["requested_at"],
-             f"{r['windows_done']}/{r['windows_total']}"]
+            [
+                r["id"],
+                r["pipeline"],
+                r["state"],
+                r["requested_by"]["name"],
+                r["requested_at"],
+                f"{r['windows_done']}/{r['windows_total']}",
+            ]
             for r in rows
         ],
     )
@@ -117,20 +131,22 @@ def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> 
     windows = []
     for key, w in state.windows.items():
         duration = window_duration(w, now)
-        windows.append({
-            "key": key,
-            "decision": w["decision"],
-            "state": w["state"],
-            "run_id": w["run_id"],
-            "status": w["status"],
-            "attempts": w["attempts"],
-            "accepted": w["accepted"],
-            "cancel_requested": w["cancel_requested"],
-            "started_at": format_utc(w["started_at"]) or None,
-            "finished_at": format_utc(w["finished_at"]) or None,
-            "duration_seconds": duration.total_seconds() if duration is not None else None,
-            "reason": w["reason"],
-        })
+        windows.append(
+            {
+                "key": key,
+                "decision": w["decision"],
+                "state": w["state"],
+                "run_id": w["run_id"],
+                "status": w["status"],
+                "attempts": w["attempts"],
+                "accepted": w["accepted"],
+                "cancel_requested": w["cancel_requested"],
+                "started_at": format_utc(w["started_at"]) or None,
+                "finished_at": format_utc(w["finished_at"]) or None,
+                "duration_seconds": duration.total_seconds() if duration is not None else None,
+                "reason": w["reason"],
+            }
+        )
     return {
         "schema": SCHEMA_VERSION,
         "id": record.id,
@@ -164,13 +180,19 @@ def detail_json(record: BackfillRecord, state: BackfillState, now: datetime) -> 
     }
 
 
-def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: bool = False,
-          last_seen: datetime | None = None, alive: bool = False) -> None:
+def _show(
+    record: BackfillRecord,
+    state: BackfillState,
+    now: datetime,
+    *,
+    wide: bool = False,
+    last_seen: datetime | None = None,
+    alive: bool = False,
+) -> None:
     policy = record.policy
     click.echo(f"{record.id}: {state.status.value}")
     click.echo(f"{record.title} ({record.ticket})" if record.ticket else record.title)
-    click.echo(f"pipeline {record.pipeline} in {record.factory_key}; plan {record.plan_path} "
-               f"({record.plan_hash[:12]})")
+    click.echo(f"pipeline {record.pipeline} in {record.factory_key}; plan {record.plan_path} ({record.plan_hash[:12]})")
     requested = f"requested by {record.requester} ({record.requester_source}) at {format_utc(record.requested_at)}"
     click.echo(requested + (f": {record.note}" if record.note else ""))
     given = ", ".join(f"{a.actor} ({a.source}) at {format_utc(a.at)}" for a in state.approval_events) or "none"
@@ -202,8 +224,16 @@ def _show(record: BackfillRecord, state: BackfillState, now: datetime, *, wide: 
     rows = []
     for key, w in state.windows.items():
         run_id = w["run_id"] or ""
-        rows.append([key, w["decision"], w["state"], run_id if wide else short_id(run_id), _status_cell(w),
-                     format_duration(window_duration(w, now))])
+        rows.append(
+            [
+                key,
+                w["decision"],
+                w["state"],
+                run_id if wide else short_id(run_id),
+                _status_cell(w),
+                format_duration(window_duration(w, now)),
+            ]
+        )
     echo_table(["window", "decision", "state", "run id", "status", "duration"], rows, wide=wide)
     for key, w in state.windows.items():
         if w["state"] == pg.NEEDS_OPERATOR:
@@ -226,10 +256,18 @@ def _status_cell(window: pg.WindowProgress) -> str:
 RUNNER_SILENCE = timedelta(minutes=1)
 
 
-def _progress_line(progress: Progress, state: BackfillState | None = None, now: datetime | None = None,
-                   last_seen: datetime | None = None, *, alive: bool = False) -> str:
-    line = (f"progress: {progress.done} done, {progress.running} running, {progress.left} left, "
-            f"{progress.failed} failed of {progress.total}")
+def _progress_line(
+    progress: Progress,
+    state: BackfillState | None = None,
+    now: datetime | None = None,
+    last_seen: datetime | None = None,
+    *,
+    alive: bool = False,
+) -> str:
+    line = (
+        f"progress: {progress.done} done, {progress.running} running, {progress.left} left, "
+        f"{progress.failed} failed of {progress.total}"
+    )
     if not (progress.running or progress.left):
         return line
     status = state.status if state is not None else BackfillStatus.RUNNING
@@ -242,11 +280,15 @@ def _progress_line(progress: Progress, state: BackfillState | None = None, now: 
     if now is not None and last_seen is not None and not alive:
         silent = now - last_seen
         if silent >= RUNNER_SILENCE:
-            return line + (f"; runner not seen since {format_utc(last_seen)} ({format_duration(silent)} ago): "
-                           "if it died, backfill run ID resumes (runbooks/after-a-crash.md)")
+            return line + (
+                f"; runner not seen since {format_utc(last_seen)} ({format_duration(silent)} ago): "
+                "if it died, backfill run ID resumes (runbooks/after-a-crash.md)"
+            )
     if progress.estimated_finish is not None and progress.average is not None:
-        line += (f"; estimated finish {format_utc(max(progress.estimated_finish, now or progress.estimated_finish))} "
-                 f"(average {format_duration(progress.average)} a window)")
+        line += (
+            f"; estimated finish {format_utc(max(progress.estimated_finish, now or progress.estimated_finish))} "
+            f"(average {format_duration(progress.average)} a window)"
+        )
     elif progress.failed:
         line += "; no estimated finish yet: no window has succeeded"
     else:

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 
 class Emulator:
-    def __init__(self, scenario: Scenario | None = None, *, port: int = 0,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario | None = None, *, port: int = 0, env: Mapping[str, str] | None = None
+    ) -> None:
         self.scenario = scenario if scenario is not None else Scenario.default()
         # Copies: a fault's counters belong to this emulator, not to a scenario reused elsewhere.
         self.faults = FaultSet([replace(f, seen=0, hits=0) for f in self.scenario.faults])
@@ -82,8 +83,9 @@ class Emulator:
             raise BackfillError(f"emulator: cannot listen on 127.0.0.1:{self._port}: {exc.strerror or exc}") from None
         server = self._server
         self._threads = [
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             name="emulator-http", daemon=True),
+            threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="emulator-http", daemon=True
+            ),
             threading.Thread(target=self._tick, name="emulator-clock", daemon=True),
         ]
         for thread in self._threads:
@@ -114,8 +116,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def _tick(self) -> None:

@@ -148,8 +148,17 @@ class FaultSet:
         """Add a fault at runtime; it applies to requests that arrive from now on. ``more``: the
         fields of the issue-7 kinds (body, effect_delay, status_text, of_status, records)."""
         fault = Fault(
-            kind=kind, operation=operation, count=count, skip=skip, when=when, status=status,
-            code=code, message=message, retry_after=retry_after, latency=latency, **more,
+            kind=kind,
+            operation=operation,
+            count=count,
+            skip=skip,
+            when=when,
+            status=status,
+            code=code,
+            message=message,
+            retry_after=retry_after,
+            latency=latency,
+            **more,
         )
         with self._lock:
             self._faults.append(fault)

@@ -37,8 +37,15 @@ _ARM = re.compile(
 )
 # The continuationToken a repeat-token fault hands back: the same one, page after page.
 LOOP_TOKEN = "emulator-repeating-token"
-_ERROR_CODES = {400: "BadRequest", 404: "NotFound", 409: "Conflict", 500: "InternalServerError",
-                502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+_ERROR_CODES = {
+    400: "BadRequest",
+    404: "NotFound",
+    409: "Conflict",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,10 @@ def route(method: str, rest: str) -> tuple[str, list[str]] | None:
         ("POST", ["pipelineruns", None, "queryactivityruns"], "queryActivityRuns"),
     ]
     for verb, shape, name in table:
-        if verb == method and len(shape) == len(parts) and all(
-            s is None or s == p for s, p in zip(shape, lowered, strict=True)
+        if (
+            verb == method
+            and len(shape) == len(parts)
+            and all(s is None or s == p for s, p in zip(shape, lowered, strict=True))
         ):
             return name, [parts[i] for i, s in enumerate(shape) if s is None]
     return None
@@ -116,8 +125,7 @@ class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, port: int, state: FactoryState, faults: FaultSet, token: str,
-                 context: ssl.SSLContext) -> None:
+    def __init__(self, port: int, state: FactoryState, faults: FaultSet, token: str, context: ssl.SSLContext) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.state = state
         self.queries = RunQueries(state)
@@ -245,12 +253,21 @@ class Handler(BaseHTTPRequestHandler):
         is_write = operation in ("createRun", "cancelPipelineRun")
         effect = answer.effect if answer is not None else (False if is_write else None)
         # Logged before the answer goes out, so a client that has its answer finds it in the log.
-        self.server.log.append(LoggedRequest(
-            at=at, method=method, operation=operation, path=url.path, query=query, body=body,
-            status=None if dropped else (answer.status if answer else None),
-            fault=fault.kind if fault else None, effect=effect,
-            run_id=answer.run_id if answer else None, elapsed_ms=(time.monotonic() - began) * 1000,
-        ))
+        self.server.log.append(
+            LoggedRequest(
+                at=at,
+                method=method,
+                operation=operation,
+                path=url.path,
+                query=query,
+                body=body,
+                status=None if dropped else (answer.status if answer else None),
+                fault=fault.kind if fault else None,
+                effect=effect,
+                run_id=answer.run_id if answer else None,
+                elapsed_ms=(time.monotonic() - began) * 1000,
+            )
+        )
         if dropped:
             # Close without an answer, as a connection lost mid-call would.
             self.close_connection = True
@@ -268,22 +285,34 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 401,
                 "AuthenticationFailed" if missing else "InvalidAuthenticationToken",
-                "Authentication failed. The 'Authorization' header is missing." if missing
+                "Authentication failed. The 'Authorization' header is missing."
+                if missing
                 else "The access token is invalid.",
-                headers={"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common", '
-                         'error="invalid_token", error_description="The access token is invalid."'},
+                headers={
+                    "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common", '
+                    'error="invalid_token", error_description="The access token is invalid."'
+                },
             )
         if match is None or operation == "unknown":
-            raise ApiError(404, "InvalidResourceType",
-                           f"The resource type could not be found for path {self.path.split('?')[0]!r} "
-                           f"in the namespace 'Microsoft.DataFactory' for api version '{API_VERSION}'.")
+            raise ApiError(
+                404,
+                "InvalidResourceType",
+                f"The resource type could not be found for path {self.path.split('?')[0]!r} "
+                f"in the namespace 'Microsoft.DataFactory' for api version '{API_VERSION}'.",
+            )
         version = query.get("api-version")
         if version is None:
-            raise ApiError(400, "MissingApiVersionParameter",
-                           "The api-version query parameter (?api-version=) is required for all requests.")
+            raise ApiError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
         if version != API_VERSION:
-            raise ApiError(400, "InvalidApiVersionParameter",
-                           f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.")
+            raise ApiError(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.",
+            )
         scenario = self.server.state.scenario
         subscription, group, factory = match.group(1), match.group(2), match.group(3)
         if subscription.lower() != scenario.subscription_id.lower():
@@ -291,10 +320,13 @@ class Handler(BaseHTTPRequestHandler):
         if group.lower() != scenario.resource_group.lower():
             raise ApiError(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.")
         if factory.lower() != scenario.factory.lower():
-            raise ApiError(404, "ResourceNotFound",
-                           f"The Resource 'Microsoft.DataFactory/factories/{factory}' under resource group "
-                           f"'{group}' was not found. For more details please go to "
-                           "https://aka.ms/ARMResourceNotFoundFix")
+            raise ApiError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.DataFactory/factories/{factory}' under resource group "
+                f"'{group}' was not found. For more details please go to "
+                "https://aka.ms/ARMResourceNotFoundFix",
+            )
 
     def _before(self, fault: Fault, operation: str) -> Answer | None:
         # A fault's answer instead of the operation's; None lets the operation run.
@@ -308,9 +340,12 @@ class Handler(BaseHTTPRequestHandler):
                 f"Number of '{kind}' requests for subscription '{self.server.state.scenario.subscription_id}' "
                 f"exceeded. Please try again after '{seconds}' seconds after additional tickets are available."
             )
-            return Answer(429, error_body(fault.code or "SubscriptionRequestsThrottled", message),
-                           {"Retry-After": seconds, f"x-ms-ratelimit-remaining-subscription-{kind}s": "0"},
-                           effect=False if kind == "write" else None)
+            return Answer(
+                429,
+                error_body(fault.code or "SubscriptionRequestsThrottled", message),
+                {"Retry-After": seconds, f"x-ms-ratelimit-remaining-subscription-{kind}s": "0"},
+                effect=False if kind == "write" else None,
+            )
         if fault.kind == "malformed":
             return _malformed(fault, effect=False if kind_of(operation) == "write" else None)
         return _fault_error(fault, operation)
@@ -328,8 +363,7 @@ class Handler(BaseHTTPRequestHandler):
         failed.effect, failed.run_id = answer.effect, answer.run_id
         return failed
 
-    def _execute(self, operation: str, args: list[str], body: Any, query: dict[str, str],
-                 delay: float = 0.0) -> Answer:
+    def _execute(self, operation: str, args: list[str], body: Any, query: dict[str, str], delay: float = 0.0) -> Answer:
         state = self.server.state
         now = utcnow()
         if operation == "createRun":
@@ -396,17 +430,25 @@ def _rewrite(fault: Fault, answer: Answer) -> Answer:
     if answer.status != 200 or not isinstance(body, dict):
         return answer
     if fault.kind == "repeat-token":
-        return Answer(answer.status, {**body, "continuationToken": LOOP_TOKEN}, answer.headers, answer.effect,
-                      answer.run_id)
+        return Answer(
+            answer.status, {**body, "continuationToken": LOOP_TOKEN}, answer.headers, answer.effect, answer.run_id
+        )
     if fault.kind == "records":
         if not isinstance(body.get("value"), list):
             return answer
-        return Answer(answer.status, {**body, "value": [*body["value"], *fault.records]}, answer.headers,
-                      answer.effect, answer.run_id)
+        return Answer(
+            answer.status,
+            {**body, "value": [*body["value"], *fault.records]},
+            answer.headers,
+            answer.effect,
+            answer.run_id,
+        )
+
     def restate(run: Any) -> Any:
         if isinstance(run, dict) and "runId" in run and (not fault.of_status or run.get("status") == fault.of_status):
             return {**run, "status": fault.status_text}
         return run
+
     if isinstance(body.get("value"), list):
         body = {**body, "value": [restate(run) for run in body["value"]]}
     else:
@@ -422,9 +464,12 @@ def _pipeline_json(state: FactoryState, name: str) -> dict[str, Any]:
         if parameter in pipeline.defaults:
             parameters[parameter]["defaultValue"] = pipeline.defaults[parameter]
     return pipeline_resource(
-        factory_id=state.factory_id, name=pipeline.name,
-        activities=[(a.name, a.type) for a in pipeline.activities], parameters=parameters,
-        description=pipeline.description, annotations=list(pipeline.annotations),
-        concurrency=pipeline.concurrency, etag=str(uuid.uuid5(uuid.NAMESPACE_URL, state.factory_id + name)),
+        factory_id=state.factory_id,
+        name=pipeline.name,
+        activities=[(a.name, a.type) for a in pipeline.activities],
+        parameters=parameters,
+        description=pipeline.description,
+        annotations=list(pipeline.annotations),
+        concurrency=pipeline.concurrency,
+        etag=str(uuid.uuid5(uuid.NAMESPACE_URL, state.factory_id + name)),
     )
-

@@ -46,8 +46,10 @@ class _Reader:
             raise self.fail(key, "expected a table")
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
-                            f"unknown key (expected one of {', '.join(sorted(allowed))})")
+            raise self.fail(
+                f"{key}.{unknown[0]}" if key else unknown[0],
+                f"unknown key (expected one of {', '.join(sorted(allowed))})",
+            )
         return value
 
     def tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -118,8 +120,14 @@ class _Reader:
         return value
 
 
-_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-                                dict: "a table", list: "an array"}
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a table",
+    list: "an array",
+}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -179,8 +187,11 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _pipeline(reader: _Reader, raw: dict[str, Any], where: str) -> Pipeline:
-    reader.keys(raw, where.rstrip("."), {"name", "activities", "parameters", "duration", "rows", "sink",
-                                         "concurrency", "description", "annotations"})
+    reader.keys(
+        raw,
+        where.rstrip("."),
+        {"name", "activities", "parameters", "duration", "rows", "sink", "concurrency", "description", "annotations"},
+    )
     pipeline = Pipeline(name=reader.required(raw, "name", where))
     activities = raw.get("activities")
     if activities is not None:
@@ -193,8 +204,9 @@ def _pipeline(reader: _Reader, raw: dict[str, Any], where: str) -> Pipeline:
                 continue
             key = f"{where}activities[{position}]"
             item = reader.keys(item, key, {"name", "type"})
-            parsed.append(Activity(reader.required(item, "name", f"{key}."), reader.get(item, "type", f"{key}.",
-                                                                                     str, "Copy")))
+            parsed.append(
+                Activity(reader.required(item, "name", f"{key}."), reader.get(item, "type", f"{key}.", str, "Copy"))
+            )
         pipeline.activities = tuple(parsed)
     parameters = reader.get(raw, "parameters", where, dict, {})
     types: dict[str, str] = {}
@@ -221,8 +233,21 @@ def _pipeline(reader: _Reader, raw: dict[str, Any], where: str) -> Pipeline:
 
 
 def _sink(reader: _Reader, raw: Any, where: str) -> Sink:
-    reader.keys(raw, where.rstrip("."), {"url", "table", "timestamp_column", "window_start", "window_end",
-                                         "columns", "run_id_column", "reset", "write"})
+    reader.keys(
+        raw,
+        where.rstrip("."),
+        {
+            "url",
+            "table",
+            "timestamp_column",
+            "window_start",
+            "window_end",
+            "columns",
+            "run_id_column",
+            "reset",
+            "write",
+        },
+    )
     columns = reader.get(raw, "columns", where, dict, {})
     for name, value in columns.items():
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -260,9 +285,27 @@ def _failure(reader: _Reader, raw: dict[str, Any], where: str) -> dict[str, Any]
 
 
 def _history(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) -> HistoryRun:
-    reader.keys(raw, where.rstrip("."), {"pipeline", "start", "parameters", "status", "duration", "activity",
-                                         "error_code", "message", "failure_type", "rows", "rows_before_failure",
-                                         "run_id", "run_group_id", "invoked_by", "invoked_by_type"})
+    reader.keys(
+        raw,
+        where.rstrip("."),
+        {
+            "pipeline",
+            "start",
+            "parameters",
+            "status",
+            "duration",
+            "activity",
+            "error_code",
+            "message",
+            "failure_type",
+            "rows",
+            "rows_before_failure",
+            "run_id",
+            "run_group_id",
+            "invoked_by",
+            "invoked_by_type",
+        },
+    )
     return HistoryRun(
         pipeline=_pipeline_name(reader, raw, where, only),
         start=reader.when(raw, "start", where),
@@ -280,9 +323,26 @@ def _history(reader: _Reader, raw: dict[str, Any], where: str, only: str | None)
 
 
 def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) -> HistorySeries:
-    reader.keys(raw, where.rstrip("."), {"pipeline", "start", "end", "every", "parameters", "status", "duration",
-                                         "delay", "rows", "rows_before_failure", "activity", "error_code",
-                                         "message", "failure_type"})
+    reader.keys(
+        raw,
+        where.rstrip("."),
+        {
+            "pipeline",
+            "start",
+            "end",
+            "every",
+            "parameters",
+            "status",
+            "duration",
+            "delay",
+            "rows",
+            "rows_before_failure",
+            "activity",
+            "error_code",
+            "message",
+            "failure_type",
+        },
+    )
     every = reader.duration(raw, "every", where)
     if every is None:
         raise reader.fail(f"{where}every", "is required (a duration like 15m)")
@@ -303,8 +363,23 @@ def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) 
 
 
 def _outcome(reader: _Reader, raw: dict[str, Any], where: str) -> Outcome:
-    reader.keys(raw, where.rstrip("."), {"result", "pipeline", "match", "activity", "error_code", "message",
-                                         "failure_type", "duration", "rows", "rows_before_failure", "times"})
+    reader.keys(
+        raw,
+        where.rstrip("."),
+        {
+            "result",
+            "pipeline",
+            "match",
+            "activity",
+            "error_code",
+            "message",
+            "failure_type",
+            "duration",
+            "rows",
+            "rows_before_failure",
+            "times",
+        },
+    )
     match = reader.get(raw, "match", where, dict, {})
     for name, value in match.items():
         listed = isinstance(value, list) and all(isinstance(v, str) for v in value)
@@ -330,4 +405,3 @@ def _pipeline_name(reader: _Reader, raw: dict[str, Any], where: str, only: str |
     if "pipeline" not in raw and only is not None:
         return only
     return reader.required(raw, "pipeline", where)
-

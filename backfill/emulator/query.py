@@ -59,8 +59,9 @@ def _predicate(raw: Any) -> Predicate | None:
     operand, operator, values = raw.get("operand"), raw.get("operator"), raw.get("values")
     operand = next((o for o in OPERANDS if isinstance(operand, str) and o.lower() == operand.lower()), None)
     if operand is None:
-        raise _bad(f"Filter operand {raw.get('operand')!r} is not supported for pipeline runs "
-                   f"(use {', '.join(OPERANDS)}).")
+        raise _bad(
+            f"Filter operand {raw.get('operand')!r} is not supported for pipeline runs (use {', '.join(OPERANDS)})."
+        )
     operator = next((o for o in OPERATORS if isinstance(operator, str) and o.lower() == operator.lower()), None)
     if operator is None:
         raise _bad(f"Filter operator {raw.get('operator')!r} is not supported (use {', '.join(OPERATORS)}).")
@@ -184,8 +185,15 @@ class RunQueries:
                 answer["continuationToken"] = _encode_token(digest, offset + size, page[-1].run_id)
             return answer
 
-    def _selection(self, digest: str, after: datetime, before: datetime, predicates: list[Predicate],
-                   orders: list[tuple[str, bool]], now: datetime) -> tuple[list[RunRecord], list[str]]:
+    def _selection(
+        self,
+        digest: str,
+        after: datetime,
+        before: datetime,
+        predicates: list[Predicate],
+        orders: list[tuple[str, bool]],
+        now: datetime,
+    ) -> tuple[list[RunRecord], list[str]]:
         state = self.state
         cached = self._cache.get(digest)
         if cached is not None and cached[0] == state.version and time.monotonic() - cached[1] < _CACHE_SECONDS:
@@ -259,10 +267,17 @@ def _activities(state: FactoryState, rec: RunRecord, now: datetime) -> list[tupl
         if activity.type == "Copy" and end is not None:
             output = {"rowsRead": rec.rows_written, "rowsCopied": rec.rows_written}
         body = activity_run(
-            factory_id=state.factory_id, pipeline=rec.pipeline.name, run_id=rec.run_id,
+            factory_id=state.factory_id,
+            pipeline=rec.pipeline.name,
+            run_id=rec.run_id,
             activity_run_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.run_id}/{index}")),
-            name=activity.name, activity_type=activity.type, status=state_name, start=start, end=end,
-            error=error, output=output,
+            name=activity.name,
+            activity_type=activity.type,
+            status=state_name,
+            start=start,
+            end=end,
+            error=error,
+            output=output,
         )
         entries.append((end or start, body))
     return entries

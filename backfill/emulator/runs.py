@@ -44,8 +44,17 @@ class RunRecord:
         "run_id", "script", "span_end", "start", "status",
     )  # fmt: skip
 
-    def __init__(self, run_id: str, pipeline: Pipeline, parameters: dict[str, str], start: datetime,
-                 duration: timedelta, queue: timedelta, script: Script, first: int = 0) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        parameters: dict[str, str],
+        start: datetime,
+        duration: timedelta,
+        queue: timedelta,
+        script: Script,
+        first: int = 0,
+    ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
         self.parameters = parameters

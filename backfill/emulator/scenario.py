@@ -80,8 +80,7 @@ def _floored(when: When) -> bool:
 
 def _z(value: datetime) -> str:
     # format_utc's form (2026-11-03T02:00:00Z) without strftime's cost, for large series.
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-            f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z")
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
 
 
 @dataclass(frozen=True)

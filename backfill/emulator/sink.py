@@ -82,8 +82,9 @@ class SinkWriter:
             self._engine.dispose()
             self._engine = None
 
-    def rows_for(self, run_id: str, parameters: Mapping[str, str], first: int, count: int,
-                 total: int) -> list[dict[str, Any]]:
+    def rows_for(
+        self, run_id: str, parameters: Mapping[str, str], first: int, count: int, total: int
+    ) -> list[dict[str, Any]]:
         """Rows ``first`` .. ``first+count-1`` of a run that writes ``total`` rows over its window."""
         try:
             start = parse_utc(parameters[self.sink.window_start], self.sink.window_start)

@@ -31,8 +31,13 @@ from backfill.emulator.wire import (
 from backfill.errors import ScenarioError
 
 FINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
-_HISTORY_RESULT = {"Succeeded": "succeed", "Failed": "fail", "Cancelled": "cancel", "InProgress": "hang",
-                   "Queued": "queued"}
+_HISTORY_RESULT = {
+    "Succeeded": "succeed",
+    "Failed": "fail",
+    "Cancelled": "cancel",
+    "InProgress": "hang",
+    "Queued": "queued",
+}
 
 
 class FactoryState:
@@ -106,8 +111,15 @@ class FactoryState:
             if declared.activity is not None and result in ("fail", "hang"):
                 stop = pipeline.activity_index(declared.activity)
             rows = pipeline.rows if declared.rows is None else declared.rows
-            key = (result, stop, declared.error_code, declared.message, declared.failure_type, rows,
-                   declared.rows_before_failure)
+            key = (
+                result,
+                stop,
+                declared.error_code,
+                declared.message,
+                declared.failure_type,
+                rows,
+                declared.rows_before_failure,
+            )
             script = scripts.get(key)
             if script is None:
                 script = scripts[key] = Script(*key)
@@ -115,8 +127,15 @@ class FactoryState:
             if run_id in self.runs:
                 raise ScenarioError(f"{scenario.source}: history[{index}]: run_id {run_id} is used twice")
             duration = scenario.scaled(declared.duration or pipeline.duration)
-            rec = RunRecord(run_id, pipeline, _wire(declared.parameters), resolve(declared.start, self.started),
-                            duration, queue, script)
+            rec = RunRecord(
+                run_id,
+                pipeline,
+                _wire(declared.parameters),
+                resolve(declared.start, self.started),
+                duration,
+                queue,
+                script,
+            )
             rec.invoked_by, rec.invoked_by_type = declared.invoked_by, declared.invoked_by_type
             if declared.run_group_id:
                 rec.group = declared.run_group_id
@@ -232,8 +251,9 @@ class FactoryState:
             raise ApiError(404, "EntityNotFound", f"Entity {name} not found", target=f"pipeline/{name}/")
         return found
 
-    def create_run(self, pipeline_name: str, body: Any, options: Mapping[str, str], now: datetime,
-                   *, delay: float = 0.0) -> str:
+    def create_run(
+        self, pipeline_name: str, body: Any, options: Mapping[str, str], now: datetime, *, delay: float = 0.0
+    ) -> str:
         """``pipelines/{name}/createRun``; returns the new run's ID. With ``delay`` (real seconds)
         the run starts, and becomes visible, only that long after ``now``."""
         with self.lock:
@@ -247,9 +267,12 @@ class FactoryState:
             if reference_id is not None:
                 reference = self.live_run(reference_id, now)
                 if reference is None or reference.pipeline is not pipeline:
-                    raise ApiError(400, "ReferencedPipelineRunNotValid",
-                                   f"Referenced pipeline run id {reference_id} is not a valid run id.",
-                                   target=f"pipeline/{pipeline_name}/")
+                    raise ApiError(
+                        400,
+                        "ReferencedPipelineRunNotValid",
+                        f"Referenced pipeline run id {reference_id} is not a valid run id.",
+                        target=f"pipeline/{pipeline_name}/",
+                    )
                 # With a reference, ADF reruns with the referenced run's parameters.
                 parameters = dict(reference.parameters)
             else:
@@ -258,8 +281,16 @@ class FactoryState:
             first = self._first_activity(pipeline, reference, recovery, options)
             script, duration = self._choose(pipeline, parameters, first)
             start = now + timedelta(seconds=delay)
-            rec = RunRecord(new_run_id(), pipeline, parameters, start, duration,
-                            self.scenario.scaled(self.scenario.queue_time), script, first)
+            rec = RunRecord(
+                new_run_id(),
+                pipeline,
+                parameters,
+                start,
+                duration,
+                self.scenario.scaled(self.scenario.queue_time),
+                script,
+                first,
+            )
             if reference is not None and recovery:
                 rec.group = reference.group
                 # Groups are tracked once they have two members; a lone run is its own group.
@@ -275,8 +306,9 @@ class FactoryState:
             self.version += 1
             return rec.run_id
 
-    def _first_activity(self, pipeline: Pipeline, reference: RunRecord | None, recovery: bool,
-                        options: Mapping[str, str]) -> int:
+    def _first_activity(
+        self, pipeline: Pipeline, reference: RunRecord | None, recovery: bool, options: Mapping[str, str]
+    ) -> int:
         if reference is None or not recovery:
             return 0
         name = options.get("startActivityName")
@@ -284,8 +316,12 @@ class FactoryState:
             try:
                 return pipeline.activity_index(name)
             except KeyError:
-                raise ApiError(400, "BadRequest", f"Activity {name} was not found in pipeline {pipeline.name}.",
-                               target=f"pipeline/{pipeline.name}/") from None
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"Activity {name} was not found in pipeline {pipeline.name}.",
+                    target=f"pipeline/{pipeline.name}/",
+                ) from None
         if _flag(options, "startFromFailure") and reference.status == "Failed":
             return max(reference.script.stop, reference.first)
         return 0
@@ -302,8 +338,9 @@ class FactoryState:
             if rule.result != "succeed" and rule.activity is not None:
                 stop = max(pipeline.activity_index(rule.activity), first)
             rows = pipeline.rows if rule.rows is None else rule.rows
-            script = Script(rule.result, stop, rule.error_code, rule.message, rule.failure_type, rows,
-                            rule.rows_before_failure)
+            script = Script(
+                rule.result, stop, rule.error_code, rule.message, rule.failure_type, rows, rule.rows_before_failure
+            )
             return script, self.scenario.scaled(rule.duration or pipeline.duration)
         return Script("succeed", last, rows=pipeline.rows), self.scenario.scaled(pipeline.duration)
 
@@ -317,9 +354,12 @@ class FactoryState:
             self.advance(now)
             rec = self._require(run_id, now)
             if rec.status in FINAL:
-                raise ApiError(400, "PipelineRunNotRunning",
-                               f"Pipeline run {run_id} is not running; its status is {rec.status}.",
-                               target=run_id)
+                raise ApiError(
+                    400,
+                    "PipelineRunNotRunning",
+                    f"Pipeline run {run_id} is not running; its status is {rec.status}.",
+                    target=run_id,
+                )
             if rec.status == "Canceling":
                 return
             rec.status, rec.cancel_at = "Canceling", now
@@ -329,9 +369,12 @@ class FactoryState:
     def _require(self, run_id: str, now: datetime) -> RunRecord:
         rec = self.live_run(run_id, now)
         if rec is None:
-            raise ApiError(404, "PipelineRunNotFound",
-                           f"Pipeline run {run_id} was not found in factory {self.scenario.factory}.",
-                           target=run_id)
+            raise ApiError(
+                404,
+                "PipelineRunNotFound",
+                f"Pipeline run {run_id} was not found in factory {self.scenario.factory}.",
+                target=run_id,
+            )
         return rec
 
     def run_json(self, rec: RunRecord) -> dict[str, Any]:
@@ -356,8 +399,11 @@ class FactoryState:
 
 
 def _wire(values: Mapping[str, Any]) -> dict[str, str]:
-    return {str(name): value if type(value) is str else adf_string(value)
-            for name, value in values.items() if value is not None}
+    return {
+        str(name): value if type(value) is str else adf_string(value)
+        for name, value in values.items()
+        if value is not None
+    }
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool:

@@ -51,8 +51,11 @@ class TokenIssuer:
     def answer(self, path: str) -> dict[str, Any] | None:
         """The JSON document served at ``path``, or None when it is not one of the issuer's."""
         if path == self.configuration_path:
-            return {"issuer": self.issuer, "jwks_uri": self.base + self.jwks_path,
-                    "id_token_signing_alg_values_supported": ["RS256"]}
+            return {
+                "issuer": self.issuer,
+                "jwks_uri": self.base + self.jwks_path,
+                "id_token_signing_alg_values_supported": ["RS256"],
+            }
         if path == self.jwks_path:
             return {"keys": [self.jwk()]}
         return None
@@ -77,8 +80,17 @@ class TokenIssuer:
         import jwt
 
         now = int(time.time())
-        body = {"aud": audience, "iss": issuer or self.issuer, "iat": now, "nbf": now, "exp": int(now + expires_in),
-                "tid": self.tenant_id, "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, upn)), "upn": upn, **claims}
+        body = {
+            "aud": audience,
+            "iss": issuer or self.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": int(now + expires_in),
+            "tid": self.tenant_id,
+            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, upn)),
+            "upn": upn,
+            **claims,
+        }
         return jwt.encode(body, signed_by or self._key, algorithm="RS256", headers={"kid": self.kid})
 
     def accepts(self, token: str) -> bool:

@@ -15,8 +15,9 @@ from typing import Any
 class ApiError(Exception):
     """An answer with ADF's error shape: ``{"error": {"code", "message", "target", "details"}}``."""
 
-    def __init__(self, status: int, code: str, message: str, target: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, target: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -118,12 +119,8 @@ def pipeline_resource(
     """A pipeline as ``pipelines/{name}`` GET returns it; activities run one after another."""
     steps: list[dict[str, Any]] = []
     for index, (activity, kind) in enumerate(activities):
-        depends = [] if index == 0 else [
-            {"activity": activities[index - 1][0], "dependencyConditions": ["Succeeded"]}
-        ]
-        steps.append(
-            {"name": activity, "type": kind, "dependsOn": depends, "userProperties": [], "typeProperties": {}}
-        )
+        depends = [] if index == 0 else [{"activity": activities[index - 1][0], "dependencyConditions": ["Succeeded"]}]
+        steps.append({"name": activity, "type": kind, "dependsOn": depends, "userProperties": [], "typeProperties": {}})
     properties: dict[str, Any] = {"activities": steps, "parameters": parameters, "variables": {}}
     if annotations:
         properties["annotations"] = annotations

@@ -75,12 +75,15 @@ def _as_factory_error(exc: BaseException, *, write: bool) -> FactoryError:
         # may have taken effect; a 4xx is a refusal, and the runner still looks at history
         # before it records one (spec §14).
         unknown = write and (status is None or not 400 <= status < 500)
-        return FactoryError(message, code=code, status=status, effect_unknown=unknown,
-                            retry_after=_retry_after(exc.response) if status == 429 else None)
-    if isinstance(exc, ServiceResponseError):
         return FactoryError(
-            f"no answer ({_first_line(exc)})", effect_unknown=write
+            message,
+            code=code,
+            status=status,
+            effect_unknown=unknown,
+            retry_after=_retry_after(exc.response) if status == 429 else None,
         )
+    if isinstance(exc, ServiceResponseError):
+        return FactoryError(f"no answer ({_first_line(exc)})", effect_unknown=write)
     if isinstance(exc, ServiceRequestError):
         return FactoryError(f"cannot reach the factory endpoint ({_first_line(exc)})")
     # Anything else during a write (a body cut short while read, say) may follow the effect.
@@ -329,8 +332,10 @@ def _next_page(seen: set[str], token: Any) -> int:
     text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
     if text in seen:
         pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
-        raise FactoryError(f"the factory repeated a continuationToken after {pages}; "
-                           "the history query was stopped (it would loop for ever)")
+        raise FactoryError(
+            f"the factory repeated a continuationToken after {pages}; "
+            "the history query was stopped (it would loop for ever)"
+        )
     if len(seen) >= MAX_PAGES:
         raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
     seen.add(text)
@@ -344,12 +349,14 @@ def _run_id_from(data: bytes) -> str:
         parsed = json.loads(data)
     except ValueError:
         start = data[:40].decode("utf-8", "replace").replace("\n", " ")
-        raise FactoryError(f"createRun answered 200 with a body that is not JSON ({start!r})",
-                           status=200, effect_unknown=True) from None
+        raise FactoryError(
+            f"createRun answered 200 with a body that is not JSON ({start!r})", status=200, effect_unknown=True
+        ) from None
     run_id = parsed.get("runId") if isinstance(parsed, dict) else None
     if not isinstance(run_id, str) or not run_id.strip():
-        raise FactoryError(f"createRun answered 200 without a usable runId (runId {run_id!r})",
-                           status=200, effect_unknown=True)
+        raise FactoryError(
+            f"createRun answered 200 without a usable runId (runId {run_id!r})", status=200, effect_unknown=True
+        )
     return run_id
 
 

@@ -69,9 +69,7 @@ def _token(value: str | None) -> str | None:
     return token
 
 
-def factory_ref_from_options(
-    subscription: str | None, resource_group: str | None, factory: str | None
-) -> FactoryRef:
+def factory_ref_from_options(subscription: str | None, resource_group: str | None, factory: str | None) -> FactoryRef:
     """The factory for commands that take no plan: options, else AZURE_SUBSCRIPTION_ID,
     BACKFILL_RESOURCE_GROUP, BACKFILL_FACTORY."""
     values = {

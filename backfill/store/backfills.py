@@ -50,6 +50,7 @@ class BackfillRow(SQLModel, table=True):
 
 TABLE: Table = BackfillRow.__table__  # type: ignore[attr-defined]
 
+
 def new_backfill_id(at: datetime) -> str:
     """Short and readable: ``bf-20261125-3f9a2c`` (request date, 24 random bits)."""
     return f"bf-{at.astimezone(UTC):%Y%m%d}-{secrets.token_hex(3)}"
@@ -98,9 +99,7 @@ def _to_record(row: Mapping[Any, Any], with_preview: bool = True) -> BackfillRec
     )
 
 
-def create_backfill(
-    db: Database, draft: BackfillRecord, payload: Mapping[str, Any], actor: Actor
-) -> BackfillRecord:
+def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, Any], actor: Actor) -> BackfillRecord:
     """Insert the request under a fresh ID with its ``backfill.requested`` event, atomically.
     ``draft.id`` is ignored."""
     ledger = Ledger(db)
@@ -123,7 +122,7 @@ def create_backfill(
             if "team ledger:" not in str(exc.orig) and "permission denied" not in str(exc.orig):
                 raise
             line = str(exc.orig).strip().splitlines()[0]
-            reason = line[line.find("team ledger:"):] if "team ledger:" in line else f"ledger: {line}"
+            reason = line[line.find("team ledger:") :] if "team ledger:" in line else f"ledger: {line}"
             raise LedgerError(reason) from None
         return record
     raise LedgerError("ledger: could not allocate a backfill ID; retry")

@@ -136,16 +136,16 @@ class Claims:
     def seed(self, backfill_id: str, keys: Sequence[str]) -> None:
         """Make sure every window in ``keys`` has its attempt-0 row (idempotent, race-safe)."""
         for start in range(0, len(keys), SEED_CHUNK):
-            chunk = list(dict.fromkeys(keys[start:start + SEED_CHUNK]))
+            chunk = list(dict.fromkeys(keys[start : start + SEED_CHUNK]))
             for _ in range(3):
                 try:
                     with self.db.session() as session:
                         # Only the keys asked for: identity claims share one backfill_id.
                         present = set(
                             session.exec(
-                                select(WindowClaim.window_key).where(
-                                    WindowClaim.backfill_id == backfill_id, col(WindowClaim.window_key).in_(chunk)
-                                ).distinct()
+                                select(WindowClaim.window_key)
+                                .where(WindowClaim.backfill_id == backfill_id, col(WindowClaim.window_key).in_(chunk))
+                                .distinct()
                             )
                         )
                         for key in chunk:

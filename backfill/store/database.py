@@ -41,8 +41,15 @@ SUPPORTED = "SQLite or PostgreSQL"
 # Tables whose loss is tampering: the chain itself and the frozen requests.
 PROTECTED_TABLES = ("ledger_events", "backfills")
 SCHEMA_TABLES = ("alembic_version", "schema_version", "ledger_meta")
-BASELINE_TABLES = ("backfills", "history_key_sets", "history_keys", "history_runs", "history_sync", "ledger_events",
-                   "window_claims")
+BASELINE_TABLES = (
+    "backfills",
+    "history_key_sets",
+    "history_keys",
+    "history_runs",
+    "history_sync",
+    "ledger_events",
+    "window_claims",
+)
 # "backfilm" in ASCII: the advisory lock that serialises migrators on PostgreSQL.
 _PG_MIGRATE_LOCK = 0x6261636B66696C6D
 
@@ -304,11 +311,15 @@ class Database:
                     "restore it from a backup or point BACKFILL_LEDGER elsewhere"
                 )
             if "readonly" in detail or "read-only" in detail or "unable to open" in detail:
-                return ConfigError(f"ledger {self.display_url}: cannot open or write the file ({detail}); check "
-                                   "its permissions and folder")
+                return ConfigError(
+                    f"ledger {self.display_url}: cannot open or write the file ({detail}); check "
+                    "its permissions and folder"
+                )
         if writing:
-            return ConfigError(f"ledger {self.display_url}: cannot create or migrate the schema ({detail}); "
-                               "an administrator runs backfill ledger init")
+            return ConfigError(
+                f"ledger {self.display_url}: cannot create or migrate the schema ({detail}); "
+                "an administrator runs backfill ledger init"
+            )
         return ConfigError(
             f"ledger {self.display_url} unreachable ({detail}); check that the server runs and the URL, "
             "user and password"

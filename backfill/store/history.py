@@ -321,8 +321,17 @@ def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[RunR
         # decoder shares repeated key strings within a call.
         parameters = json.loads("[" + ",".join([row[5] for row in rows]) + "]")
         records.extend(
-            new(RunRecord, (run_id, start_us, run_id if group == run_id else group, latest,
-                            shared.setdefault(status, status), params))
+            new(
+                RunRecord,
+                (
+                    run_id,
+                    start_us,
+                    run_id if group == run_id else group,
+                    latest,
+                    shared.setdefault(status, status),
+                    params,
+                ),
+            )
             for (run_id, start_us, group, latest, status, _), params in zip(rows, parameters, strict=True)
         )
     return records
@@ -361,8 +370,12 @@ def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, 
     """The ``limit`` cached runs with ``status`` that started last, newest first, decoded."""
     query = (
         select(RUNS.c.data)
-        .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.status == status,
-               RUNS.c.run_start_us.is_not(None))
+        .where(
+            RUNS.c.factory_key == factory_key,
+            RUNS.c.pipeline == pipeline,
+            RUNS.c.status == status,
+            RUNS.c.run_start_us.is_not(None),
+        )
         .order_by(RUNS.c.run_start_us.desc(), RUNS.c.run_id)
         .limit(limit)
     )
@@ -370,7 +383,5 @@ def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, 
 
 
 def count_runs(conn: Connection, factory_key: str, pipeline: str) -> int:
-    query = select(func.count()).select_from(RUNS).where(
-        RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline
-    )
+    query = select(func.count()).select_from(RUNS).where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline)
     return int(conn.execute(query).scalar_one())

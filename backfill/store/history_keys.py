@@ -119,8 +119,16 @@ def lookup(
     """The cached runs whose key hash is one of ``hashes``: (hash, light record, run document)."""
     wanted = sorted(set(hashes))
     join = and_(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id == KEYS.c.run_id)
-    columns = (KEYS.c.key_hash, RUNS.c.run_id, RUNS.c.run_start_us, RUNS.c.run_group_id, RUNS.c.is_latest,
-               RUNS.c.status, RUNS.c.parameters, RUNS.c.data)
+    columns = (
+        KEYS.c.key_hash,
+        RUNS.c.run_id,
+        RUNS.c.run_start_us,
+        RUNS.c.run_group_id,
+        RUNS.c.is_latest,
+        RUNS.c.status,
+        RUNS.c.parameters,
+        RUNS.c.data,
+    )
     query = select(*columns).select_from(KEYS.join(RUNS, join)).where(KEYS.c.set_id == set_id)
     found: list[tuple[int, RunRecord, str]] = []
     for condition in _in_hashes(conn, wanted):

@@ -39,7 +39,16 @@ from backfill.timeutil import require_utc, utcnow
 
 EXPORT_FORMATS = ("jsonl", "csv")
 EXPORT_COLUMNS = (
-    "seq", "at", "actor", "identity_source", "backfill_id", "window_key", "kind", "payload", "prev_hash", "hash"
+    "seq",
+    "at",
+    "actor",
+    "identity_source",
+    "backfill_id",
+    "window_key",
+    "kind",
+    "payload",
+    "prev_hash",
+    "hash",
 )
 _BATCH = 2000
 TEAM_SOURCE = "database"
@@ -67,7 +76,6 @@ class LedgerEventRow(SQLModel, table=True):
 
 TABLE: Table = LedgerEventRow.__table__  # type: ignore[attr-defined]
 APPEND_ONLY = "ledger is append-only"
-
 
 
 class LedgerMetaRow(SQLModel, table=True):
@@ -206,9 +214,9 @@ class Ledger:
         after_seq: int | None = None,
     ) -> list[LedgerEvent]:
         """Events in seq order; ``since`` inclusive, ``until`` exclusive (like windows)."""
-        return list(self.iter_events(
-            backfill_id=backfill_id, since=since, until=until, kinds=kinds, after_seq=after_seq
-        ))
+        return list(
+            self.iter_events(backfill_id=backfill_id, since=since, until=until, kinds=kinds, after_seq=after_seq)
+        )
 
     def iter_events(
         self,
@@ -325,11 +333,17 @@ class Ledger:
         if anchor is None:
             head = self.head()
             ends = head.seq if head else 0
-            return VerifyReport(False, 0, ends + 1, None, f"missing: the ledger ends at event {ends} but this "
-                                f"machine verified event {seq} (truncated)")
+            return VerifyReport(
+                False,
+                0,
+                ends + 1,
+                None,
+                f"missing: the ledger ends at event {ends} but this machine verified event {seq} (truncated)",
+            )
         if anchor.hash != digest:
-            return VerifyReport(False, 0, seq, anchor.kind, "does not match the checkpoint this machine verified "
-                                "(history rewritten)")
+            return VerifyReport(
+                False, 0, seq, anchor.kind, "does not match the checkpoint this machine verified (history rewritten)"
+            )
         if backfill_id is not None:
             own = [e for e in self.iter_events(backfill_id=backfill_id) if e.seq < seq]
             neighbours = self._by_seq({e.seq - 1 for e in own} | {e.seq + 1 for e in own})
@@ -365,7 +379,7 @@ class Ledger:
         found: dict[int, LedgerEvent] = {}
         wanted = sorted(s for s in seqs if s > 0)
         for start in range(0, len(wanted), 500):
-            query = self._select().where(TABLE.c.seq.in_(wanted[start:start + 500]))
+            query = self._select().where(TABLE.c.seq.in_(wanted[start : start + 500]))
             with self.db.session() as session:
                 rows = [dict(r) for r in session.connection().execute(query).mappings()]
             for row in rows:
@@ -424,7 +438,7 @@ def _refusal(exc: DBAPIError) -> str | None:
     """The team ledger trigger's or a missing grant's refusal as one line, else None."""
     first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
     if "team ledger:" in first:
-        return first[first.index("team ledger:"):]
+        return first[first.index("team ledger:") :]
     if "permission denied" in first:
         return f"ledger: {first}"
     return None

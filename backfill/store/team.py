@@ -34,8 +34,7 @@ STAMP_ERROR = "team ledger"
 # Events that count as a review of the request: refused from the requester's own role.
 REVIEW_KINDS = (ev.APPROVED, ev.REJECTED, ev.CANARY_APPROVED, ev.WINDOW_ACCEPTED)
 EVIDENCE_TABLES = ("ledger_events", "backfills", "ledger_meta", "alembic_version")
-CACHE_TABLES = ("window_claims", "history_runs", "history_sync", "history_key_sets", "history_keys",
-                "history_secrets")
+CACHE_TABLES = ("window_claims", "history_runs", "history_sync", "history_key_sets", "history_keys", "history_secrets")
 _PREFIX = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 
@@ -93,11 +92,15 @@ def init_team_ledger(url: str | None = None, prefix: str = DEFAULT_PREFIX) -> tu
             for statement in (_stamp_function(), _BACKFILLS_FUNCTION):
                 conn.exec_driver_sql(statement)
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_stamp ON ledger_events")
-            conn.exec_driver_sql("CREATE TRIGGER ledger_events_stamp BEFORE INSERT ON ledger_events "
-                                 "FOR EACH ROW EXECUTE FUNCTION ledger_events_stamp()")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER ledger_events_stamp BEFORE INSERT ON ledger_events "
+                "FOR EACH ROW EXECUTE FUNCTION ledger_events_stamp()"
+            )
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS backfills_stamp ON backfills")
-            conn.exec_driver_sql("CREATE TRIGGER backfills_stamp BEFORE INSERT ON backfills "
-                                 "FOR EACH ROW EXECUTE FUNCTION backfills_stamp()")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER backfills_stamp BEFORE INSERT ON backfills "
+                "FOR EACH ROW EXECUTE FUNCTION backfills_stamp()"
+            )
             present = {r[0] for r in conn.execute(text("SELECT name FROM ledger_meta"))}
             for name, value in (("mode", "team"), ("team_roles", f"{user},{admin}")):
                 if name not in present:
@@ -108,8 +111,10 @@ def init_team_ledger(url: str | None = None, prefix: str = DEFAULT_PREFIX) -> tu
 
 
 def _roles(conn: Connection, user: str, admin: str) -> None:
-    existing = {r[0] for r in conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname IN (:u, :a)"),
-                                           {"u": user, "a": admin})}
+    existing = {
+        r[0]
+        for r in conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname IN (:u, :a)"), {"u": user, "a": admin})
+    }
     for role in (user, admin):
         if role not in existing:
             conn.exec_driver_sql(f'CREATE ROLE "{role}" NOLOGIN')
