@@ -45,7 +45,7 @@ from backfill.ledger import LedgerEvent
 from backfill.matching import Key, key_hash, latest_of, match_key
 from backfill.polling import PollPolicy, median, next_poll
 from backfill.preview import WindowDecision
-from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, candidates, reconcile
+from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, Reconciliation, candidates, reconcile
 from backfill.secrets import reveal_all
 from backfill.store.claims import DEFAULT_LEASE, IDENTITY_SCOPE, Claim, Claims, identity_key
 from backfill.store.ledger import Ledger
@@ -352,20 +352,7 @@ class WindowMachine:
             if pending is None:
                 continue
             at, payload = pending
-            intent_at = _intent_time(payload, at)
-            previous = payload.get("previous_run_id")
-            result = reconcile(
-                self.factory,
-                self.pipeline,
-                job.window,
-                self.match_fields,
-                intent_at,
-                exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
-                settle=self.options.settle,
-                skew=self.options.skew,
-                clock=self.clock,
-                sleep=self.sleep,
-            )
+            _, result = self._reconcile_intent(job, at, payload, self.options.settle)
             why = f"backfill {other} left a createRun in doubt for this window"
             if result.ambiguous:
                 return self._operator(key, f"{why}; history could not tell whether the run exists", result.evidence)
@@ -559,19 +546,8 @@ class WindowMachine:
         gateway's answer); record create-failed only when no run appeared."""
         key = job.window.key
         at, payload = self.view.pending[key]
-        intent_at = _intent_time(payload, at)
-        previous = payload.get("previous_run_id")
-        result = reconcile(
-            self.factory,
-            self.pipeline,
-            job.window,
-            self.match_fields,
-            intent_at,
-            exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
-            settle=min(self.options.settle, self.options.refusal_settle),
-            skew=self.options.skew,
-            clock=self.clock,
-            sleep=self.sleep,
+        intent_at, result = self._reconcile_intent(
+            job, at, payload, min(self.options.settle, self.options.refusal_settle)
         )
         if result.run is not None:
             run = result.run
@@ -598,9 +574,11 @@ class WindowMachine:
         self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
         return pg.FAILED
 
-    def _after_doubt(self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str) -> str:
-        key = job.window.key
-        at, payload = pending
+    def _reconcile_intent(
+        self, job: Job, at: datetime, payload: Mapping[str, Any], settle: timedelta
+    ) -> tuple[datetime, Reconciliation]:
+        """Search history for the run an intent (ours or another backfill's) may have created,
+        for ``settle`` from the intent, leaving out the run it meant to replace."""
         intent_at = _intent_time(payload, at)
         previous = payload.get("previous_run_id")
         result = reconcile(
@@ -610,11 +588,17 @@ class WindowMachine:
             self.match_fields,
             intent_at,
             exclude=frozenset({previous}) if isinstance(previous, str) else frozenset(),
-            settle=self.options.settle,
+            settle=settle,
             skew=self.options.skew,
             clock=self.clock,
             sleep=self.sleep,
         )
+        return intent_at, result
+
+    def _after_doubt(self, job: Job, claim: Claim, pending: tuple[datetime, Mapping[str, Any]], why: str) -> str:
+        key = job.window.key
+        at, payload = pending
+        intent_at, result = self._reconcile_intent(job, at, payload, self.options.settle)
         evidence = {"doubt": why, "intent_at": format_utc(intent_at, precise=True), **result.evidence}
         if result.run is not None:
             run = result.run
