@@ -85,7 +85,7 @@ def execute_backfill(
     from backfill.checks.registry import build_checks
     from backfill.history import load_history, sync_history
     from backfill.masking import plan_secrets
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
 
     # Attack 3 (issue 8): act only on a ledger that verifies (exit 5 otherwise).
@@ -516,6 +516,6 @@ def _factory_ref(record: BackfillRecord) -> FactoryRef:
     frozen = record.preview.get("factory") if record.preview else None
     if isinstance(frozen, Mapping):
         return FactoryRef(str(frozen["subscription_id"]), str(frozen["resource_group"]), str(frozen["factory"]))
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
 
     return load_plan(record.plan_path).ref

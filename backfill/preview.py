@@ -29,7 +29,7 @@ JSON_VERSION = 1
 
 
 class PreviewPlan(Protocol):
-    """What a preview reads from a loaded plan (``backfill.plan.LoadedPlan`` provides it)."""
+    """What a preview reads from a loaded plan (``backfill.plan.loader.LoadedPlan`` provides it)."""
 
     @property
     def path(self) -> Path: ...

@@ -18,7 +18,7 @@ from backfill.seal import seal_request
 from backfill.timeutil import format_utc, require_utc
 
 if TYPE_CHECKING:
-    from backfill.plan import LoadedPlan
+    from backfill.plan.loader import LoadedPlan
     from backfill.preview import Preview
 
 

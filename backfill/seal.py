@@ -27,7 +27,7 @@ from backfill.secrets import Secret, variables_in
 
 if TYPE_CHECKING:
     from backfill.checks.base import CheckSpec
-    from backfill.plan import LoadedPlan
+    from backfill.plan.loader import LoadedPlan
 
 # Option names that name a file a check reads, at the top level or inside ``expect``.
 _FILE_OPTIONS = ("query_file",)

@@ -18,7 +18,7 @@ from backfill.masking import declared_secrets, plan_secrets
 
 if TYPE_CHECKING:
     from backfill.history import SyncResult
-    from backfill.plan import LoadedPlan
+    from backfill.plan.loader import LoadedPlan
     from backfill.store.database import Database
 
 _NOT_FOUND = {"EntityNotFound", "NotFound", "ResourceNotFound", "PipelineNotFound"}

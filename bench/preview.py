@@ -107,7 +107,7 @@ def measure(plan: str, ledger: str, env: dict[str, str]) -> dict[str, float]:
     from backfill.checks.registry import build_checks
     from backfill.factory.client import connect
     from backfill.history import load_history, sync_history
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
     from backfill.store.database import Database
 

@@ -14,7 +14,7 @@ from backfill import events as ev
 from backfill.cli import main
 from backfill.emulator import Emulator
 from backfill.emulator.scenario import HistoryRun, Scenario
-from backfill.plan import load_plan
+from backfill.plan.loader import load_plan
 from backfill.store.backfills import get_backfill
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger

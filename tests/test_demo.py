@@ -23,7 +23,7 @@ from backfill import demo as demo_module
 from backfill.cli import main
 from backfill.demo import expected_decisions, shifted_plan, yesterday
 from backfill.errors import BackfillError
-from backfill.plan import plan_from_data
+from backfill.plan.loader import plan_from_data
 from backfill.timeutil import format_utc, utcnow
 
 REPO = Path(__file__).resolve().parent.parent

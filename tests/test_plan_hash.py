@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from plan_samples import MINIMAL_PLAN, SPEC_PLAN, toml_document
 
 from backfill.errors import PlanError
-from backfill.plan import canonical_json, load_plan, plan_from_data
+from backfill.plan.loader import canonical_json, load_plan, plan_from_data
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

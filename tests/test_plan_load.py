@@ -14,7 +14,7 @@ from plan_samples import MINIMAL_PLAN, SPEC_PLAN
 from backfill.checks.base import CheckSpec
 from backfill.errors import ConfigError, PlanError
 from backfill.factory.protocol import FactoryRef
-from backfill.plan import canonical_json, load_plan, plan_from_data
+from backfill.plan.loader import canonical_json, load_plan, plan_from_data
 from backfill.secrets import Secret
 
 PLANS = Path(__file__).resolve().parent.parent / "plans"

@@ -13,7 +13,7 @@ from backfill.checks.base import CheckResult, CheckStatus
 from backfill.decisions import Decision
 from backfill.factory.run import Run, RunStatus
 from backfill.history import HistoryView
-from backfill.plan import LoadedPlan, load_plan
+from backfill.plan.loader import LoadedPlan, load_plan
 from backfill.preview import compute_preview
 from backfill.windows import Window
 

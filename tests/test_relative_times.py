@@ -21,7 +21,7 @@ from backfill.cli import main
 from backfill.emulator import Emulator, load_scenario
 from backfill.errors import PlanError, ScenarioError
 from backfill.identity import Actor, IdentitySource
-from backfill.plan import load_plan
+from backfill.plan.loader import load_plan
 from backfill.preview import compute_preview
 from backfill.relative_time import DAY_FORM_PATTERN, RelativeTimeError, parse_relative
 from backfill.requests import draft_request

@@ -16,7 +16,7 @@ import pytest
 from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
 
 from backfill import events as ev
-from backfill.plan import load_plan
+from backfill.plan.loader import load_plan
 from backfill.store.database import Database
 
 Cap = pytest.CaptureFixture[str]

@@ -39,7 +39,7 @@ def request(plan: str, note: str | None) -> None:
     from backfill.checks.registry import build_checks
     from backfill.factory.client import connect
     from backfill.history import load_history
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
     from backfill.requests import assert_requestable, draft_request, identity_lines, summary_lines
     from backfill.store.backfills import create_backfill

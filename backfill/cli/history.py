@@ -33,7 +33,7 @@ def sync(path: Path) -> None:
     """Fetch the runs of PLAN's pipeline that changed since the last sync (the first time: all
     that ADF keeps, 45 days) into the history cache in the ledger database."""
     from backfill.factory.client import connect
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.store.database import Database
     from backfill.target import sync_for_plan
 

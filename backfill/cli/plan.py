@@ -12,8 +12,8 @@ import click
 
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import CheckError, ConfigError, PlanError
-from backfill.plan import LoadedPlan, canonical_json, load_plan, plan_variables
-from backfill.plan_model import Plan
+from backfill.plan.loader import LoadedPlan, canonical_json, load_plan, plan_variables
+from backfill.plan.schema import Plan
 from backfill.timeutil import format_utc
 from backfill.windows import Window
 

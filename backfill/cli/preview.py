@@ -57,7 +57,7 @@ def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
     from backfill.checks.registry import build_checks
     from backfill.cli.history import describe_sync
     from backfill.history import load_history
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
     from backfill.store.database import Database
 

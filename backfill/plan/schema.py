@@ -2,7 +2,7 @@
 
 Shape and types are checked by pydantic; rules that span keys (windows that divide the range,
 match names that exist, unique check names...) raise a ``plan_rule`` error whose context names
-the offending key, so ``backfill.plan`` can report file, dotted key and expectation in one line.
+the offending key, so ``backfill.plan.loader`` can report file, dotted key and expectation in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
-from backfill.plan_types import (
+from backfill.plan.fields import (
     EXAMPLE_TIME,
     MAX_WINDOWS_ENV,
     Duration,
@@ -29,7 +29,7 @@ from backfill.plan_types import (
     rule,
     show,
 )
-from backfill.relative_plan import relative_bound_schema
+from backfill.plan.relative import relative_bound_schema
 from backfill.secrets import Secret
 from backfill.windows import (
     TemplateError,
@@ -55,7 +55,7 @@ class Target(_Section):
 
 
 class WindowsSpec(_Section):
-    # A relative bound ("yesterday 00:00Z") is resolved before the model sees it (relative_plan);
+    # A relative bound ("yesterday 00:00Z") is resolved before the model sees it (plan.relative);
     # the schema says so, so that editors accept the example plans.
     start: UtcDatetime | None = Field(
         None, description="First window's start (with start/end/every).", json_schema_extra=relative_bound_schema

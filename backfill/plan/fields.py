@@ -1,6 +1,6 @@
 """Value types of plan files: UTC times, durations, parameter values, and their errors.
 
-Each raises a ``plan_value`` error with a one-line message (``backfill.plan`` adds file and key);
+Each raises a ``plan_value`` error with a one-line message (``backfill.plan.loader`` adds file and key);
 cross-key rules raise ``plan_rule`` with the key they concern. Times and durations serialise to
 the strings a plan file holds, so a dumped plan loads again.
 """

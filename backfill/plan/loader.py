@@ -22,7 +22,9 @@ from pydantic import BaseModel, ValidationError
 from backfill.checks.base import CheckSpec
 from backfill.errors import PlanError
 from backfill.factory.protocol import FactoryRef
-from backfill.plan_model import (
+from backfill.plan.fields import max_windows_limit, show
+from backfill.plan.relative import resolve_relative_windows
+from backfill.plan.schema import (
     Approval,
     CheckModel,
     Execution,
@@ -31,8 +33,6 @@ from backfill.plan_model import (
     Target,
     WindowsSpec,
 )
-from backfill.plan_types import max_windows_limit, show
-from backfill.relative_plan import resolve_relative_windows
 from backfill.secrets import Secret, variables_in
 from backfill.timeutil import utcnow
 from backfill.windows import Window, explicit_windows, generate_windows
