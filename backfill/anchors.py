@@ -6,7 +6,7 @@ A checkpoint document is JSON::
                     "time": "...Z"},
      "key": "<SHA-256 of the raw public key, hex>", "signature": "<base64 Ed25519 signature>"}
 
-The signature covers the canonical JSON (``backfill.ledger.canonical_json``, UTF-8) of
+The signature covers the canonical JSON (``backfill.chain.canonical_json``, UTF-8) of
 ``checkpoint``. ``origin`` is the ledger's own identity (``ledger_meta``), so a checkpoint of one
 ledger never vouches for another; ``size`` and ``head`` say which event it commits to.
 
@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from backfill.chain import canonical_json, format_at, parse_at
 from backfill.errors import ConfigError, LedgerInvalid
-from backfill.ledger import canonical_json, format_at, parse_at
 from backfill.timeutil import utcnow
 
 if TYPE_CHECKING:

@@ -28,12 +28,12 @@ from backfill.approvals import (
     assert_runnable,
     load_backfill,
 )
+from backfill.chain import LedgerEvent
 from backfill.decisions import Decision
 from backfill.errors import BackfillError, BlockedWindows, CanaryPause, FactoryError
 from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import RunStatus
 from backfill.identity import Actor
-from backfill.ledger import LedgerEvent
 from backfill.matching import match_fields
 from backfill.polling import RECENT_RUNS, policy_for, usual_duration
 from backfill.runner import DEFERRED, Job, LedgerView, RunnerOptions, StepHook, WindowMachine

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from backfill import events as ev
 from backfill import progress as pg
 from backfill.approvals import BackfillRecord, BackfillState, Decided, derive_state, sealed_record
+from backfill.chain import LedgerEvent, VerifyReport, format_checkpoint
 from backfill.decisions import Decision
-from backfill.ledger import LedgerEvent, VerifyReport, format_checkpoint, redact_payload
+from backfill.secrets import redact_payload
 from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from backfill.approvals import ACCEPTABLE_DECISION, ApprovalPolicy, BackfillRecord, declared_may_approve
 from backfill.errors import BackfillError
 from backfill.identity import Actor, describe_source
-from backfill.ledger import redact_payload
 from backfill.seal import seal_request
+from backfill.secrets import redact_payload
 from backfill.timeutil import format_utc, require_utc
 
 if TYPE_CHECKING:

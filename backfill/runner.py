@@ -35,13 +35,13 @@ from typing import Any, Protocol
 from backfill import events as ev
 from backfill import progress as pg
 from backfill.approvals import BackfillRecord
+from backfill.chain import LedgerEvent
 from backfill.checks.base import Check
 from backfill.decisions import Decision, active_of, decide, describe_run
 from backfill.errors import ConfigError, FactoryError
 from backfill.factory.protocol import Factory
 from backfill.factory.run import Run, RunStatus
 from backfill.identity import Actor
-from backfill.ledger import LedgerEvent
 from backfill.matching import Key, key_hash, latest_of, match_key
 from backfill.polling import PollPolicy, median, next_poll
 from backfill.preview import WindowDecision

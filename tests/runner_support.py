@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from backfill.chain import LedgerEvent
 from backfill.cli import main
 from backfill.emulator import Emulator
 from backfill.emulator.scenario import Activity, HistorySeries, Pipeline, Scenario
-from backfill.ledger import LedgerEvent
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_utc, utcnow

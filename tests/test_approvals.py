@@ -23,9 +23,9 @@ from backfill.approvals import (
     gate_rejection,
     gate_window_acceptance,
 )
+from backfill.chain import GENESIS_HASH, LedgerEvent, make_event
 from backfill.errors import AwaitingApproval, BackfillError, ExitCode
 from backfill.identity import Actor, IdentitySource, principal_from_token, resolve_actor
-from backfill.ledger import GENESIS_HASH, LedgerEvent, make_event
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"

@@ -121,7 +121,7 @@ def test_refuse_when_unsure() -> None:
 
 
 def test_one_person_under_two_sources_counts_once() -> None:
-    from backfill.ledger import GENESIS_HASH, make_event
+    from backfill.chain import GENESIS_HASH, make_event
 
     rec = record(required=2)
     first = make_event(
@@ -313,7 +313,7 @@ def test_plan_identities_are_one_printable_line(table: str, key: str, tmp_path: 
 
 
 def test_an_approver_who_may_have_approved_already_is_refused() -> None:
-    from backfill.ledger import GENESIS_HASH, make_event
+    from backfill.chain import GENESIS_HASH, make_event
 
     rec = record(required=2)
     first = make_event(

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import missing
 
+from backfill.chain import compute_hash
 from backfill.cli.main import run
 from backfill.identity import Actor, IdentitySource
-from backfill.ledger import compute_hash
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from backfill.ledger import (
+from backfill.chain import (
     GENESIS_HASH,
     LedgerEvent,
     PayloadError,
@@ -21,15 +21,12 @@ from backfill.ledger import (
     compute_hash,
     format_at,
     format_checkpoint,
-    is_denied_key,
     make_event,
     parse_at,
     parse_checkpoint,
-    redact_payload,
-    scrub_text,
     verify_chain,
 )
-from backfill.secrets import Secret
+from backfill.secrets import Secret, is_denied_key, redact_payload, scrub_text
 from backfill.timeutil import NaiveTimestamp
 
 T0 = datetime(2026, 11, 3, 2, 0, 0, 123456, tzinfo=UTC)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, update
 
+from backfill.chain import GENESIS_HASH, LedgerEvent
 from backfill.cli.main import run
 from backfill.identity import Actor, IdentitySource
-from backfill.ledger import GENESIS_HASH, LedgerEvent
 from backfill.secrets import Secret
 from backfill.store.database import Database
 from backfill.store.ledger import TABLE, Ledger

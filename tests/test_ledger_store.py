@@ -15,9 +15,9 @@ from ledger_worker import append_events
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 
+from backfill.chain import GENESIS_HASH, canonical_json
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
 from backfill.identity import Actor, IdentitySource
-from backfill.ledger import GENESIS_HASH, canonical_json
 from backfill.secrets import Secret
 from backfill.store.database import Database
 from backfill.store.ledger import TABLE, Draft, Ledger

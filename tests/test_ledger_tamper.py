@@ -121,7 +121,7 @@ def test_from_a_trusted_checkpoint_an_old_edit_of_the_backfill_is_caught(tmp_pat
     ledger.append("note", {"text": "newer"}, actor=ALICE)
     assert ledger.verify_for_action("bf-1").head_seq == 3
     # The request's plan hash swapped; its own hash recomputed, so only its link to event 2 tells.
-    from backfill.ledger import compute_hash
+    from backfill.chain import compute_hash
 
     event = ledger.events(backfill_id="bf-1")[0]
     fields = {**event.fields(), "payload": {"plan_hash": "cd" * 32}}

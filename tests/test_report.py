@@ -18,8 +18,8 @@ from sqlalchemy import update
 
 from backfill import events as ev
 from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.chain import GENESIS_HASH, make_event, verify_chain
 from backfill.emulator.scenario import Outcome
-from backfill.ledger import GENESIS_HASH, make_event, verify_chain
 from backfill.report import build_report, render_text
 from backfill.report_html import render_html
 from backfill.store.backfills import list_backfills

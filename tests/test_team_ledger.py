@@ -16,10 +16,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from backfill import events as ev
+from backfill.chain import make_event
 from backfill.cli.main import run
 from backfill.errors import LedgerError
 from backfill.identity import Actor, IdentitySource
-from backfill.ledger import make_event
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
+from backfill.chain import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
-from backfill.ledger import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
 from backfill.store.database import Database
 from backfill.store.ledger import EXPORT_FORMATS, Ledger
 from backfill.timeutil import format_utc, parse_utc_option

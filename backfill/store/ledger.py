@@ -23,9 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 from sqlmodel import Field, Session, SQLModel
 
-from backfill.errors import LedgerError, LedgerInvalid, UsageError
-from backfill.identity import Actor
-from backfill.ledger import (
+from backfill.chain import (
     GENESIS_HASH,
     ChainVerifier,
     LedgerEvent,
@@ -34,6 +32,8 @@ from backfill.ledger import (
     canonical_json,
     make_event,
 )
+from backfill.errors import LedgerError, LedgerInvalid, UsageError
+from backfill.identity import Actor
 from backfill.store.database import Database
 from backfill.timeutil import require_utc, utcnow
 
@@ -124,7 +124,7 @@ class Ledger:
         window_key: str | None = None,
         session: Session | None = None,
     ) -> LedgerEvent:
-        """Append one event (payload redacted, see ``backfill.ledger.redact_payload``).
+        """Append one event (payload redacted, see ``backfill.secrets.redact_payload``).
 
         With ``session``, the event joins the caller's transaction (to commit with a claim, say);
         the append lock is then held until that transaction ends.

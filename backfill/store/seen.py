@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from backfill.ledger import parse_checkpoint
+from backfill.chain import parse_checkpoint
 
 FILE_NAME = "ledgers.json"
 
