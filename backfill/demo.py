@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from backfill.decisions import Decision
-from backfill.emulator import Activity, Emulator, HistoryRun, Pipeline, Scenario, Sink
+from backfill.emulator import Activity, Emulator, PastRun, Pipeline, Scenario, Sink
 from backfill.errors import BackfillError, ExitCode, UsageError
 from backfill.timeutil import format_utc, utcnow
 from backfill.windows import window_key
@@ -84,10 +84,10 @@ def expected_decisions(day: datetime) -> dict[str, str]:
     }
 
 
-def _history(day: datetime) -> Iterator[HistoryRun]:
+def _history(day: datetime) -> Iterator[PastRun]:
     for index in range(WINDOW_COUNT):
         start, end = _window(day, index)
-        run = HistoryRun(
+        run = PastRun(
             pipeline=PIPELINE,
             start=end + timedelta(minutes=2),  # the trigger fires two minutes after a window closes
             parameters={"windowStart": format_utc(start), "windowEnd": format_utc(end), "feederRegion": "north"},

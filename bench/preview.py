@@ -66,7 +66,7 @@ on = ["windowStart", "feederRegion"]
 
 
 def seeded_runs(end: datetime, count: int) -> Iterator[Any]:
-    from backfill.emulator import HistoryRun
+    from backfill.emulator import PastRun
     from backfill.timeutil import format_utc
 
     windows = int(SEEDED_DAYS * timedelta(days=1) / EVERY)
@@ -76,7 +76,7 @@ def seeded_runs(end: datetime, count: int) -> Iterator[Any]:
         start = first + index * EVERY
         # Every 20th window of the plan's region failed; other regions are noise for matching.
         status = "Failed" if region == 0 and index % 20 == 0 else "Succeeded"
-        yield HistoryRun(
+        yield PastRun(
             PIPELINE,
             start + EVERY + timedelta(minutes=2),
             {

@@ -13,7 +13,7 @@ import pytest
 from backfill import events as ev
 from backfill.cli import main
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import HistoryRun, Scenario
+from backfill.emulator.scenario import PastRun, Scenario
 from backfill.plan.loader import load_plan
 from backfill.store.backfills import get_backfill
 from backfill.store.database import Database
@@ -77,7 +77,7 @@ def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[datetim
     scenario = Scenario.default()
     for start, status in ((starts[0], "Succeeded"), (starts[1], "Failed")):
         params = {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}
-        scenario.add_history(HistoryRun("LoadMeterTelemetry", start + EVERY, params, status=status))
+        scenario.add_history(PastRun("LoadMeterTelemetry", start + EVERY, params, status=status))
     monkeypatch.setenv("SINK_URL", f"sqlite:///{sink}")
     with Emulator(scenario) as emulator:
         for name, value in emulator.env().items():

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from backfill.emulator import Emulator, HistoryRun, Outcome, Pipeline, Scenario
+from backfill.emulator import Emulator, OutcomeRule, PastRun, Pipeline, Scenario
 from backfill.emulator.scenario import Activity
 from backfill.errors import FactoryError
 from backfill.factory.client import FactoryClient
@@ -49,10 +49,10 @@ def test_paging_returns_every_run_once_in_pages_of_100() -> None:
     scen = scenario()
     now = utcnow()
     scen.add_history(
-        HistoryRun(PIPELINE, now - timedelta(minutes=5, seconds=i), {"windowStart": str(i)}) for i in range(1050)
+        PastRun(PIPELINE, now - timedelta(minutes=5, seconds=i), {"windowStart": str(i)}) for i in range(1050)
     )
     scen.add_pipeline(Pipeline("Other"))
-    scen.add_history(HistoryRun("Other", timedelta(minutes=-3), {}) for _ in range(30))
+    scen.add_history(PastRun("Other", timedelta(minutes=-3), {}) for _ in range(30))
     with Emulator(scen) as emu:
         client = emu.client()
         runs = list(
@@ -74,7 +74,7 @@ def test_paging_returns_every_run_once_in_pages_of_100() -> None:
 
 def test_a_token_from_another_query_is_refused() -> None:
     scen = scenario(page_size=2)
-    scen.add_history(HistoryRun(PIPELINE, timedelta(minutes=-5), {}) for _ in range(3))
+    scen.add_history(PastRun(PIPELINE, timedelta(minutes=-5), {}) for _ in range(3))
     with Emulator(scen) as emu:
         from emulator_support import call, factory_url
 
@@ -100,8 +100,8 @@ def test_last_updated_filtering_and_retention() -> None:
     now = utcnow()
     # Runs end (are last updated) 15 min / 6000 after they start: at about their start.
     for hours in (1, 3, 5, 24 * 44):
-        scen.add_history(HistoryRun(PIPELINE, now - timedelta(hours=hours), {"age": str(hours)}))
-    scen.add_history(HistoryRun(PIPELINE, now - timedelta(days=50), {"age": "50d"}, run_id="too-old"))
+        scen.add_history(PastRun(PIPELINE, now - timedelta(hours=hours), {"age": str(hours)}))
+    scen.add_history(PastRun(PIPELINE, now - timedelta(days=50), {"age": "50d"}, run_id="too-old"))
     with Emulator(scen) as emu:
         client = emu.client()
         middle = list(
@@ -122,7 +122,7 @@ def test_last_updated_filtering_and_retention() -> None:
 def test_recovery_groups() -> None:
     scen = scenario()
     scen.add_outcome(
-        Outcome(
+        OutcomeRule(
             "fail",
             match={"windowStart": "2026-01-01T00:01:00Z"},
             activity="CopyReadings",
@@ -167,7 +167,7 @@ def test_recovery_groups() -> None:
 
 def test_hang_then_cancel() -> None:
     scen = scenario(cancel_time=timedelta(minutes=5))  # 50 ms at speed 6000
-    scen.add_outcome(Outcome("hang", activity="CopyReadings"))
+    scen.add_outcome(OutcomeRule("hang", activity="CopyReadings"))
     with Emulator(scen) as emu:
         client = emu.client()
         run_id = client.create_run(PIPELINE, window(2))
@@ -186,7 +186,7 @@ def test_hang_then_cancel() -> None:
 
 def test_throttled_read_is_retried() -> None:
     scen = scenario()
-    scen.add_history(HistoryRun(PIPELINE, timedelta(minutes=-5), {}))
+    scen.add_history(PastRun(PIPELINE, timedelta(minutes=-5), {}))
     with Emulator(scen) as emu:
         emu.faults.add("throttle", "queryPipelineRuns", count=2, retry_after=0.2)
         runs = list(emu.client().query_runs(updated_after=utcnow() - timedelta(hours=1), updated_before=utcnow()))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from emulator_support import call, factory_url, shape_differences
 
-from backfill.emulator import Activity, Emulator, HistoryRun, Pipeline, Scenario
+from backfill.emulator import Activity, Emulator, PastRun, Pipeline, Scenario
 from backfill.factory.run import ActivityRun, PipelineInfo, Run, RunStatus
 from backfill.timeutil import format_utc, utcnow
 
@@ -65,9 +65,9 @@ def scenario_for(parameters: dict[str, Any]) -> Scenario:
             )
         )
     pipeline = "examplePipeline" if "example" in parameters["factoryName"] else "myPipeline"
-    scen.add_history(HistoryRun(pipeline, timedelta(minutes=-30), {"OutputBlobNameList": BLOBS}, run_id=RUN_ID))
+    scen.add_history(PastRun(pipeline, timedelta(minutes=-30), {"OutputBlobNameList": BLOBS}, run_id=RUN_ID))
     scen.add_history(
-        HistoryRun(
+        PastRun(
             pipeline,
             timedelta(minutes=-20),
             {"OutputBlobNameList": BLOBS},
@@ -76,7 +76,7 @@ def scenario_for(parameters: dict[str, Any]) -> Scenario:
         )
     )
     scen.add_history(
-        HistoryRun(
+        PastRun(
             pipeline, timedelta(minutes=-10), {"OutputBlobNameList": BLOBS}, status="InProgress", run_id=CANCELLED_ID
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backfill.emulator import HistoryRun, Pipeline, Scenario
+from backfill.emulator import PastRun, Pipeline, Scenario
 from backfill.emulator.query import RunQueries
 from backfill.emulator.state import FactoryState
 from backfill.timeutil import format_utc
@@ -38,7 +38,7 @@ def build(runs: list[tuple[str, str, int]], page_size: int) -> FactoryState:
     scen = Scenario(speed=60.0, page_size=page_size, pipelines=[Pipeline("A"), Pipeline("B")])
     for index, (pipeline, status, minutes) in enumerate(runs):
         scen.add_history(
-            HistoryRun(
+            PastRun(
                 pipeline, NOW - timedelta(minutes=minutes), {"i": str(index)}, status=status, run_id=f"run-{index:03d}"
             )
         )

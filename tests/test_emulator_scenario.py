@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill.cli.main import run
-from backfill.emulator import Emulator, HistorySeries, Outcome, Pipeline, Scenario, load_scenario
+from backfill.emulator import Emulator, HistorySeries, OutcomeRule, Pipeline, Scenario, load_scenario
 from backfill.emulator.scenario import adf_string, value_matches
 from backfill.errors import ScenarioError
 from backfill.factory.run import decode_parameter
@@ -158,7 +158,7 @@ def test_arrays_and_objects_travel_as_json_strings(value: object) -> None:
 
 
 def test_wildcards_and_alternatives() -> None:
-    rule = Outcome("fail", match={"windowStart": "2026-11-03T02:*", "feederRegion": ["north", "south"]})
+    rule = OutcomeRule("fail", match={"windowStart": "2026-11-03T02:*", "feederRegion": ["north", "south"]})
     assert rule.matches("P", {"windowStart": "2026-11-03T02:15:00Z", "feederRegion": "south"})
     assert not rule.matches("P", {"windowStart": "2026-11-03T03:15:00Z", "feederRegion": "south"})
     assert not rule.matches("P", {"windowStart": "2026-11-03T02:15:00Z", "feederRegion": "east"})

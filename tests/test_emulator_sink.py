@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from backfill.emulator import Emulator, HistoryRun, Outcome, Pipeline, Scenario, Sink
+from backfill.emulator import Emulator, OutcomeRule, PastRun, Pipeline, Scenario, Sink
 from backfill.emulator.scenario import Activity
 
 PIPELINE = "LoadMeterTelemetry"
@@ -66,9 +66,9 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 
 def test_history_leaves_complete_and_partial_windows(sqlite_url: str) -> None:
     scen = scenario(sqlite_url)
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-3), WINDOW))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-3), WINDOW))
     later = {**WINDOW, "windowStart": "2026-11-03T02:15:00Z", "windowEnd": "2026-11-03T02:30:00Z"}
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-2), later, status="Failed", rows_before_failure=300))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-2), later, status="Failed", rows_before_failure=300))
     with Emulator(scen):
         assert counts(sqlite_url) == 900
         assert counts(sqlite_url, later) == 300
@@ -87,7 +87,7 @@ def test_history_leaves_complete_and_partial_windows(sqlite_url: str) -> None:
 
 def test_rows_land_before_the_run_shows_past_them(sqlite_url: str) -> None:
     scen = scenario(sqlite_url, speed=1500.0)  # 15 min: 0.6 s
-    scen.add_outcome(Outcome("fail", activity="CopyReadings", rows_before_failure=300, times=1))
+    scen.add_outcome(OutcomeRule("fail", activity="CopyReadings", rows_before_failure=300, times=1))
     with Emulator(scen) as emu:
         client = emu.client()
         run_id = client.create_run(PIPELINE, WINDOW)
@@ -109,9 +109,9 @@ def test_rows_land_before_the_run_shows_past_them(sqlite_url: str) -> None:
 
 def test_replace_mode_rewrites_the_window(sqlite_url: str) -> None:
     scen = scenario(sqlite_url, write="replace")
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-2), WINDOW, status="Failed", rows_before_failure=450))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-2), WINDOW, status="Failed", rows_before_failure=450))
     other = {**WINDOW, "feederRegion": "south"}
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-2), other))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-2), other))
     with Emulator(scen) as emu:
         assert counts(sqlite_url) == 450
         run_id = emu.client().create_run(PIPELINE, WINDOW)
@@ -123,7 +123,7 @@ def test_replace_mode_rewrites_the_window(sqlite_url: str) -> None:
 
 def test_a_run_without_window_parameters_writes_nothing_and_says_why(sqlite_url: str) -> None:
     scen = scenario(sqlite_url)
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-1), {"feederRegion": "north"}, run_id="no-window"))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-1), {"feederRegion": "north"}, run_id="no-window"))
     with Emulator(scen) as emu:
         assert emu.sink_errors == [
             f"{PIPELINE} no-window: ValueError: run no-window: parameter windowStart is missing; no rows written"
@@ -143,7 +143,7 @@ def test_an_unreachable_sink_is_a_scenario_error() -> None:
 @pytest.mark.postgres
 def test_postgres_sink(postgres_url: str) -> None:
     scen = scenario(postgres_url)
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-1), WINDOW, status="Failed", rows_before_failure=300))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-1), WINDOW, status="Failed", rows_before_failure=300))
     with Emulator(scen):
         assert counts(postgres_url) == 300
         engine = create_engine(postgres_url)
@@ -156,6 +156,6 @@ def test_postgres_sink(postgres_url: str) -> None:
 @pytest.mark.mariadb
 def test_mariadb_sink(mariadb_url: str) -> None:
     scen = scenario(mariadb_url)
-    scen.add_history(HistoryRun(PIPELINE, timedelta(hours=-1), WINDOW))
+    scen.add_history(PastRun(PIPELINE, timedelta(hours=-1), WINDOW))
     with Emulator(scen):
         assert counts(mariadb_url) == 900

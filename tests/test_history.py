@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backfill.cli import main
-from backfill.emulator import Emulator, HistoryRun, HistorySeries, Outcome, Pipeline, Scenario
+from backfill.emulator import Emulator, HistorySeries, OutcomeRule, PastRun, Pipeline, Scenario
 from backfill.factory.run import RunStatus
 from backfill.history import RETENTION, load_history, sync_history
 from backfill.matching import latest_runs
@@ -36,9 +36,7 @@ def scenario(series_hours: int = 75) -> Scenario:
         )
     )
     # Older than ADF's retention: the service no longer shows it.
-    scen.add_history(
-        HistoryRun(PIPELINE, timedelta(days=-50), {"windowStart": "2000-01-01T00:00:00Z"}, run_id="too-old")
-    )
+    scen.add_history(PastRun(PIPELINE, timedelta(days=-50), {"windowStart": "2000-01-01T00:00:00Z"}, run_id="too-old"))
     return scen
 
 
@@ -97,7 +95,7 @@ def test_first_sync_then_repeat_syncs_are_cheap(db: Database) -> None:
 
 def test_status_changes_and_recovery_groups_are_picked_up(db: Database) -> None:
     scen = scenario(series_hours=2)
-    scen.add_outcome(Outcome(result="fail", match={"windowStart": "2026-01-01T00:00:00Z"}, times=1))
+    scen.add_outcome(OutcomeRule(result="fail", match={"windowStart": "2026-01-01T00:00:00Z"}, times=1))
     with Emulator(scen) as emu:
         client = emu.client()
         sync_history(db, client, PIPELINE)

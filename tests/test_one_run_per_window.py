@@ -34,7 +34,7 @@ from runner_support import (
 
 from backfill import events as ev
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import HistoryRun, Outcome
+from backfill.emulator.scenario import OutcomeRule, PastRun
 from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
@@ -113,7 +113,9 @@ def test_a_backfill_requested_while_another_runs_skips_what_that_one_ran(
     plan_a, plan_b = _plans(tmp_path, base, concurrency_a=1)
     scen = scenario(base)
     scen.add_outcome(
-        Outcome(duration=timedelta(hours=4), match={"windowStart": [format_utc(base + i * EVERY) for i in range(3)]})
+        OutcomeRule(
+            duration=timedelta(hours=4), match={"windowStart": [format_utc(base + i * EVERY) for i in range(3)]}
+        )
     )
     with emulator(scen, monkeypatch) as emu:
         a = request(plan_a, monkeypatch, capsys)
@@ -265,8 +267,8 @@ def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
     scen.history += [
-        HistoryRun(PIPELINE, base + EVERY, params, status="InProgress"),
-        HistoryRun(PIPELINE, base + 2 * EVERY, params, status="Failed"),
+        PastRun(PIPELINE, base + EVERY, params, status="InProgress"),
+        PastRun(PIPELINE, base + 2 * EVERY, params, status="Failed"),
     ]
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 2))
@@ -302,9 +304,9 @@ def test_an_unknown_status_counts_as_in_progress_and_is_reported(tmp_path: Path,
     base = base_time()
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
-    scen.history.append(HistoryRun(PIPELINE, base + EVERY, params, status="InProgress"))
+    scen.history.append(PastRun(PIPELINE, base + EVERY, params, status="InProgress"))
     # The run we create stays in progress 1.2 s (real), long enough to be polled in it.
-    scen.add_outcome(Outcome(duration=timedelta(hours=2)))
+    scen.add_outcome(OutcomeRule(duration=timedelta(hours=2)))
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 2))
     with emulator(scen, monkeypatch) as emu:

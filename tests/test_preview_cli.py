@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backfill.cli import main
-from backfill.emulator import Emulator, HistoryRun, Pipeline, Scenario, Sink
+from backfill.emulator import Emulator, PastRun, Pipeline, Scenario, Sink
 from backfill.timeutil import format_utc, utcnow
 
 PIPELINE = "LoadMeterTelemetry"
@@ -49,10 +49,10 @@ def past(
     delay: int = 5,
     spelling: str = "%Y-%m-%dT%H:%M:%SZ",
     **options: object,
-) -> HistoryRun:
+) -> PastRun:
     start, end = at(base, index), at(base, index + 1)
     parameters = {"windowStart": start.strftime(spelling), "windowEnd": format_utc(end), "feederRegion": "north"}
-    return HistoryRun(pipeline, end + timedelta(minutes=delay), parameters, status=status, **options)  # type: ignore[arg-type]
+    return PastRun(pipeline, end + timedelta(minutes=delay), parameters, status=status, **options)  # type: ignore[arg-type]
 
 
 def build(base: datetime, sink: Path) -> Scenario:

@@ -19,7 +19,7 @@ from sqlalchemy import update
 from backfill import events as ev
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.chain import GENESIS_HASH, make_event, verify_chain
-from backfill.emulator.scenario import Outcome
+from backfill.emulator.scenario import OutcomeRule
 from backfill.report import build_report, render_text
 from backfill.report_html import render_html
 from backfill.store.backfills import list_backfills
@@ -70,7 +70,7 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     base = base_time()
     scen = scenario(base)
     scen.add_outcome(
-        Outcome(
+        OutcomeRule(
             "fail",
             match={"windowStart": format_utc(base + EVERY)},
             activity="CopyReadings",

@@ -22,7 +22,7 @@ from conftest import missing
 from runner_support import base_time, cli, emulator, plan_text, request, scenario
 
 from backfill.cli import main
-from backfill.emulator import Outcome
+from backfill.emulator import OutcomeRule
 from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
@@ -150,7 +150,9 @@ def test_a_failed_backfill_says_why_and_who_cancelled(tmp_path: Path, monkeypatc
     base = base_time()
     scen = scenario(base)
     scen.add_outcome(
-        Outcome("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings", message="Sink table locked")
+        OutcomeRule(
+            "fail", match={"windowStart": format_utc(base)}, activity="CopyReadings", message="Sink table locked"
+        )
     )
     plan = tmp_path / "north.toml"
     plan.write_text(plan_text(base, 2))

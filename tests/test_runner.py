@@ -23,7 +23,7 @@ from runner_support import (
 )
 
 from backfill import events as ev
-from backfill.emulator.scenario import Outcome
+from backfill.emulator.scenario import OutcomeRule
 from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
@@ -68,7 +68,7 @@ def test_a_failure_stops_the_backfill_and_names_the_activity(tmp_path: Path, mon
     base = base_time()
     scen = scenario(base)
     scen.add_outcome(
-        Outcome(
+        OutcomeRule(
             "fail",
             match={"windowStart": format_utc(base + EVERY)},
             activity="CopyReadings",
@@ -96,7 +96,7 @@ def test_a_failure_stops_the_backfill_and_names_the_activity(tmp_path: Path, mon
 def test_on_failure_continue_runs_every_window(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
@@ -115,13 +115,13 @@ def test_newest_first_order(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> Non
 
 
 def test_recover_mode_reruns_the_failed_run_from_its_failure(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    from backfill.emulator.scenario import HistoryRun
+    from backfill.emulator.scenario import PastRun
 
     base = base_time()
     scen = scenario(base)
     params = {"windowStart": format_utc(base), "windowEnd": format_utc(base + EVERY), "feederRegion": "north"}
     scen.add_history(
-        HistoryRun(PIPELINE, base + EVERY, params, status="Failed", run_id="failed-run-1", activity="CopyReadings")
+        PastRun(PIPELINE, base + EVERY, params, status="Failed", run_id="failed-run-1", activity="CopyReadings")
     )
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 2, execution={"mode": "recover"}), monkeypatch, capsys)
@@ -138,7 +138,7 @@ def test_recover_mode_reruns_the_failed_run_from_its_failure(tmp_path: Path, mon
 def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         # 20 emulated minutes: 0.2 s at the emulator's speed... but run_timeout is our real clock.
         bid = request(
@@ -164,7 +164,7 @@ def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatc
 def test_a_timed_out_run_is_cancelled_when_the_plan_says_so(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         plan = _plan(tmp_path, 1, execution={"run_timeout": "1s", "on_timeout": "cancel"})
         bid = request(plan, monkeypatch, capsys)
@@ -196,7 +196,7 @@ def test_canary_pauses_until_approved(tmp_path: Path, monkeypatch: MP, capsys: C
 def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 3), monkeypatch, capsys)
         codes: list[int] = []

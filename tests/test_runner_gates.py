@@ -24,7 +24,7 @@ from runner_support import (
 
 from backfill import events as ev
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import HistoryRun, Outcome
+from backfill.emulator.scenario import OutcomeRule, PastRun
 from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
@@ -95,9 +95,9 @@ def test_rejected_and_expired_backfills_do_not_run(tmp_path: Path, monkeypatch: 
 def test_a_window_the_approval_did_not_cover_is_not_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_history(HistoryRun(PIPELINE, base + EVERY, _params(base), status="Succeeded"))
+    scen.add_history(PastRun(PIPELINE, base + EVERY, _params(base), status="Succeeded"))
     # The next run of the first window fails: after it, history says "rerun".
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}))
     plan = tmp_path / "p.toml"
     plan.write_text(plan_text(base, 3))
     first, second, third = keys(base, 3)

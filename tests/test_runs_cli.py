@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from backfill.cli.main import run
-from backfill.emulator import Activity, Emulator, HistoryRun, Pipeline, Scenario
+from backfill.emulator import Activity, Emulator, PastRun, Pipeline, Scenario
 
 PIPELINE = "LoadMeterTelemetry"
 
@@ -27,13 +27,13 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     scenario.add_pipeline(Pipeline(name="LoadRoutes"))
     scenario.add_history(
         [
-            HistoryRun(
+            PastRun(
                 PIPELINE,
                 start=timedelta(hours=-3),
                 run_id="ok-1",
                 parameters={"windowStart": "2026-11-03T00:00:00Z", "feederRegion": "north"},
             ),
-            HistoryRun(
+            PastRun(
                 PIPELINE,
                 start=timedelta(hours=-2),
                 run_id="failed-1",
@@ -43,8 +43,8 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
                 message="sink lock timeout",
                 parameters={"windowStart": "2026-11-03T00:15:00Z", "feederRegion": "north"},
             ),
-            HistoryRun("LoadRoutes", start=timedelta(hours=-1), run_id="routes-1"),
-            HistoryRun(PIPELINE, start=timedelta(days=-3), run_id="old-1"),
+            PastRun("LoadRoutes", start=timedelta(hours=-1), run_id="routes-1"),
+            PastRun(PIPELINE, start=timedelta(days=-3), run_id="old-1"),
         ]
     )
     with Emulator(scenario) as emu:

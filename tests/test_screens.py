@@ -24,7 +24,7 @@ from backfill.approvals import BackfillState, BackfillStatus
 from backfill.cli import main
 from backfill.cli.output import ELLIPSIS, WIDTH, fit, short_id
 from backfill.cli.status import _progress_line, _status_cell
-from backfill.emulator import Emulator, Outcome, load_scenario
+from backfill.emulator import Emulator, OutcomeRule, load_scenario
 from backfill.progress import Progress, new_window
 from backfill.timeutil import format_utc, utcnow
 
@@ -136,7 +136,7 @@ def _plan(tmp_path: Path, count: int, **sections: object) -> Path:
 def test_status_says_why_a_window_needs_an_operator(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch):
         bid = request(_plan(tmp_path, 1, execution={"run_timeout": "1s"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 4
@@ -152,7 +152,7 @@ def test_status_says_why_a_window_needs_an_operator(tmp_path: Path, monkeypatch:
 def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings"))
+    scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings"))
     with emulator(scen, monkeypatch):
         bid = request(_plan(tmp_path, 3), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1

@@ -10,7 +10,7 @@ import pytest
 from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
 
 from backfill import events as ev
-from backfill.emulator.scenario import Outcome
+from backfill.emulator.scenario import OutcomeRule
 from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
@@ -26,7 +26,7 @@ def _plan(tmp_path: Path, count: int, **sections: object) -> Path:
 def test_after_stop_cancel_run_run_refuses_until_resume(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         bid = request(_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
         codes: list[int] = []
@@ -74,7 +74,7 @@ def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, 
 
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(Outcome("hang", match={"windowStart": format_utc(base)}))
+    scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch):
         bid = request(_plan(tmp_path, 1), monkeypatch, capsys)
         codes: list[int] = []

@@ -16,9 +16,9 @@ from backfill.emulator.scenario import (
     HISTORY_STATUSES,
     RESULTS,
     Activity,
-    HistoryRun,
     HistorySeries,
-    Outcome,
+    OutcomeRule,
+    PastRun,
     Pipeline,
     Scenario,
     Sink,
@@ -284,7 +284,7 @@ def _failure(reader: _Reader, raw: dict[str, Any], where: str) -> dict[str, Any]
     return fields
 
 
-def _history(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) -> HistoryRun:
+def _history(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) -> PastRun:
     reader.keys(
         raw,
         where.rstrip("."),
@@ -306,7 +306,7 @@ def _history(reader: _Reader, raw: dict[str, Any], where: str, only: str | None)
             "invoked_by_type",
         },
     )
-    return HistoryRun(
+    return PastRun(
         pipeline=_pipeline_name(reader, raw, where, only),
         start=reader.when(raw, "start", where),
         parameters=reader.get(raw, "parameters", where, dict, {}),
@@ -362,7 +362,7 @@ def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) 
     )
 
 
-def _outcome(reader: _Reader, raw: dict[str, Any], where: str) -> Outcome:
+def _outcome(reader: _Reader, raw: dict[str, Any], where: str) -> OutcomeRule:
     reader.keys(
         raw,
         where.rstrip("."),
@@ -389,7 +389,7 @@ def _outcome(reader: _Reader, raw: dict[str, Any], where: str) -> Outcome:
     if "times" in raw and times < 1:
         raise reader.fail(f"{where}times", "expected a positive integer")
     result = reader.choice(raw, "result", where, RESULTS, "succeed")
-    return Outcome(
+    return OutcomeRule(
         result=cast(Any, result),
         pipeline=reader.get(raw, "pipeline", where, str, "") or None,
         match=match,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from backfill.emulator.runs import RunRecord, micros
+from backfill.emulator.runs import EmulatedRun, micros
 from backfill.emulator.state import FactoryState
 from backfill.emulator.wire import ApiError, activity_error, activity_run
 from backfill.timeutil import parse_utc
@@ -32,7 +32,7 @@ _CACHE_SIZE = 16
 _CACHE_SECONDS = 120.0
 _LAST = 1 << 62  # sorts runs without an end after every real end
 
-Predicate = Callable[[RunRecord], bool]
+Predicate = Callable[[EmulatedRun], bool]
 
 
 def _bad(message: str) -> ApiError:
@@ -100,7 +100,7 @@ def _test(operand: str, values: list[str]) -> Predicate:
     return lambda r: r.end in moments
 
 
-def _sort_key(field: str) -> Callable[[RunRecord], Any]:
+def _sort_key(field: str) -> Callable[[EmulatedRun], Any]:
     if field == "RunStart":
         return lambda r: r.start
     if field == "RunEnd":
@@ -152,7 +152,7 @@ class RunQueries:
 
     def __init__(self, state: FactoryState) -> None:
         self.state = state
-        self._cache: OrderedDict[str, tuple[int, float, list[RunRecord], list[str]]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[int, float, list[EmulatedRun], list[str]]] = OrderedDict()
 
     def query(self, body: Any, now: datetime) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -193,7 +193,7 @@ class RunQueries:
         predicates: list[Predicate],
         orders: list[tuple[str, bool]],
         now: datetime,
-    ) -> tuple[list[RunRecord], list[str]]:
+    ) -> tuple[list[EmulatedRun], list[str]]:
         state = self.state
         cached = self._cache.get(digest)
         if cached is not None and cached[0] == state.version and time.monotonic() - cached[1] < _CACHE_SECONDS:
@@ -234,7 +234,7 @@ def activity_runs(state: FactoryState, run_id: str, body: Any, now: datetime) ->
         return {"value": [e[1] for e in entries]}
 
 
-def _activities(state: FactoryState, rec: RunRecord, now: datetime) -> list[tuple[datetime, dict[str, Any]]]:
+def _activities(state: FactoryState, rec: EmulatedRun, now: datetime) -> list[tuple[datetime, dict[str, Any]]]:
     script = rec.script
     activities = rec.pipeline.activities
     stop = max(script.stop, rec.first) if script.result in ("fail", "hang") else len(activities) - 1

@@ -37,7 +37,7 @@ class Script:
     rows_before_failure: int = 0
 
 
-class RunRecord:
+class EmulatedRun:
     __slots__ = (
         "begin", "cancel_at", "end", "first", "group", "invoked_by", "invoked_by_type",
         "is_latest", "last_updated", "lu_key", "message", "parameters", "pipeline", "rows_written",

@@ -130,7 +130,7 @@ class Pipeline:
 
 
 @dataclass
-class Outcome:
+class OutcomeRule:
     """What future runs whose parameters match do. First matching rule wins; ``times`` limits a
     rule to that many runs (so a first run can fail and its rerun succeed)."""
 
@@ -161,7 +161,7 @@ class Outcome:
 
 
 @dataclass
-class HistoryRun:
+class PastRun:
     """A run that exists when the emulator starts. Queued/InProgress ones hang until cancelled."""
 
     pipeline: str
@@ -212,7 +212,7 @@ class HistorySeries:
             end -= (end - epoch) % self.every
         return start, end
 
-    def runs(self, origin: datetime) -> Iterator[HistoryRun]:
+    def runs(self, origin: datetime) -> Iterator[PastRun]:
         start, end = self.bounds(origin)
         # Bare {start}/{end} are by far the most common templates: format each instant once.
         simple = {k: v for k, v in self.parameters.items() if v in ("{start}", "{end}")}
@@ -224,7 +224,7 @@ class HistorySeries:
             parameters = render_parameters(other, start, window_end) if other else {}
             for name, template in simple.items():
                 parameters[name] = start_text if template == "{start}" else end_text
-            yield HistoryRun(
+            yield PastRun(
                 pipeline=self.pipeline,
                 start=window_end + self.delay,
                 parameters=parameters,
@@ -252,8 +252,8 @@ class Scenario:
     retention: timedelta = timedelta(days=45)
     page_size: int = 100
     pipelines: list[Pipeline] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    history: list[HistoryRun] = field(default_factory=list)
+    outcomes: list[OutcomeRule] = field(default_factory=list)
+    history: list[PastRun] = field(default_factory=list)
     series: list[HistorySeries] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     source: str = "<scenario>"
@@ -272,18 +272,18 @@ class Scenario:
         self.pipelines.append(pipeline)
         return pipeline
 
-    def add_outcome(self, outcome: Outcome) -> Outcome:
+    def add_outcome(self, outcome: OutcomeRule) -> OutcomeRule:
         self.outcomes.append(outcome)
         return outcome
 
-    def add_history(self, runs: HistoryRun | Iterable[HistoryRun]) -> None:
+    def add_history(self, runs: PastRun | Iterable[PastRun]) -> None:
         """Add one past run or many (a generator of 200,000 is fine: they are stored as given)."""
-        if isinstance(runs, HistoryRun):
+        if isinstance(runs, PastRun):
             self.history.append(runs)
         else:
             self.history.extend(runs)
 
-    def all_history(self, origin: datetime) -> Iterator[HistoryRun]:
+    def all_history(self, origin: datetime) -> Iterator[PastRun]:
         yield from self.history
         for series in self.series:
             yield from series.runs(origin)

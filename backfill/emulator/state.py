@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backfill.emulator.runs import RunRecord, Script, micros, new_run_id
-from backfill.emulator.scenario import HistoryRun, Pipeline, Scenario, adf_string, resolve
+from backfill.emulator.runs import EmulatedRun, Script, micros, new_run_id
+from backfill.emulator.scenario import PastRun, Pipeline, Scenario, adf_string, resolve
 from backfill.emulator.sink import SinkWriter
 from backfill.emulator.wire import (
     ApiError,
@@ -50,21 +50,21 @@ class FactoryState:
         self.started = datetime.now(UTC)
         self.factory_id = factory_path(scenario.subscription_id, scenario.resource_group, scenario.factory)
         self.pipelines = {p.name: p for p in scenario.pipelines}
-        self.runs: dict[str, RunRecord] = {}
+        self.runs: dict[str, EmulatedRun] = {}
         self.by_updated: list[tuple[int, str]] = []
         self.version = 0
         self.sink_errors: list[str] = []
-        self._groups: dict[str, list[RunRecord]] = {}
+        self._groups: dict[str, list[EmulatedRun]] = {}
         self._events: list[tuple[int, int, datetime, str, str]] = []
         self._seq = itertools.count()
         self._uses = [0] * len(scenario.outcomes)
         self._env = env
         self._sinks: dict[str, SinkWriter] = {}
         self._loading = True
-        self._pending: list[tuple[RunRecord, int, int, int]] = []
+        self._pending: list[tuple[EmulatedRun, int, int, int]] = []
         # Runs a createRun made that the service applies late (a fault's effect_delay): not
         # visible anywhere until their "appear" event.
-        self._unborn: dict[str, RunRecord] = {}
+        self._unborn: dict[str, EmulatedRun] = {}
 
     # --- start and stop --------------------------------------------------------------------------
 
@@ -98,7 +98,7 @@ class FactoryState:
         for writer in self._sinks.values():
             writer.close()
 
-    def _load_history(self, history: Iterable[HistoryRun], now: datetime) -> None:
+    def _load_history(self, history: Iterable[PastRun], now: datetime) -> None:
         scenario = self.scenario
         queue = scenario.scaled(scenario.queue_time)
         scripts: dict[tuple[Any, ...], Script] = {}  # shared: 200,000 runs have a handful of scripts
@@ -127,7 +127,7 @@ class FactoryState:
             if run_id in self.runs:
                 raise ScenarioError(f"{scenario.source}: history[{index}]: run_id {run_id} is used twice")
             duration = scenario.scaled(declared.duration or pipeline.duration)
-            rec = RunRecord(
+            rec = EmulatedRun(
                 run_id,
                 pipeline,
                 _wire(declared.parameters),
@@ -146,7 +146,7 @@ class FactoryState:
             for member in members:
                 member.is_latest = member is newest
 
-    def _add(self, rec: RunRecord, now: datetime) -> None:
+    def _add(self, rec: EmulatedRun, now: datetime) -> None:
         self.runs[rec.run_id] = rec
         if not self._loading:
             bisect.insort(self.by_updated, (rec.lu_key, rec.run_id))
@@ -188,7 +188,7 @@ class FactoryState:
         with self.lock:
             return self._events[0][2] if self._events else None
 
-    def _apply(self, rec: RunRecord, kind: str, at: datetime) -> None:
+    def _apply(self, rec: EmulatedRun, kind: str, at: datetime) -> None:
         script = rec.script
         if kind == "begin" and rec.status == "Queued":
             rec.status = "InProgress"
@@ -211,7 +211,7 @@ class FactoryState:
             return
         self._touch(rec, at)
 
-    def _touch(self, rec: RunRecord, at: datetime) -> None:
+    def _touch(self, rec: EmulatedRun, at: datetime) -> None:
         if not self._loading:
             index = bisect.bisect_left(self.by_updated, (rec.lu_key, rec.run_id))
             if index < len(self.by_updated) and self.by_updated[index][1] == rec.run_id:
@@ -221,7 +221,7 @@ class FactoryState:
             bisect.insort(self.by_updated, (rec.lu_key, rec.run_id))
         self.version += 1
 
-    def _write(self, rec: RunRecord, first: int, count: int, total: int) -> None:
+    def _write(self, rec: EmulatedRun, first: int, count: int, total: int) -> None:
         writer = self._sinks.get(rec.pipeline.name)
         if writer is None or count <= 0:
             return
@@ -238,7 +238,7 @@ class FactoryState:
 
     # --- operations ------------------------------------------------------------------------------
 
-    def live_run(self, run_id: str, now: datetime) -> RunRecord | None:
+    def live_run(self, run_id: str, now: datetime) -> EmulatedRun | None:
         """A run the service still shows: older than the retention it is gone, as in ADF."""
         rec = self.runs.get(run_id)
         if rec is None or rec.last_updated < now - self.scenario.retention:
@@ -281,7 +281,7 @@ class FactoryState:
             first = self._first_activity(pipeline, reference, recovery, options)
             script, duration = self._choose(pipeline, parameters, first)
             start = now + timedelta(seconds=delay)
-            rec = RunRecord(
+            rec = EmulatedRun(
                 new_run_id(),
                 pipeline,
                 parameters,
@@ -307,7 +307,7 @@ class FactoryState:
             return rec.run_id
 
     def _first_activity(
-        self, pipeline: Pipeline, reference: RunRecord | None, recovery: bool, options: Mapping[str, str]
+        self, pipeline: Pipeline, reference: EmulatedRun | None, recovery: bool, options: Mapping[str, str]
     ) -> int:
         if reference is None or not recovery:
             return 0
@@ -366,7 +366,7 @@ class FactoryState:
             self._touch(rec, now)
             self._push(now + self.scenario.scaled(self.scenario.cancel_time), run_id, "cancelled")
 
-    def _require(self, run_id: str, now: datetime) -> RunRecord:
+    def _require(self, run_id: str, now: datetime) -> EmulatedRun:
         rec = self.live_run(run_id, now)
         if rec is None:
             raise ApiError(
@@ -377,7 +377,7 @@ class FactoryState:
             )
         return rec
 
-    def run_json(self, rec: RunRecord) -> dict[str, Any]:
+    def run_json(self, rec: EmulatedRun) -> dict[str, Any]:
         return {
             "id": run_resource_id(self.factory_id, rec.run_id),
             "runId": rec.run_id,
