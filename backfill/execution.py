@@ -35,10 +35,12 @@ from backfill.factory.protocol import Factory, FactoryRef
 from backfill.factory.run import RunStatus
 from backfill.identity import Actor
 from backfill.matching import match_fields
-from backfill.polling import RECENT_RUNS, policy_for, usual_duration
-from backfill.runner import DEFERRED, Job, LedgerView, RunnerOptions, StepHook, WindowMachine
+from backfill.runner.machine import DEFERRED, Job, RunnerOptions, WindowMachine
+from backfill.runner.polling import RECENT_RUNS, policy_for, usual_duration
+from backfill.runner.ports import Claim, StepHook
+from backfill.runner.view import LedgerView
 from backfill.seal import Seal, require_variables, verify_seal
-from backfill.store.claims import Claim, Claims
+from backfill.store.claims import Claims
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_utc, utcnow

@@ -2,7 +2,8 @@
 
 It lives in the tests, never in the package: the installed ``backfill run`` reads no kill switch
 (a stray variable in an operator's shell must not SIGKILL it). ``tests/crash_runner.py`` installs
-it from the environment through the runner's ``StepHook`` port and runs the real CLI.
+it from the environment through the runner's ``StepHook`` port (``backfill.runner.ports``) and runs
+the real CLI.
 
 ``BACKFILL_CRASH_AT="window.intent:2"`` makes the process SIGKILL itself right after it appended
 its 2nd ``window.intent`` event; ``"before:window.created:1"`` kills it just before appending its

@@ -157,7 +157,7 @@ def test_a_late_effect_is_adopted_within_settle(
 
 
 def test_settle_defaults_to_ten_minutes_and_the_plan_can_set_it() -> None:
-    from backfill.runner import RunnerOptions
+    from backfill.runner.machine import RunnerOptions
 
     assert RunnerOptions.from_env({}).settle == timedelta(minutes=10)
     assert RunnerOptions.from_env({}, settle=timedelta(minutes=3)).settle == timedelta(minutes=3)

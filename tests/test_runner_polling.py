@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill.factory.run import Run, RunStatus
-from backfill.polling import PollPolicy, next_poll, policy_for, schedule, usual_duration
+from backfill.runner.polling import PollPolicy, next_poll, policy_for, schedule, usual_duration
 
 MINUTE = timedelta(minutes=1)
 

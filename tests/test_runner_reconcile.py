@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from backfill.errors import ConfigError
 from backfill.factory.run import Run, RunStatus
-from backfill.reconcile import DEFAULT_SKEW, candidates
-from backfill.runner import RunnerOptions
+from backfill.runner.machine import RunnerOptions
+from backfill.runner.reconcile import DEFAULT_SKEW, candidates
 from backfill.windows import Window
 
 START = datetime(2026, 11, 3, 2, tzinfo=UTC)

@@ -17,44 +17,34 @@ its claims (``lease_until``) while it works and sets ``released_at`` when done, 
 claim is free again when released, when its lease ran out (a worker on another machine died), or
 at once when its worker was a process on this machine that no longer exists (``kill -9``).
 What happened to a window is decided by the ledger alone; a claim only says who works on it now.
+``Claims`` is the runner's claims port (``backfill.runner.ports.ClaimsPort``), structurally.
 
 Spec §14: a window is also claimed under its *identity* (factory, pipeline, matched parameter
 values), whichever backfill holds it: rows with ``backfill_id = IDENTITY_SCOPE`` and the identity's
-hash as ``window_key``, claimed and renewed exactly like a backfill's windows. ``confirm`` is what
-the runner asks right before createRun: a claim confirmed within the last few seconds (monotonic
-clock) with an unexpired lease, or else renewed in the database now.
+hash (``identity_key``; both in ``backfill.runner.machine``) as ``window_key``, claimed and
+renewed exactly like a backfill's windows. ``confirm`` is what the runner asks right before
+createRun: a claim confirmed within the last few seconds (monotonic clock) with an unexpired
+lease, or else renewed in the database now.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, UniqueConstraint, func
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from backfill.runner.ports import DEFAULT_LEASE, Claim
 from backfill.store.database import Database
 from backfill.timeutil import utcnow
 
-DEFAULT_LEASE = timedelta(minutes=2)
-# The backfill_id of identity claims: no backfill ID has this form (they are bf-...).
-IDENTITY_SCOPE = "@window-identity"
 SEED_CHUNK = 500
-
-
-def identity_key(factory_key: str, pipeline: str, fields: Sequence[str], canonical: str) -> str:
-    """The window_key of an identity claim: sha256 of the factory, the pipeline (ADF names are
-    case-insensitive), the matched fields and their values' canonical text (``matching.key_hash``)."""
-    text = json.dumps([factory_key.lower(), pipeline.lower(), sorted(fields), canonical], separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class WindowClaim(SQLModel, table=True):
@@ -70,15 +60,6 @@ class WindowClaim(SQLModel, table=True):
     claimed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-
-
-@dataclass(frozen=True)
-class Claim:
-    backfill_id: str
-    window_key: str
-    attempt: int
-    worker: str
-    lease_until: datetime
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -132,6 +113,10 @@ class Claims:
         # (backfill_id, window_key, attempt) -> (monotonic time, lease_until) of the last time the
         # database said the claim is ours: what ``confirm`` trusts for a few seconds.
         self._confirmed: dict[tuple[str, str, int], tuple[float, datetime]] = {}
+
+    def as_worker(self, worker: str) -> Claims:
+        """The same claims table under another worker name, with the same database and lease."""
+        return Claims(self.db, worker=worker, lease=self.lease)
 
     def seed(self, backfill_id: str, keys: Sequence[str]) -> None:
         """Make sure every window in ``keys`` has its attempt-0 row (idempotent, race-safe)."""

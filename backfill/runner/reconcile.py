@@ -18,7 +18,7 @@ their parameters against the window's, exactly as the preview matches history.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,7 @@ from backfill.errors import FactoryError
 from backfill.factory.protocol import Factory
 from backfill.factory.run import Run
 from backfill.matching import match_key
+from backfill.runner.ports import Clock, Sleep
 from backfill.timeutil import format_utc, utcnow
 from backfill.windows import Window
 
@@ -84,8 +85,8 @@ def reconcile(
     exclude: frozenset[str] = frozenset(),
     settle: timedelta = DEFAULT_SETTLE,
     skew: timedelta = DEFAULT_SKEW,
-    clock: Callable[[], datetime] = utcnow,
-    sleep: Callable[[float], object],
+    clock: Clock = utcnow,
+    sleep: Sleep,
 ) -> Reconciliation:
     """Look for the run an intent may have created; see the module docstring for the rules."""
     after = intent_at - LOOKBACK

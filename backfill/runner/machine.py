@@ -4,15 +4,16 @@ For one claimed window: re-run its checks (``window.checked``), write ``window.i
 exact public parameters BEFORE createRun, create the run with retries off (``window.created``),
 poll it (``window.status`` on each change) and record how it ended (``window.finished``, with the
 failing activity and its error). After any doubt (an intent without a created/adopted event, a
-createRun whose effect is unknown) it reconciles with history (``backfill.reconcile``) before it
+createRun whose effect is unknown) it reconciles with history (``runner.reconcile``) before it
 ever calls createRun again: it adopts the run it finds (``window.adopted``), creates again only when
 history is definitive, and otherwise asks for an operator (``window.needs-operator``).
 
-Every step is a ledger event, read back by ``LedgerView``: the ledger alone says where a window
-stands, so a runner killed at any point resumes from it.
+Every step is a ledger event, read back by ``LedgerView`` (``runner.view``): the ledger alone says
+where a window stands, so a runner killed at any point resumes from it. The machine works through
+its ports (``runner.ports``: ledger, claims, clock; the factory's protocol): never a store module.
 
 Spec §14, at most one run per window across backfills: before anything that may send createRun,
-the machine claims the window's identity (factory, pipeline, matched values; store/claims.py),
+the machine claims the window's identity (factory, pipeline, matched values; ``identity_key``),
 whichever backfill holds it. Holding it, it re-reads the window's history (one query of what
 changed since its last read) and re-runs its checks right before the intent; meeting an identity
 another backfill holds, it re-reads history and skips the window (``skip-in-progress``,
@@ -22,42 +23,50 @@ that both claims are still its own; a 429 is waited out (``Retry-After``) and se
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from backfill import events as ev
 from backfill import progress as pg
-from backfill.approvals import BackfillRecord
-from backfill.chain import LedgerEvent
 from backfill.checks.base import Check
 from backfill.decisions import Decision, active_of, decide, describe_run
 from backfill.errors import ConfigError, FactoryError
 from backfill.factory.protocol import Factory
 from backfill.factory.run import Run, RunStatus
-from backfill.identity import Actor
 from backfill.matching import Key, key_hash, latest_of, match_key
-from backfill.polling import PollPolicy, median, next_poll
 from backfill.preview import WindowDecision
-from backfill.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, Reconciliation, candidates, reconcile
+from backfill.runner.polling import PollPolicy, median, next_poll
+from backfill.runner.ports import DEFAULT_LEASE, Claim, ClaimsPort, Clock, Sleep
+from backfill.runner.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, Reconciliation, candidates, reconcile
+from backfill.runner.view import LedgerView, intent_time
 from backfill.secrets import reveal_all
-from backfill.store.claims import DEFAULT_LEASE, IDENTITY_SCOPE, Claim, Claims, identity_key
-from backfill.store.ledger import Ledger
 from backfill.timeutil import format_duration, format_utc, parse_duration, utcnow
 from backfill.windows import Window
 
-BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
 # What ``WindowMachine.process`` returns for a window another backfill holds with no run in its
 # history yet: not an end, the pool comes back to it.
 DEFERRED = "deferred"
 # Separates the worker from the backfill ID in an identity claim's worker column.
 BACKFILL_MARK = "|"
+# The backfill_id of identity claims: no backfill ID has this form (they are bf-...).
+IDENTITY_SCOPE = "@window-identity"
+
+
+def identity_key(factory_key: str, pipeline: str, fields: Sequence[str], canonical: str) -> str:
+    """The window_key of an identity claim: sha256 of the factory, the pipeline (ADF names are
+    case-insensitive), the matched fields and their values' canonical text (``matching.key_hash``)."""
+    text = json.dumps([factory_key.lower(), pipeline.lower(), sorted(fields), canonical], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 _RESOLVING = frozenset(
     {ev.WINDOW_CREATED, ev.WINDOW_ADOPTED, ev.WINDOW_CREATE_FAILED, ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED}
 )
@@ -104,103 +113,6 @@ def _duration_setting(env: Mapping[str, str], name: str, default: timedelta) -> 
         raise ConfigError(str(exc)) from None
 
 
-class StepHook(Protocol):
-    """The runner's port around each ledger append; production passes none (``NO_HOOK``).
-
-    The crash harness (tests/crash_hook.py) plugs in here to kill or freeze the runner at a chosen
-    step; nothing in the package reads a kill switch from the environment. ``quiet`` is held by the
-    claim heartbeat while it writes, so a hook that freezes the process never does it mid-write."""
-
-    @property
-    def quiet(self) -> AbstractContextManager[object]: ...
-
-    def before(self, kind: str) -> None: ...
-
-    def after(self, kind: str) -> None: ...
-
-
-class _NoHook:
-    quiet: AbstractContextManager[object] = nullcontext()
-
-    def before(self, kind: str) -> None:
-        pass
-
-    def after(self, kind: str) -> None:
-        pass
-
-
-NO_HOOK: StepHook = _NoHook()
-
-
-class LedgerView:
-    """The runner's incremental reading of one backfill's ledger events (thread-safe)."""
-
-    def __init__(self, ledger: Ledger, record: BackfillRecord, actor: Actor, *, hook: StepHook | None = None) -> None:
-        self.ledger = ledger
-        self.backfill_id = record.id
-        self.actor = actor
-        self.hook: StepHook = hook or NO_HOOK
-        self.windows = pg.initial_windows(record.decisions)
-        # Window key -> (time, payload) of an intent not yet followed by created/adopted/finished.
-        self.pending: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
-        # Window key -> time of its first intent in this backfill: a run of the window that started
-        # after it may be this backfill's own (a late effect), never another backfill's to skip for.
-        self.first_intent: dict[str, datetime] = {}
-        # Windows whose end is recorded (finished or skipped). Not derived from the progress
-        # state: a status event saying Succeeded is not yet a recorded finish.
-        self.closed: set[str] = set()
-        self.stop_requested = False
-        self.ended: str | None = None
-        self.listeners: list[Callable[[LedgerEvent], None]] = []
-        self.lock = threading.RLock()
-        self._seq = 0
-
-    def refresh(self) -> None:
-        with self.lock:
-            for event in self.ledger.events(backfill_id=self.backfill_id, after_seq=self._seq):
-                self._apply(event)
-                self._seq = event.seq
-
-    def _apply(self, event: LedgerEvent) -> None:
-        kind, key = event.kind, event.window_key
-        if kind.startswith("window.") and key:
-            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
-            if kind == ev.WINDOW_INTENT:
-                self.pending[key] = (event.at, event.payload)
-                self.first_intent.setdefault(key, _intent_time(event.payload, event.at))
-            elif kind in (
-                ev.WINDOW_CREATED,
-                ev.WINDOW_ADOPTED,
-                ev.WINDOW_CREATE_FAILED,
-                ev.WINDOW_FINISHED,
-                ev.WINDOW_SKIPPED,
-            ):
-                self.pending.pop(key, None)
-            if kind in (ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED):
-                self.closed.add(key)
-        elif kind == ev.WINDOW_ACCEPTED and key:
-            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
-        elif kind == ev.STARTED:
-            self.stop_requested, self.ended = False, None
-        elif kind == ev.STOP_REQUESTED:
-            self.stop_requested = True
-        elif kind in BACKFILL_ENDS:
-            self.ended = kind
-
-    def append(self, kind: str, payload: Mapping[str, Any], window_key: str | None = None) -> LedgerEvent:
-        self.hook.before(kind)
-        event = self.ledger.append(kind, payload, actor=self.actor, backfill_id=self.backfill_id, window_key=window_key)
-        self.hook.after(kind)
-        self.refresh()
-        for listener in self.listeners:
-            listener(event)
-        return event
-
-    def window(self, key: str) -> pg.WindowProgress:
-        with self.lock:
-            return pg.WindowProgress(**self.windows.get(key, pg.new_window("")))
-
-
 @dataclass(frozen=True)
 class Job:
     """One window to run and what the recomputed preview said about it."""
@@ -216,7 +128,7 @@ class WindowMachine:
 
     view: LedgerView
     factory: Factory
-    claims: Claims
+    claims: ClaimsPort
     pipeline: str
     match_fields: Sequence[str]
     checks: Sequence[Check]
@@ -226,8 +138,8 @@ class WindowMachine:
     on_timeout: str = "report"
     poll: PollPolicy = field(default_factory=PollPolicy)
     options: RunnerOptions = field(default_factory=RunnerOptions)
-    clock: Callable[[], datetime] = utcnow
-    sleep: Callable[[float], object] = time.sleep
+    clock: Clock = utcnow
+    sleep: Sleep = time.sleep
     durations: list[timedelta] = field(default_factory=list)
     intents: Counter[str] = field(default_factory=Counter)
     # Where the re-read before createRun starts: when this process synced history.
@@ -236,21 +148,17 @@ class WindowMachine:
     _read_until: datetime | None = None
     _read_lock: threading.Lock = field(default_factory=threading.Lock)
     _identities: dict[str, Claim] = field(default_factory=dict)
-    _identity_claims: Claims | None = None
+    _identity_claims: ClaimsPort | None = None
     # Other backfills' intents not followed by a created/adopted/final event, per window key, as
     # read from their ledger events (backfill ID -> (last seq read, pending)).
     _foreign: dict[str, tuple[int, dict[str, tuple[datetime, Mapping[str, Any]]]]] = field(default_factory=dict)
 
     @property
-    def identity_claims(self) -> Claims:
+    def identity_claims(self) -> ClaimsPort:
         """Identity claims carry this backfill's ID in their worker, so that another backfill
         meeting the window knows whose ledger may hold a createRun in doubt for it."""
         if self._identity_claims is None:
-            self._identity_claims = Claims(
-                self.claims.db,
-                worker=f"{self.claims.worker}{BACKFILL_MARK}{self.view.backfill_id}",
-                lease=self.claims.lease,
-            )
+            self._identity_claims = self.claims.as_worker(f"{self.claims.worker}{BACKFILL_MARK}{self.view.backfill_id}")
         return self._identity_claims
 
     def renew_identities(self) -> None:
@@ -579,7 +487,7 @@ class WindowMachine:
     ) -> tuple[datetime, Reconciliation]:
         """Search history for the run an intent (ours or another backfill's) may have created,
         for ``settle`` from the intent, leaving out the run it meant to replace."""
-        intent_at = _intent_time(payload, at)
+        intent_at = intent_time(payload, at)
         previous = payload.get("previous_run_id")
         result = reconcile(
             self.factory,
@@ -726,13 +634,3 @@ class WindowMachine:
             "error_code": first.error_code,
             "error": first.message,
         }
-
-
-def _intent_time(payload: Mapping[str, Any], recorded: datetime) -> datetime:
-    from backfill.timeutil import parse_utc
-
-    text = payload.get("intent_at")
-    try:
-        return parse_utc(text) if isinstance(text, str) else recorded
-    except ValueError:
-        return recorded
