@@ -3,10 +3,11 @@
 For one claimed window: re-run its checks (``window.checked``), write ``window.intent`` with the
 exact public parameters BEFORE createRun, create the run with retries off (``window.created``),
 poll it (``window.status`` on each change) and record how it ended (``window.finished``, with the
-failing activity and its error). After any doubt (an intent without a created/adopted event, a
-createRun whose effect is unknown) it reconciles with history (``runner.reconcile``) before it
-ever calls createRun again: it adopts the run it finds (``window.adopted``), creates again only when
-history is definitive, and otherwise asks for an operator (``window.needs-operator``).
+failing activity and its error; ``runner.follow``). After any doubt (an intent without a
+created/adopted event, a createRun whose effect is unknown) it reconciles with history
+(``runner.reconcile``) before it ever calls createRun again: it adopts the run it finds
+(``window.adopted``), creates again only when history is definitive, and otherwise asks for an
+operator (``window.needs-operator``).
 
 Every step is a ledger event, read back by ``LedgerView`` (``runner.view``): the ledger alone says
 where a window stands, so a runner killed at any point resumes from it. The machine works through
@@ -25,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,12 +43,13 @@ from backfill.factory.protocol import Factory
 from backfill.factory.run import Run, RunStatus
 from backfill.matching import Key, key_hash, latest_of, match_key
 from backfill.preview import WindowDecision
-from backfill.runner.polling import PollPolicy, median, next_poll
+from backfill.runner.follow import RunFollower, needs_operator
+from backfill.runner.polling import PollPolicy
 from backfill.runner.ports import DEFAULT_LEASE, Claim, ClaimsPort, Clock, Sleep
 from backfill.runner.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, Reconciliation, candidates, reconcile
 from backfill.runner.view import LedgerView, intent_time
 from backfill.secrets import reveal_all
-from backfill.timeutil import format_duration, format_utc, parse_duration, utcnow
+from backfill.timeutil import format_utc, parse_duration, utcnow
 from backfill.windows import Window
 
 # What ``WindowMachine.process`` returns for a window another backfill holds with no run in its
@@ -149,9 +150,24 @@ class WindowMachine:
     _read_lock: threading.Lock = field(default_factory=threading.Lock)
     _identities: dict[str, Claim] = field(default_factory=dict)
     _identity_claims: ClaimsPort | None = None
+    follower: RunFollower = field(init=False)
     # Other backfills' intents not followed by a created/adopted/final event, per window key, as
     # read from their ledger events (backfill ID -> (last seq read, pending)).
     _foreign: dict[str, tuple[int, dict[str, tuple[datetime, Mapping[str, Any]]]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Follows this machine's runs to their end, learning durations into ``durations``.
+        self.follower = RunFollower(
+            view=self.view,
+            factory=self.factory,
+            poll=self.poll,
+            run_timeout=self.run_timeout,
+            on_timeout=self.on_timeout,
+            max_poll_errors=self.options.max_poll_errors,
+            clock=self.clock,
+            sleep=self.sleep,
+            durations=self.durations,
+        )
 
     @property
     def identity_claims(self) -> ClaimsPort:
@@ -529,108 +545,10 @@ class WindowMachine:
         return self._start(job, claim, evidence)
 
     def _operator(self, key: str, reason: str, evidence: Mapping[str, Any], run_id: str | None = None) -> str:
-        payload: dict[str, Any] = {"reason": reason, "evidence": dict(evidence)}
-        if run_id:
-            payload["run_id"] = run_id
-        self.view.append(ev.WINDOW_NEEDS_OPERATOR, payload, key)
-        return pg.NEEDS_OPERATOR
-
-    # --- following -----------------------------------------------------------------------------
+        return needs_operator(self.view, key, reason, evidence, run_id)
 
     def _follow(self, job: Job, run_id: str, started_at: datetime) -> str:
-        key = job.window.key
-        state = self.view.window(key)
-        last_status = state["status"] if state["run_id"] == run_id else None
-        deadline = started_at + self.run_timeout if self.run_timeout is not None else None
-        cancelled_at: datetime | None = self.clock() if state["cancel_requested"] else None
-        errors = 0
-        while True:
-            now = self.clock()
-            if cancelled_at is not None:
-                # A cancel takes effect in seconds, whatever the run's usual duration.
-                fast = PollPolicy(floor=self.poll.effective_floor)
-                wake = cancelled_at + next_poll(fast, now - cancelled_at)
-            else:
-                wake = started_at + next_poll(self._policy(), now - started_at)
-                if deadline is not None:
-                    wake = min(wake, max(deadline, now))
-            self.sleep(max(0.0, (wake - now).total_seconds()))
-            try:
-                run = self.factory.get_run(run_id)
-            except FactoryError as exc:
-                errors += 1
-                if errors >= self.options.max_poll_errors:
-                    return self._operator(key, f"cannot read the run's status: {exc}", {"errors": errors}, run_id)
-                continue
-            errors = 0
-            if run.start is not None and run.start != started_at:
-                # ADF's runStart, not our intent time, is what durations (and so the schedule and
-                # run_timeout) count from: the queue time is not the run's.
-                started_at = run.start
-                deadline = started_at + self.run_timeout if self.run_timeout is not None else None
-            if run.status.is_final:
-                return self._finish(key, run)  # the final status goes in window.finished alone
-            if run.status_label != last_status:
-                self.view.append(ev.WINDOW_STATUS, {"run_id": run_id, "status": run.status_label}, key)
-                last_status = run.status_label
-            if deadline is not None and cancelled_at is None and self.clock() >= deadline:
-                timeout = format_duration(self.run_timeout)
-                evidence = {
-                    "status": run.status.value,
-                    "run_timeout": timeout,
-                    "elapsed_seconds": round((self.clock() - started_at).total_seconds(), 3),
-                }
-                if self.on_timeout == "report":
-                    return self._operator(
-                        key, f"run still {run.status.value} after run_timeout {timeout}; left running", evidence, run_id
-                    )
-                try:
-                    self.factory.cancel_run(run_id)
-                except FactoryError as exc:
-                    return self._operator(
-                        key, f"run_timeout {timeout} passed and the cancel failed: {exc}", evidence, run_id
-                    )
-                self.view.append(
-                    ev.WINDOW_CANCELLED, {"run_id": run_id, "reason": f"run_timeout {timeout}", **evidence}, key
-                )
-                cancelled_at = self.clock()
-
-    def _policy(self) -> PollPolicy:
-        # A pipeline without history learns its usual duration from this backfill's own runs.
-        if self.poll.usual is None and self.poll.fixed is None and self.durations:
-            return replace(self.poll, usual=median(self.durations))
-        return self.poll
+        return self.follower.follow(job.window.key, run_id, started_at)
 
     def _finish(self, key: str, run: Run) -> str:
-        payload: dict[str, Any] = {
-            "run_id": run.run_id,
-            "status": run.status.value,
-            "duration_ms": int(run.duration.total_seconds() * 1000) if run.duration is not None else None,
-            "message": run.message,
-            "run_start": format_utc(run.start, precise=True) or None,
-            "run_end": format_utc(run.end, precise=True) or None,
-        }
-        if run.status is RunStatus.FAILED:
-            payload.update(self._failing_activity(run))
-        if run.status is RunStatus.SUCCEEDED and run.duration is not None:
-            self.durations.append(run.duration)
-        self.view.append(ev.WINDOW_FINISHED, payload, key)
-        return self.view.window(key)["state"]
-
-    def _failing_activity(self, run: Run) -> dict[str, Any]:
-        try:
-            activities = self.factory.query_activity_runs(
-                run.run_id, updated_after=(run.start or self.clock()) - timedelta(minutes=5)
-            )
-        except FactoryError as exc:
-            return {"activity_error": f"activity runs could not be read: {exc}"}
-        failed = sorted((a for a in activities if a.failed), key=lambda a: a.end.timestamp() if a.end else math.inf)
-        if not failed:
-            return {}
-        first = failed[0]
-        return {
-            "failed_activity": first.name,
-            "activity_type": first.type,
-            "error_code": first.error_code,
-            "error": first.message,
-        }
+        return self.follower.finish(key, run)
