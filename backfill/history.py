@@ -30,7 +30,7 @@ from backfill.windows import Window
 
 if TYPE_CHECKING:
     from backfill.store.database import Database
-    from backfill.store.history import CachedRun, SyncState
+    from backfill.store.history import RunRecord, SyncState
 
 RETENTION = timedelta(days=45)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -144,7 +144,7 @@ class CachedRuns:
     pipeline: str
     count: int
 
-    def records(self) -> list[CachedRun]:
+    def records(self) -> list[RunRecord]:
         from backfill.store import history as store
 
         with self.db.engine.begin() as conn:
@@ -186,7 +186,7 @@ class CachedRuns:
             set_id = keys.key_set(conn, self.factory_key, self.pipeline, fields)
             keys.fill_keys(conn, self.factory_key, self.pipeline, set_id, fields, runs=self.count)
             found = keys.lookup(conn, self.factory_key, self.pipeline, set_id, hashes) if hashes else []
-        buckets: dict[str, list[CachedRun]] = {}
+        buckets: dict[str, list[RunRecord]] = {}
         documents: dict[str, str] = {}
         for _, record, document in found:
             # A hash is an index, not an identity: the run belongs to a window only if the keys'

@@ -33,7 +33,7 @@ FETCH_CHUNK = 500
 LOAD_CHUNK = 20_000
 
 
-class CachedRunRow(SQLModel, table=True):
+class HistoryRun(SQLModel, table=True):
     __tablename__ = "history_runs"
     __table_args__ = (Index("ix_history_runs_start", "factory_key", "pipeline", "run_start_us"),)
 
@@ -98,7 +98,7 @@ class HistorySecret(SQLModel, table=True):
 
 
 _STATUSES = {status.value: status for status in RunStatus}
-RUNS = CachedRunRow.__table__  # type: ignore[attr-defined]
+RUNS = HistoryRun.__table__  # type: ignore[attr-defined]
 SYNC = HistorySync.__table__  # type: ignore[attr-defined]
 KEY_SETS = HistoryKeySet.__table__  # type: ignore[attr-defined]
 KEYS = HistoryKey.__table__  # type: ignore[attr-defined]
@@ -107,7 +107,7 @@ SECRETS = HistorySecret.__table__  # type: ignore[attr-defined]
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
-class CachedRun(NamedTuple):
+class RunRecord(NamedTuple):
     """The columns matching needs, without decoding the whole run document. Built straight
     from the database row; ``start`` and ``status`` are converted only when read, which for
     200,000 runs saves more time than reading them costs."""
@@ -300,7 +300,7 @@ def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: C
     return new
 
 
-def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[CachedRun]:
+def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[RunRecord]:
     """Every cached run of a pipeline, light: one select, parameters decoded, documents not."""
     query = select(
         RUNS.c.run_id,
@@ -310,7 +310,7 @@ def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[Cach
         RUNS.c.status,
         RUNS.c.parameters,
     ).where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline)
-    records: list[CachedRun] = []
+    records: list[RunRecord] = []
     new = tuple.__new__
     # One object per distinct status and per lone run's group (ADF gives a lone run its own ID as
     # group): 200,000 records must stay well under the preview's memory budget.
@@ -322,7 +322,7 @@ def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[Cach
         parameters = json.loads("[" + ",".join([row[5] for row in rows]) + "]")
         records.extend(
             new(
-                CachedRun,
+                RunRecord,
                 (
                     run_id,
                     start_us,

@@ -26,7 +26,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from backfill.factory.run import Run
 from backfill.matching import key_hash
-from backfill.store.history import FETCH_CHUNK, KEY_SETS, KEYS, RUNS, CachedRun, count_runs, dialect_insert
+from backfill.store.history import FETCH_CHUNK, KEY_SETS, KEYS, RUNS, RunRecord, count_runs, dialect_insert
 
 # Part of every key set's signature: a change to normalisation or hashing starts new key sets
 # instead of trusting keys computed the old way.
@@ -115,7 +115,7 @@ def fill_keys(
 
 def lookup(
     conn: Connection, factory_key: str, pipeline: str, set_id: int, hashes: Iterable[int]
-) -> list[tuple[int, CachedRun, str]]:
+) -> list[tuple[int, RunRecord, str]]:
     """The cached runs whose key hash is one of ``hashes``: (hash, light record, run document)."""
     wanted = sorted(set(hashes))
     join = and_(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id == KEYS.c.run_id)
@@ -130,7 +130,7 @@ def lookup(
         RUNS.c.data,
     )
     query = select(*columns).select_from(KEYS.join(RUNS, join)).where(KEYS.c.set_id == set_id)
-    found: list[tuple[int, CachedRun, str]] = []
+    found: list[tuple[int, RunRecord, str]] = []
     for condition in _in_hashes(conn, wanted):
         rows = conn.execute(query.where(condition)).all()
         if not rows:
@@ -138,7 +138,7 @@ def lookup(
         parameters = json.loads("[" + ",".join([row[6] for row in rows]) + "]")
         for row, params in zip(rows, parameters, strict=True):
             group = row[1] if row[3] == row[1] else row[3]
-            found.append((row[0], CachedRun(row[1], row[2], group, row[4], row[5], params), row[7]))
+            found.append((row[0], RunRecord(row[1], row[2], group, row[4], row[5], params), row[7]))
     return found
 
 
