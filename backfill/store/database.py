@@ -416,4 +416,25 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-__all__ = ["DEFAULT_URL", "Database", "NoLedger", "SQLAlchemyError", "check_url", "ledger_url", "load_tables", "mask"]
+@contextmanager
+def opened(url: str | None = None, *, create: bool = True) -> Iterator[Database]:
+    """The one way to open the ledger database: disposed (its verified head recorded, its
+    connections closed) however the block ends."""
+    db = Database(url, create=create)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "Database",
+    "NoLedger",
+    "SQLAlchemyError",
+    "check_url",
+    "ledger_url",
+    "load_tables",
+    "mask",
+    "opened",
+]
