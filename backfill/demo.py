@@ -340,14 +340,10 @@ def _check_frozen(backfill_id: str, expected: Mapping[str, str]) -> None:
 
 def _backfill(backfill_id: str) -> tuple[dict[str, str], dict[str, str]]:
     """The frozen decision and the current state of each window."""
-    from backfill.approvals import load_backfill
-    from backfill.store.database import Database
+    from backfill.services import backfill_status
 
-    db = Database()
-    try:
-        record, state = load_backfill(db, backfill_id)
-    finally:
-        db.dispose()
+    view = backfill_status(backfill_id)
+    record, state = view.record, view.state
     decisions = {key: str(decision) for key, decision in record.decisions.items()}
     return decisions, {key: str(window["state"]) for key, window in state.windows.items()}
 

@@ -1,55 +1,35 @@
-"""``backfill run`` and ``backfill stop`` as library calls: gates, selection, workers, outcome.
+"""The worker pool of ``backfill run``: which windows a run works on, the threads that claim and
+drive them, and how the run ends.
 
-``execute_backfill`` refuses what the gates refuse (approval, expiry, a changed plan), recomputes
-the preview (windows may drop out, none may be added beyond the approval), then runs the windows
-with ``concurrency`` worker threads that claim them through ``window_claims`` (so several
-processes, on several machines, can work on one backfill) and drive each with ``WindowMachine``.
-It ends with one backfill event (completed, failed, stopped, or the canary pause) and raises the
-``BackfillError`` whose exit code the spec gives for anything but success.
+``select_jobs`` picks the windows from the recomputed preview (windows may drop out, none may be
+added beyond the approval); ``WorkerPool`` runs them with ``concurrency`` threads that claim them
+through ``window_claims`` (so several processes, on several machines, can work on one backfill)
+and drive each with ``WindowMachine``; ``conclude`` records one backfill event (completed,
+failed, stopped, or the canary pause) and raises the ``BackfillError`` whose exit code the spec
+gives for anything but success. The use case around them is ``services.execute_backfill``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
 from backfill import progress as pg
-from backfill.approvals import (
-    BackfillRecord,
-    BackfillState,
-    BackfillStatus,
-    approved_keys,
-    assert_runnable,
-    load_backfill,
-)
-from backfill.chain import LedgerEvent
+from backfill.approvals import BackfillRecord, BackfillState, approved_keys
 from backfill.decisions import Decision
-from backfill.errors import BackfillError, BlockedWindows, CanaryPause, FactoryError
-from backfill.factory.protocol import Factory, FactoryRef
-from backfill.factory.run import RunStatus
-from backfill.identity import Actor
-from backfill.matching import match_fields
-from backfill.runner.machine import DEFERRED, Job, RunnerOptions, WindowMachine
-from backfill.runner.polling import RECENT_RUNS, policy_for, usual_duration
-from backfill.runner.ports import Claim, StepHook
-from backfill.runner.view import LedgerView
-from backfill.seal import Seal, require_variables, verify_seal
-from backfill.store.claims import Claims
-from backfill.store.database import Database
-from backfill.store.ledger import Ledger
+from backfill.errors import BackfillError, BlockedWindows, CanaryPause
+from backfill.ledger import LedgerEvent
+from backfill.runner import DEFERRED, Job, LedgerView, WindowMachine
+from backfill.store.claims import Claim, Claims
 from backfill.timeutil import format_utc, utcnow
 
 if TYPE_CHECKING:
-    from backfill.history import HistoryView
     from backfill.preview import WindowDecision
 
-PLAN_CHANGED = "plan changed since request; make a new request"
 FAILED_STATES = frozenset({pg.FAILED, pg.CANCELLED})
 OPEN_STATES = frozenset({pg.PENDING, pg.INTENT, pg.RUNNING})
 
@@ -62,112 +42,7 @@ class Outcome:
     api_calls: int = 0
 
 
-def _connect(ref: FactoryRef) -> Factory:
-    from backfill.factory.client import connect
-
-    return connect(ref)
-
-
-def execute_backfill(
-    db: Database,
-    backfill_id: str,
-    *,
-    actor: Actor,
-    factory: Factory | None = None,
-    options: RunnerOptions | None = None,
-    progress: Callable[[str], None] | None = None,
-    resume: bool = False,
-    hook: StepHook | None = None,
-) -> Outcome:
-    """Run (or resume) backfill ``backfill_id``; raise the spec's error for anything but success.
-
-    A stopped backfill (``stop``, or a stop requested that no runner has acted on yet) stays
-    stopped: only ``resume`` lets it go on, and the ledger records who did (``backfill.resumed``).
-    ``hook`` sees every ledger append (the crash harness's kill points); none in production."""
-    from backfill.checks.registry import build_checks
-    from backfill.history import load_history, sync_history
-    from backfill.masking import plan_secrets
-    from backfill.plan.loader import load_plan
-    from backfill.preview import compute_preview
-
-    # Attack 3 (issue 8): act only on a ledger that verifies (exit 5 otherwise).
-    Ledger(db).verify_for_action(backfill_id)
-    record, state = load_backfill(db, backfill_id)
-    assert_runnable(state, utcnow())
-    stopped = state.stop_requested or state.status is BackfillStatus.STOPPED
-    if stopped and not resume:
-        raise BackfillError(
-            f"{backfill_id} was stopped{_stopped_by(db, backfill_id)}; to go on: backfill run {backfill_id} --resume"
-        )
-    # Windows written relative to now ("yesterday 00:00Z") mean what they meant at the request.
-    loaded = load_plan(record.plan_path, now=record.requested_at)
-    if loaded.hash != record.plan_hash:
-        raise BackfillError(PLAN_CHANGED)
-    # Before any event: a backfill that cannot start stays approved (issue 9 #10), and one whose
-    # sealed inputs changed since the approval never starts (spec §15).
-    require_variables(loaded, when="cannot start")
-    if record.seal is not None:
-        verify_seal(record.id, Seal.from_json(record.seal), loaded)
-    factory = factory or _connect(loaded.ref)
-    options = options or RunnerOptions.from_env(os.environ, settle=loaded.plan.execution.settle)
-    # The re-read before each createRun covers what changed since this sync (spec §14). The
-    # pipeline's secure parameters were remembered when the backfill was requested.
-    synced_from = utcnow()
-    sync_history(db, factory, loaded.pipeline, secret=plan_secrets(loaded.plan.parameters))
-    history = load_history(db, loaded.ref, loaded.pipeline)
-    checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
-    preview = compute_preview(loaded, history, checks)
-    execution = loaded.plan.execution
-
-    view = LedgerView(Ledger(db), record, actor, hook=hook)
-    view.refresh()
-    if stopped:
-        view.append(ev.RESUMED, {"stopped_by": _stopped_by(db, backfill_id).removeprefix(" by ") or None})
-    claims = Claims(db, lease=options.lease)
-    view.append(
-        ev.STARTED,
-        {
-            "concurrency": execution.concurrency,
-            "worker": claims.worker,
-            "plan_hash": loaded.hash,
-            "preview": preview.summary(),
-        },
-    )
-    jobs = _select(view, record, state, preview.decisions)
-    order = [w.key for w in loaded.windows if w.key in jobs]
-    if execution.order == "newest-first":
-        order.reverse()
-    machine = WindowMachine(
-        view=view,
-        factory=factory,
-        claims=claims,
-        pipeline=loaded.pipeline,
-        match_fields=match_fields(loaded.windows, loaded.match_on),
-        checks=checks,
-        horizon=preview.history_horizon,
-        mode=execution.mode,
-        run_timeout=execution.run_timeout,
-        on_timeout=execution.on_timeout,
-        poll=policy_for(execution.poll, _usual(history)),
-        options=options,
-        history_since=synced_from,
-    )
-    scope = set(approved_keys(record, state)) | set(jobs)
-    if progress is not None:
-        view.listeners.append(_progress_printer(view, scope, execution.concurrency, progress))
-    canary = record.policy.canary if not state.canary_approved else 0
-    pool = _Pool(view, claims, machine, jobs, order, canary, execution.on_failure == "stop")
-    claims.seed(record.id, order)
-    pool.run(execution.concurrency)
-    return _conclude(view, claims, pool, record.id, scope, factory.api_calls)
-
-
-def _usual(history: HistoryView) -> timedelta | None:
-    """The pipeline's usual duration from its newest succeeded runs, decoding only those."""
-    return usual_duration(history.newest_runs(RunStatus.SUCCEEDED, RECENT_RUNS))
-
-
-def _select(
+def select_jobs(
     view: LedgerView, record: BackfillRecord, state: BackfillState, decisions: Sequence[WindowDecision]
 ) -> dict[str, Job]:
     """The windows this run works on; records the ones that dropped out or are not approved."""
@@ -209,7 +84,7 @@ def _select(
     return jobs
 
 
-def _progress_printer(
+def progress_printer(
     view: LedgerView, scope: set[str], concurrency: int, emit: Callable[[str], None]
 ) -> Callable[[LedgerEvent], None]:
     def listener(event: LedgerEvent) -> None:
@@ -229,7 +104,7 @@ def _progress_printer(
     return listener
 
 
-class _Pool:
+class WorkerPool:
     """Worker threads claiming windows in order; a heartbeat keeps their claims' leases alive."""
 
     def __init__(
@@ -359,8 +234,8 @@ class _Pool:
                 self.halt = self.halt or "error"
 
 
-def _conclude(
-    view: LedgerView, claims: Claims, pool: _Pool, backfill_id: str, scope: set[str], api_calls: int
+def conclude(
+    view: LedgerView, claims: Claims, pool: WorkerPool, backfill_id: str, scope: set[str], api_calls: int
 ) -> Outcome:
     view.refresh()
     states = {key: view.windows[key]["state"] for key in scope if key in view.windows}
@@ -446,78 +321,3 @@ def _failure_text(view: LedgerView, key: str) -> str:
         text += f" in activity {payload['failed_activity']}"
     error = payload.get("error") or payload.get("message")
     return f"{text}: {error}" if error else text
-
-
-def _stopped_by(db: Database, backfill_id: str) -> str:
-    """`` by carol@contoso.com (declared) at 2026-...Z``: the last stop of the backfill, or ""."""
-    last = None
-    for event in Ledger(db).events(backfill_id=backfill_id):
-        if event.kind in (ev.STOP_REQUESTED, ev.STOPPED) and event.actor:
-            last = event
-    if last is None:
-        return ""
-    return f" by {last.actor} at {format_utc(last.at)}"
-
-
-def request_stop(
-    db: Database, backfill_id: str, *, actor: Actor, cancel_run: bool = False, factory: Factory | None = None
-) -> list[str]:
-    """Record a stop request (and cancel the runs in flight with ``cancel_run``); lines to print."""
-    record, state = load_backfill(db, backfill_id)
-    flying = [
-        (k, w["run_id"])
-        for k, w in state.windows.items()
-        if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL
-    ]
-    ended = state.status not in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
-    # A backfill that ended (failed, say) may still have left a run going in a needs-operator
-    # window: --cancel-run must still reach it, so the operator need not cancel run by run.
-    if ended and not (cancel_run and flying):
-        raise BackfillError(f"{backfill_id} is {state.status.value}; nothing to stop")
-    ledger = Ledger(db)
-    if ended:
-        lines = [f"{backfill_id} is {state.status.value}; cancelling the runs it left in flight"]
-    else:
-        ledger.append(ev.STOP_REQUESTED, {"cancel_run": cancel_run}, actor=actor, backfill_id=backfill_id)
-        lines = [f"stop requested for {backfill_id}: the runner stops after the windows in flight"]
-    if state.status is BackfillStatus.PAUSED:
-        ledger.append(ev.STOPPED, {"reason": "stopped at the canary pause"}, actor=actor, backfill_id=backfill_id)
-        lines = [f"stopped {backfill_id} at its canary pause"]
-    if not cancel_run:
-        return lines
-    if not flying:
-        return [*lines, "no run in flight to cancel"]
-    factory = factory or _connect(_factory_ref(record))
-    refused: list[str] = []
-    for key, run_id in flying:
-        assert run_id is not None
-        # Recorded before it is sent, like an intent: a live runner that sees the run end
-        # Cancelled then finds who asked and why already in the ledger, and ends after it.
-        ledger.append(
-            ev.WINDOW_CANCELLED,
-            {"run_id": run_id, "reason": "backfill stop --cancel-run"},
-            actor=actor,
-            backfill_id=backfill_id,
-            window_key=key,
-        )
-        try:
-            factory.cancel_run(run_id)
-        except FactoryError as exc:
-            refused.append(f"{run_id} ({key}): {exc}")
-            continue
-        lines.append(f"cancel requested for run {run_id} ({key})")
-    if refused:
-        raise BackfillError(f"{backfill_id}: stop recorded, but cancelling failed for {'; '.join(refused)}")
-    return lines
-
-
-_FINAL = frozenset({"Succeeded", "Failed", "Cancelled", "Canceled"})
-
-
-def _factory_ref(record: BackfillRecord) -> FactoryRef:
-    frozen = record.preview.get("factory") if record.preview else None
-    if isinstance(frozen, Mapping):
-        return FactoryRef(str(frozen["subscription_id"]), str(frozen["resource_group"]), str(frozen["factory"]))
-    from backfill.plan.loader import load_plan
-
-    return load_plan(record.plan_path).ref

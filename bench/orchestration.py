@@ -60,8 +60,8 @@ def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, 
     from backfill.cli import main
     from backfill.emulator import Emulator, HistorySeries, Pipeline, Scenario
     from backfill.events import WINDOW_FINISHED
-    from backfill.execution import execute_backfill
     from backfill.identity import Actor, IdentitySource
+    from backfill.services import execute_backfill
     from backfill.store.backfills import list_backfills
     from backfill.store.database import Database
     from backfill.store.ledger import Ledger
@@ -100,7 +100,7 @@ def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, 
         emu.clear_log()
         client = emu.client()
         started = time.perf_counter()
-        execute_backfill(db, backfill_id, actor=Actor("carol", IdentitySource.DECLARED), factory=client)
+        execute_backfill(backfill_id, actor=Actor("carol", IdentitySource.DECLARED), db=db, factory=client)
         wall = time.perf_counter() - started
         status_calls = len(emu.requests("getPipelineRun"))
         requests = len(emu.request_log)

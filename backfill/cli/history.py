@@ -32,15 +32,7 @@ def describe_sync(result: SyncResult, pipeline: str) -> str:
 def sync(path: Path) -> None:
     """Fetch the runs of PLAN's pipeline that changed since the last sync (the first time: all
     that ADF keeps, 45 days) into the history cache in the ledger database."""
-    from backfill.factory.client import connect
-    from backfill.plan.loader import load_plan
-    from backfill.store.database import Database
-    from backfill.target import sync_for_plan
+    from backfill.services import history_sync
 
-    loaded = load_plan(path)
-    db = Database()
-    try:
-        result, _ = sync_for_plan(db, connect(loaded.ref), loaded)
-    finally:
-        db.dispose()
-    click.echo(describe_sync(result, loaded.pipeline))
+    synced = history_sync(path)
+    click.echo(describe_sync(synced.result, synced.pipeline))

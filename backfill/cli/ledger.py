@@ -9,26 +9,14 @@ from pathlib import Path
 
 import click
 
-from backfill.chain import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
+from backfill import services
 from backfill.cli.output import echo_json, echo_table
-from backfill.errors import LedgerError, LedgerInvalid, UsageError
-from backfill.store.database import Database
-from backfill.store.ledger import EXPORT_FORMATS, Ledger
+from backfill.errors import UsageError
+from backfill.ledger import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
+from backfill.store.ledger import EXPORT_FORMATS
 from backfill.timeutil import format_utc, parse_utc_option
 
 _PAYLOAD_WIDTH = 60
-
-
-def _open() -> Ledger:
-    """The ledger for reading: a database holding none of backfill's tables is refused, not
-    given a schema."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        return Ledger(Database(create=False))
-    except SQLAlchemyError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LedgerError(f"ledger database unreachable: {detail}") from None
 
 
 def _range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
@@ -63,7 +51,7 @@ def ledger() -> None:
 def show(backfill_id: str | None, since: str | None, until: str | None, kinds: tuple[str, ...], as_json: bool) -> None:
     """Ledger events in sequence order."""
     start, end = _range(since, until)
-    events = _open().events(backfill_id=backfill_id, since=start, until=end, kinds=kinds or None)
+    events = services.ledger_events(backfill_id=backfill_id, since=start, until=end, kinds=kinds or None)
     if as_json:
         echo_json({"events": [e.to_json() for e in events]})
         return
@@ -111,44 +99,15 @@ def verify(checkpoint_text: str | None, anchors: str | None, key_path: Path | No
             raise UsageError(f"--checkpoint: {exc}") from None
     if (anchors is None) != (key_path is None):
         raise UsageError("--anchors and --key go together")
-    public = None
-    if key_path is not None:
-        from backfill.anchors import load_public_key
-
-        public = load_public_key(key_path)
-    store = _open()
-    if checkpoint is None:
-        # The newest head a `run` on this machine verified: a ledger shrunk below it is tampering.
-        from backfill.store.seen import seen_checkpoint
-
-        checkpoint = seen_checkpoint(store.db.url)
-    report = store.verify(checkpoint)
-    if not report.ok:
-        raise LedgerInvalid(report.message)
-    from backfill.approvals import verify_requests
-
-    # The backfills rows sit outside the chain: each must agree with its request event (spec §15).
-    problem = verify_requests(store.db)
-    if problem is not None:
-        raise LedgerInvalid(problem)
-    if anchors is not None and public is not None:
-        from backfill.anchors import check_anchors
-
-        checked = check_anchors(anchors, public, _origin(store), report.head_seq, store.hashes_at)
-        newest = max(checked, key=lambda a: (a.size, a.time))
+    verified = services.verify_ledger(checkpoint=checkpoint, anchors=anchors, key_path=key_path)
+    if verified.anchors:
+        newest = max(verified.anchors, key=lambda a: (a.size, a.time))
         click.echo(
-            f"{report.message}; extends all {len(checked)} signed checkpoints at {anchors} "
+            f"{verified.message}; extends all {len(verified.anchors)} signed checkpoints at {anchors} "
             f"(newest: event {newest.size}, {format_utc(newest.time)})"
         )
         return
-    click.echo(report.message)
-
-
-def _origin(store: Ledger) -> str:
-    origin = store.db.meta().get("origin")
-    if origin is None:  # an empty view of a ledger not created yet
-        raise LedgerError(f"ledger {store.db.display_url}: no ledger yet, nothing is anchored")
-    return origin
+    click.echo(verified.message)
 
 
 @ledger.command()
@@ -164,9 +123,7 @@ def init(role_prefix: str) -> None:
 
     Afterwards every event is stamped with the connected role (session_user, identity source
     database) and a role cannot review its own request; grant PREFIX_user to each person's role."""
-    from backfill.store.team import init_team_ledger
-
-    user, admin = init_team_ledger(prefix=role_prefix)
+    user, admin = services.init_team_ledger(role_prefix)
     click.echo(
         f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), {admin} to administrators"
     )
@@ -194,20 +151,15 @@ def checkpoint(key_path: Path | None, publish: str | None) -> None:
     is also signed and published outside the database, for ``verify --anchors``."""
     if publish is not None and key_path is None:
         raise UsageError("--publish needs --sign KEY_FILE")
-    store = _open()
-    head = store.checkpoint()
-    if key_path is None:
-        click.echo(format_checkpoint(head))
+    made = services.ledger_checkpoint(key_path=key_path, publish=publish)
+    if made.document is None:
+        click.echo(format_checkpoint(made.head))
         return
-    from backfill.anchors import destination, load_private_key, sign
-
-    signed = sign(load_private_key(key_path), _origin(store), head[0], head[1])
-    if publish is None:
-        click.echo(signed.document(), nl=False)
+    if made.published_to is None:
+        click.echo(made.document, nl=False)
         return
-    where = destination(publish).write(signed.name, signed.document())
-    click.echo(format_checkpoint(head))
-    click.echo(f"ledger: signed checkpoint published to {where}", err=True)
+    click.echo(format_checkpoint(made.head))
+    click.echo(f"ledger: signed checkpoint published to {made.published_to}", err=True)
 
 
 @ledger.command()
@@ -215,9 +167,7 @@ def checkpoint(key_path: Path | None, publish: str | None) -> None:
 def keygen(key_file: Path) -> None:
     """Write a new Ed25519 key pair for signed checkpoints: KEY_FILE (private, mode 600) and
     KEY_FILE.pub (give it to auditors)."""
-    from backfill.anchors import generate_key
-
-    public = generate_key(key_file)
+    public = services.generate_signing_key(key_file)
     click.echo(f"ledger: private key {key_file} (keep it secret), public key {public}")
 
 
@@ -233,14 +183,8 @@ def export(fmt: str, backfill_id: str | None, since: str | None, until: str | No
     Each event's hash is SHA-256 over the canonical JSON of its other fields, so an auditor can
     recompute the chain from the export alone."""
     start, end = _range(since, until)
-    store = _open()
     if output is None:
-        store.export(fmt, sys.stdout, backfill_id=backfill_id, since=start, until=end)
+        services.export_ledger(fmt, sys.stdout, backfill_id=backfill_id, since=start, until=end)
         return
-    try:
-        # newline="": the csv module writes its own line endings.
-        with output.open("w", encoding="utf-8", newline="") as out:
-            count = store.export(fmt, out, backfill_id=backfill_id, since=start, until=end)
-    except OSError as exc:
-        raise LedgerError(f"cannot write {output}: {exc.strerror or exc}") from None
+    count = services.export_ledger(fmt, output, backfill_id=backfill_id, since=start, until=end)
     click.echo(f"ledger: exported {count} events to {output}")

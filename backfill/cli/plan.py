@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from backfill import services
 from backfill.cli.output import echo_json, echo_table
-from backfill.errors import CheckError, ConfigError, PlanError
-from backfill.plan.loader import LoadedPlan, canonical_json, load_plan, plan_variables
-from backfill.plan.schema import Plan
+from backfill.plan import LoadedPlan, canonical_json
 from backfill.timeutil import format_utc
 from backfill.windows import Window
 
@@ -32,10 +29,7 @@ def check(path: Path, as_json: bool, check_env: bool) -> None:
 
     Everything knowable from the file is checked, the checks' definitions included (their kinds,
     options, statements and placeholders), as ``preview`` would check them."""
-    loaded = load_plan(path)
-    verify_checks(loaded)
-    if check_env:
-        require_variables(loaded, os.environ)
+    loaded = services.check_plan(path, check_env=check_env)
     if as_json:
         echo_json(check_json(loaded))
         return
@@ -59,32 +53,10 @@ def check(path: Path, as_json: bool, check_env: bool) -> None:
     echo_table(["key", "start", "end", *names], (_row(window, names) for window in loaded.windows))
 
 
-def verify_checks(loaded: LoadedPlan) -> None:
-    """Build every check as ``preview`` would (nothing connects): a refusal names file and check."""
-    from backfill.checks.registry import build_checks
-
-    for index, spec in enumerate(loaded.check_specs):
-        try:
-            build_checks([spec], base_dir=loaded.path.parent)
-        except CheckError as exc:
-            raise PlanError(str(loaded.path), f"checks[{index}]", str(exc)) from None
-
-
-def require_variables(loaded: LoadedPlan, env: Mapping[str, str]) -> None:
-    """Refuse, in one line naming each and its first use, the ``${VAR}``s that are not set."""
-    unset = [f"{name} ({where})" for name, where in plan_variables(loaded) if name not in env]
-    if unset:
-        noun = "variable is" if len(unset) == 1 else "variables are"
-        raise ConfigError(f"{loaded.path}: environment {noun} not set: {', '.join(unset)}")
-
-
 @plan.command("schema")
 def schema() -> None:
     """Print the JSON Schema of plan files (for editors)."""
-    document = Plan.model_json_schema(by_alias=True)
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "backfill plan"
-    echo_json(document)
+    echo_json(services.plan_schema())
 
 
 def check_json(loaded: LoadedPlan) -> dict[str, Any]:

@@ -54,30 +54,16 @@ def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
 
     Syncs the history cache first (a few API calls once it is warm). Exits 4 when any window is
     blocked, 0 otherwise."""
-    from backfill.checks.registry import build_checks
     from backfill.cli.history import describe_sync
-    from backfill.history import load_history
-    from backfill.plan.loader import load_plan
-    from backfill.preview import compute_preview
-    from backfill.store.database import Database
+    from backfill.services import preview_plan_file
 
-    loaded = load_plan(path)
-    # Built before any network call, so a wrong check definition fails fast.
-    checks = build_checks(loaded.check_specs)
-    db = Database()
-    try:
-        if not no_sync:
-            from backfill.factory.client import connect
-            from backfill.target import sync_for_plan
-
-            synced, _ = sync_for_plan(db, connect(loaded.ref), loaded)
-            click.echo(describe_sync(synced, loaded.pipeline), err=True)
-        history = load_history(db, loaded.ref, loaded.pipeline)
-        if history.synced_at is None:
-            click.echo(f"note: the history of {loaded.pipeline} was never synced; run without --no-sync", err=True)
-        result = compute_preview(loaded, history, checks)
-    finally:
-        db.dispose()
+    planned = preview_plan_file(path, sync=not no_sync)
+    pipeline = planned.loaded.pipeline
+    if planned.synced is not None:
+        click.echo(describe_sync(planned.synced, pipeline), err=True)
+    if planned.history.synced_at is None:
+        click.echo(f"note: the history of {pipeline} was never synced; run without --no-sync", err=True)
+    result = planned.preview
     if as_json:
         echo_json(result.to_json())
     else:

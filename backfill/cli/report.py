@@ -29,10 +29,10 @@ def report(backfill_id: str, html_file: Path | None, as_json: bool) -> None:
     """
     from backfill.cli.output import echo_json
     from backfill.errors import BackfillError, LedgerInvalid
-    from backfill.report import collect_report, render_text
-    from backfill.store.database import Database
+    from backfill.report import render_text
+    from backfill.services import backfill_report
 
-    data = collect_report(Database(), backfill_id)
+    data = backfill_report(backfill_id)
     if html_file is not None:
         from backfill.report_html import render_html
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from backfill import progress as pg
+from backfill import services
 from backfill.approvals import (
     FINISHED,
     BackfillRecord,
@@ -18,12 +19,9 @@ from backfill.approvals import (
     BackfillStatus,
     Decided,
     approved_keys,
-    derive_state,
-    load_backfill,
 )
 from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
-from backfill.store.database import Database
 from backfill.timeutil import format_duration, format_utc, utcnow
 
 SCHEMA_VERSION = 1
@@ -45,51 +43,22 @@ def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Pr
 @click.option("--wide", is_flag=True, help="Whole run IDs, however wide the table gets.")
 def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
     """Every backfill, or backfill ID's state, approvals and windows with progress."""
-    db = Database(create=False)  # read-only: never creates a ledger (issue 9 #2)
     now = utcnow()
     if backfill_id is None:
-        _list(db, now, as_json)
+        _list(services.list_backfills(now=now), now, as_json)
+        return
+    # The text view says whether a runner is alive; the stable JSON does not.
+    view = services.backfill_status(backfill_id, now=now, liveness=not as_json)
+    if as_json:
+        echo_json(detail_json(view.record, view.state, now))
     else:
-        record, state = load_backfill(db, backfill_id, now)
-        if as_json:
-            echo_json(detail_json(record, state, now))
-        else:
-            _show(
-                record,
-                state,
-                now,
-                wide=wide,
-                last_seen=_last_seen(db, record.id),
-                alive=state.status is BackfillStatus.RUNNING and _runner_alive(db, record.id),
-            )
+        _show(view.record, view.state, now, wide=wide, last_seen=view.last_seen, alive=view.alive)
 
 
-def _runner_alive(db: Database, backfill_id: str) -> bool:
-    """A runner holds a live claim: it renews its lease every third of it while a window is in
-    flight, even when the run's status does not change for an hour (and nothing is recorded)."""
-    from backfill.store.claims import Claims
-
-    return bool(Claims(db).held_by_others(backfill_id))
-
-
-def _last_seen(db: Database, backfill_id: str) -> datetime | None:
-    """When the ledger last heard of this backfill: a live runner records every step it takes."""
-    from backfill.store.ledger import Ledger
-
-    last = None
-    for event in Ledger(db).events(backfill_id=backfill_id):
-        last = event.at
-    return last
-
-
-def _list(db: Database, now: datetime, as_json: bool) -> None:
-    from backfill.store.backfills import list_backfills
-    from backfill.store.ledger import Ledger
-
-    ledger = Ledger(db)
+def _list(backfills: list[services.BackfillView], now: datetime, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
-    for record in list_backfills(db):
-        state = derive_state(record, ledger.events(backfill_id=record.id), now)
+    for view in backfills:
+        record, state = view.record, view.state
         progress = _progress(record, state, now)
         rows.append(
             {
