@@ -340,7 +340,7 @@ def _check_frozen(backfill_id: str, expected: Mapping[str, str]) -> None:
 
 def _backfill(backfill_id: str) -> tuple[dict[str, str], dict[str, str]]:
     """The frozen decision and the current state of each window."""
-    from backfill.services import backfill_status
+    from backfill.services.status import backfill_status
 
     view = backfill_status(backfill_id)
     record, state = view.record, view.state

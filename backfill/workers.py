@@ -6,7 +6,7 @@ added beyond the approval); ``WorkerPool`` runs them with ``concurrency`` thread
 through ``window_claims`` (so several processes, on several machines, can work on one backfill)
 and drive each with ``WindowMachine``; ``conclude`` records one backfill event (completed,
 failed, stopped, or the canary pause) and raises the ``BackfillError`` whose exit code the spec
-gives for anything but success. The use case around them is ``services.execute_backfill``.
+gives for anything but success. The use case around them is ``services.run.execute_backfill``.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, 
     from backfill.emulator import Emulator, HistorySeries, Pipeline, Scenario
     from backfill.events import WINDOW_FINISHED
     from backfill.identity import Actor, IdentitySource
-    from backfill.services import execute_backfill
+    from backfill.services.run import execute_backfill
     from backfill.store.backfills import list_backfills
     from backfill.store.database import Database
     from backfill.store.ledger import Ledger

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from backfill import services
 from backfill.errors import UsageError
 from backfill.identity import Actor, IdentitySource, resolve_actor
+from backfill.services import review
+from backfill.services.common import recorded_text
 
 
 @click.command()
@@ -16,7 +17,7 @@ def request(plan: str, note: str | None) -> None:
     """Freeze PLAN's hash and preview for approval; prints the backfill ID first."""
     from backfill.requests import identity_lines, summary_lines
 
-    requested = services.request_backfill(plan, actor=resolve_actor(), note=note)
+    requested = review.request_backfill(plan, actor=resolve_actor(), note=note)
     record = requested.record
     click.echo(record.id)
     for line in summary_lines(record, requested.summary):
@@ -39,14 +40,12 @@ def request(plan: str, note: str | None) -> None:
 @click.option("--note", help="Recorded with the approval; required with --accept.")
 def approve(backfill_id: str, window_key: str | None, accept: str | None, note: str | None) -> None:
     """Approve backfill ID, its canary pause, or (--window KEY --accept partial) a blocked window."""
-    note = services.recorded_text(note)
+    note = recorded_text(note)
     if (window_key is None) != (accept is None):
         raise UsageError("--window KEY and --accept partial go together")
     if window_key is not None and note is None:
         raise UsageError("--accept partial needs --note TEXT: why the partial window may run")
-    done = services.approve_backfill(
-        backfill_id, actor=resolve_actor(), note=note, window_key=window_key, accept=accept
-    )
+    done = review.approve_backfill(backfill_id, actor=resolve_actor(), note=note, window_key=window_key, accept=accept)
     bid = done.backfill_id
     if done.what == "window":
         click.echo(f"accepted window {done.window_key} of {bid} ({done.accept}): it runs with the backfill")
@@ -64,8 +63,8 @@ def approve(backfill_id: str, window_key: str | None, accept: str | None, note: 
 @click.option("--reason", required=True, help="Why; recorded in the ledger.")
 def reject(backfill_id: str, reason: str) -> None:
     """Reject backfill ID (before it runs, or at its canary pause)."""
-    text = services.recorded_text(reason)
+    text = recorded_text(reason)
     if text is None:
         raise UsageError("--reason must say why the backfill is rejected")
-    rejected = services.reject_backfill(backfill_id, actor=resolve_actor(), reason=text)
+    rejected = review.reject_backfill(backfill_id, actor=resolve_actor(), reason=text)
     click.echo(f"rejected {rejected}: {text}")

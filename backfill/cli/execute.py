@@ -1,6 +1,6 @@
 """``backfill run ID`` and ``backfill stop ID [--cancel-run]`` (spec §7, §9).
 
-Thin: each calls one service (``services.execute_backfill``, ``services.stop_backfill``) and
+Thin: each calls one service (``services.run.execute_backfill``, ``stop_backfill``) and
 prints its answer; the services raise the errors whose exit codes the spec gives (3 awaiting
 approval or the canary pause, 1 refused or failed, 4 windows blocked or needing an operator).
 """
@@ -20,7 +20,7 @@ def run(backfill_id: str, resume: bool) -> None:
     stderr (done, running, left, estimated finish).
     """
     from backfill.identity import resolve_actor
-    from backfill.services import execute_backfill
+    from backfill.services.run import execute_backfill
 
     # A caller embedding the CLI may hand a step hook in the context object (the crash harness's
     # tests/crash_runner.py does); the installed ``backfill`` never does.
@@ -42,7 +42,7 @@ def stop(backfill_id: str, cancel_run: bool) -> None:
     """Stop backfill ID after the windows in flight (--cancel-run: cancel their runs too)."""
     from backfill.approvals import BackfillStatus
     from backfill.identity import resolve_actor
-    from backfill.services import stop_backfill
+    from backfill.services.run import stop_backfill
 
     done = stop_backfill(backfill_id, actor=resolve_actor(), cancel_run=cancel_run)
     if done.status is BackfillStatus.PAUSED:

@@ -32,7 +32,7 @@ def describe_sync(result: SyncResult, pipeline: str) -> str:
 def sync(path: Path) -> None:
     """Fetch the runs of PLAN's pipeline that changed since the last sync (the first time: all
     that ADF keeps, 45 days) into the history cache in the ledger database."""
-    from backfill.services import history_sync
+    from backfill.services.plans import history_sync
 
     synced = history_sync(path)
     click.echo(describe_sync(synced.result, synced.pipeline))

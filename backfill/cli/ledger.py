@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from backfill import services
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import UsageError
 from backfill.ledger import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
+from backfill.services import ledger as service
 from backfill.store.ledger import EXPORT_FORMATS
 from backfill.timeutil import format_utc, parse_utc_option
 
@@ -51,7 +51,7 @@ def ledger() -> None:
 def show(backfill_id: str | None, since: str | None, until: str | None, kinds: tuple[str, ...], as_json: bool) -> None:
     """Ledger events in sequence order."""
     start, end = _range(since, until)
-    events = services.ledger_events(backfill_id=backfill_id, since=start, until=end, kinds=kinds or None)
+    events = service.ledger_events(backfill_id=backfill_id, since=start, until=end, kinds=kinds or None)
     if as_json:
         echo_json({"events": [e.to_json() for e in events]})
         return
@@ -99,7 +99,7 @@ def verify(checkpoint_text: str | None, anchors: str | None, key_path: Path | No
             raise UsageError(f"--checkpoint: {exc}") from None
     if (anchors is None) != (key_path is None):
         raise UsageError("--anchors and --key go together")
-    verified = services.verify_ledger(checkpoint=checkpoint, anchors=anchors, key_path=key_path)
+    verified = service.verify_ledger(checkpoint=checkpoint, anchors=anchors, key_path=key_path)
     if verified.anchors:
         newest = max(verified.anchors, key=lambda a: (a.size, a.time))
         click.echo(
@@ -123,7 +123,7 @@ def init(role_prefix: str) -> None:
 
     Afterwards every event is stamped with the connected role (session_user, identity source
     database) and a role cannot review its own request; grant PREFIX_user to each person's role."""
-    user, admin = services.init_team_ledger(role_prefix)
+    user, admin = service.init_team_ledger(role_prefix)
     click.echo(
         f"ledger: team mode on; grant {user} to each person's role (GRANT {user} TO alice), {admin} to administrators"
     )
@@ -151,7 +151,7 @@ def checkpoint(key_path: Path | None, publish: str | None) -> None:
     is also signed and published outside the database, for ``verify --anchors``."""
     if publish is not None and key_path is None:
         raise UsageError("--publish needs --sign KEY_FILE")
-    made = services.ledger_checkpoint(key_path=key_path, publish=publish)
+    made = service.ledger_checkpoint(key_path=key_path, publish=publish)
     if made.document is None:
         click.echo(format_checkpoint(made.head))
         return
@@ -167,7 +167,7 @@ def checkpoint(key_path: Path | None, publish: str | None) -> None:
 def keygen(key_file: Path) -> None:
     """Write a new Ed25519 key pair for signed checkpoints: KEY_FILE (private, mode 600) and
     KEY_FILE.pub (give it to auditors)."""
-    public = services.generate_signing_key(key_file)
+    public = service.generate_signing_key(key_file)
     click.echo(f"ledger: private key {key_file} (keep it secret), public key {public}")
 
 
@@ -184,7 +184,7 @@ def export(fmt: str, backfill_id: str | None, since: str | None, until: str | No
     recompute the chain from the export alone."""
     start, end = _range(since, until)
     if output is None:
-        services.export_ledger(fmt, sys.stdout, backfill_id=backfill_id, since=start, until=end)
+        service.export_ledger(fmt, sys.stdout, backfill_id=backfill_id, since=start, until=end)
         return
-    count = services.export_ledger(fmt, output, backfill_id=backfill_id, since=start, until=end)
+    count = service.export_ledger(fmt, output, backfill_id=backfill_id, since=start, until=end)
     click.echo(f"ledger: exported {count} events to {output}")

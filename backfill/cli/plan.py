@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from backfill import services
 from backfill.cli.output import echo_json, echo_table
 from backfill.plan import LoadedPlan, canonical_json
+from backfill.services import plans
 from backfill.timeutil import format_utc
 from backfill.windows import Window
 
@@ -29,7 +29,7 @@ def check(path: Path, as_json: bool, check_env: bool) -> None:
 
     Everything knowable from the file is checked, the checks' definitions included (their kinds,
     options, statements and placeholders), as ``preview`` would check them."""
-    loaded = services.check_plan(path, check_env=check_env)
+    loaded = plans.check_plan(path, check_env=check_env)
     if as_json:
         echo_json(check_json(loaded))
         return
@@ -56,7 +56,7 @@ def check(path: Path, as_json: bool, check_env: bool) -> None:
 @plan.command("schema")
 def schema() -> None:
     """Print the JSON Schema of plan files (for editors)."""
-    echo_json(services.plan_schema())
+    echo_json(plans.plan_schema())
 
 
 def check_json(loaded: LoadedPlan) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
     Syncs the history cache first (a few API calls once it is warm). Exits 4 when any window is
     blocked, 0 otherwise."""
     from backfill.cli.history import describe_sync
-    from backfill.services import preview_plan_file
+    from backfill.services.plans import preview_plan_file
 
     planned = preview_plan_file(path, sync=not no_sync)
     pipeline = planned.loaded.pipeline

@@ -30,7 +30,7 @@ def report(backfill_id: str, html_file: Path | None, as_json: bool) -> None:
     from backfill.cli.output import echo_json
     from backfill.errors import BackfillError, LedgerInvalid
     from backfill.report import render_text
-    from backfill.services import backfill_report
+    from backfill.services.status import backfill_report
 
     data = backfill_report(backfill_id)
     if html_file is not None:

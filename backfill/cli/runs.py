@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 import click
 
-from backfill import services
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.errors import BackfillError, UsageError
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
+from backfill.services import runs as service
 from backfill.timeutil import format_duration, format_utc, parse_utc_option, utcnow
 
 STATUSES = [s.value for s in RunStatus]
@@ -58,7 +58,7 @@ def list_runs(
     start_until = parse_utc_option(until, "--until") if until else None
     if start_until is not None and start_until <= start_from:
         raise UsageError("--until must be later than --since")
-    found = services.list_runs(
+    found = service.list_runs(
         _ref(subscription, resource_group, factory),
         start_from=start_from,
         start_until=start_until,
@@ -113,7 +113,7 @@ def show_run(
     subscription: str | None, resource_group: str | None, factory: str | None, run_id: str, as_json: bool
 ) -> None:
     """A run: parameters, timestamps, status, activity runs and the failing activity's error."""
-    detail = services.show_run(_ref(subscription, resource_group, factory), run_id)
+    detail = service.show_run(_ref(subscription, resource_group, factory), run_id)
     run, activities, durations, failing = detail.run, detail.activities, detail.usual, detail.failing
     if as_json:
         echo_json(
@@ -214,13 +214,13 @@ def cancel_run(
     """Cancel a run, after showing how long runs of its pipeline usually take."""
     from backfill.identity import resolve_actor
 
-    target = services.run_to_cancel(_ref(subscription, resource_group, factory), run_id)
+    target = service.run_to_cancel(_ref(subscription, resource_group, factory), run_id)
     run = target.run
     click.echo(f"{run.run_id} {run.pipeline} {run.status.value} since {format_utc(run.start)}")
     click.echo(_usual_line(target.usual, run, utcnow()))
     if not yes and not _confirmed(run_id):
         raise BackfillError(f"run {run_id} not cancelled: not confirmed")
-    backfill_id, window_key = services.cancel_run(target, reason=reason, recursive=recursive, actor=resolve_actor())
+    backfill_id, window_key = service.cancel_run(target, reason=reason, recursive=recursive, actor=resolve_actor())
     if backfill_id and window_key:
         click.echo(f"cancel requested for {run_id} (backfill {backfill_id}, window {window_key})")
     else:

@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from backfill import progress as pg
-from backfill import services
 from backfill.approvals import (
     FINISHED,
     BackfillRecord,
@@ -22,6 +21,7 @@ from backfill.approvals import (
 )
 from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
+from backfill.services import status as service
 from backfill.timeutil import format_duration, format_utc, utcnow
 
 SCHEMA_VERSION = 1
@@ -45,17 +45,17 @@ def status(backfill_id: str | None, as_json: bool, wide: bool) -> None:
     """Every backfill, or backfill ID's state, approvals and windows with progress."""
     now = utcnow()
     if backfill_id is None:
-        _list(services.list_backfills(now=now), now, as_json)
+        _list(service.list_backfills(now=now), now, as_json)
         return
     # The text view says whether a runner is alive; the stable JSON does not.
-    view = services.backfill_status(backfill_id, now=now, liveness=not as_json)
+    view = service.backfill_status(backfill_id, now=now, liveness=not as_json)
     if as_json:
         echo_json(detail_json(view.record, view.state, now))
     else:
         _show(view.record, view.state, now, wide=wide, last_seen=view.last_seen, alive=view.alive)
 
 
-def _list(backfills: list[services.BackfillView], now: datetime, as_json: bool) -> None:
+def _list(backfills: list[service.BackfillView], now: datetime, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     for view in backfills:
         record, state = view.record, view.state
