@@ -29,6 +29,6 @@ def demo(keep: Path | None, fast: bool, stop_after: str) -> None:
     Previews the demo plan, requests and approves a backfill as two people, runs it through its
     canary pause, and verifies the ledger, printing every command with its real output. Needs no
     Azure account. Exits 0 when every step ended as the story expects, 1 otherwise."""
-    from backfill.demo import DemoOptions, run_demo
+    from backfill.cli.demo_story import DemoOptions, run_demo
 
     run_demo(DemoOptions(keep=keep, fast=fast, stop_after=stop_after))
