@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 
 from backfill.decisions import Decision
-from backfill.emulator import Activity, Emulator, HistoryRun, Pipeline, Scenario, Sink
+from backfill.emulator import Activity, Emulator, PastRun, Pipeline, Scenario, Sink
 from backfill.errors import BackfillError
 from backfill.timeutil import format_utc, utcnow
 from backfill.windows import window_key

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 from backfill import events as ev
 from backfill import progress as pg
 from backfill.approvals import BackfillRecord, BackfillState, approved_keys
+from backfill.chain import LedgerEvent
 from backfill.decisions import Decision
 from backfill.errors import BackfillError, BlockedWindows, CanaryPause
-from backfill.ledger import LedgerEvent
-from backfill.runner import DEFERRED, Job, LedgerView, WindowMachine
-from backfill.store.claims import Claim, Claims
+from backfill.runner.machine import DEFERRED, Job, WindowMachine
+from backfill.runner.ports import Claim
+from backfill.runner.view import LedgerView
+from backfill.store.claims import Claims
 from backfill.timeutil import format_utc, utcnow
 
 if TYPE_CHECKING:

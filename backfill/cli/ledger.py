@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
+from backfill.chain import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import UsageError
-from backfill.ledger import LedgerEvent, canonical_json, format_checkpoint, parse_checkpoint
 from backfill.services import ledger as service
 from backfill.store.ledger import EXPORT_FORMATS
 from backfill.timeutil import format_utc, parse_utc_option

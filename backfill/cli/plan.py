@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from backfill.cli.output import echo_json, echo_table
-from backfill.plan import LoadedPlan, canonical_json
+from backfill.plan.loader import LoadedPlan, canonical_json
 from backfill.services import plans
 from backfill.timeutil import format_utc
 from backfill.windows import Window

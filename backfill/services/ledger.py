@@ -14,7 +14,7 @@ from backfill.errors import LedgerError, LedgerInvalid
 
 if TYPE_CHECKING:
     from backfill.anchors import SignedCheckpoint
-    from backfill.ledger import LedgerEvent
+    from backfill.chain import LedgerEvent
     from backfill.store.database import Database
     from backfill.store.ledger import Ledger
 

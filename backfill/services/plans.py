@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from backfill.checks.base import Check
     from backfill.factory.protocol import Factory
     from backfill.history import HistoryView, SyncResult
-    from backfill.plan import LoadedPlan
+    from backfill.plan.loader import LoadedPlan
     from backfill.preview import Preview
     from backfill.store.database import Database
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def check_plan(path: str | Path, *, check_env: bool = False, env: Mapping[str, str] | None = None) -> LoadedPlan:
     """Load and validate PLAN, its checks' definitions included (nothing connects); with
     ``check_env``, also refuse the ``${VAR}``s it needs that ``env`` does not set."""
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
 
     loaded = load_plan(path)
     verify_checks(loaded)
@@ -52,7 +52,7 @@ def verify_checks(loaded: LoadedPlan) -> None:
 
 def require_environment(loaded: LoadedPlan, env: Mapping[str, str]) -> None:
     """Refuse, in one line naming each and its first use, the ``${VAR}``s that are not set."""
-    from backfill.plan import plan_variables
+    from backfill.plan.loader import plan_variables
 
     unset = [f"{name} ({where})" for name, where in plan_variables(loaded) if name not in env]
     if unset:
@@ -62,7 +62,7 @@ def require_environment(loaded: LoadedPlan, env: Mapping[str, str]) -> None:
 
 def plan_schema() -> dict[str, Any]:
     """The JSON Schema of plan files (for editors)."""
-    from backfill.plan_model import Plan
+    from backfill.plan.schema import Plan
 
     document = Plan.model_json_schema(by_alias=True)
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -101,7 +101,7 @@ class PlanPreview:
 
 def history_sync(path: str | Path, *, db: Database | None = None) -> PlanSync:
     """Fetch the runs of PLAN's pipeline that changed since the last sync into the cache."""
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.target import sync_for_plan
 
     loaded = load_plan(path)
@@ -138,6 +138,6 @@ def preview_plan(
 
 def preview_plan_file(path: str | Path, *, sync: bool = True, db: Database | None = None) -> PlanPreview:
     """``preview_plan`` of the plan file at ``path`` (``sync=False``: the cache as it is)."""
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
 
     return preview_plan(load_plan(path), sync=Sync.TARGET if sync else Sync.NONE, db=db)

@@ -40,7 +40,7 @@ def request_backfill(
     path: str | Path, *, actor: Actor, note: str | None = None, db: Database | None = None
 ) -> Requested:
     """Freeze PLAN's hash and preview as a backfill awaiting approval (spec §6)."""
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.requests import assert_requestable, draft_request
     from backfill.store.backfills import create_backfill
 

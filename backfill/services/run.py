@@ -27,7 +27,8 @@ from backfill.timeutil import format_utc, utcnow
 if TYPE_CHECKING:
     from backfill.factory.protocol import Factory, FactoryRef
     from backfill.history import HistoryView
-    from backfill.runner import RunnerOptions, StepHook
+    from backfill.runner.machine import RunnerOptions
+    from backfill.runner.ports import StepHook
     from backfill.store.database import Database
     from backfill.workers import Outcome
 
@@ -53,9 +54,10 @@ def execute_backfill(
     records who did (``backfill.resumed``). ``hook`` sees every ledger append (the crash
     harness's kill points); none in production."""
     from backfill.matching import match_fields
-    from backfill.plan import load_plan
-    from backfill.polling import policy_for
-    from backfill.runner import LedgerView, RunnerOptions, WindowMachine
+    from backfill.plan.loader import load_plan
+    from backfill.runner.machine import RunnerOptions, WindowMachine
+    from backfill.runner.polling import policy_for
+    from backfill.runner.view import LedgerView
     from backfill.store.claims import Claims
     from backfill.store.ledger import Ledger
     from backfill.workers import WorkerPool, conclude, progress_printer, select_jobs
@@ -132,7 +134,7 @@ def execute_backfill(
 def _usual(history: HistoryView) -> timedelta | None:
     """The pipeline's usual duration from its newest succeeded runs, decoding only those."""
     from backfill.factory.run import RunStatus
-    from backfill.polling import RECENT_RUNS, usual_duration
+    from backfill.runner.polling import RECENT_RUNS, usual_duration
 
     return usual_duration(history.newest_runs(RunStatus.SUCCEEDED, RECENT_RUNS))
 
@@ -224,6 +226,6 @@ def _factory_ref(record: BackfillRecord) -> FactoryRef:
     frozen = record.preview.get("factory") if record.preview else None
     if isinstance(frozen, Mapping):
         return FactoryRef(str(frozen["subscription_id"]), str(frozen["resource_group"]), str(frozen["factory"]))
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
 
     return load_plan(record.plan_path).ref
