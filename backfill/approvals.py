@@ -1,306 +1,30 @@
-"""Backfill requests, approvals and gates (spec §2 Backfill states, §6).
+"""Approvals and gates (spec §6): who may approve, reject or accept a window of a backfill.
 
-A backfill's state is never stored: ``derive_state`` replays its ledger events over the frozen
-request (``BackfillRecord``), so every worker and every command agrees on it, and the ledger alone
-explains it. The gate functions say whether an actor may approve, reject or accept a window; they
+The gate functions read the Backfill aggregate (``backfill.backfills``: the frozen request and the
+state its events fold into) and say whether an actor may approve, reject or accept a window; they
 raise ``BackfillError`` with the one-line reason, and the CLI writes the event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from datetime import datetime
 
 from backfill import events as ev
-from backfill.errors import AwaitingApproval, BackfillError, LedgerInvalid
-from backfill.identity import VERIFIED_SOURCES, Actor, IdentitySource
-from backfill.progress import WindowProgress, apply_window_event, initial_windows
-from backfill.timeutil import format_duration, format_utc, require_utc, utcnow
-
-if TYPE_CHECKING:
-    from backfill.store.database import Database
-
-RUNNABLE_DECISIONS = frozenset({"run", "rerun"})
-ACCEPTABLE_DECISION = "blocked-partial"
-
-
-class BackfillStatus(StrEnum):
-    REQUESTED = "requested"
-    APPROVED = "approved"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-
-
-# States nothing can leave: no approval, rejection or run applies any more.
-SEALED = frozenset({BackfillStatus.REJECTED, BackfillStatus.EXPIRED, BackfillStatus.COMPLETED})
-FINISHED = frozenset({BackfillStatus.COMPLETED, BackfillStatus.FAILED, BackfillStatus.STOPPED})
-_STARTABLE = frozenset({BackfillStatus.APPROVED, BackfillStatus.RUNNING, BackfillStatus.PAUSED}) | (
-    FINISHED - {BackfillStatus.COMPLETED}
+from backfill.backfills import (
+    FINISHED,
+    RUNNABLE_DECISIONS,
+    ApprovalPolicy,
+    BackfillRecord,
+    BackfillState,
+    BackfillStatus,
 )
+from backfill.decisions import Decision
+from backfill.errors import AwaitingApproval, BackfillError
+from backfill.identity import VERIFIED_SOURCES, Actor, IdentitySource, describe_source, same_name, same_person
+from backfill.timeutil import format_duration, format_utc, require_utc
 
-
-@dataclass(frozen=True)
-class ApprovalPolicy:
-    """The plan's ``[approval]`` table, frozen with the request."""
-
-    required: int = 1
-    approvers: tuple[str, ...] = ()
-    expires: timedelta = timedelta(hours=12)
-    canary: int = 0
-    identity: str = "any"
-    # Each group names one person under several identity sources (``[approval] aliases``).
-    aliases: tuple[tuple[str, ...], ...] = ()
-
-    @classmethod
-    def from_plan(cls, approval: Any) -> ApprovalPolicy:
-        """From the plan model's ``approval`` (required, approvers, expires, canary, identity, aliases)."""
-        aliases = getattr(approval, "aliases", None) or {}
-        return cls(
-            required=int(approval.required),
-            approvers=tuple(str(a) for a in approval.approvers),
-            expires=approval.expires,
-            canary=int(approval.canary),
-            identity=str(approval.identity),
-            aliases=tuple((str(name), *(str(o) for o in others)) for name, others in aliases.items()),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "required": self.required,
-            "approvers": list(self.approvers),
-            "expires_seconds": self.expires.total_seconds(),
-            "canary": self.canary,
-            "identity": self.identity,
-        }
-        if self.aliases:
-            data["aliases"] = [list(group) for group in self.aliases]
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ApprovalPolicy:
-        return cls(
-            required=int(data["required"]),
-            approvers=tuple(data.get("approvers", ())),
-            expires=timedelta(seconds=float(data["expires_seconds"])),
-            canary=int(data.get("canary", 0)),
-            identity=str(data.get("identity", "any")),
-            aliases=tuple(tuple(str(n) for n in group) for group in data.get("aliases", ())),
-        )
-
-
-@dataclass(frozen=True)
-class BackfillRecord:
-    """The frozen request: one insert-only ``backfills`` row."""
-
-    id: str
-    plan_path: str
-    plan_hash: str
-    pipeline: str
-    factory_key: str
-    title: str
-    ticket: str
-    requester: str
-    requester_source: str
-    requested_at: datetime
-    note: str | None
-    policy: ApprovalPolicy
-    # Window key -> decision of the frozen preview, in window order.
-    decisions: Mapping[str, str]
-    # The frozen Preview.to_json(), kept whole for reports.
-    preview: Mapping[str, Any] = field(default_factory=dict)
-    # The sealed inputs of the request event (backfill.seal.Seal.to_json()); None until read
-    # from the chain by ``load_backfill``, or for requests recorded before inputs were sealed.
-    seal: Mapping[str, Any] | None = None
-
-    @property
-    def runnable_keys(self) -> list[str]:
-        return [k for k, d in self.decisions.items() if d in RUNNABLE_DECISIONS]
-
-    @property
-    def blocked_keys(self) -> list[str]:
-        return [k for k, d in self.decisions.items() if d.startswith("blocked")]
-
-
-class EventLike(Protocol):
-    """What derivation reads of a ledger event (``LedgerEvent`` satisfies it)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def identity_source(self) -> str: ...
-    @property
-    def window_key(self) -> str | None: ...
-    @property
-    def payload(self) -> Mapping[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class Decided:
-    """One approval, canary approval, window acceptance or rejection."""
-
-    actor: str
-    source: str
-    at: datetime
-    note: str | None = None
-
-
-@dataclass
-class BackfillState:
-    backfill_id: str
-    status: BackfillStatus
-    required: int
-    approvals: list[str] = field(default_factory=list)
-    approval_events: list[Decided] = field(default_factory=list)
-    accepted_windows: set[str] = field(default_factory=set)
-    acceptances: dict[str, Decided] = field(default_factory=dict)
-    canary_paused: bool = False
-    canary_approved: bool = False
-    canary_approval: Decided | None = None
-    stop_requested: bool = False
-    rejection: Decided | None = None
-    approved_at: datetime | None = None
-    # The deadline of the current wait (for approval, or for the start after approval).
-    expires_at: datetime | None = None
-    expiry_recorded: bool = False
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    concurrency: int = 1
-    windows: dict[str, WindowProgress] = field(default_factory=dict)
-
-    @property
-    def awaiting_approval(self) -> bool:
-        return self.status in (BackfillStatus.REQUESTED, BackfillStatus.PAUSED)
-
-
-def _deadline(record: BackfillRecord, state: BackfillState) -> datetime | None:
-    if state.status is BackfillStatus.REQUESTED:
-        return record.requested_at + record.policy.expires
-    if state.status is BackfillStatus.APPROVED and state.approved_at is not None:
-        return state.approved_at + record.policy.expires
-    return None
-
-
-def _expire_if_due(record: BackfillRecord, state: BackfillState, when: datetime) -> None:
-    deadline = _deadline(record, state)
-    if deadline is None:
-        return
-    state.expires_at = deadline
-    if when >= deadline:
-        state.status = BackfillStatus.EXPIRED
-
-
-def derive_state(record: BackfillRecord, events: Iterable[EventLike], now: datetime) -> BackfillState:
-    """Replay ``events`` (in ledger order) over the frozen request, as of ``now``."""
-    now = require_utc(now, "now")
-    state = BackfillState(record.id, BackfillStatus.REQUESTED, record.policy.required)
-    state.windows = initial_windows(record.decisions)
-    for event in events:
-        at = require_utc(event.at, "event time")
-        # An event that arrived after a deadline cannot revive the wait it missed.
-        _expire_if_due(record, state, at)
-        _apply(record, state, event, at)
-    _expire_if_due(record, state, now)
-    if state.status not in (BackfillStatus.REQUESTED, BackfillStatus.APPROVED, BackfillStatus.EXPIRED):
-        state.expires_at = None
-    return state
-
-
-def _apply(record: BackfillRecord, state: BackfillState, event: EventLike, at: datetime) -> None:
-    kind, payload = event.kind, event.payload
-    decided = Decided(event.actor, event.identity_source, at, payload.get("note") or payload.get("reason"))
-    if kind.startswith("window."):
-        if event.window_key:
-            apply_window_event(state.windows, event.window_key, kind, payload, at)
-        return
-    if kind == ev.EXPIRED:
-        state.expiry_recorded = True
-        if state.status not in FINISHED:
-            state.status = BackfillStatus.EXPIRED
-        return
-    if state.status in (BackfillStatus.REJECTED, BackfillStatus.EXPIRED):
-        return
-    if kind == ev.APPROVED:
-        aliases = record.policy.aliases
-        if not any(same_person(event.actor, d.actor, aliases) is not False for d in state.approval_events):
-            state.approvals.append(event.actor)
-            state.approval_events.append(decided)
-        if state.status is BackfillStatus.REQUESTED and len(state.approvals) >= record.policy.required:
-            state.status = BackfillStatus.APPROVED
-            state.approved_at = at
-    elif kind == ev.REJECTED:
-        state.status = BackfillStatus.REJECTED
-        state.rejection = decided
-    elif kind == ev.STARTED:
-        # Only an approved backfill starts; a stray start event cannot skip the approval.
-        if state.status in _STARTABLE:
-            state.status = BackfillStatus.PAUSED if _awaits_canary(state) else BackfillStatus.RUNNING
-            state.started_at = state.started_at or at
-            state.finished_at = None
-            state.stop_requested = False
-            state.concurrency = max(1, int(payload.get("concurrency", state.concurrency)))
-    elif kind == ev.CANARY_PAUSED:
-        state.canary_paused, state.canary_approved = True, False
-        if state.status is BackfillStatus.RUNNING:
-            state.status = BackfillStatus.PAUSED
-    elif kind == ev.CANARY_APPROVED:
-        state.canary_approved, state.canary_approval = True, decided
-        if state.status is BackfillStatus.PAUSED:
-            state.status = BackfillStatus.RUNNING
-    elif kind == ev.WINDOW_ACCEPTED and event.window_key:
-        state.accepted_windows.add(event.window_key)
-        state.acceptances[event.window_key] = decided
-        apply_window_event(state.windows, event.window_key, kind, payload, at)
-    elif kind == ev.STOP_REQUESTED:
-        state.stop_requested = True
-    elif kind in (ev.COMPLETED, ev.FAILED, ev.STOPPED):
-        state.status = BackfillStatus(kind.removeprefix("backfill."))
-        state.finished_at = at
-
-
-def _awaits_canary(state: BackfillState) -> bool:
-    return state.canary_paused and not state.canary_approved
-
-
-def _same(a: str, b: str) -> bool:
-    # Principal names (UPNs, OS users) are compared case-insensitively, as Azure AD does.
-    return a.casefold() == b.casefold()
-
-
-def _local(name: str) -> tuple[str, str | None]:
-    local, at, domain = name.casefold().partition("@")
-    return (local, domain) if at else (local, None)
-
-
-def same_person(a: str, b: str, aliases: Sequence[Sequence[str]] = ()) -> bool | None:
-    """Whether two names, perhaps from two identity sources, are one person (spec §15).
-
-    True when equal (case-insensitively), listed in one ``[approval] aliases`` group, or when one
-    is a bare name and the other a principal (``alice@contoso.com``) with that local part. None
-    (unsure) when two principals share a local part in different domains: callers refuse then.
-    False otherwise."""
-    if _same(a, b):
-        return True
-    for group in aliases:
-        if any(_same(a, n) for n in group) and any(_same(b, n) for n in group):
-            return True
-    (local_a, domain_a), (local_b, domain_b) = _local(a), _local(b)
-    if local_a != local_b:
-        return False
-    if domain_a is None or domain_b is None:
-        return True
-    return None
+ACCEPTABLE_DECISION = Decision.BLOCKED_PARTIAL
 
 
 def assert_runnable(state: BackfillState, now: datetime) -> None:
@@ -338,7 +62,7 @@ def check_reviewer(record: BackfillRecord, actor: Actor, action: str) -> None:
     check_identity_policy(bid, policy, actor)
     same = same_person(actor.name, record.requester, policy.aliases)
     if same:
-        who = actor.name if _same(actor.name, record.requester) else f"{actor.name} ({record.requester})"
+        who = actor.name if same_name(actor.name, record.requester) else f"{actor.name} ({record.requester})"
         raise BackfillError(f"{bid}: {who} requested this backfill and cannot {action} it (four eyes)")
     if same is None:
         raise BackfillError(
@@ -353,8 +77,8 @@ def check_reviewer(record: BackfillRecord, actor: Actor, action: str) -> None:
 def _listed(name: str, approver: str, aliases: Sequence[Sequence[str]]) -> bool:
     # Granting is stricter than refusing: the allow-list matches a name or its aliases, never a
     # local part (bob@another-tenant.com is not the "bob" the plan meant).
-    return _same(name, approver) or any(
-        any(_same(name, n) for n in group) and any(_same(approver, n) for n in group) for group in aliases
+    return same_name(name, approver) or any(
+        any(same_name(name, n) for n in group) and any(same_name(approver, n) for n in group) for group in aliases
     )
 
 
@@ -473,80 +197,13 @@ def approved_keys(record: BackfillRecord, state: BackfillState) -> list[str]:
     return [k for k, d in record.decisions.items() if d in RUNNABLE_DECISIONS or k in state.accepted_windows]
 
 
-def load_backfill(db: Database, backfill_id: str, now: datetime | None = None) -> tuple[BackfillRecord, BackfillState]:
-    """The frozen request and its state derived from the ledger (BackfillError if unknown)."""
-    from backfill.store.backfills import get_backfill
-    from backfill.store.ledger import Ledger
-
-    record = get_backfill(db, backfill_id)
-    events: Sequence[EventLike] = Ledger(db).events(backfill_id=record.id)
-    record = sealed_record(record, events)
-    return record, derive_state(record, events, now or utcnow())
-
-
-def sealed_record(record: BackfillRecord, events: Iterable[EventLike]) -> BackfillRecord:
-    """The request as its ``backfill.requested`` event in the chain records it (spec §15).
-
-    The ``backfills`` row is outside the hash chain: whatever it says about the plan, the
-    requester, the policy or the approved windows must agree with the event, which is what
-    gates and ``run`` then use (issue 8, attack 4). A disagreement is tampering (exit 5)."""
-    requested = next((e for e in events if e.kind == ev.REQUESTED), None)
-    bid = record.id
-    if requested is None:
-        raise LedgerInvalid(f"{bid}: its request event is missing from the ledger; the ledger was tampered with")
-    payload = requested.payload
-    requester = payload.get("requester")
-    sealed: dict[str, Any] = {
-        "plan_path": payload.get("plan_path"),
-        "plan_hash": payload.get("plan_hash"),
-        "pipeline": payload.get("pipeline"),
-        "factory_key": payload.get("factory"),
-        "requester": requester.get("name") if isinstance(requester, Mapping) else None,
-        "requester_source": requester.get("source") if isinstance(requester, Mapping) else None,
-    }
-    for name, value in sealed.items():
-        if value is not None and getattr(record, name) != value:
-            raise LedgerInvalid(
-                f"{bid}: the backfills row's {name} differs from its sealed request event; the ledger was tampered with"
-            )
-    if "approval" in payload and ApprovalPolicy.from_json(payload["approval"]) != record.policy:
-        raise LedgerInvalid(
-            f"{bid}: the backfills row's approval policy differs from its sealed request event; "
-            "the ledger was tampered with"
+def identity_lines(actor: Actor, policy: ApprovalPolicy) -> list[str]:
+    """Who requested, from which source, and (once) the warning when a declared identity can
+    approve (spec §15): printed with the summary."""
+    lines = [f"requested as {actor.name} ({describe_source(actor)})"]
+    if declared_may_approve(policy):
+        lines.append(
+            "warning: a declared identity (BACKFILL_ACTOR, anyone can set it) can approve this plan; "
+            '[approval] identity = "verified" demands one a third party vouches for'
         )
-    if "runnable" in payload and list(payload["runnable"]) != record.runnable_keys:
-        raise LedgerInvalid(
-            f"{bid}: the backfills row's runnable windows differ from its sealed request event; "
-            "the ledger was tampered with"
-        )
-    if "blocked" in payload and sorted(payload["blocked"]) != sorted(record.blocked_keys):
-        raise LedgerInvalid(
-            f"{bid}: the backfills row's blocked windows differ from its sealed request event; "
-            "the ledger was tampered with"
-        )
-    # Four eyes compares against the identity the chain recorded for the request.
-    seal = payload.get("seal")
-    return replace(
-        record,
-        requester=requested.actor,
-        requester_source=requested.identity_source,
-        seal=seal if isinstance(seal, Mapping) else None,
-    )
-
-
-def verify_requests(db: Database) -> str | None:
-    """The first ``backfills`` row that disagrees with its sealed request event, as one line, or
-    None: ``ledger verify`` holds the rows outside the chain to the events inside it."""
-    from backfill.store.backfills import list_backfills
-    from backfill.store.ledger import Ledger
-
-    requested: dict[str, EventLike] = {}
-    for event in Ledger(db).events(kinds=[ev.REQUESTED]):
-        if event.backfill_id:
-            requested.setdefault(event.backfill_id, event)
-    for record in list_backfills(db):
-        try:
-            sealed_record(record, [requested[record.id]] if record.id in requested else [])
-        except LedgerInvalid as exc:
-            return str(exc)
-    return None
+    return lines

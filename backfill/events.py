@@ -1,20 +1,21 @@
-"""The kinds of ledger events a backfill writes, shared by approvals, the runner and reports.
+"""The ledger events a backfill writes: one typed value per kind, one registry, one decoder.
 
-A backfill's state is never stored: it is derived from these events (``backfill.approvals``).
-Window events carry ``window_key``; the payload keys the state derivation reads are:
-
-- ``window.created`` / ``window.adopted``: ``run_id``, optionally ``status``, ``attempt``.
-- ``window.status``: ``run_id``, ``status`` (ADF's: Queued, InProgress, Succeeded...).
-- ``window.finished``: ``run_id``, ``status``, optionally ``duration_ms`` (ADF's durationInMs),
-  ``message``.
-- ``window.skipped`` / ``window.checked``: ``decision``, ``reason``.
-- ``window.create-failed`` / ``window.needs-operator``: ``reason`` (or ``message``).
-- ``backfill.started``: optionally ``concurrency`` (used for the estimated finish).
+A backfill's state is never stored: ``backfill.backfills`` folds these events into it. The ledger
+stores ``(kind, payload)`` with the payload as JSON, and the hash chain covers those exact bytes,
+so ``decode`` never loses a key: a payload key a type does not model, or whose value does not fit
+the field's type, is kept in ``extra``, and ``encode(decode(kind, payload))`` gives the payload
+back as it was stored (``tests/test_events.py``). Writers still hand the ledger plain payloads;
+readers decode once and match on the types, so nothing outside this module compares kind strings
+to read a payload.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Final
 
 REQUESTED: Final = "backfill.requested"
 APPROVED: Final = "backfill.approved"
@@ -41,6 +42,242 @@ WINDOW_FINISHED: Final = "window.finished"
 WINDOW_NEEDS_OPERATOR: Final = "window.needs-operator"
 WINDOW_CANCELLED: Final = "window.cancel-requested"
 
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """A payload of some kind; ``extra`` holds what the type does not model, verbatim."""
+
+    kind: ClassVar[str] = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillEvent(Event):
+    """An event about the whole backfill; ``note`` or ``reason`` is what a reviewer wrote."""
+
+    note: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowEvent(Event):
+    """An event about one window (its ledger ``window_key``): any of them may name the run, its
+    ADF status (Queued, InProgress, Succeeded...) and why."""
+
+    run_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requested(BackfillEvent):
+    """The sealed request (spec §15): what gates and ``run`` read instead of the mutable row."""
+
+    kind: ClassVar[str] = REQUESTED
+    plan_path: str | None = None
+    plan_hash: str | None = None
+    title: str | None = None
+    ticket: str | None = None
+    pipeline: str | None = None
+    factory: str | None = None
+    approval: Mapping[str, Any] | None = None
+    summary: Mapping[str, Any] | None = None
+    runnable: list[Any] | None = None
+    blocked: Mapping[str, Any] | list[Any] | None = None  # a list in requests before issue 9
+    requester: Mapping[str, Any] | None = None
+    seal: Mapping[str, Any] | None = None
+    windows: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approved(BackfillEvent):
+    kind: ClassVar[str] = APPROVED
+    approval: int | None = None  # which approval this is, of ``required``
+    required: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ended(BackfillEvent):
+    """An event that ends the backfill or its wait; ``windows`` tallies window states."""
+
+    windows: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected(Ended):
+    kind: ClassVar[str] = REJECTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expired(Ended):
+    kind: ClassVar[str] = EXPIRED
+    expired_at: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completed(Ended):
+    kind: ClassVar[str] = COMPLETED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(Ended):
+    kind: ClassVar[str] = FAILED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopped(Ended):
+    kind: ClassVar[str] = STOPPED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started(BackfillEvent):
+    kind: ClassVar[str] = STARTED
+    concurrency: int | None = None  # used for the estimated finish
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resumed(BackfillEvent):
+    kind: ClassVar[str] = RESUMED
+    stopped_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CanaryPaused(BackfillEvent):
+    kind: ClassVar[str] = CANARY_PAUSED
+    canary: int | None = None
+    succeeded: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CanaryApproved(BackfillEvent):
+    kind: ClassVar[str] = CANARY_APPROVED
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopRequested(BackfillEvent):
+    kind: ClassVar[str] = STOP_REQUESTED
+    cancel_run: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowAccepted(WindowEvent):
+    """A supervisor cleared a blocked-partial window (a gate, but about one window)."""
+
+    kind: ClassVar[str] = WINDOW_ACCEPTED
+    note: str | None = None
+    accept: str | None = None
+    decision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowSkipped(WindowEvent):
+    kind: ClassVar[str] = WINDOW_SKIPPED
+    decision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowChecked(WindowEvent):
+    kind: ClassVar[str] = WINDOW_CHECKED
+    decision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowIntent(WindowEvent):
+    """Written BEFORE createRun with the exact parameters; ``intent_at`` is when it was meant."""
+
+    kind: ClassVar[str] = WINDOW_INTENT
+    mode: str | None = None
+    attempt: int | None = None
+    reference_run_id: str | None = None
+    previous_run_id: str | None = None
+    intent_at: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowCreated(WindowEvent):
+    kind: ClassVar[str] = WINDOW_CREATED
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowAdopted(WindowEvent):
+    kind: ClassVar[str] = WINDOW_ADOPTED
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowCreateFailed(WindowEvent):
+    kind: ClassVar[str] = WINDOW_CREATE_FAILED
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowStatus(WindowEvent):
+    kind: ClassVar[str] = WINDOW_STATUS
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowFinished(WindowEvent):
+    """How the run ended: ADF's ``durationInMs`` and the failing activity when it failed."""
+
+    kind: ClassVar[str] = WINDOW_FINISHED
+    duration_ms: int | float | None = None
+    state: str | None = None  # the window state when no ADF status says it
+    run_start: str | None = None
+    run_end: str | None = None
+    failed_activity: str | None = None
+    activity_type: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    activity_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowNeedsOperator(WindowEvent):
+    kind: ClassVar[str] = WINDOW_NEEDS_OPERATOR
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowCancelled(WindowEvent):
+    kind: ClassVar[str] = WINDOW_CANCELLED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unknown(Event):
+    """A kind this version does not know (a newer writer's): kept whole in ``extra``."""
+
+    name: str = ""
+
+
+BACKFILL_TYPES: Final[tuple[type[BackfillEvent], ...]] = (
+    Requested,
+    Approved,
+    Rejected,
+    Expired,
+    Started,
+    CanaryPaused,
+    CanaryApproved,
+    StopRequested,
+    Completed,
+    Failed,
+    Stopped,
+    Resumed,
+)
+WINDOW_TYPES: Final[tuple[type[WindowEvent], ...]] = (
+    WindowAccepted,
+    WindowSkipped,
+    WindowChecked,
+    WindowIntent,
+    WindowCreated,
+    WindowAdopted,
+    WindowCreateFailed,
+    WindowStatus,
+    WindowFinished,
+    WindowNeedsOperator,
+    WindowCancelled,
+)
+# The one registry: kind -> type.
+REGISTRY: Final[Mapping[str, type[Event]]] = {t.kind: t for t in (*BACKFILL_TYPES, *WINDOW_TYPES)}
 BACKFILL_KINDS: Final = (
     REQUESTED,
     APPROVED,
@@ -69,3 +306,57 @@ WINDOW_KINDS: Final = (
     WINDOW_CANCELLED,
 )
 ALL_KINDS: Final = BACKFILL_KINDS + WINDOW_KINDS
+ENDS: Final[tuple[type[Ended], ...]] = (Completed, Failed, Stopped)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if value is None:
+        return False
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is Mapping:
+            origin = dict
+        if origin is type(None):
+            continue
+        if origin in (int, float) and isinstance(value, bool):
+            continue  # JSON true is not a count or a duration
+        if isinstance(origin, type) and isinstance(value, origin):
+            return True
+    return False
+
+
+_HINTS: dict[type[Event], Mapping[str, Any]] = {}
+
+
+def _hints(cls: type[Event]) -> Mapping[str, Any]:
+    """A type's payload fields and their types (resolved once per type: the fold decodes often)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        resolved = typing.get_type_hints(cls)
+        hints = _HINTS[cls] = {f.name: resolved[f.name] for f in fields(cls) if f.name != "extra"}
+    return hints
+
+
+def decode(kind: str, payload: Mapping[str, Any]) -> Event:
+    """The typed value of one stored ``(kind, payload)``; never raises on an old or odd payload."""
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        return Unknown(name=kind, extra=dict(payload))
+    hints = _hints(cls)
+    typed: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in payload.items():
+        if name in hints and _fits(value, hints[name]):
+            typed[name] = value
+        else:
+            extra[name] = value
+    return cls(**typed, extra=extra)
+
+
+def encode(event: Event) -> tuple[str, dict[str, Any]]:
+    """The ``(kind, payload)`` the ledger stores for ``event``: its set fields and its extras."""
+    if isinstance(event, Unknown):
+        return event.name, dict(event.extra)
+    payload = {name: getattr(event, name) for name in _hints(type(event)) if getattr(event, name) is not None}
+    return event.kind, {**payload, **event.extra}

@@ -12,6 +12,7 @@ import binascii
 import getpass
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -149,3 +150,34 @@ def resolve_actor() -> Actor:
 
         return current_actor(verified_principal(static, TokenSettings.from_env()))
     return current_actor(azure_principal())
+
+
+def same_name(a: str, b: str) -> bool:
+    """Whether two principal names are equal as Azure AD compares them."""
+    # Principal names (UPNs, OS users) are compared case-insensitively, as Azure AD does.
+    return a.casefold() == b.casefold()
+
+
+def _local(name: str) -> tuple[str, str | None]:
+    local, at, domain = name.casefold().partition("@")
+    return (local, domain) if at else (local, None)
+
+
+def same_person(a: str, b: str, aliases: Sequence[Sequence[str]] = ()) -> bool | None:
+    """Whether two names, perhaps from two identity sources, are one person (spec §15).
+
+    True when equal (case-insensitively), listed in one ``[approval] aliases`` group, or when one
+    is a bare name and the other a principal (``alice@contoso.com``) with that local part. None
+    (unsure) when two principals share a local part in different domains: callers refuse then.
+    False otherwise."""
+    if same_name(a, b):
+        return True
+    for group in aliases:
+        if any(same_name(a, n) for n in group) and any(same_name(b, n) for n in group):
+            return True
+    (local_a, domain_a), (local_b, domain_b) = _local(a), _local(b)
+    if local_a != local_b:
+        return False
+    if domain_a is None or domain_b is None:
+        return True
+    return None

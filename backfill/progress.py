@@ -1,4 +1,4 @@
-"""Per-window progress of a backfill, derived from ``window.*`` ledger events, and the
+"""Per-window progress of a backfill (folded from its ``window.*`` events by ``backfill.backfills``), and the
 done / running / left / estimated-finish summary that ``status`` prints (spec §7)."""
 
 from __future__ import annotations
@@ -7,31 +7,22 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypedDict
 
-from backfill import events as ev
 
-# Window state names, shared with the runner and the status JSON.
-PENDING = "pending"
-SKIPPED = "skipped"
-INTENT = "intent"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-NEEDS_OPERATOR = "needs-operator"
-BLOCKED = "blocked"
-WINDOW_STATES = (PENDING, SKIPPED, INTENT, RUNNING, SUCCEEDED, FAILED, CANCELLED, NEEDS_OPERATOR, BLOCKED)
+class WindowState(StrEnum):
+    """Where one window stands, as ``status`` and its JSON name it (spec §7)."""
 
-_FROM_ADF_STATUS = {
-    "Queued": RUNNING,
-    "InProgress": RUNNING,
-    "Canceling": RUNNING,
-    "Succeeded": SUCCEEDED,
-    "Failed": FAILED,
-    "Cancelled": CANCELLED,
-    "Canceled": CANCELLED,
-}
+    PENDING = "pending"
+    SKIPPED = "skipped"
+    INTENT = "intent"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NEEDS_OPERATOR = "needs-operator"
+    BLOCKED = "blocked"
 
 
 class WindowProgress(TypedDict):
@@ -48,12 +39,12 @@ class WindowProgress(TypedDict):
     duration_ms: int | None
 
 
-def _initial_state(decision: str) -> str:
+def _initial_state(decision: str) -> WindowState:
     if decision.startswith("blocked"):
-        return BLOCKED
+        return WindowState.BLOCKED
     if decision.startswith("skip"):
-        return SKIPPED
-    return PENDING
+        return WindowState.SKIPPED
+    return WindowState.PENDING
 
 
 def new_window(decision: str) -> WindowProgress:
@@ -77,62 +68,6 @@ def initial_windows(decisions: Mapping[str, str]) -> dict[str, WindowProgress]:
     return {key: new_window(decision) for key, decision in decisions.items()}
 
 
-def _text(payload: Mapping[str, Any], *names: str) -> str | None:
-    for name in names:
-        value = payload.get(name)
-        if value not in (None, ""):
-            return str(value)
-    return None
-
-
-def apply_window_event(
-    windows: dict[str, WindowProgress], key: str, kind: str, payload: Mapping[str, Any], at: datetime
-) -> None:
-    """Fold one ``window.*`` (or ``gate.window-accepted``) event into ``windows[key]``."""
-    window = windows.setdefault(key, new_window(""))
-    run_id = _text(payload, "run_id")
-    status = _text(payload, "status")
-    reason = _text(payload, "reason", "message")
-    if run_id:
-        window["run_id"] = run_id
-    if status:
-        window["status"] = status
-    if reason:
-        window["reason"] = reason
-    if kind == ev.WINDOW_ACCEPTED:
-        window["accepted"] = True
-        if window["state"] == BLOCKED:
-            window["state"] = PENDING
-    elif kind == ev.WINDOW_SKIPPED:
-        window["state"] = SKIPPED
-        window["decision"] = _text(payload, "decision") or window["decision"]
-    elif kind == ev.WINDOW_CHECKED:
-        decision = _text(payload, "decision") or ""
-        if decision.startswith("blocked") and not window["accepted"]:
-            window["state"] = BLOCKED
-    elif kind == ev.WINDOW_INTENT:
-        window["state"] = INTENT
-        window["attempts"] += 1
-        window["run_id"], window["status"] = None, None
-        window["started_at"], window["finished_at"], window["duration_ms"] = at, None, None
-    elif kind in (ev.WINDOW_CREATED, ev.WINDOW_ADOPTED):
-        window["state"] = _FROM_ADF_STATUS.get(status or "", RUNNING)
-        window["started_at"] = window["started_at"] or at
-    elif kind == ev.WINDOW_STATUS:
-        window["state"] = _FROM_ADF_STATUS.get(status or "", window["state"])
-    elif kind == ev.WINDOW_FINISHED:
-        window["state"] = _FROM_ADF_STATUS.get(status or "", _text(payload, "state") or FAILED)
-        window["finished_at"] = at
-        duration = payload.get("duration_ms")
-        window["duration_ms"] = int(duration) if isinstance(duration, int | float) else None
-    elif kind == ev.WINDOW_CREATE_FAILED:
-        window["state"] = FAILED
-    elif kind == ev.WINDOW_NEEDS_OPERATOR:
-        window["state"] = NEEDS_OPERATOR
-    elif kind == ev.WINDOW_CANCELLED:
-        window["cancel_requested"] = True
-
-
 def window_duration(window: WindowProgress, now: datetime | None = None) -> timedelta | None:
     """ADF's duration when recorded, else from the ledger's times (until ``now`` while running)."""
     if window["duration_ms"] is not None:
@@ -140,7 +75,7 @@ def window_duration(window: WindowProgress, now: datetime | None = None) -> time
     start = window["started_at"]
     if start is None:
         return None
-    end = window["finished_at"] or (now if window["state"] in (INTENT, RUNNING) else None)
+    end = window["finished_at"] or (now if window["state"] in (WindowState.INTENT, WindowState.RUNNING) else None)
     return end - start if end is not None else None
 
 
@@ -172,11 +107,13 @@ def summarize(windows: Iterable[WindowProgress], now: datetime, concurrency: int
     """Done (succeeded or skipped), running, failed, left, and the estimated finish from the
     average duration of the windows that succeeded so far."""
     chosen = list(windows)
-    done = [w for w in chosen if w["state"] in (SUCCEEDED, SKIPPED)]
-    running = [w for w in chosen if w["state"] in (INTENT, RUNNING)]
-    failed = [w for w in chosen if w["state"] in (FAILED, CANCELLED, NEEDS_OPERATOR)]
-    left = [w for w in chosen if w["state"] in (PENDING, BLOCKED)]
-    durations = [d for w in chosen if w["state"] == SUCCEEDED and (d := window_duration(w)) is not None]
+    done = [w for w in chosen if w["state"] in (WindowState.SUCCEEDED, WindowState.SKIPPED)]
+    running = [w for w in chosen if w["state"] in (WindowState.INTENT, WindowState.RUNNING)]
+    failed = [
+        w for w in chosen if w["state"] in (WindowState.FAILED, WindowState.CANCELLED, WindowState.NEEDS_OPERATOR)
+    ]
+    left = [w for w in chosen if w["state"] in (WindowState.PENDING, WindowState.BLOCKED)]
+    durations = [d for w in chosen if w["state"] == WindowState.SUCCEEDED and (d := window_duration(w)) is not None]
     average = sum(durations, timedelta()) / len(durations) if durations else None
     finish = None
     if average is not None and (running or left):

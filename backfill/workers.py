@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
 from backfill import progress as pg
-from backfill.approvals import BackfillRecord, BackfillState, approved_keys
+from backfill.approvals import approved_keys
+from backfill.backfills import BackfillRecord, BackfillState
 from backfill.chain import LedgerEvent
 from backfill.decisions import Decision
 from backfill.errors import BackfillError, BlockedWindows, CanaryPause
@@ -32,8 +33,8 @@ from backfill.timeutil import format_utc, utcnow
 if TYPE_CHECKING:
     from backfill.preview import WindowDecision
 
-FAILED_STATES = frozenset({pg.FAILED, pg.CANCELLED})
-OPEN_STATES = frozenset({pg.PENDING, pg.INTENT, pg.RUNNING})
+FAILED_STATES = frozenset({pg.WindowState.FAILED, pg.WindowState.CANCELLED})
+OPEN_STATES = frozenset({pg.WindowState.PENDING, pg.WindowState.INTENT, pg.WindowState.RUNNING})
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ def select_jobs(
         accepted = key in state.accepted_windows
         if key in view.closed:
             continue
-        if key in view.pending or window["run_id"] or window["state"] in (pg.INTENT, pg.RUNNING, pg.NEEDS_OPERATOR):
+        if (
+            key in view.pending
+            or window["run_id"]
+            or window["state"] in (pg.WindowState.INTENT, pg.WindowState.RUNNING, pg.WindowState.NEEDS_OPERATOR)
+        ):
             jobs[key] = Job(item.window, item, accepted)  # touched before: resume it whatever history says
             continue
         decision: Decision = item.decision
@@ -77,7 +82,7 @@ def select_jobs(
             jobs[key] = Job(item.window, item, accepted)
         elif not decision.blocked:
             view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"since the request: {item.reason}"}, key)
-        elif window["state"] != pg.BLOCKED:
+        elif window["state"] != pg.WindowState.BLOCKED:
             view.append(
                 ev.WINDOW_CHECKED,
                 {"decision": decision, "reason": item.reason, "checks": [r.to_json() for r in item.checks]},
@@ -173,7 +178,7 @@ class WorkerPool:
                 self.halt = "stop"
                 return []
             if self.canary:
-                succeeded = sum(1 for w in self.view.windows.values() if w["state"] == pg.SUCCEEDED)
+                succeeded = sum(1 for w in self.view.windows.values() if w["state"] == pg.WindowState.SUCCEEDED)
                 fresh_running = sum(1 for k in self.held if k in self.fresh)
                 if succeeded + fresh_running >= self.canary:
                     keys = [k for k in keys if self._touched(k)]
@@ -241,7 +246,7 @@ def conclude(
 ) -> Outcome:
     view.refresh()
     states = {key: view.windows[key]["state"] for key in scope if key in view.windows}
-    counts = {name: sum(1 for s in states.values() if s == name) for name in pg.WINDOW_STATES}
+    counts = {name.value: sum(1 for s in states.values() if s == name) for name in pg.WindowState}
     counts = {name: n for name, n in counts.items() if n}
     failed = [k for k, s in states.items() if s in FAILED_STATES]
     open_keys = [k for k, s in states.items() if s in OPEN_STATES]
@@ -271,7 +276,7 @@ def conclude(
             api_calls,
         )
     if pool.canary and open_keys:
-        end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.SUCCEEDED, 0)})
+        end(ev.CANARY_PAUSED, {"canary": pool.canary, "succeeded": counts.get(pg.WindowState.SUCCEEDED, 0)})
         canary, them = ("canary window", "it") if pool.canary == 1 else (f"{pool.canary} canary windows", "them")
         raise CanaryPause(
             f"{backfill_id} paused after its first {canary} succeeded, as the plan asks; "
@@ -281,7 +286,7 @@ def conclude(
         why = _failure_text(view, failed[0])
         end(ev.FAILED, {"reason": why, "failed": failed})
         raise BackfillError(f"{backfill_id} failed: {len(failed)} of {len(states)} windows failed; first: {why}")
-    stuck = [k for k, s in states.items() if s in (pg.BLOCKED, pg.NEEDS_OPERATOR)] + open_keys
+    stuck = [k for k, s in states.items() if s in (pg.WindowState.BLOCKED, pg.WindowState.NEEDS_OPERATOR)] + open_keys
     if stuck:
         end(ev.FAILED, {"reason": "windows blocked or needing an operator", "windows_left": stuck})
         first = view.windows[stuck[0]]
@@ -291,7 +296,7 @@ def conclude(
             f"{first['reason'] or first['state']} (backfill status {backfill_id})"
         )
     # Windows blocked in the frozen preview and never accepted: the approval did not cover them.
-    unapproved = [k for k, w in view.windows.items() if k not in scope and w["state"] == pg.BLOCKED]
+    unapproved = [k for k, w in view.windows.items() if k not in scope and w["state"] == pg.WindowState.BLOCKED]
     end(ev.COMPLETED, {"blocked_outside_approval": unapproved})
     done = f"{backfill_id} completed: {_tally(counts)}"
     if unapproved:

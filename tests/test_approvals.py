@@ -12,17 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill import events as ev
-from backfill.approvals import (
-    ApprovalPolicy,
-    BackfillRecord,
-    BackfillStatus,
-    approved_keys,
-    assert_runnable,
-    derive_state,
-    gate_approval,
-    gate_rejection,
-    gate_window_acceptance,
-)
+from backfill.approvals import approved_keys, assert_runnable, gate_approval, gate_rejection, gate_window_acceptance
+from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillStatus, derive_state
 from backfill.chain import GENESIS_HASH, LedgerEvent, make_event
 from backfill.errors import AwaitingApproval, BackfillError, ExitCode
 from backfill.identity import Actor, IdentitySource, principal_from_token, resolve_actor

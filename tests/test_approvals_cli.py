@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from backfill import events as ev
-from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.backfills import ApprovalPolicy, BackfillRecord
 from backfill.cli import main
 from backfill.identity import Actor, IdentitySource
 from backfill.store.backfills import create_backfill

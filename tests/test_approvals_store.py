@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from backfill import events as ev
-from backfill.approvals import ApprovalPolicy, BackfillRecord, BackfillStatus, load_backfill
+from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillStatus
 from backfill.errors import BackfillError
 from backfill.identity import Actor, IdentitySource
-from backfill.store.backfills import create_backfill, get_backfill, list_backfills, new_backfill_id
+from backfill.store.backfills import create_backfill, get_backfill, list_backfills, load_backfill, new_backfill_id
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import utcnow

@@ -13,17 +13,11 @@ from hypothesis import strategies as st
 from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
 
 from backfill import events as ev
-from backfill.approvals import (
-    ApprovalPolicy,
-    BackfillRecord,
-    assert_satisfiable,
-    derive_state,
-    gate_approval,
-    same_person,
-)
+from backfill.approvals import assert_satisfiable, gate_approval
+from backfill.backfills import ApprovalPolicy, BackfillRecord, derive_state
 from backfill.cli import main
 from backfill.errors import BackfillError, ConfigError
-from backfill.identity import Actor, IdentitySource, current_actor
+from backfill.identity import Actor, IdentitySource, current_actor, same_person
 from backfill.terminal import strip_controls
 
 Cap = pytest.CaptureFixture[str]

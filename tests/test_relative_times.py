@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill import demo
+from backfill.backfills import draft_request
 from backfill.cli import main
 from backfill.emulator import Emulator, load_scenario
 from backfill.errors import PlanError, ScenarioError
@@ -24,7 +25,6 @@ from backfill.identity import Actor, IdentitySource
 from backfill.plan.loader import load_plan
 from backfill.preview import compute_preview
 from backfill.relative_time import DAY_FORM_PATTERN, RelativeTimeError, parse_relative
-from backfill.requests import draft_request
 from backfill.timeutil import format_utc
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,11 +17,12 @@ from runner_support import EVERY, base_time, cli, emulator, keys, plan_text, sce
 from sqlalchemy import update
 
 from backfill import events as ev
-from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.backfills import ApprovalPolicy, BackfillRecord
 from backfill.chain import GENESIS_HASH, make_event, verify_chain
 from backfill.emulator.scenario import OutcomeRule
-from backfill.report import build_report, render_text
-from backfill.report_html import render_html
+from backfill.report.build import build_report
+from backfill.report.html import render_html
+from backfill.report.text import render_text
 from backfill.store.backfills import list_backfills
 from backfill.store.database import Database
 from backfill.store.ledger import TABLE

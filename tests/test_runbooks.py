@@ -91,7 +91,7 @@ def _creates(play: Play) -> Counter[str]:
 
 
 def _window_states(play: Play, backfill_id: str) -> dict[str, str]:
-    from backfill.approvals import load_backfill
+    from backfill.store.backfills import load_backfill
     from backfill.store.database import Database
 
     db = Database(play.env()["BACKFILL_LEDGER"])
@@ -160,7 +160,9 @@ def _prepare_crash(play: Play) -> None:
     )
     assert crashed.returncode == -signal.SIGKILL, f"set-up: the runner was to be killed: {crashed.stderr[-800:]}"
     states = sorted(_window_states(play, backfill_id)[_key(i)] for i in HUNG)
-    assert states == [pg.INTENT, pg.RUNNING], f"set-up: after the crash the hung windows are {states}"
+    assert states == [pg.WindowState.INTENT, pg.WindowState.RUNNING], (
+        f"set-up: after the crash the hung windows are {states}"
+    )
     hung = {_key(i).split("/")[0] for i in HUNG}
     starts = [parse_utc(run["start"]) for run in _new_runs(play) if run["parameters"]["windowStart"] in hung]
     assert len(starts) == 2, f"set-up: {len(starts)} runs of the hung windows exist, expected 2"
@@ -172,7 +174,7 @@ def _prepare_crash(play: Play) -> None:
 def _verify_crash(play: Play) -> None:
     assert _creates(play) == Counter({_key(i): 1 for i in (*demo.LOCKED, *HUNG)}), "no window got a second run"
     states = _window_states(play, play.facts["id"])
-    assert [states[_key(i)] for i in HUNG] == [pg.CANCELLED, pg.CANCELLED]
+    assert [states[_key(i)] for i in HUNG] == [pg.WindowState.CANCELLED, pg.WindowState.CANCELLED]
 
 
 # --- audit-the-ledger: a finished backfill to audit -----------------------------------------------

@@ -20,7 +20,7 @@ from runner_support import base_time, cli, emulator, keys, plan_text, request, s
 
 from backfill import demo
 from backfill import progress as pg
-from backfill.approvals import BackfillState, BackfillStatus
+from backfill.backfills import BackfillState, BackfillStatus
 from backfill.cli import main
 from backfill.cli.output import ELLIPSIS, WIDTH, fit, short_id
 from backfill.cli.status import _progress_line, _status_cell
@@ -167,8 +167,8 @@ def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch
 
 def test_the_status_column_of_windows_in_flight_is_never_blank() -> None:
     running, intent = new_window("run"), new_window("run")
-    running.update(state=pg.RUNNING, run_id=GUID)
-    intent.update(state=pg.INTENT)
+    running.update(state=pg.WindowState.RUNNING, run_id=GUID)
+    intent.update(state=pg.WindowState.INTENT)
     assert (_status_cell(running), _status_cell(intent)) == ("not read yet", "no run ID yet")
 
 

@@ -61,7 +61,7 @@ def team(postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 def _request(team: Team, as_role: str, declared: str = "alice") -> str:
     """A request through the store, as the CLI's ``request`` makes it."""
-    from backfill.approvals import ApprovalPolicy, BackfillRecord
+    from backfill.backfills import ApprovalPolicy, BackfillRecord
     from backfill.store.backfills import create_backfill
     from backfill.timeutil import utcnow
 

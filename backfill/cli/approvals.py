@@ -15,7 +15,8 @@ from backfill.services.common import recorded_text
 @click.option("--note", help="Why this backfill is needed; recorded with the request.")
 def request(plan: str, note: str | None) -> None:
     """Freeze PLAN's hash and preview for approval; prints the backfill ID first."""
-    from backfill.requests import identity_lines, summary_lines
+    from backfill.approvals import identity_lines
+    from backfill.backfills import summary_lines
 
     requested = review.request_backfill(plan, actor=resolve_actor(), note=note)
     record = requested.record

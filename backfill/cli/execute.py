@@ -40,7 +40,7 @@ def run(backfill_id: str, resume: bool) -> None:
 @click.option("--cancel-run", is_flag=True, help="Also cancel the ADF runs in flight.")
 def stop(backfill_id: str, cancel_run: bool) -> None:
     """Stop backfill ID after the windows in flight (--cancel-run: cancel their runs too)."""
-    from backfill.approvals import BackfillStatus
+    from backfill.backfills import BackfillStatus
     from backfill.identity import resolve_actor
     from backfill.services.run import stop_backfill
 

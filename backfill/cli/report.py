@@ -29,12 +29,12 @@ def report(backfill_id: str, html_file: Path | None, as_json: bool) -> None:
     """
     from backfill.cli.output import echo_json
     from backfill.errors import BackfillError, LedgerInvalid
-    from backfill.report import render_text
+    from backfill.report.text import render_text
     from backfill.services.status import backfill_report
 
     data = backfill_report(backfill_id)
     if html_file is not None:
-        from backfill.report_html import render_html
+        from backfill.report.html import render_html
 
         try:
             html_file.write_text(render_html(data), encoding="utf-8")

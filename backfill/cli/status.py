@@ -11,14 +11,8 @@ from typing import Any
 import click
 
 from backfill import progress as pg
-from backfill.approvals import (
-    FINISHED,
-    BackfillRecord,
-    BackfillState,
-    BackfillStatus,
-    Decided,
-    approved_keys,
-)
+from backfill.approvals import approved_keys
+from backfill.backfills import FINISHED, BackfillRecord, BackfillState, BackfillStatus, Decided
 from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
 from backfill.services import status as service
@@ -205,7 +199,7 @@ def _show(
         )
     echo_table(["window", "decision", "state", "run id", "status", "duration"], rows, wide=wide)
     for key, w in state.windows.items():
-        if w["state"] == pg.NEEDS_OPERATOR:
+        if w["state"] == pg.WindowState.NEEDS_OPERATOR:
             click.echo(f"needs an operator: {key}: {w['reason'] or 'no reason recorded'}")
     click.echo(_progress_line(_progress(record, state, now), state, now, last_seen, alive=alive))
 
@@ -214,9 +208,9 @@ def _status_cell(window: pg.WindowProgress) -> str:
     """ADF's last status seen; for a window in flight whose status nobody read yet, say so."""
     if window["status"]:
         return window["status"]
-    if window["state"] == pg.RUNNING:
+    if window["state"] == pg.WindowState.RUNNING:
         return "not read yet"
-    if window["state"] == pg.INTENT:
+    if window["state"] == pg.WindowState.INTENT:
         return "no run ID yet"
     return ""
 

@@ -154,4 +154,4 @@ def needs_operator(
     if run_id:
         payload["run_id"] = run_id
     view.append(ev.WINDOW_NEEDS_OPERATOR, payload, key)
-    return pg.NEEDS_OPERATOR
+    return pg.WindowState.NEEDS_OPERATOR

@@ -194,10 +194,10 @@ class WindowMachine:
         pending = self.view.pending.get(key)
         if pending is None and state["run_id"]:
             return self._follow(job, state["run_id"], state["started_at"] or self.clock())
-        if pending is None and state["state"] == pg.FAILED:
+        if pending is None and state["state"] == pg.WindowState.FAILED:
             # createRun was refused; the runner died before recording the end
             self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": state["reason"]}, key)
-            return pg.FAILED
+            return pg.WindowState.FAILED
         # From here on a createRun may be sent: the window's identity must be ours (spec §14).
         identity = self._claim_identity(job)
         if identity is None:
@@ -327,7 +327,7 @@ class WindowMachine:
         self.view.append(
             ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"{why}: {reason}", "run_id": run.run_id}, key
         )
-        return pg.SKIPPED
+        return pg.WindowState.SKIPPED
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -394,9 +394,9 @@ class WindowMachine:
             self.view.append(ev.WINDOW_CHECKED, {"decision": decision, "reason": reason, "checks": results}, key)
             if decision is Decision.SKIP_COMPLETE_IN_SINK:
                 self.view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": reason}, key)
-                return pg.SKIPPED
+                return pg.WindowState.SKIPPED
             if not (decision.runnable or (decision is Decision.BLOCKED_PARTIAL and job.accepted)):
-                return pg.BLOCKED
+                return pg.WindowState.BLOCKED
         if self.intents[key] >= self.options.max_intents:
             return self._operator(key, f"createRun was sent {self.intents[key]} times and no run appeared", doubt)
         # Secrets are read from the environment now, before the intent: a missing variable must
@@ -405,7 +405,7 @@ class WindowMachine:
         recover = self.mode == "recover" and latest is not None and latest.status is RunStatus.FAILED
         reference = latest.run_id if recover and latest is not None else None
         if not self.claims.renew(claim):
-            return pg.PENDING  # another worker took the window over: leave it to them
+            return pg.WindowState.PENDING  # another worker took the window over: leave it to them
         intent_at = self.clock()
         self.intents[key] += 1
         self.view.append(
@@ -427,7 +427,7 @@ class WindowMachine:
             if not self._still_ours(job, claim):
                 # Paused past the lease (or lost the window): the intent stays for whoever holds
                 # the window now, which reconciles it before it creates anything.
-                return pg.PENDING
+                return pg.WindowState.PENDING
             try:
                 run_id = self.factory.create_run(
                     self.pipeline,
@@ -496,7 +496,7 @@ class WindowMachine:
         failure = {"reason": reason, "code": exc.code, "http_status": exc.status}
         self.view.append(ev.WINDOW_CREATE_FAILED, failure, key)
         self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
-        return pg.FAILED
+        return pg.WindowState.FAILED
 
     def _reconcile_intent(
         self, job: Job, at: datetime, payload: Mapping[str, Any], settle: timedelta

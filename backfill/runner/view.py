@@ -12,14 +12,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from backfill import events as ev
 from backfill import progress as pg
-from backfill.approvals import BackfillRecord
+from backfill.backfills import FINISHED, BackfillRecord, apply_event, new_state
 from backfill.chain import LedgerEvent
 from backfill.identity import Actor
 from backfill.runner.ports import NO_HOOK, LedgerPort, StepHook
-
-BACKFILL_ENDS = (ev.COMPLETED, ev.FAILED, ev.STOPPED)
 
 
 class LedgerView:
@@ -32,52 +29,45 @@ class LedgerView:
         self.backfill_id = record.id
         self.actor = actor
         self.hook: StepHook = hook or NO_HOOK
-        self.windows = pg.initial_windows(record.decisions)
-        # Window key -> (time, payload) of an intent not yet followed by created/adopted/finished.
-        self.pending: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
-        # Window key -> time of its first intent in this backfill: a run of the window that started
-        # after it may be this backfill's own (a late effect), never another backfill's to skip for.
-        self.first_intent: dict[str, datetime] = {}
-        # Windows whose end is recorded (finished or skipped). Not derived from the progress
-        # state: a status event saying Succeeded is not yet a recorded finish.
-        self.closed: set[str] = set()
-        self.stop_requested = False
-        self.ended: str | None = None
+        self.record = record
+        # The aggregate's one fold (backfill.backfills), fed incrementally: the state every other
+        # command derives, plus the intents in doubt and the closed windows the runner resumes from.
+        self.state = new_state(record)
         self.listeners: list[Callable[[LedgerEvent], None]] = []
         self.lock = threading.RLock()
         self._seq = 0
 
+    @property
+    def windows(self) -> dict[str, pg.WindowProgress]:
+        return self.state.windows
+
+    @property
+    def pending(self) -> dict[str, tuple[datetime, Mapping[str, Any]]]:
+        """Window key -> (time, payload) of an intent not yet followed by created/adopted/finished."""
+        return self.state.intents
+
+    @property
+    def first_intent(self) -> dict[str, datetime]:
+        return self.state.first_intents
+
+    @property
+    def closed(self) -> set[str]:
+        return self.state.closed
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.state.stop_requested
+
+    @property
+    def ended(self) -> str | None:
+        """The state the backfill's last run ended in (completed, failed, stopped), or None."""
+        return self.state.status.value if self.state.status in FINISHED else None
+
     def refresh(self) -> None:
         with self.lock:
             for event in self.ledger.events(backfill_id=self.backfill_id, after_seq=self._seq):
-                self._apply(event)
+                apply_event(self.record, self.state, event)
                 self._seq = event.seq
-
-    def _apply(self, event: LedgerEvent) -> None:
-        kind, key = event.kind, event.window_key
-        if kind.startswith("window.") and key:
-            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
-            if kind == ev.WINDOW_INTENT:
-                self.pending[key] = (event.at, event.payload)
-                self.first_intent.setdefault(key, intent_time(event.payload, event.at))
-            elif kind in (
-                ev.WINDOW_CREATED,
-                ev.WINDOW_ADOPTED,
-                ev.WINDOW_CREATE_FAILED,
-                ev.WINDOW_FINISHED,
-                ev.WINDOW_SKIPPED,
-            ):
-                self.pending.pop(key, None)
-            if kind in (ev.WINDOW_FINISHED, ev.WINDOW_SKIPPED):
-                self.closed.add(key)
-        elif kind == ev.WINDOW_ACCEPTED and key:
-            pg.apply_window_event(self.windows, key, kind, event.payload, event.at)
-        elif kind == ev.STARTED:
-            self.stop_requested, self.ended = False, None
-        elif kind == ev.STOP_REQUESTED:
-            self.stop_requested = True
-        elif kind in BACKFILL_ENDS:
-            self.ended = kind
 
     def append(self, kind: str, payload: Mapping[str, Any], window_key: str | None = None) -> LedgerEvent:
         self.hook.before(kind)

@@ -90,7 +90,7 @@ def verify_ledger(
         report = store.verify(checkpoint)
         if not report.ok:
             raise LedgerInvalid(report.message)
-        from backfill.approvals import verify_requests
+        from backfill.store.backfills import verify_requests
 
         # The backfills rows sit outside the chain: each must agree with its request event (spec §15).
         problem = verify_requests(store.db)

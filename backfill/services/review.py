@@ -7,22 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from backfill import events as ev
-from backfill.approvals import (
-    ApprovalPolicy,
-    BackfillRecord,
-    BackfillState,
-    BackfillStatus,
-    assert_satisfiable,
-    expiry_reason,
-    gate_approval,
-    gate_rejection,
-    gate_window_acceptance,
-    load_backfill,
-)
+from backfill.approvals import assert_satisfiable, expiry_reason, gate_approval, gate_rejection, gate_window_acceptance
+from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillState, BackfillStatus
 from backfill.identity import Actor
 from backfill.seal import require_variables
 from backfill.services.common import database_for, recorded_text
 from backfill.services.plans import preview_plan
+from backfill.store.backfills import load_backfill
 from backfill.timeutil import format_utc, utcnow
 
 if TYPE_CHECKING:
@@ -40,8 +31,8 @@ def request_backfill(
     path: str | Path, *, actor: Actor, note: str | None = None, db: Database | None = None
 ) -> Requested:
     """Freeze PLAN's hash and preview as a backfill awaiting approval (spec §6)."""
+    from backfill.backfills import assert_requestable, draft_request
     from backfill.plan.loader import load_plan
-    from backfill.requests import assert_requestable, draft_request
     from backfill.store.backfills import create_backfill
 
     where = str(path)

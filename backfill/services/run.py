@@ -10,18 +10,15 @@ from typing import TYPE_CHECKING
 
 from backfill import events as ev
 from backfill import progress as pg
-from backfill.approvals import (
-    BackfillRecord,
-    BackfillStatus,
-    approved_keys,
-    assert_runnable,
-    load_backfill,
-)
+from backfill.approvals import approved_keys, assert_runnable
+from backfill.backfills import BackfillRecord, BackfillStatus
 from backfill.errors import BackfillError, FactoryError
+from backfill.factory.run import RunStatus
 from backfill.identity import Actor
 from backfill.seal import Seal, require_variables, verify_seal
 from backfill.services.common import connect_factory, database_for
 from backfill.services.plans import Sync, preview_plan
+from backfill.store.backfills import load_backfill
 from backfill.timeutil import format_utc, utcnow
 
 if TYPE_CHECKING:
@@ -161,7 +158,8 @@ class Stop:
     cancelled: tuple[tuple[str, str], ...] = ()  # (window key, run ID) whose cancel was sent
 
 
-_FINAL = frozenset({"Succeeded", "Failed", "Cancelled", "Canceled"})
+# ADF statuses a run does not leave (and the other spelling of Cancelled ADF's documents use).
+_FINAL = frozenset({s.value for s in RunStatus if s.is_final} | {"Canceled"})
 
 
 def stop_backfill(
@@ -180,7 +178,9 @@ def stop_backfill(
         flying = [
             (k, w["run_id"])
             for k, w in state.windows.items()
-            if w["run_id"] and w["state"] in (pg.RUNNING, pg.NEEDS_OPERATOR) and w["status"] not in _FINAL
+            if w["run_id"]
+            and w["state"] in (pg.WindowState.RUNNING, pg.WindowState.NEEDS_OPERATOR)
+            and w["status"] not in _FINAL
         ]
         ended = state.status not in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
         # A backfill that ended (failed, say) may still have left a run going in a needs-operator

@@ -6,13 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from backfill.approvals import (
-    BackfillRecord,
-    BackfillState,
-    BackfillStatus,
-    load_backfill,
-)
+from backfill.backfills import BackfillRecord, BackfillState, BackfillStatus
 from backfill.services.common import database_for
+from backfill.store.backfills import load_backfill
 from backfill.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -29,7 +25,7 @@ class BackfillView:
 
 def list_backfills(*, now: datetime | None = None, db: Database | None = None) -> list[BackfillView]:
     """Every backfill with its state (read-only: never creates a ledger, issue 9 #2)."""
-    from backfill.approvals import derive_state
+    from backfill.backfills import derive_state
     from backfill.store import backfills as store
     from backfill.store.ledger import Ledger
 
@@ -75,7 +71,7 @@ def _last_seen(db: Database, backfill_id: str) -> datetime | None:
 
 def backfill_report(backfill_id: str, *, db: Database | None = None) -> dict[str, Any]:
     """The evidence of one backfill as plain data (docs/report-json.md)."""
-    from backfill.report import collect_report
+    from backfill.report.build import collect_report
 
     with database_for(db) as database:
         return collect_report(database, backfill_id)

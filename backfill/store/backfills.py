@@ -1,8 +1,9 @@
 """The ``backfills`` table: one insert-only row per request, the frozen plan hash and preview.
 
-A backfill's state is not a column: it is derived from the ledger (``backfill.approvals``), so
+A backfill's state is not a column: it is derived from the ledger (``backfill.backfills``), so
 there is nothing here to update, and the database refuses UPDATE and DELETE (triggers, Alembic
-revision 0001_baseline). The row and its ``backfill.requested`` event commit in one transaction.
+revision 0001_baseline). The row and its ``backfill.requested`` event commit in one transaction;
+``load_backfill`` reads the row and its events back and hands them to the aggregate's fold.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Field, SQLModel
 
 from backfill import events as ev
-from backfill.approvals import ApprovalPolicy, BackfillRecord
-from backfill.errors import BackfillError, LedgerError
+from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillState, derive_state, sealed_record
+from backfill.chain import LedgerEvent
+from backfill.errors import BackfillError, LedgerError, LedgerInvalid
 from backfill.identity import Actor
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
@@ -143,3 +145,28 @@ def list_backfills(db: Database) -> list[BackfillRecord]:
     with db.engine.connect() as conn:
         rows = conn.execute(select(*columns).order_by(TABLE.c.requested_at, TABLE.c.id)).mappings().all()
     return [_to_record(row, with_preview=False) for row in rows]
+
+
+def load_backfill(db: Database, backfill_id: str, now: datetime | None = None) -> tuple[BackfillRecord, BackfillState]:
+    """The frozen request and its state derived from the ledger (BackfillError if unknown)."""
+    from backfill.timeutil import utcnow
+
+    record = get_backfill(db, backfill_id)
+    events = Ledger(db).events(backfill_id=record.id)
+    record = sealed_record(record, events)
+    return record, derive_state(record, events, now or utcnow())
+
+
+def verify_requests(db: Database) -> str | None:
+    """The first ``backfills`` row that disagrees with its sealed request event, as one line, or
+    None: ``ledger verify`` holds the rows outside the chain to the events inside it."""
+    requested: dict[str, LedgerEvent] = {}
+    for event in Ledger(db).events(kinds=[ev.REQUESTED]):
+        if event.backfill_id:
+            requested.setdefault(event.backfill_id, event)
+    for record in list_backfills(db):
+        try:
+            sealed_record(record, [requested[record.id]] if record.id in requested else [])
+        except LedgerInvalid as exc:
+            return str(exc)
+    return None

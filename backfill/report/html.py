@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from backfill.report import decided_text, format_seconds, ledger_text, summary_text
+from backfill.report.text import decided_text, format_seconds, ledger_text, summary_text
 from backfill.timeutil import format_utc, parse_utc
 
 _STYLE = """

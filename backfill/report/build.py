@@ -1,0 +1,369 @@
+"""The evidence report of one backfill (spec §9): plan, approvals, gates, decisions, runs, timeline.
+
+``build_report`` turns the frozen request, the backfill's ledger events and the verification of
+the whole chain into plain JSON-ready data (its shape: docs/report-json.md); ``report.text`` and
+``report.html`` present that same data, so the three forms never disagree.
+Nothing is re-expanded: payloads were redacted before they were hashed, and the request's note,
+the one text read from outside the ledger, is scrubbed the same way here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from backfill import events as ev
+from backfill.backfills import BackfillRecord, BackfillState, BackfillStatus, Decided, derive_state, sealed_record
+from backfill.chain import LedgerEvent, VerifyReport, format_checkpoint
+from backfill.progress import WindowState
+from backfill.secrets import redact_payload
+from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
+
+if TYPE_CHECKING:
+    from backfill.store.database import Database
+
+SCHEMA_VERSION = 1
+SUMMARY_LIMIT = 200
+
+
+def collect_report(db: Database, backfill_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """Read the request and its events, verify the whole ledger chain, and build the report.
+
+    BackfillError (exit 1) for an unknown ID; LedgerInvalid (exit 5) when a row cannot be read.
+    """
+    from backfill.store.backfills import get_backfill
+    from backfill.store.ledger import Ledger
+
+    record = get_backfill(db, backfill_id)
+    ledger = Ledger(db)
+    events = ledger.events(backfill_id=record.id)
+    # The request as the chain records it, not as the mutable row says (spec §15).
+    record = sealed_record(record, events)
+    return build_report(record, events, ledger.verify(), now or utcnow())
+
+
+def build_report(
+    record: BackfillRecord, events: Sequence[LedgerEvent], verification: VerifyReport, now: datetime
+) -> dict[str, Any]:
+    """The report as plain data: strings, numbers, booleans, lists and dicts only."""
+    state = derive_state(record, events, now)
+    # Decoded once: the outcome, the runs and the timeline all read the typed events.
+    typed = [(event, ev.decode(event.kind, event.payload)) for event in events]
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated_at": format_utc(now),
+        "backfill": {
+            "id": record.id,
+            "title": record.title,
+            "ticket": record.ticket,
+            "plan_path": record.plan_path,
+            "plan_hash": record.plan_hash,
+            "pipeline": record.pipeline,
+            "factory": record.factory_key,
+            "requested_by": {"name": record.requester, "source": record.requester_source},
+            "requested_at": format_utc(record.requested_at),
+            # The backfills row keeps the note as typed; hold it to the ledger's redaction rule.
+            "note": redact_payload({"note": record.note})["note"],
+            "state": state.status.value,
+            "expires_at": format_utc(state.expires_at) or None,
+            "started_at": format_utc(state.started_at) or None,
+            "finished_at": format_utc(state.finished_at) or None,
+            "outcome": outcome_line(record, state, typed),
+        },
+        "ledger": _ledger(verification, events),
+        "approvals": {
+            "required": state.required,
+            "approvers": list(record.policy.approvers),
+            "identity": record.policy.identity,
+            "given": [_decided(d) for d in state.approval_events],
+            "rejection": _decided(state.rejection) if state.rejection else None,
+        },
+        "gates": {
+            "canary": {
+                "windows": record.policy.canary,
+                "paused_at": format_utc(state.canary_paused_at) if state.canary_paused_at else None,
+                "approval": _decided(state.canary_approval) if state.canary_approval else None,
+            },
+            "accepted_windows": [{"key": k, **_decided(d)} for k, d in sorted(state.acceptances.items())],
+            "stop_requested": state.stop_requested,
+        },
+        "decisions": _decisions(record, {k: w["state"] for k, w in state.windows.items()}),
+        "runs": _runs(typed),
+        "timeline": [_timeline_entry(e, body) for e, body in typed],
+    }
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+# The events that end a backfill with a reason the outcome line gives, and the state they leave.
+_ENDED_AS: dict[type[ev.Event], BackfillStatus] = {
+    ev.Failed: BackfillStatus.FAILED,
+    ev.Stopped: BackfillStatus.STOPPED,
+    ev.Rejected: BackfillStatus.REJECTED,
+    ev.Expired: BackfillStatus.EXPIRED,
+}
+
+
+def outcome_line(record: BackfillRecord, state: BackfillState, events: Sequence[tuple[LedgerEvent, ev.Event]]) -> str:
+    """What came of the backfill in one line: ``Completed: 4 ran and succeeded, 1 partial window
+    left blocked, 19 skipped``; a failed or stopped one says why first."""
+    windows = state.windows
+    by_state: dict[str, int] = {}
+    for window in windows.values():
+        by_state[window["state"]] = by_state.get(window["state"], 0) + 1
+    partial = sum(
+        1 for w in windows.values() if w["state"] == WindowState.BLOCKED and w["decision"] == "blocked-partial"
+    )
+    other_blocked = by_state.get(WindowState.BLOCKED, 0) - partial
+    parts = [
+        _count(by_state.get(WindowState.SUCCEEDED, 0), "ran and succeeded", "ran and succeeded"),
+        _count(by_state.get(WindowState.FAILED, 0), "failed", "failed"),
+        _count(by_state.get(WindowState.CANCELLED, 0), "was cancelled", "were cancelled"),
+        _count(by_state.get(WindowState.NEEDS_OPERATOR, 0), "needs an operator", "need an operator"),
+        _count(
+            by_state.get(WindowState.RUNNING, 0) + by_state.get(WindowState.INTENT, 0),
+            "is in flight",
+            "are in flight",
+        ),
+        _count(partial, "partial window left blocked", "partial windows left blocked"),
+        _count(other_blocked, "window left blocked", "windows left blocked"),
+        _count(by_state.get(WindowState.SKIPPED, 0), "skipped", "skipped"),
+        _count(by_state.get(WindowState.PENDING, 0), "not run", "not run"),
+    ]
+    tally = ", ".join(part for part in parts if not part.startswith("0 ")) or "no windows"
+    status = state.status.value
+    ended = next(((e, body) for e, body in reversed(events) if type(body) in _ENDED_AS), None)
+    if ended is not None and state.status is _ENDED_AS[type(ended[1])]:
+        event, body = ended
+        why = (body.reason or "").strip() if isinstance(body, ev.Ended) else ""
+        asked = next((e for e, b in reversed(events) if isinstance(b, ev.StopRequested)), event)
+        who = (
+            f" by {asked.actor}"
+            if isinstance(body, ev.Stopped)
+            else f" by {event.actor}"
+            if isinstance(body, ev.Rejected)
+            else ""
+        )
+        return f"{status.capitalize()}{who}: {why}. {tally}" if why else f"{status.capitalize()}{who}. {tally}"
+    return f"{status.capitalize()}: {tally}"
+
+
+def _decided(item: Decided) -> dict[str, Any]:
+    return {"actor": item.actor, "source": item.source, "at": format_utc(item.at), "note": item.note}
+
+
+def _ledger(verification: VerifyReport, events: Sequence[LedgerEvent]) -> dict[str, Any]:
+    seqs = {e.seq for e in events}
+    first_bad = None
+    if not verification.ok:
+        first_bad = {
+            "seq": verification.first_bad_seq,
+            "kind": verification.first_bad_kind,
+            "reason": verification.reason,
+            "in_this_backfill": verification.first_bad_seq in seqs,
+        }
+    return {
+        "ok": verification.ok,
+        "message": verification.message,
+        "events_verified": verification.count,
+        # Only a verified head is a checkpoint an auditor may keep (as `ledger checkpoint` prints it).
+        "checkpoint": format_checkpoint((verification.head_seq, verification.head_hash)) if verification.ok else None,
+        "first_bad": first_bad,
+        "backfill_events": len(events),
+        "first_seq": min(seqs) if seqs else None,
+        "last_seq": max(seqs) if seqs else None,
+    }
+
+
+def _decisions(record: BackfillRecord, states: Mapping[str, str]) -> dict[str, Any]:
+    preview = record.preview or {}
+    frozen = {w["key"]: w for w in preview.get("windows", []) if isinstance(w, Mapping) and "key" in w}
+    windows = []
+    for key, decision in record.decisions.items():
+        reason = frozen.get(key, {}).get("reason")
+        windows.append({"key": key, "decision": decision, "reason": reason, "state": states.get(key)})
+    summary = preview.get("summary")
+    if not isinstance(summary, Mapping):
+        summary = {}
+        for decision in record.decisions.values():
+            summary[decision] = summary.get(decision, 0) + 1
+    history = preview.get("history")
+    if not isinstance(history, Mapping):
+        history = {}
+    return {
+        "plan_hash": preview.get("plan_hash", record.plan_hash),
+        "history_horizon": history.get("horizon"),
+        "history_synced_at": history.get("synced_at"),
+        "summary": dict(summary),
+        "windows": windows,
+    }
+
+
+def _seconds(finished: ev.WindowFinished) -> float | None:
+    if finished.duration_ms is not None:
+        return finished.duration_ms / 1000
+    start, end = finished.run_start, finished.run_end
+    if start and end:
+        try:
+            return (parse_utc(end) - parse_utc(start)).total_seconds()
+        except ValueError:
+            return None
+    return None
+
+
+def _new_run(
+    key: str, attempt: int, intent: ev.WindowIntent | None, run_id: str | None, at: datetime
+) -> dict[str, Any]:
+    return {
+        "window": key,
+        "attempt": attempt,
+        "mode": intent.mode if intent else None,
+        "reference_run_id": intent.reference_run_id if intent else None,
+        "run_id": run_id,
+        "adopted": False,
+        "status": None,
+        "started_at": format_utc(at),
+        "finished_at": None,
+        "duration_seconds": None,
+        "failed_activity": None,
+        "activity_type": None,
+        "error_code": None,
+        "error": None,
+        "cancel_requested": False,
+        "cancelled_by": None,  # who asked ADF to cancel it (stop --cancel-run, runs cancel, run_timeout)
+        "cancel_reason": None,
+    }
+
+
+def _runs(events: Sequence[tuple[LedgerEvent, ev.Event]]) -> list[dict[str, Any]]:
+    """One row per ADF run (or per createRun that was refused), in the order they began."""
+    rows: list[dict[str, Any]] = []
+    by_run: dict[str, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+    intents: dict[str, ev.WindowIntent] = {}
+    open_refusal: dict[str, dict[str, Any]] = {}
+    for event, body in events:
+        key = event.window_key
+        if not key or not isinstance(body, ev.WindowEvent) or isinstance(body, ev.WindowAccepted):
+            continue
+        run_id = body.run_id
+        if isinstance(body, ev.WindowIntent):
+            attempts[key] = attempts.get(key, 0) + 1
+            intents[key] = body
+            continue
+        row = by_run.get(run_id) if run_id else None
+        if row is None and (run_id or isinstance(body, ev.WindowCreateFailed | ev.WindowFinished)):
+            if not run_id and key in open_refusal:
+                row = open_refusal.pop(key)
+            elif run_id or isinstance(body, ev.WindowCreateFailed):
+                row = _new_run(key, attempts.get(key, 0), intents.get(key), run_id, event.at)
+                rows.append(row)
+                if run_id:
+                    by_run[run_id] = row
+                else:
+                    open_refusal[key] = row
+        if row is None:
+            continue
+        if isinstance(body, ev.WindowAdopted):
+            row["adopted"] = True
+        if body.status is not None:
+            row["status"] = body.status
+        match body:
+            case ev.WindowCreateFailed():
+                row["status"] = "Failed"
+                row["error"] = body.reason
+            case ev.WindowCancelled():
+                row["cancel_requested"] = True
+                row["cancelled_by"] = event.actor
+                row["cancel_reason"] = body.reason
+            case ev.WindowFinished():
+                row["finished_at"] = format_utc(event.at)
+                row["duration_seconds"] = _seconds(body)
+                row["failed_activity"] = body.failed_activity or row["failed_activity"]
+                row["activity_type"] = body.activity_type or row["activity_type"]
+                row["error_code"] = body.error_code or row["error_code"]
+                row["error"] = body.error or body.activity_error or body.message or row["error"]
+    return rows
+
+
+# --- one-line summaries of events ------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
+
+
+def _scalars(payload: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(payload.items()) if isinstance(v, str | int | float) and v != "")
+
+
+def with_note(text: str, note: Any) -> str:
+    """``text: note``, or ``text`` when there is no note."""
+    return f"{text}: {note}" if note else text
+
+
+def _or(value: Any) -> Any:
+    return "?" if value is None else value
+
+
+def summarize_event(body: ev.Event) -> str:
+    """One short line saying what an event recorded (for the timeline)."""
+    run = f"run {body.run_id}" if isinstance(body, ev.WindowEvent) and body.run_id else "no run"
+    match body:
+        case ev.Requested():
+            runnable = len(body.runnable) if body.runnable is not None else 0
+            blocked = len(body.blocked) if isinstance(body.blocked, Mapping) else 0
+            text = with_note(f"plan {(body.plan_hash or '')[:12]}; {runnable} to run, {blocked} blocked", body.note)
+        case ev.Approved():
+            text = with_note(f"approval {_or(body.approval)} of {_or(body.required)}", body.note)
+        case ev.Ended():
+            windows = body.windows
+            tally = ", ".join(f"{n} {s}" for s, n in windows.items()) if windows is not None else ""
+            text = "; ".join(part for part in (body.reason or "", tally) if part) or body.kind.split(".")[-1]
+        case ev.Started():
+            text = f"concurrency {body.concurrency if body.concurrency is not None else 1}"
+        case ev.CanaryPaused():
+            text = f"paused after {_or(body.succeeded)} succeeded (canary {_or(body.canary)})"
+        case ev.CanaryApproved():
+            text = with_note("canary approved", body.note)
+        case ev.WindowAccepted():
+            text = with_note(f"accepted {_or(body.accept)} ({_or(body.decision)})", body.note)
+        case ev.StopRequested():
+            text = "stop requested" + (", cancelling runs" if body.cancel_run else "")
+        case ev.WindowIntent():
+            text = f"intent: {body.mode if body.mode is not None else 'new-run'} attempt {_or(body.attempt)}"
+            text += f" from run {body.reference_run_id}" if body.reference_run_id else ""
+        case ev.WindowCreated() | ev.WindowStatus():
+            text = f"{run} {body.status or ''}".rstrip()
+        case ev.WindowAdopted():
+            text = with_note(f"adopted {run} {body.status or ''}".rstrip(), body.reason)
+        case ev.WindowFinished():
+            seconds = _seconds(body)
+            text = f"{run} {body.status or '?'}"
+            text += f" in {format_duration(timedelta(seconds=seconds))}" if seconds is not None else ""
+            text += f", activity {body.failed_activity}" if body.failed_activity else ""
+            text = with_note(text, body.error or body.message)
+        case ev.WindowChecked() | ev.WindowSkipped():
+            text = with_note(body.decision or "?", body.reason)
+        case ev.WindowCreateFailed() | ev.WindowNeedsOperator() | ev.WindowCancelled():
+            text = with_note(run if body.run_id else body.kind.split(".")[-1], body.reason or body.message)
+        case _:
+            text = _scalars(ev.encode(body)[1])
+    return _one_line(text)
+
+
+def _timeline_entry(event: LedgerEvent, body: ev.Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "at": format_utc(event.at),
+        "actor": event.actor,
+        "source": event.identity_source,
+        "kind": event.kind,
+        "window": event.window_key,
+        "summary": summarize_event(body),
+        "hash": event.hash,
+    }
