@@ -11,6 +11,10 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from backfill.backfills import BackfillStatus
+from backfill.decisions import Decision
+from backfill.factory.run import RunStatus
+from backfill.progress import WindowState
 from backfill.report.text import decided_text, format_seconds, ledger_text, summary_text
 from backfill.timeutil import format_utc, parse_utc
 
@@ -28,10 +32,36 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-we
 svg.timeline{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px;max-width:100%;height:auto}
 """
 # Bar colours by ADF status (GitHub's palette): green done, red failed, grey cancelled, amber in flight.
-_BAR = {"Succeeded": "#2da44e", "Failed": "#cf222e", "Cancelled": "#8c959f", "Canceled": "#8c959f"}
+_BAR = {
+    RunStatus.SUCCEEDED: "#2da44e",
+    RunStatus.FAILED: "#cf222e",
+    RunStatus.CANCELLED: "#8c959f",
+    "Canceled": "#8c959f",  # the spelling some ADF documents use
+}
 _IN_FLIGHT = "#d4a72c"
-_GOOD = frozenset({"completed", "approved", "Succeeded", "succeeded", "run", "rerun"})
-_BAD = frozenset({"failed", "rejected", "expired", "Failed", "Cancelled", "cancelled", "needs-operator", "blocked"})
+# Tones of the values the page shows: backfill states, ADF run statuses, window states, decisions.
+_GOOD: frozenset[str] = frozenset(
+    {
+        BackfillStatus.COMPLETED,
+        BackfillStatus.APPROVED,
+        RunStatus.SUCCEEDED,
+        WindowState.SUCCEEDED,
+        Decision.RUN,
+        Decision.RERUN,
+    }
+)
+_BAD: frozenset[str] = frozenset(
+    {
+        BackfillStatus.FAILED,
+        BackfillStatus.REJECTED,
+        BackfillStatus.EXPIRED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        WindowState.CANCELLED,
+        WindowState.NEEDS_OPERATOR,
+        WindowState.BLOCKED,
+    }
+)
 
 
 def _e(value: Any) -> str:
@@ -179,8 +209,8 @@ def render_html(report: Mapping[str, Any]) -> str:
 def _outcome(report: Mapping[str, Any]) -> str:
     """The first thing the page says: what came of the backfill."""
     state = report["backfill"]["state"]
-    poor = ("failed", "stopped", "rejected", "expired")
-    tone = "good" if state == "completed" else "poor" if state in poor else "open"
+    poor = (BackfillStatus.FAILED, BackfillStatus.STOPPED, BackfillStatus.REJECTED, BackfillStatus.EXPIRED)
+    tone = "good" if state == BackfillStatus.COMPLETED else "poor" if state in poor else "open"
     return f'<p class="outcome {tone}" id="outcome">{_e(report["backfill"].get("outcome") or state)}</p>'
 
 
