@@ -169,6 +169,29 @@ class Decided:
 
 
 @dataclass
+class WindowRun:
+    """One ADF run of a window (or one createRun that was refused), as its events tell it."""
+
+    window: str
+    attempt: int
+    mode: str | None
+    reference_run_id: str | None
+    run_id: str | None
+    started_at: datetime
+    adopted: bool = False
+    status: str | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    failed_activity: str | None = None
+    activity_type: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    cancelled_by: str | None = None  # who asked ADF to cancel it (stop --cancel-run, runs cancel, run_timeout)
+    cancel_reason: str | None = None
+
+
+@dataclass
 class BackfillState:
     backfill_id: str
     status: BackfillStatus
@@ -200,6 +223,11 @@ class BackfillState:
     # ... and the windows whose end is recorded (finished or skipped). Not derived from the window
     # state: a status event saying Succeeded is not yet a recorded finish.
     closed: set[str] = field(default_factory=set)
+    # Every ADF run (or refused createRun) of the windows, in the order they began (reports).
+    runs: list[WindowRun] = field(default_factory=list)
+    _run_of: dict[str, WindowRun] = field(default_factory=dict, repr=False)
+    _last_intent: dict[str, ev.WindowIntent] = field(default_factory=dict, repr=False)
+    _refused: dict[str, WindowRun] = field(default_factory=dict, repr=False)
 
     @property
     def awaiting_approval(self) -> bool:
@@ -252,6 +280,7 @@ def apply_event(record: BackfillRecord, state: BackfillState, event: EventLike) 
     if isinstance(body, ev.WindowEvent) and not isinstance(body, ev.WindowAccepted):
         if key:
             _apply_window(state, key, body, at)
+            _apply_run(state, key, body, event.actor, at)
         return
     if isinstance(body, ev.Expired):
         state.expiry_recorded = True
@@ -364,6 +393,62 @@ def _apply_window(state: BackfillState, key: str, body: ev.WindowEvent, at: date
     if isinstance(body, ev.WindowFinished | ev.WindowSkipped):
         state.intents.pop(key, None)
         state.closed.add(key)
+
+
+def _apply_run(state: BackfillState, key: str, body: ev.WindowEvent, actor: str, at: datetime) -> None:
+    """Fold one ``window.*`` event into the run it is about (``state.runs``)."""
+    run_id = body.run_id
+    if isinstance(body, ev.WindowIntent):
+        state._last_intent[key] = body
+        return
+    run = state._run_of.get(run_id) if run_id else None
+    if run is None and (run_id or isinstance(body, ev.WindowCreateFailed | ev.WindowFinished)):
+        if not run_id and key in state._refused:
+            run = state._refused.pop(key)
+        elif run_id or isinstance(body, ev.WindowCreateFailed):
+            intent = state._last_intent.get(key)
+            attempt = state.windows[key]["attempts"]
+            mode, reference = (intent.mode, intent.reference_run_id) if intent else (None, None)
+            run = WindowRun(key, attempt, mode, reference, run_id, at)
+            state.runs.append(run)
+            if run_id:
+                state._run_of[run_id] = run
+            else:
+                state._refused[key] = run
+    if run is None:
+        return
+    if isinstance(body, ev.WindowAdopted):
+        run.adopted = True
+    if body.status is not None:
+        run.status = body.status
+    match body:
+        case ev.WindowCreateFailed():
+            run.status = "Failed"
+            run.error = body.reason
+        case ev.WindowCancelled():
+            run.cancel_requested = True
+            run.cancelled_by = actor
+            run.cancel_reason = body.reason
+        case ev.WindowFinished():
+            run.finished_at = at
+            run.duration_seconds = run_seconds(body)
+            run.failed_activity = body.failed_activity or run.failed_activity
+            run.activity_type = body.activity_type or run.activity_type
+            run.error_code = body.error_code or run.error_code
+            run.error = body.error or body.activity_error or body.message or run.error
+
+
+def run_seconds(finished: ev.WindowFinished) -> float | None:
+    """How long a finished run took: ADF's ``durationInMs``, else its recorded start and end."""
+    if finished.duration_ms is not None:
+        return finished.duration_ms / 1000
+    start, end = finished.run_start, finished.run_end
+    if start and end:
+        try:
+            return (parse_utc(end) - parse_utc(start)).total_seconds()
+        except ValueError:
+            return None
+    return None
 
 
 def intended_at(intent: ev.WindowIntent, recorded: datetime) -> datetime:

@@ -14,11 +14,20 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from backfill import events as ev
-from backfill.backfills import BackfillRecord, BackfillState, BackfillStatus, Decided, derive_state, sealed_record
+from backfill.backfills import (
+    BackfillRecord,
+    BackfillState,
+    BackfillStatus,
+    Decided,
+    WindowRun,
+    derive_state,
+    run_seconds,
+    sealed_record,
+)
 from backfill.chain import LedgerEvent, VerifyReport, format_checkpoint
 from backfill.progress import WindowState
 from backfill.secrets import redact_payload
-from backfill.timeutil import format_duration, format_utc, parse_utc, utcnow
+from backfill.timeutil import format_duration, format_utc, utcnow
 
 if TYPE_CHECKING:
     from backfill.store.database import Database
@@ -89,7 +98,7 @@ def build_report(
             "stop_requested": state.stop_requested,
         },
         "decisions": _decisions(record, {k: w["state"] for k, w in state.windows.items()}),
-        "runs": _runs(typed),
+        "runs": [_run(run) for run in state.runs],
         "timeline": [_timeline_entry(e, body) for e, body in typed],
     }
 
@@ -202,91 +211,26 @@ def _decisions(record: BackfillRecord, states: Mapping[str, str]) -> dict[str, A
     }
 
 
-def _seconds(finished: ev.WindowFinished) -> float | None:
-    if finished.duration_ms is not None:
-        return finished.duration_ms / 1000
-    start, end = finished.run_start, finished.run_end
-    if start and end:
-        try:
-            return (parse_utc(end) - parse_utc(start)).total_seconds()
-        except ValueError:
-            return None
-    return None
-
-
-def _new_run(
-    key: str, attempt: int, intent: ev.WindowIntent | None, run_id: str | None, at: datetime
-) -> dict[str, Any]:
+def _run(run: WindowRun) -> dict[str, Any]:
     return {
-        "window": key,
-        "attempt": attempt,
-        "mode": intent.mode if intent else None,
-        "reference_run_id": intent.reference_run_id if intent else None,
-        "run_id": run_id,
-        "adopted": False,
-        "status": None,
-        "started_at": format_utc(at),
-        "finished_at": None,
-        "duration_seconds": None,
-        "failed_activity": None,
-        "activity_type": None,
-        "error_code": None,
-        "error": None,
-        "cancel_requested": False,
-        "cancelled_by": None,  # who asked ADF to cancel it (stop --cancel-run, runs cancel, run_timeout)
-        "cancel_reason": None,
+        "window": run.window,
+        "attempt": run.attempt,
+        "mode": run.mode,
+        "reference_run_id": run.reference_run_id,
+        "run_id": run.run_id,
+        "adopted": run.adopted,
+        "status": run.status,
+        "started_at": format_utc(run.started_at),
+        "finished_at": format_utc(run.finished_at) if run.finished_at else None,
+        "duration_seconds": run.duration_seconds,
+        "failed_activity": run.failed_activity,
+        "activity_type": run.activity_type,
+        "error_code": run.error_code,
+        "error": run.error,
+        "cancel_requested": run.cancel_requested,
+        "cancelled_by": run.cancelled_by,
+        "cancel_reason": run.cancel_reason,
     }
-
-
-def _runs(events: Sequence[tuple[LedgerEvent, ev.Event]]) -> list[dict[str, Any]]:
-    """One row per ADF run (or per createRun that was refused), in the order they began."""
-    rows: list[dict[str, Any]] = []
-    by_run: dict[str, dict[str, Any]] = {}
-    attempts: dict[str, int] = {}
-    intents: dict[str, ev.WindowIntent] = {}
-    open_refusal: dict[str, dict[str, Any]] = {}
-    for event, body in events:
-        key = event.window_key
-        if not key or not isinstance(body, ev.WindowEvent) or isinstance(body, ev.WindowAccepted):
-            continue
-        run_id = body.run_id
-        if isinstance(body, ev.WindowIntent):
-            attempts[key] = attempts.get(key, 0) + 1
-            intents[key] = body
-            continue
-        row = by_run.get(run_id) if run_id else None
-        if row is None and (run_id or isinstance(body, ev.WindowCreateFailed | ev.WindowFinished)):
-            if not run_id and key in open_refusal:
-                row = open_refusal.pop(key)
-            elif run_id or isinstance(body, ev.WindowCreateFailed):
-                row = _new_run(key, attempts.get(key, 0), intents.get(key), run_id, event.at)
-                rows.append(row)
-                if run_id:
-                    by_run[run_id] = row
-                else:
-                    open_refusal[key] = row
-        if row is None:
-            continue
-        if isinstance(body, ev.WindowAdopted):
-            row["adopted"] = True
-        if body.status is not None:
-            row["status"] = body.status
-        match body:
-            case ev.WindowCreateFailed():
-                row["status"] = "Failed"
-                row["error"] = body.reason
-            case ev.WindowCancelled():
-                row["cancel_requested"] = True
-                row["cancelled_by"] = event.actor
-                row["cancel_reason"] = body.reason
-            case ev.WindowFinished():
-                row["finished_at"] = format_utc(event.at)
-                row["duration_seconds"] = _seconds(body)
-                row["failed_activity"] = body.failed_activity or row["failed_activity"]
-                row["activity_type"] = body.activity_type or row["activity_type"]
-                row["error_code"] = body.error_code or row["error_code"]
-                row["error"] = body.error or body.activity_error or body.message or row["error"]
-    return rows
 
 
 # --- one-line summaries of events ------------------------------------------------------------------
@@ -342,7 +286,7 @@ def summarize_event(body: ev.Event) -> str:
         case ev.WindowAdopted():
             text = with_note(f"adopted {run} {body.status or ''}".rstrip(), body.reason)
         case ev.WindowFinished():
-            seconds = _seconds(body)
+            seconds = run_seconds(body)
             text = f"{run} {body.status or '?'}"
             text += f" in {format_duration(timedelta(seconds=seconds))}" if seconds is not None else ""
             text += f", activity {body.failed_activity}" if body.failed_activity else ""
