@@ -48,7 +48,7 @@ class Event:
     """A payload of some kind; ``extra`` holds what the type does not model, verbatim."""
 
     kind: ClassVar[str] = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,33 +309,37 @@ ALL_KINDS: Final = BACKFILL_KINDS + WINDOW_KINDS
 ENDS: Final[tuple[type[Ended], ...]] = (Completed, Failed, Stopped)
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    if value is None:
-        return False
+def _accepted(hint: Any) -> tuple[type, ...]:
+    """The runtime types a field's annotation admits (``str | None`` -> ``(str,)``)."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    accepted: list[type] = []
     for option in options:
         origin = typing.get_origin(option) or option
         if origin is Mapping:
             origin = dict
-        if origin is type(None):
-            continue
-        if origin in (int, float) and isinstance(value, bool):
-            continue  # JSON true is not a count or a duration
-        if isinstance(origin, type) and isinstance(value, origin):
-            return True
-    return False
+        if isinstance(origin, type) and origin is not type(None):
+            accepted.append(origin)
+    return tuple(accepted)
 
 
-_HINTS: dict[type[Event], Mapping[str, Any]] = {}
+def _fits(value: Any, accepted: tuple[type, ...]) -> bool:
+    # JSON true is not a count or a duration: a bool fits only a field that says bool.
+    if isinstance(value, bool):
+        return bool in accepted
+    return value is not None and isinstance(value, accepted)
 
 
-def _hints(cls: type[Event]) -> Mapping[str, Any]:
-    """A type's payload fields and their types (resolved once per type: the fold decodes often)."""
-    hints = _HINTS.get(cls)
-    if hints is None:
-        resolved = typing.get_type_hints(cls)
-        hints = _HINTS[cls] = {f.name: resolved[f.name] for f in fields(cls) if f.name != "extra"}
-    return hints
+_FIELDS: dict[type[Event], Mapping[str, tuple[type, ...]]] = {}
+
+
+def _fields(cls: type[Event]) -> Mapping[str, tuple[type, ...]]:
+    """A type's payload fields and the types each admits (resolved once per type: the fold
+    decodes every event it reads)."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        hints = typing.get_type_hints(cls)
+        known = _FIELDS[cls] = {f.name: _accepted(hints[f.name]) for f in fields(cls) if f.name != "extra"}
+    return known
 
 
 def decode(kind: str, payload: Mapping[str, Any]) -> Event:
@@ -343,20 +347,25 @@ def decode(kind: str, payload: Mapping[str, Any]) -> Event:
     cls = REGISTRY.get(kind)
     if cls is None:
         return Unknown(name=kind, extra=dict(payload))
-    hints = _hints(cls)
+    known = _fields(cls)
     typed: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in payload.items():
-        if name in hints and _fits(value, hints[name]):
+        accepted = known.get(name)
+        if accepted is not None and _fits(value, accepted):
             typed[name] = value
         else:
             extra[name] = value
-    return cls(**typed, extra=extra)
+    # As pickle does: the fields a payload lacks keep their class-level defaults (all None), so a
+    # decode sets only what is there; the runner and every status read decode each event they fold.
+    event = object.__new__(cls)
+    event.__dict__.update(typed, extra=extra)
+    return event
 
 
 def encode(event: Event) -> tuple[str, dict[str, Any]]:
     """The ``(kind, payload)`` the ledger stores for ``event``: its set fields and its extras."""
     if isinstance(event, Unknown):
         return event.name, dict(event.extra)
-    payload = {name: getattr(event, name) for name in _hints(type(event)) if getattr(event, name) is not None}
+    payload = {name: getattr(event, name) for name in _fields(type(event)) if getattr(event, name) is not None}
     return event.kind, {**payload, **event.extra}
