@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from backfill import events as ev
 from backfill.decisions import Decision
 from backfill.errors import BackfillError, LedgerInvalid
+from backfill.factory.run import RunStatus
 from backfill.identity import Actor, same_person
 from backfill.progress import WindowProgress, WindowState, initial_windows, new_window
 from backfill.seal import seal_request
@@ -423,7 +424,7 @@ def _apply_run(state: BackfillState, key: str, body: ev.WindowEvent, actor: str,
         run.status = body.status
     match body:
         case ev.WindowCreateFailed():
-            run.status = "Failed"
+            run.status = RunStatus.FAILED.value
             run.error = body.reason
         case ev.WindowCancelled():
             run.cancel_requested = True

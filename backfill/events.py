@@ -4,9 +4,8 @@ A backfill's state is never stored: ``backfill.backfills`` folds these events in
 stores ``(kind, payload)`` with the payload as JSON, and the hash chain covers those exact bytes,
 so ``decode`` never loses a key: a payload key a type does not model, or whose value does not fit
 the field's type, is kept in ``extra``, and ``encode(decode(kind, payload))`` gives the payload
-back as it was stored (``tests/test_events.py``). Writers still hand the ledger plain payloads;
-readers decode once and match on the types, so nothing outside this module compares kind strings
-to read a payload.
+back as it was stored (``tests/test_events.py``). Writers still hand the ledger plain payloads
+(their bytes are what the chain hashes); readers decode once and match on the types.
 """
 
 from __future__ import annotations
