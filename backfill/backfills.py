@@ -280,7 +280,7 @@ def apply_event(record: BackfillRecord, state: BackfillState, event: EventLike) 
     key = event.window_key
     if isinstance(body, ev.WindowEvent) and not isinstance(body, ev.WindowAccepted):
         if key:
-            _apply_window(state, key, body, at)
+            _apply_window(state, key, body, at, event.payload)
             _apply_run(state, key, body, event.actor, at)
         return
     if isinstance(body, ev.Expired):
@@ -326,7 +326,7 @@ def apply_event(record: BackfillRecord, state: BackfillState, event: EventLike) 
         case ev.WindowAccepted() if key:
             state.accepted_windows.add(key)
             state.acceptances[key] = decided
-            _apply_window(state, key, body, at)
+            _apply_window(state, key, body, at, event.payload)
         case ev.StopRequested():
             state.stop_requested = True
         case ev.Completed() | ev.Failed() | ev.Stopped():
@@ -346,9 +346,13 @@ _FROM_ADF_STATUS = {
 }
 
 
-def _apply_window(state: BackfillState, key: str, body: ev.WindowEvent, at: datetime) -> None:
+def _apply_window(
+    state: BackfillState, key: str, body: ev.WindowEvent, at: datetime, payload: Mapping[str, Any]
+) -> None:
     """Fold one ``window.*`` (or ``gate.window-accepted``) event into ``state.windows[key]``."""
-    window = state.windows.setdefault(key, new_window(""))
+    window = state.windows.get(key)
+    if window is None:
+        window = state.windows[key] = new_window("")
     status = body.status or None
     if body.run_id:
         window["run_id"] = body.run_id
@@ -364,6 +368,8 @@ def _apply_window(state: BackfillState, key: str, body: ev.WindowEvent, at: date
         case ev.WindowSkipped():
             window["state"] = WindowState.SKIPPED
             window["decision"] = body.decision or window["decision"]
+            state.intents.pop(key, None)
+            state.closed.add(key)
         case ev.WindowChecked():
             if (body.decision or "").startswith("blocked") and not window["accepted"]:
                 window["state"] = WindowState.BLOCKED
@@ -372,28 +378,27 @@ def _apply_window(state: BackfillState, key: str, body: ev.WindowEvent, at: date
             window["attempts"] += 1
             window["run_id"], window["status"] = None, None
             window["started_at"], window["finished_at"], window["duration_ms"] = at, None, None
-            state.intents[key] = (at, ev.encode(body)[1])
+            state.intents[key] = (at, payload)
             state.first_intents.setdefault(key, intended_at(body, at))
         case ev.WindowCreated() | ev.WindowAdopted():
             window["state"] = _FROM_ADF_STATUS.get(status or "", WindowState.RUNNING)
             window["started_at"] = window["started_at"] or at
+            state.intents.pop(key, None)
         case ev.WindowStatus():
             window["state"] = _FROM_ADF_STATUS.get(status or "", window["state"])
         case ev.WindowFinished():
             window["state"] = _FROM_ADF_STATUS.get(status or "", body.state or WindowState.FAILED)
             window["finished_at"] = at
             window["duration_ms"] = int(body.duration_ms) if body.duration_ms is not None else None
+            state.intents.pop(key, None)
+            state.closed.add(key)
         case ev.WindowCreateFailed():
             window["state"] = WindowState.FAILED
+            state.intents.pop(key, None)
         case ev.WindowNeedsOperator():
             window["state"] = WindowState.NEEDS_OPERATOR
         case ev.WindowCancelled():
             window["cancel_requested"] = True
-    if isinstance(body, ev.WindowCreated | ev.WindowAdopted | ev.WindowCreateFailed | ev.WindowFinished):
-        state.intents.pop(key, None)
-    if isinstance(body, ev.WindowFinished | ev.WindowSkipped):
-        state.intents.pop(key, None)
-        state.closed.add(key)
 
 
 def _apply_run(state: BackfillState, key: str, body: ev.WindowEvent, actor: str, at: datetime) -> None:

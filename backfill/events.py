@@ -321,13 +321,6 @@ def _accepted(hint: Any) -> tuple[type, ...]:
     return tuple(accepted)
 
 
-def _fits(value: Any, accepted: tuple[type, ...]) -> bool:
-    # JSON true is not a count or a duration: a bool fits only a field that says bool.
-    if isinstance(value, bool):
-        return bool in accepted
-    return value is not None and isinstance(value, accepted)
-
-
 _FIELDS: dict[type[Event], Mapping[str, tuple[type, ...]]] = {}
 
 
@@ -351,7 +344,9 @@ def decode(kind: str, payload: Mapping[str, Any]) -> Event:
     extra: dict[str, Any] = {}
     for name, value in payload.items():
         accepted = known.get(name)
-        if accepted is not None and _fits(value, accepted):
+        # A field takes a value of its type; JSON true is not a count or a duration (bool is an
+        # int to isinstance), so a bool fits only a field that says bool.
+        if accepted is not None and isinstance(value, accepted) and (value.__class__ is not bool or bool in accepted):
             typed[name] = value
         else:
             extra[name] = value
