@@ -40,6 +40,8 @@ def collect_report(db: Database, backfill_id: str, now: datetime | None = None) 
     """Read the request and its events, verify the whole ledger chain, and build the report.
 
     BackfillError (exit 1) for an unknown ID; LedgerInvalid (exit 5) when a row cannot be read.
+    A use case, not the report's own logic (it reads the store): its home is the service layer
+    (issue 11: ``services.backfill_report``), which the CLI will call instead.
     """
     from backfill.store.backfills import get_backfill
     from backfill.store.ledger import Ledger
