@@ -334,15 +334,15 @@ def apply_event(record: BackfillRecord, state: BackfillState, event: EventLike) 
             state.finished_at = at
 
 
-# ADF's run status -> the window state it means.
-_FROM_ADF_STATUS = {
-    "Queued": WindowState.RUNNING,
-    "InProgress": WindowState.RUNNING,
-    "Canceling": WindowState.RUNNING,
-    "Succeeded": WindowState.SUCCEEDED,
-    "Failed": WindowState.FAILED,
-    "Cancelled": WindowState.CANCELLED,
-    "Canceled": WindowState.CANCELLED,
+# ADF's run status -> the window state it means (a status this tool does not know keeps the state).
+_FROM_ADF_STATUS: Mapping[str, WindowState] = {
+    RunStatus.QUEUED: WindowState.RUNNING,
+    RunStatus.IN_PROGRESS: WindowState.RUNNING,
+    RunStatus.CANCELING: WindowState.RUNNING,
+    RunStatus.SUCCEEDED: WindowState.SUCCEEDED,
+    RunStatus.FAILED: WindowState.FAILED,
+    RunStatus.CANCELLED: WindowState.CANCELLED,
+    "Canceled": WindowState.CANCELLED,  # the spelling some ADF documents use
 }
 
 
