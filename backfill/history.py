@@ -147,25 +147,25 @@ class CachedRuns:
     def records(self) -> list[RunRecord]:
         from backfill.store import history as store
 
-        with self.db.engine.begin() as conn:
+        with self.db.reading() as conn:
             return store.load_records(conn, self.factory_key, self.pipeline)
 
     def newest_runs(self, status: RunStatus, limit: int) -> list[Run]:
         from backfill.store import history as store
 
-        with self.db.engine.begin() as conn:
+        with self.db.reading() as conn:
             return store.newest_runs(conn, self.factory_key, self.pipeline, status.value, limit)
 
     def all_runs(self) -> list[Run]:
         from backfill.store import history as store
 
-        with self.db.engine.begin() as conn:
+        with self.db.reading() as conn:
             return list(store.iter_runs(conn, self.factory_key, self.pipeline))
 
     def fetch(self, run_ids: Sequence[str]) -> Mapping[str, Run]:
         from backfill.store import history as store
 
-        with self.db.engine.begin() as conn:
+        with self.db.reading() as conn:
             return store.fetch_runs(conn, self.factory_key, self.pipeline, run_ids)
 
     def latest_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[Run | None]:
@@ -182,7 +182,8 @@ class CachedRuns:
             if keyed is not None:
                 slots.setdefault(keyed[0], []).append(index)
                 hashes.add(keyed[1])
-        with self.db.engine.begin() as conn:
+        # A write: the first lookup of a key set registers it and fills its keys in.
+        with self.db.writing() as conn:
             set_id = keys.key_set(conn, self.factory_key, self.pipeline, fields)
             keys.fill_keys(conn, self.factory_key, self.pipeline, set_id, fields, runs=self.count)
             found = keys.lookup(conn, self.factory_key, self.pipeline, set_id, hashes) if hashes else []
@@ -236,7 +237,7 @@ def sync_history(
 
     now = require_utc(now, "now") if now is not None else utcnow()
     key = factory.ref.key
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         store.remember_secrets(conn, key, pipeline, secret)
         masked = store.known_secrets(conn, key, pipeline) | set(secret)
         state = store.read_state(conn, key, pipeline)
@@ -268,7 +269,7 @@ def sync_history(
 
     for attempt in (1, 2):
         try:
-            with db.engine.begin() as conn:
+            with db.writing() as conn:
                 if batch:
                     store.upsert_runs(conn, key, pipeline, batch)
                 current = store.read_state(conn, key, pipeline, lock=True)
@@ -307,7 +308,7 @@ class _BatchWriter:
             if self._error is not None:
                 continue  # drain: the caller learns of the failure at its next write
             try:
-                with self._db.engine.begin() as conn:
+                with self._db.writing() as conn:
                     store.upsert_runs(conn, self._key, self._pipeline, batch)
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
@@ -347,7 +348,7 @@ def load_history(db: Database, ref: FactoryRef, pipeline: str) -> HistoryView:
     from backfill.store import history as store
 
     key = ref.key
-    with db.engine.begin() as conn:
+    with db.reading() as conn:
         state = store.read_state(conn, key, pipeline)
         count = store.count_runs(conn, key, pipeline)
     return HistoryView(
