@@ -70,7 +70,7 @@ def ledger_url() -> str:
 TABLE_MODULES = (
     "backfill.store.backfills",
     "backfill.store.claims",
-    "backfill.store.history",
+    "backfill.store.history_tables",
     "backfill.store.ledger",
 )
 
