@@ -59,7 +59,7 @@ def wait_final(emu: Emulator, run_id: str) -> str:
 
 
 def cached(db: Database, emu: Emulator) -> int:
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         return tables.count_runs(conn, emu.ref.key, PIPELINE)
 
 

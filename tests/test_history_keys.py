@@ -87,12 +87,12 @@ def db(ledger_url: str) -> Iterator[Database]:
 
 
 def cache(db: Database, runs: list[Run], pipeline: str = "Load") -> None:
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, REF.key, pipeline, runs)
 
 
 def key_rows(db: Database) -> int:
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         return int(conn.execute(select(func.count()).select_from(tables.KEYS)).scalar_one())
 
 
@@ -121,7 +121,7 @@ def test_runs_cached_before_the_key_set_are_filled_in_once(db: Database) -> None
     assert len(view) == 60
     view.latest_runs(windows(), FIELDS)
     assert key_rows(db) == 60
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         set_id = keys.key_set(conn, REF.key, "Load", FIELDS)
         assert keys.fill_keys(conn, REF.key, "Load", set_id, FIELDS) == 0
 
@@ -133,7 +133,7 @@ def test_a_run_whose_key_went_missing_is_found_again(db: Database) -> None:
     plan = windows()
     expected = HistoryView(runs).latest_runs(plan, FIELDS)
     load_history(db, REF, "Load").latest_runs(plan, FIELDS)
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         conn.execute(delete(tables.KEYS).where(tables.KEYS.c.run_id.in_([r.run_id for r in runs[::3]])))
     assert load_history(db, REF, "Load").latest_runs(plan, FIELDS) == expected
     assert key_rows(db) == 60
@@ -154,7 +154,7 @@ def test_a_hash_collision_never_makes_a_match(db: Database) -> None:
     # Give the stray run the window's hash, as a collision would.
     window_hash = key_hash(plan[0].parameters, FIELDS)
     assert window_hash is not None
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         conn.execute(update(tables.KEYS).where(tables.KEYS.c.run_id == "stray").values(key_hash=window_hash[1]))
     assert view.latest_runs(plan, FIELDS) == [None]
 
@@ -195,7 +195,7 @@ def test_each_match_on_has_its_own_key_set_and_pipelines_stay_apart(db: Database
     assert view.latest_runs(plan, ("windowStart",)) == [south]
     # A secret in match_on is left out of the key (ADF never gives its value back).
     assert view.latest_runs(plan, ("windowStart", "sourceKey")) == [south]
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         assert len(keys.key_sets(conn, REF.key, "Load")) == 2
         assert keys.key_sets(conn, REF.key, "Other") == []
 

@@ -56,10 +56,10 @@ def db(ledger_url: str) -> Iterator[Database]:
 
 def test_upsert_round_trip_and_refresh(db: Database) -> None:
     first = make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(0))
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         assert writes.upsert_runs(conn, KEY, "Load", [first, make_run("r2", RunStatus.FAILED)]) == 2
     done = make_run("r1", RunStatus.SUCCEEDED, updated=timedelta(minutes=5), latest=False)
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, KEY, "Load", [done])
         records = {r.run_id: r for r in store.load_records(conn, KEY, "Load")}
         full = store.fetch_runs(conn, KEY, "Load", ["r1", "r2", "missing"])
@@ -76,9 +76,9 @@ def test_upsert_round_trip_and_refresh(db: Database) -> None:
 def test_an_older_version_never_overwrites_a_newer_one(db: Database) -> None:
     newer = make_run("r1", RunStatus.SUCCEEDED, updated=timedelta(minutes=10))
     older = make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1))
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, KEY, "Load", [newer])
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, KEY, "Load", [older])
         assert store.fetch_runs(conn, KEY, "Load", ["r1"])["r1"].status == RunStatus.SUCCEEDED
 
@@ -90,14 +90,14 @@ def test_one_batch_may_hold_a_run_twice(db: Database) -> None:
         make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=2)),
         make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1)),
     ]
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         assert writes.upsert_runs(conn, KEY, "Load", versions) == 1
         assert [r.status for r in store.load_records(conn, KEY, "Load")] == [RunStatus.FAILED]
 
 
 def test_factories_and_pipelines_are_separate(db: Database) -> None:
     other = FactoryRef("sub", "rg", "adf-two").key
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, KEY, "Load", [make_run("a")])
         writes.upsert_runs(conn, KEY, "Other", [make_run("b")])
         writes.upsert_runs(conn, other, "Load", [make_run("c")])
@@ -115,7 +115,7 @@ def test_load_history_of_a_never_synced_pipeline(db: Database) -> None:
 
 def test_history_view_decodes_full_runs_on_demand(db: Database) -> None:
     runs = [make_run(f"r{i}", RunStatus.FAILED, windowStart=f"2026-11-03T0{i}:00:00Z") for i in range(3)]
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, KEY, "Load", runs)
     view = load_history(db, REF, "Load")
     assert len(view) == 3
@@ -184,7 +184,7 @@ def test_newest_runs_reads_only_the_newest_of_a_status(ledger_url: str) -> None:
     ]
     db = Database(ledger_url)
     ref = FactoryRef("s", "g", "f")
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         writes.upsert_runs(conn, ref.key, "P", runs)
     cached = load_history(db, ref, "P").newest_runs(RunStatus.SUCCEEDED, 5)
     plain = HistoryView(runs).newest_runs(RunStatus.SUCCEEDED, 5)

@@ -134,14 +134,14 @@ def test_secret_names_are_remembered_once_and_mask_cached_rows(ledger_url: str) 
     )
     db = Database(ledger_url)
     try:
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             writes.upsert_runs(conn, key, pipeline, [run])
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             assert writes.remember_secrets(conn, key, pipeline, {"sourceKey"}) == {"sourceKey"}
             assert writes.remember_secrets(conn, key, pipeline, {"sourceKey"}) == set()
             assert store.known_secrets(conn, key, pipeline) == {"sourceKey"}
             assert store.known_secrets(conn, key, "Other") == set()
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             (cached,) = store.fetch_runs(conn, key, pipeline, ["r1"]).values()
             (record,) = store.load_records(conn, key, pipeline)
         assert cached.parameters == {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": "***"}
