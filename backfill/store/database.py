@@ -1,14 +1,15 @@
 """The ledger database: engine, transactions, schema and migrations.
 
-One database holds the history cache, the backfills and the ledger. Every transaction goes
-through ``Database.reading()`` or ``Database.writing()`` (a Core ``Connection``): on SQLite a
-read is a deferred ``BEGIN`` (no lock; under WAL it reads a snapshot while the runner writes), a
-write is ``BEGIN IMMEDIATE`` (it queues for the write lock up front, so two writers wait on the
-busy timeout instead of one failing when its read would turn into a write). On PostgreSQL both
-are the usual transaction. SQLite by default
+One database holds the history cache, the backfills and the ledger. SQLite by default
 (``sqlite:///backfill-ledger.db`` in the working directory), a PostgreSQL URL through
 ``BACKFILL_LEDGER`` for teams. Only dialects whose append-only triggers exist are accepted:
 MariaDB/MySQL and in-memory SQLite are refused with one line, never opened half-protected.
+
+Every transaction goes through ``Database.reading()`` or ``Database.writing()`` (a Core
+``Connection``). On SQLite a read is a deferred ``BEGIN``: no lock, and under WAL it reads a
+snapshot while the runner writes. A write is ``BEGIN IMMEDIATE``: it queues for the write lock up
+front, so two writers wait on the busy timeout instead of one failing when its read turns into a
+write. On PostgreSQL both are the usual transaction.
 
 Migrations are Alembic revisions in ``backfill/migrations/versions`` (shipped in the package).
 Opening an up-to-date database costs two catalogue reads and never imports Alembic, so a
