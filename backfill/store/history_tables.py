@@ -162,5 +162,7 @@ def dialect_insert(dialect: str, table: Any) -> Any:
 
 
 def count_runs(conn: Connection, factory_key: str, pipeline: str) -> int:
+    # Here, beside the tables, because both the reads and the key index (which tells a stale key
+    # set by comparing counts) need it, and the reads import the key index.
     query = select(func.count()).select_from(RUNS).where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline)
     return int(conn.execute(query).scalar_one())
