@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from backfill.checks.base import Check, CheckResult
 from backfill.checks.runner import evaluate_all
@@ -20,10 +20,12 @@ from backfill.decisions import Decision, decide, needs_checks
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run
 from backfill.gcpause import paused_gc
-from backfill.history import HistoryView
 from backfill.secrets import REDACTED, Secret
 from backfill.timeutil import format_utc
 from backfill.windows import Window
+
+if TYPE_CHECKING:
+    from backfill.store.history import HistoryView
 
 JSON_VERSION = 1
 

@@ -106,10 +106,11 @@ def measure(plan: str, ledger: str, env: dict[str, str]) -> dict[str, float]:
     os.environ.update(env)
     from backfill.checks.registry import build_checks
     from backfill.factory.client import connect
-    from backfill.history import load_history, sync_history
+    from backfill.history import sync_history
     from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
     from backfill.store.database import Database
+    from backfill.store.history import load_history
 
     baseline = peak_rss_mb()
     started = time.perf_counter()

@@ -74,7 +74,7 @@ def test_rows_are_insert_only(ledger_url: str) -> None:
     try:
         record = create_backfill(db, draft(), {}, ALICE)
         for statement in ("UPDATE backfills SET requester = 'mallory'", "DELETE FROM backfills"):
-            with pytest.raises(DBAPIError, match="backfills are insert-only"), db.engine.begin() as conn:
+            with pytest.raises(DBAPIError, match="backfills are insert-only"), db.writing() as conn:
                 conn.execute(text(statement))
         assert get_backfill(db, record.id).requester == "alice"
     finally:

@@ -26,8 +26,8 @@ from backfill.checks.registry import build_check
 from backfill.checks.sql import dispose_engines
 from backfill.decisions import Decision
 from backfill.factory.protocol import FactoryRef
-from backfill.history import HistoryView
 from backfill.preview import compute_preview
+from backfill.store.history import HistoryView
 from backfill.windows import Window
 
 T0 = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from backfill.checks.base import CheckResult, CheckStatus
 from backfill.decisions import Decision, active_of, decide
 from backfill.factory.run import MalformedRun, Run, RunStatus
-from backfill.history import HistoryView
 from backfill.matching import latest_of
+from backfill.store.history import HistoryView
 from backfill.windows import Window
 
 T0 = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)

@@ -12,10 +12,11 @@ import pytest
 from backfill.cli import main
 from backfill.emulator import Emulator, HistorySeries, OutcomeRule, PastRun, Pipeline, Scenario
 from backfill.factory.run import RunStatus
-from backfill.history import RETENTION, load_history, sync_history
+from backfill.history import RETENTION, sync_history
 from backfill.matching import latest_runs
-from backfill.store import history as store
+from backfill.store import history_tables as tables
 from backfill.store.database import Database
+from backfill.store.history import load_history
 from backfill.timeutil import format_utc, parse_adf_time, utcnow
 from backfill.windows import Window
 
@@ -58,8 +59,8 @@ def wait_final(emu: Emulator, run_id: str) -> str:
 
 
 def cached(db: Database, emu: Emulator) -> int:
-    with db.engine.begin() as conn:
-        return store.count_runs(conn, emu.ref.key, PIPELINE)
+    with db.writing() as conn:
+        return tables.count_runs(conn, emu.ref.key, PIPELINE)
 
 
 def test_first_sync_then_repeat_syncs_are_cheap(db: Database) -> None:

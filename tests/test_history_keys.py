@@ -13,12 +13,13 @@ from sqlalchemy import create_engine, delete, func, select, update
 
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run, RunStatus
-from backfill.history import HistoryView, load_history
 from backfill.matching import key_hash
 from backfill.secrets import Secret
-from backfill.store import history as store
 from backfill.store import history_keys as keys
+from backfill.store import history_tables as tables
+from backfill.store import history_writes as writes
 from backfill.store.database import Database
+from backfill.store.history import HistoryView, load_history
 from backfill.timeutil import format_utc
 from backfill.windows import Window
 
@@ -86,13 +87,13 @@ def db(ledger_url: str) -> Iterator[Database]:
 
 
 def cache(db: Database, runs: list[Run], pipeline: str = "Load") -> None:
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, REF.key, pipeline, runs)
+    with db.writing() as conn:
+        writes.upsert_runs(conn, REF.key, pipeline, runs)
 
 
 def key_rows(db: Database) -> int:
-    with db.engine.begin() as conn:
-        return int(conn.execute(select(func.count()).select_from(store.KEYS)).scalar_one())
+    with db.writing() as conn:
+        return int(conn.execute(select(func.count()).select_from(tables.KEYS)).scalar_one())
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -120,7 +121,7 @@ def test_runs_cached_before_the_key_set_are_filled_in_once(db: Database) -> None
     assert len(view) == 60
     view.latest_runs(windows(), FIELDS)
     assert key_rows(db) == 60
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         set_id = keys.key_set(conn, REF.key, "Load", FIELDS)
         assert keys.fill_keys(conn, REF.key, "Load", set_id, FIELDS) == 0
 
@@ -132,8 +133,8 @@ def test_a_run_whose_key_went_missing_is_found_again(db: Database) -> None:
     plan = windows()
     expected = HistoryView(runs).latest_runs(plan, FIELDS)
     load_history(db, REF, "Load").latest_runs(plan, FIELDS)
-    with db.engine.begin() as conn:
-        conn.execute(delete(store.KEYS).where(store.KEYS.c.run_id.in_([r.run_id for r in runs[::3]])))
+    with db.writing() as conn:
+        conn.execute(delete(tables.KEYS).where(tables.KEYS.c.run_id.in_([r.run_id for r in runs[::3]])))
     assert load_history(db, REF, "Load").latest_runs(plan, FIELDS) == expected
     assert key_rows(db) == 60
 
@@ -153,8 +154,8 @@ def test_a_hash_collision_never_makes_a_match(db: Database) -> None:
     # Give the stray run the window's hash, as a collision would.
     window_hash = key_hash(plan[0].parameters, FIELDS)
     assert window_hash is not None
-    with db.engine.begin() as conn:
-        conn.execute(update(store.KEYS).where(store.KEYS.c.run_id == "stray").values(key_hash=window_hash[1]))
+    with db.writing() as conn:
+        conn.execute(update(tables.KEYS).where(tables.KEYS.c.run_id == "stray").values(key_hash=window_hash[1]))
     assert view.latest_runs(plan, FIELDS) == [None]
 
 
@@ -194,7 +195,7 @@ def test_each_match_on_has_its_own_key_set_and_pipelines_stay_apart(db: Database
     assert view.latest_runs(plan, ("windowStart",)) == [south]
     # A secret in match_on is left out of the key (ADF never gives its value back).
     assert view.latest_runs(plan, ("windowStart", "sourceKey")) == [south]
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         assert len(keys.key_sets(conn, REF.key, "Load")) == 2
         assert keys.key_sets(conn, REF.key, "Other") == []
 
@@ -210,16 +211,16 @@ def test_an_empty_or_unknown_pipeline(db: Database) -> None:
 def test_keys_on_other_dialects(mariadb_url: str) -> None:
     # MariaDB (and Azure SQL) take the delete-and-insert path and lists of bound values.
     engine = create_engine(mariadb_url)
-    for table in (store.RUNS, store.KEY_SETS, store.KEYS):
+    for table in (tables.RUNS, tables.KEY_SETS, tables.KEYS):
         table.create(engine)
     try:
         runs = random_runs(5, 80)
         with engine.begin() as conn:
-            store.upsert_runs(conn, REF.key, "Load", runs[:40])
+            writes.upsert_runs(conn, REF.key, "Load", runs[:40])
             set_id = keys.key_set(conn, REF.key, "Load", FIELDS)
             assert keys.key_set(conn, REF.key, "Load", FIELDS) == set_id
             assert keys.fill_keys(conn, REF.key, "Load", set_id, FIELDS) == 40
-            store.upsert_runs(conn, REF.key, "Load", runs[40:])
+            writes.upsert_runs(conn, REF.key, "Load", runs[40:])
             assert keys.fill_keys(conn, REF.key, "Load", set_id, FIELDS) == 0
             plan = windows()
             wanted = {hashed[1] for w in plan if (hashed := key_hash(w.parameters, FIELDS))}

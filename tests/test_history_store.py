@@ -10,9 +10,11 @@ from sqlalchemy import create_engine
 
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run, RunStatus
-from backfill.history import HistoryView, load_history
 from backfill.store import history as store
+from backfill.store import history_tables as tables
+from backfill.store import history_writes as writes
 from backfill.store.database import Database
+from backfill.store.history import HistoryView, load_history
 
 T0 = datetime(2026, 11, 3, 2, 0, 0, 123456, tzinfo=UTC)
 REF = FactoryRef("sub", "rg", "adf-one")
@@ -54,11 +56,11 @@ def db(ledger_url: str) -> Iterator[Database]:
 
 def test_upsert_round_trip_and_refresh(db: Database) -> None:
     first = make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(0))
-    with db.engine.begin() as conn:
-        assert store.upsert_runs(conn, KEY, "Load", [first, make_run("r2", RunStatus.FAILED)]) == 2
+    with db.writing() as conn:
+        assert writes.upsert_runs(conn, KEY, "Load", [first, make_run("r2", RunStatus.FAILED)]) == 2
     done = make_run("r1", RunStatus.SUCCEEDED, updated=timedelta(minutes=5), latest=False)
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, KEY, "Load", [done])
+    with db.writing() as conn:
+        writes.upsert_runs(conn, KEY, "Load", [done])
         records = {r.run_id: r for r in store.load_records(conn, KEY, "Load")}
         full = store.fetch_runs(conn, KEY, "Load", ["r1", "r2", "missing"])
     assert set(records) == {"r1", "r2"}
@@ -74,10 +76,10 @@ def test_upsert_round_trip_and_refresh(db: Database) -> None:
 def test_an_older_version_never_overwrites_a_newer_one(db: Database) -> None:
     newer = make_run("r1", RunStatus.SUCCEEDED, updated=timedelta(minutes=10))
     older = make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1))
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, KEY, "Load", [newer])
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, KEY, "Load", [older])
+    with db.writing() as conn:
+        writes.upsert_runs(conn, KEY, "Load", [newer])
+    with db.writing() as conn:
+        writes.upsert_runs(conn, KEY, "Load", [older])
         assert store.fetch_runs(conn, KEY, "Load", ["r1"])["r1"].status == RunStatus.SUCCEEDED
 
 
@@ -88,19 +90,19 @@ def test_one_batch_may_hold_a_run_twice(db: Database) -> None:
         make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=2)),
         make_run("r1", RunStatus.IN_PROGRESS, updated=timedelta(minutes=1)),
     ]
-    with db.engine.begin() as conn:
-        assert store.upsert_runs(conn, KEY, "Load", versions) == 1
+    with db.writing() as conn:
+        assert writes.upsert_runs(conn, KEY, "Load", versions) == 1
         assert [r.status for r in store.load_records(conn, KEY, "Load")] == [RunStatus.FAILED]
 
 
 def test_factories_and_pipelines_are_separate(db: Database) -> None:
     other = FactoryRef("sub", "rg", "adf-two").key
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, KEY, "Load", [make_run("a")])
-        store.upsert_runs(conn, KEY, "Other", [make_run("b")])
-        store.upsert_runs(conn, other, "Load", [make_run("c")])
+    with db.writing() as conn:
+        writes.upsert_runs(conn, KEY, "Load", [make_run("a")])
+        writes.upsert_runs(conn, KEY, "Other", [make_run("b")])
+        writes.upsert_runs(conn, other, "Load", [make_run("c")])
         assert [r.run_id for r in store.load_records(conn, KEY, "Load")] == ["a"]
-        assert store.count_runs(conn, other, "Load") == 1
+        assert tables.count_runs(conn, other, "Load") == 1
 
 
 def test_load_history_of_a_never_synced_pipeline(db: Database) -> None:
@@ -113,8 +115,8 @@ def test_load_history_of_a_never_synced_pipeline(db: Database) -> None:
 
 def test_history_view_decodes_full_runs_on_demand(db: Database) -> None:
     runs = [make_run(f"r{i}", RunStatus.FAILED, windowStart=f"2026-11-03T0{i}:00:00Z") for i in range(3)]
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, KEY, "Load", runs)
+    with db.writing() as conn:
+        writes.upsert_runs(conn, KEY, "Load", runs)
     view = load_history(db, REF, "Load")
     assert len(view) == 3
     assert not any(isinstance(r, Run) for r in view.records)
@@ -133,22 +135,24 @@ def test_history_view_of_plain_runs() -> None:
 
 def test_times_convert_exactly() -> None:
     for moment in (T0, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)):
-        assert store.from_us(store.to_us(moment)) == moment
-    assert store.to_us(None) is None
+        assert tables.from_us(tables.to_us(moment)) == moment
+    assert tables.to_us(None) is None
 
 
 @pytest.mark.mariadb
 def test_replace_path_on_other_dialects(mariadb_url: str) -> None:
     # MySQL/MariaDB and Azure SQL take the delete-and-insert path inside one transaction.
     engine = create_engine(mariadb_url)
-    for table in (store.RUNS, store.KEY_SETS, store.KEYS):
+    for table in (tables.RUNS, tables.KEY_SETS, tables.KEYS):
         table.create(engine)
     try:
         with engine.begin() as conn:
-            store.upsert_runs(conn, KEY, "Load", [make_run("r1", RunStatus.QUEUED), make_run("r2")])
+            writes.upsert_runs(conn, KEY, "Load", [make_run("r1", RunStatus.QUEUED), make_run("r2")])
         with engine.begin() as conn:
-            store.upsert_runs(conn, KEY, "Load", [make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=1))])
-            store.upsert_runs(conn, KEY, "Load", [make_run("r2", RunStatus.IN_PROGRESS, updated=-timedelta(minutes=1))])
+            writes.upsert_runs(conn, KEY, "Load", [make_run("r1", RunStatus.FAILED, updated=timedelta(minutes=1))])
+            writes.upsert_runs(
+                conn, KEY, "Load", [make_run("r2", RunStatus.IN_PROGRESS, updated=-timedelta(minutes=1))]
+            )
             records = sorted(store.load_records(conn, KEY, "Load"))
         assert [(r.run_id, r.status) for r in records] == [("r1", RunStatus.FAILED), ("r2", RunStatus.SUCCEEDED)]
     finally:
@@ -161,9 +165,9 @@ def test_newest_runs_reads_only_the_newest_of_a_status(ledger_url: str) -> None:
 
     from backfill.factory.protocol import FactoryRef
     from backfill.factory.run import Run, RunStatus
-    from backfill.history import HistoryView, load_history
-    from backfill.store import history as store
+    from backfill.store import history_writes as writes
     from backfill.store.database import Database
+    from backfill.store.history import HistoryView, load_history
 
     base = datetime(2026, 11, 3, tzinfo=UTC)
     runs = [
@@ -180,8 +184,8 @@ def test_newest_runs_reads_only_the_newest_of_a_status(ledger_url: str) -> None:
     ]
     db = Database(ledger_url)
     ref = FactoryRef("s", "g", "f")
-    with db.engine.begin() as conn:
-        store.upsert_runs(conn, ref.key, "P", runs)
+    with db.writing() as conn:
+        writes.upsert_runs(conn, ref.key, "P", runs)
     cached = load_history(db, ref, "P").newest_runs(RunStatus.SUCCEEDED, 5)
     plain = HistoryView(runs).newest_runs(RunStatus.SUCCEEDED, 5)
     assert [r.run_id for r in cached] == [r.run_id for r in plain] == ["r29", "r28", "r26", "r25", "r23"]

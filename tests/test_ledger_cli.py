@@ -43,7 +43,7 @@ def events(db: Database) -> list[LedgerEvent]:
 
 
 def tamper(db: Database, statement: object) -> None:
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_update")
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_delete")
         conn.execute(statement)  # type: ignore[call-overload]

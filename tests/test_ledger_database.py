@@ -84,14 +84,14 @@ def test_revisions_build_exactly_the_models(ledger_url: str) -> None:
 def _check_upgraded(url: str, head: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKFILL_LEDGER", url)
     db = Database(url)
-    with db.engine.connect() as conn:
+    with db.reading() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     assert db.meta()["origin"].startswith("backfill-ledger-")
     ledger = Ledger(db)
     assert f"{ledger.verify().head_seq}:{ledger.verify().head_hash}" == head
     event = ledger.append("note", {"text": "after the upgrade"}, actor=ALICE)
     assert event.seq == 4 and ledger.verify().ok
-    with pytest.raises(Exception, match="append-only"), db.engine.begin() as conn:
+    with pytest.raises(Exception, match="append-only"), db.writing() as conn:
         conn.execute(text("UPDATE ledger_events SET actor = 'mallory'"))
     db.dispose()
     assert _schema_diff(url) == []

@@ -48,7 +48,7 @@ def fill(ledger: Ledger, n: int = 5) -> None:
 
 def attack(db: Database, statement: Any) -> None:
     """What someone with write access to the database can do: switch the triggers off, then edit."""
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         if db.dialect == "sqlite":
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_update")
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_delete")
@@ -113,7 +113,7 @@ def test_secrets_never_reach_the_database(db: Database) -> None:
         },
         actor=ALICE,
     )
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         stored = conn.execute(text("SELECT payload FROM ledger_events")).scalar_one()
     assert "hunter2" not in stored and "swordfish" not in stored
     assert stored == canonical_json(
@@ -140,7 +140,7 @@ def test_bad_appends_are_refused(db: Database) -> None:
 @pytest.mark.parametrize("statement", ["UPDATE ledger_events SET actor = 'mallory'", "DELETE FROM ledger_events"])
 def test_the_database_refuses_update_and_delete(db: Database, statement: str) -> None:
     fill(Ledger(db), 2)
-    with pytest.raises(DBAPIError, match="ledger is append-only"), db.engine.begin() as conn:
+    with pytest.raises(DBAPIError, match="ledger is append-only"), db.writing() as conn:
         conn.exec_driver_sql(statement)
     assert Ledger(db).verify().count == 2
 
@@ -149,7 +149,7 @@ def test_postgres_refuses_truncate(ledger_url: str, db: Database) -> None:
     if db.dialect != "postgresql":
         pytest.skip("TRUNCATE is PostgreSQL's")
     fill(Ledger(db), 1)
-    with pytest.raises(DBAPIError, match="ledger is append-only"), db.engine.begin() as conn:
+    with pytest.raises(DBAPIError, match="ledger is append-only"), db.writing() as conn:
         conn.exec_driver_sql("TRUNCATE ledger_events")
 
 

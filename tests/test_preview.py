@@ -12,9 +12,9 @@ from pathlib import Path
 from backfill.checks.base import CheckResult, CheckStatus
 from backfill.decisions import Decision
 from backfill.factory.run import Run, RunStatus
-from backfill.history import HistoryView
 from backfill.plan.loader import LoadedPlan, load_plan
 from backfill.preview import compute_preview
+from backfill.store.history import HistoryView
 from backfill.windows import Window
 
 T0 = datetime(2026, 11, 3, 0, 0, tzinfo=UTC)

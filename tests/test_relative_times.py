@@ -170,8 +170,9 @@ def test_the_example_plans_meet_the_example_scenario(tmp_path: Path) -> None:
         import os
 
         from backfill.checks.registry import build_checks
-        from backfill.history import load_history, sync_history
+        from backfill.history import sync_history
         from backfill.store.database import Database
+        from backfill.store.history import load_history
 
         os.environ.update(emu.env())
         os.environ["TELEMETRY_SINK_URL"] = f"sqlite:///{tmp_path / 'telemetry-sink.db'}"

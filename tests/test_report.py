@@ -225,7 +225,7 @@ def test_json_report_is_stable(story: Story, monkeypatch: MP, capsys: Cap) -> No
 
 def test_a_tampered_ledger_is_reported_and_exits_5(story: Story, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     db = Database()
-    with db.engine.begin() as conn:
+    with db.writing() as conn:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS ledger_events_no_update")
         conn.execute(update(TABLE).where(TABLE.c.seq == 2).values(actor="mallory"))
     db.dispose()

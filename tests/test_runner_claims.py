@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from backfill.store.claims import Claims, WindowClaim
 from backfill.store.database import Database
@@ -92,8 +92,9 @@ def test_a_live_process_on_this_host_keeps_its_claim(db: Database) -> None:
 
 def test_the_unique_constraint_is_the_last_guard(db: Database) -> None:
     Claims(db).seed("bf1", KEYS[:1])
-    with pytest.raises(IntegrityError), db.session() as session:
+    with pytest.raises(IntegrityError), db.writing() as conn, Session(bind=conn) as session:
         session.add(WindowClaim(backfill_id="bf1", window_key=KEYS[0], attempt=0, worker="intruder"))
+        session.flush()
 
 
 def _race(db: Database, workers: int) -> Counter[str]:
@@ -122,7 +123,7 @@ def _race(db: Database, workers: int) -> Counter[str]:
 def test_racing_workers_claim_every_window_exactly_once(any_db: Database) -> None:
     db = any_db
     assert _race(db, 4) == Counter(KEYS)
-    with db.session() as session:
+    with db.reading() as conn, Session(bind=conn) as session:
         rows = session.exec(select(WindowClaim).where(WindowClaim.backfill_id == "race")).all()
         attempts = sorted((r.window_key, r.attempt) for r in rows if r.attempt)
     assert attempts == [(k, 1) for k in KEYS]

@@ -122,6 +122,7 @@ def test_secret_names_are_remembered_once_and_mask_cached_rows(ledger_url: str) 
 
     from backfill.factory.run import Run, RunStatus
     from backfill.store import history as store
+    from backfill.store import history_writes as writes
 
     key, pipeline = "sub/rg/adf", "Load"
     run = Run(
@@ -133,14 +134,14 @@ def test_secret_names_are_remembered_once_and_mask_cached_rows(ledger_url: str) 
     )
     db = Database(ledger_url)
     try:
-        with db.engine.begin() as conn:
-            store.upsert_runs(conn, key, pipeline, [run])
-        with db.engine.begin() as conn:
-            assert store.remember_secrets(conn, key, pipeline, {"sourceKey"}) == {"sourceKey"}
-            assert store.remember_secrets(conn, key, pipeline, {"sourceKey"}) == set()
+        with db.writing() as conn:
+            writes.upsert_runs(conn, key, pipeline, [run])
+        with db.writing() as conn:
+            assert writes.remember_secrets(conn, key, pipeline, {"sourceKey"}) == {"sourceKey"}
+            assert writes.remember_secrets(conn, key, pipeline, {"sourceKey"}) == set()
             assert store.known_secrets(conn, key, pipeline) == {"sourceKey"}
             assert store.known_secrets(conn, key, "Other") == set()
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             (cached,) = store.fetch_runs(conn, key, pipeline, ["r1"]).values()
             (record,) = store.load_records(conn, key, pipeline)
         assert cached.parameters == {"windowStart": "2026-11-03T02:00:00Z", "sourceKey": "***"}

@@ -103,7 +103,7 @@ def _raw_insert(team: Team, role: str, kind: str, backfill_id: str, actor: str, 
         backfill_id=backfill_id,
     )
     try:
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             conn.execute(
                 text(
                     "INSERT INTO ledger_events (seq, at, actor, identity_source, backfill_id, window_key, kind, "
@@ -132,7 +132,7 @@ def test_every_event_is_stamped_with_the_connected_role(team: Team) -> None:
     events = Ledger(db).events(backfill_id=bid)
     assert [(e.kind, e.actor, e.identity_source) for e in events] == [(ev.REQUESTED, team.alice, "database")]
     assert events[0].payload["client_actor"] == "bob (declared)"  # the claim, kept as a note only
-    with db.engine.connect() as conn:
+    with db.reading() as conn:
         assert conn.execute(text("SELECT requester, requester_source FROM backfills")).one() == (team.alice, "database")
     assert Ledger(db).verify().ok
     db.dispose()

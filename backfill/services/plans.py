@@ -20,10 +20,11 @@ from backfill.timeutil import utcnow
 if TYPE_CHECKING:
     from backfill.checks.base import Check
     from backfill.factory.protocol import Factory
-    from backfill.history import HistoryView, SyncResult
+    from backfill.history import SyncResult
     from backfill.plan.loader import LoadedPlan
     from backfill.preview import Preview
     from backfill.store.database import Database
+    from backfill.store.history import HistoryView
 
 
 def check_plan(path: str | Path, *, check_env: bool = False, env: Mapping[str, str] | None = None) -> LoadedPlan:
@@ -116,9 +117,10 @@ def preview_plan(
     """Sync the history, load it, build the checks and decide every window: the one preview of
     ``preview``, ``request`` and ``run``."""
     from backfill.checks.registry import build_checks
-    from backfill.history import load_history, sync_history
+    from backfill.history import sync_history
     from backfill.masking import plan_secrets
     from backfill.preview import compute_preview
+    from backfill.store.history import load_history
     from backfill.target import sync_for_plan
 
     # Built before any network call, so a wrong check definition fails fast.

@@ -23,10 +23,10 @@ from backfill.timeutil import format_utc, utcnow
 
 if TYPE_CHECKING:
     from backfill.factory.protocol import Factory, FactoryRef
-    from backfill.history import HistoryView
     from backfill.runner.machine import RunnerOptions
     from backfill.runner.ports import StepHook
     from backfill.store.database import Database
+    from backfill.store.history import HistoryView
     from backfill.workers import Outcome
 
 PLAN_CHANGED = "plan changed since request; make a new request"

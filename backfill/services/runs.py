@@ -53,7 +53,7 @@ class _Masker:
             return declared
         from backfill.store.database import opened
 
-        with opened() as db, db.engine.connect() as conn:
+        with opened() as db, db.reading() as conn:
             remembered = known_secrets(conn, self._client.ref.key, pipeline)
         return declared | remembered
 

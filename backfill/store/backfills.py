@@ -114,9 +114,9 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
             # role, never the name the client declared (that stays a note, ``client_actor``).
             payload = {**payload, "requester": {"name": record.requester, "source": record.requester_source}}
         try:
-            with db.session() as session:
-                session.connection().execute(insert(TABLE), _to_row(record))
-                ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, session=session)
+            with db.writing() as conn:
+                conn.execute(insert(TABLE), _to_row(record))
+                ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, conn=conn)
         except IntegrityError:
             # Two requests drew the same 24 random bits on the same day: draw again.
             continue
@@ -132,7 +132,7 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
 
 def get_backfill(db: Database, backfill_id: str) -> BackfillRecord:
     """The request, or BackfillError (exit 1) when no backfill has this ID."""
-    with db.engine.connect() as conn:
+    with db.reading() as conn:
         row = conn.execute(select(TABLE).where(TABLE.c.id == backfill_id.strip())).mappings().first()
     if row is None:
         raise BackfillError(f"no backfill {backfill_id} in the ledger (backfill status lists them)")
@@ -142,7 +142,7 @@ def get_backfill(db: Database, backfill_id: str) -> BackfillRecord:
 def list_backfills(db: Database) -> list[BackfillRecord]:
     """Every request, oldest first, without the frozen previews (large; reports read them)."""
     columns = [c for c in TABLE.c if c.name != "preview"]
-    with db.engine.connect() as conn:
+    with db.reading() as conn:
         rows = conn.execute(select(*columns).order_by(TABLE.c.requested_at, TABLE.c.id)).mappings().all()
     return [_to_record(row, with_preview=False) for row in rows]
 

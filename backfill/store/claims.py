@@ -7,7 +7,8 @@ latest attempt and inserting attempt + 1 in the same transaction:
 - PostgreSQL and MariaDB: ``SELECT ... FOR UPDATE SKIP LOCKED`` (a locked window is skipped, not
   waited for);
 - Azure SQL: ``WITH (UPDLOCK, READPAST, ROWLOCK)`` (the same, in T-SQL; written, not tested here);
-- SQLite: transactions begin with ``BEGIN IMMEDIATE`` (database.py), so claimers are serialised.
+- SQLite: claims are ``Database.writing()`` transactions (``BEGIN IMMEDIATE``), so claimers are
+  serialised.
 
 The unique constraint on (backfill_id, window_key, attempt) is the last guard: two workers that
 both saw the same attempt as the latest cannot both insert the next one.
@@ -33,7 +34,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, UniqueConstraint, func
@@ -118,13 +120,22 @@ class Claims:
         """The same claims table under another worker name, with the same database and lease."""
         return Claims(self.db, worker=worker, lease=self.lease)
 
+    @contextmanager
+    def _session(self, *, writes: bool) -> Iterator[Session]:
+        """An ORM session inside one ``Database.reading()``/``writing()`` transaction (which
+        decides the lock); what it added is flushed before that transaction commits."""
+        transaction = self.db.writing() if writes else self.db.reading()
+        with transaction as conn, Session(bind=conn) as session:
+            yield session
+            session.flush()
+
     def seed(self, backfill_id: str, keys: Sequence[str]) -> None:
         """Make sure every window in ``keys`` has its attempt-0 row (idempotent, race-safe)."""
         for start in range(0, len(keys), SEED_CHUNK):
             chunk = list(dict.fromkeys(keys[start : start + SEED_CHUNK]))
             for _ in range(3):
                 try:
-                    with self.db.session() as session:
+                    with self._session(writes=True) as session:
                         # Only the keys asked for: identity claims share one backfill_id.
                         present = set(
                             session.exec(
@@ -154,7 +165,7 @@ class Claims:
 
     def _try_claim(self, backfill_id: str, key: str) -> Claim | None:
         now = utcnow()
-        with self.db.session() as session:
+        with self._session(writes=True) as session:
             row = self._lock_latest(session, backfill_id, key)
             if row is None or not is_free(row, now, self.worker):
                 return None
@@ -197,7 +208,7 @@ class Claims:
     def renew(self, claim: Claim) -> bool:
         """Extend the lease; False when the claim was lost (released, or taken by a newer attempt)."""
         started = time.monotonic()
-        with self.db.session() as session:
+        with self._session(writes=True) as session:
             # Our own row first, locked: a worker taking the window over holds that lock while it
             # inserts the next attempt, so we wait for it and then see its row below.
             own = select(WindowClaim).where(
@@ -239,7 +250,7 @@ class Claims:
 
     def holders(self, backfill_id: str, key: str) -> set[str]:
         """Every worker that ever claimed the window (the seed row's "" left out)."""
-        with self.db.session() as session:
+        with self._session(writes=False) as session:
             rows = session.exec(
                 select(WindowClaim.worker).where(WindowClaim.backfill_id == backfill_id, WindowClaim.window_key == key)
             ).all()
@@ -248,7 +259,7 @@ class Claims:
     def others_since(self, backfill_id: str, key: str, since: datetime) -> bool:
         """Whether a worker other than this one held the window's claim at any time since
         ``since`` (or may still hold it): then someone else may have acted on the window."""
-        with self.db.session() as session:
+        with self._session(writes=False) as session:
             rows = session.exec(
                 select(WindowClaim.worker, WindowClaim.released_at, WindowClaim.lease_until).where(
                     WindowClaim.backfill_id == backfill_id, WindowClaim.window_key == key
@@ -263,7 +274,7 @@ class Claims:
         return False
 
     def release(self, claim: Claim) -> None:
-        with self.db.session() as session:
+        with self._session(writes=True) as session:
             row = session.exec(
                 select(WindowClaim).where(
                     WindowClaim.backfill_id == claim.backfill_id,
@@ -280,7 +291,7 @@ class Claims:
         """Windows another live worker holds now: window key -> worker."""
         now = utcnow()
         latest: dict[str, WindowClaim] = {}
-        with self.db.session() as session:
+        with self._session(writes=False) as session:
             for row in session.exec(select(WindowClaim).where(WindowClaim.backfill_id == backfill_id)):
                 if row.window_key not in latest or row.attempt > latest[row.window_key].attempt:
                     latest[row.window_key] = row

@@ -1,9 +1,15 @@
-"""The ledger database: engine, sessions, schema and migrations.
+"""The ledger database: engine, transactions, schema and migrations.
 
 One database holds the history cache, the backfills and the ledger. SQLite by default
 (``sqlite:///backfill-ledger.db`` in the working directory), a PostgreSQL URL through
 ``BACKFILL_LEDGER`` for teams. Only dialects whose append-only triggers exist are accepted:
 MariaDB/MySQL and in-memory SQLite are refused with one line, never opened half-protected.
+
+Every transaction goes through ``Database.reading()`` or ``Database.writing()`` (a Core
+``Connection``). On SQLite a read is a deferred ``BEGIN``: no lock, and under WAL it reads a
+snapshot while the runner writes. A write is ``BEGIN IMMEDIATE``: it queues for the write lock up
+front, so two writers wait on the busy timeout instead of one failing when its read turns into a
+write. On PostgreSQL both are the usual transaction.
 
 Migrations are Alembic revisions in ``backfill/migrations/versions`` (shipped in the package).
 Opening an up-to-date database costs two catalogue reads and never imports Alembic, so a
@@ -31,7 +37,7 @@ from typing import Any
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import SQLModel, create_engine
 
 from backfill.errors import ConfigError, LedgerInvalid
 from backfill.migrations import BASELINE, HEAD, REVISIONS, SCRIPT_LOCATION
@@ -50,6 +56,10 @@ BASELINE_TABLES = (
     "ledger_events",
     "window_claims",
 )
+# The connection execution option through which reading()/writing() tell the SQLite begin hook
+# which BEGIN to emit. A transaction opened on the engine directly (a test tampering with a table)
+# has no option and takes the write lock: waiting is safe where failing a write would not be.
+_WRITES = "backfill_writes"
 # "backfilm" in ASCII: the advisory lock that serialises migrators on PostgreSQL.
 _PG_MIGRATE_LOCK = 0x6261636B66696C6D
 
@@ -61,7 +71,7 @@ def ledger_url() -> str:
 TABLE_MODULES = (
     "backfill.store.backfills",
     "backfill.store.claims",
-    "backfill.store.history",
+    "backfill.store.history_tables",
     "backfill.store.ledger",
 )
 
@@ -210,15 +220,28 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any exception."""
-        with Session(self.engine) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction: committed on success, rolled back on any exception. On SQLite a
+        deferred ``BEGIN``: no lock is taken, so a read never waits behind the runner's writes.
+        Only for transactions that never write (a deferred transaction that writes after another
+        process did may fail at once instead of waiting)."""
+        with self._transaction(writes=False) as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A transaction that may write: committed on success, rolled back on any exception. On
+        SQLite ``BEGIN IMMEDIATE``: the write lock is taken first (waiting up to the busy timeout),
+        which serialises writers such as ledger appends and window claims."""
+        with self._transaction(writes=True) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, *, writes: bool) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITES: writes})
+            with conn.begin():
+                yield conn
 
     # --- opening and migrating -------------------------------------------------------------------
 
@@ -226,11 +249,11 @@ class Database:
         load_tables()
         if self.empty_view:
             self._refuse_vanished()
-            with self.engine.begin() as conn:
+            with self.writing() as conn:
                 SQLModel.metadata.create_all(conn)
             return
         try:
-            with self.engine.connect() as conn:
+            with self.reading() as conn:
                 survey = _survey(conn)
         except DBAPIError as exc:
             raise self._connect_error(exc) from None
@@ -283,7 +306,7 @@ class Database:
         from alembic import command
         from alembic.config import Config
 
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATE_LOCK})")
             # Again under the lock: another process may have migrated meanwhile.
@@ -330,7 +353,7 @@ class Database:
     def meta(self) -> dict[str, str]:
         """``ledger_meta`` rows: ``origin`` (this ledger's identity) and, in team mode, ``mode``."""
         if self._meta is None:
-            with self.engine.connect() as conn:
+            with self.reading() as conn:
                 rows = conn.execute(text("SELECT name, value FROM ledger_meta")).all()
             self._meta = {str(name): str(value) for name, value in rows}
         return self._meta
@@ -342,7 +365,7 @@ class Database:
     def session_user(self) -> str:
         """The database's own name for who is connected (team mode's identity)."""
         if self._session_user is None:
-            with self.engine.connect() as conn:
+            with self.reading() as conn:
                 self._session_user = str(conn.execute(text("SELECT session_user")).scalar_one())
         return self._session_user
 
@@ -399,9 +422,9 @@ def _adopt_legacy(conn: Connection, steps: frozenset[int]) -> None:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    # WAL lets readers go on while the runner writes; a busy timeout instead of "database is
-    # locked" when two processes append at once. BEGIN IMMEDIATE (taken in store code that must
-    # serialise) needs the driver's own transaction handling switched off.
+    # WAL lets readers go on while the runner writes (reads take no lock, see reading()); a busy
+    # timeout instead of "database is locked" when two processes write at once. Choosing the
+    # BEGIN ourselves needs the driver's own transaction handling switched off.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None
@@ -413,7 +436,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        writes = conn.get_execution_options().get(_WRITES, True)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 @contextmanager

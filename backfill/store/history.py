@@ -1,236 +1,220 @@
-"""The history cache: runs per factory and pipeline, and each pipeline's sync state.
+"""Reading the history cache: the runs of a pipeline and the horizon they cover (SPEC §2).
 
-This is a cache, not the ledger: rows are upserted as runs change status. ``data`` holds
-``Run.to_json()``; the other columns exist so that a preview can match 200,000 runs without
-decoding every document (only the winners are decoded in full), and for queries by time.
-Times are stored as integer microseconds since the Unix epoch (UTC): exact, portable across
-SQLite, PostgreSQL and Azure SQL, and cheap to convert.
-
-``history_keys`` indexes the runs by match key, per set of matched fields (``history_key_sets``),
-so that a preview reads only the runs that can belong to its windows (see
-``backfill.store.history_keys``).
+``load_history`` gives a ``HistoryView`` over the cache: it reads the sync state and the number of
+runs, and the runs only when asked, looking the windows' match keys up in the key index
+(``backfill.store.history_keys``) so that a preview decodes only each window's latest run. The
+tables are in ``backfill.store.history_tables``; ``backfill.history`` fills them (the sync).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, delete, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlmodel import Field, SQLModel
 
+from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run, RunStatus
+from backfill.gcpause import paused_gc
+from backfill.matching import Matchable, group_by_window, key_hash, key_hashes, latest_of, match_fields
+from backfill.store import history_keys as keys
+from backfill.store.history_tables import (
+    FETCH_CHUNK,
+    LOAD_CHUNK,
+    RUNS,
+    SECRETS,
+    SYNC,
+    RunRecord,
+    SyncState,
+    count_runs,
+    from_us,
+)
+from backfill.windows import Window
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-# Bounded by PostgreSQL's and SQL Server's parameter limits (65535, 2100) with room to spare.
-FETCH_CHUNK = 500
-# Rows per round trip when loading a whole history: bounds the transient memory of the load.
-LOAD_CHUNK = 20_000
+if TYPE_CHECKING:
+    from backfill.store.database import Database
 
-
-class HistoryRun(SQLModel, table=True):
-    __tablename__ = "history_runs"
-    __table_args__ = (Index("ix_history_runs_start", "factory_key", "pipeline", "run_start_us"),)
-
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
-    run_id: str = Field(primary_key=True, max_length=64)
-    status: str = Field(max_length=16)
-    run_start_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    last_updated_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    run_group_id: str | None = Field(default=None, max_length=64)
-    is_latest: bool = True
-    parameters: str = Field(sa_column=Column(Text, nullable=False))
-    data: str = Field(sa_column=Column(Text, nullable=False))
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
-class HistorySync(SQLModel, table=True):
-    __tablename__ = "history_sync"
+class HistoryView:
+    """The cached runs of one pipeline, the horizon they cover and when they were synced.
 
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
-    watermark_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    horizon_us: int = Field(sa_column=Column(BigInteger, nullable=False))
-    synced_at_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    Built from plain runs (``HistoryView(runs, horizon, synced_at)``) or, by ``load_history``,
+    over the cache itself: then ``latest_runs`` looks the windows' match keys up in the cache's
+    key index and decodes only each window's latest run, and ``records`` (every run, light) and
+    ``runs`` (every run, decoded) are read only when asked for.
+    """
 
-
-class HistoryKeySet(SQLModel, table=True):
-    """A set of matched fields of one pipeline whose keys ``history_keys`` holds."""
-
-    __tablename__ = "history_key_sets"
-    __table_args__ = (UniqueConstraint("factory_key", "pipeline", "signature", name="uq_history_key_sets"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    factory_key: str = Field(max_length=255)
-    pipeline: str = Field(max_length=260)
-    signature: str = Field(max_length=64)
-    fields: str = Field(sa_column=Column(Text, nullable=False))
-
-
-class HistoryKey(SQLModel, table=True):
-    """One cached run's match key under one key set (NULL: a matched field is missing)."""
-
-    __tablename__ = "history_keys"
-    __table_args__ = (Index("ix_history_keys_hash", "set_id", "key_hash"),)
-
-    set_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    run_id: str = Field(primary_key=True, max_length=64)
-    key_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-
-
-NAME_LIMIT = 128
-
-
-class HistorySecret(SQLModel, table=True):
-    """A parameter of a pipeline that a plan marked secret: masked in every cached run."""
-
-    __tablename__ = "history_secrets"
-
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
-    # Within MariaDB's 3072-byte key (utf8mb4) together with the two columns above.
-    name: str = Field(primary_key=True, max_length=NAME_LIMIT)
-
-
-_STATUSES = {status.value: status for status in RunStatus}
-RUNS = HistoryRun.__table__  # type: ignore[attr-defined]
-SYNC = HistorySync.__table__  # type: ignore[attr-defined]
-KEY_SETS = HistoryKeySet.__table__  # type: ignore[attr-defined]
-KEYS = HistoryKey.__table__  # type: ignore[attr-defined]
-SECRETS = HistorySecret.__table__  # type: ignore[attr-defined]
-# One encoder for every document: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-class RunRecord(NamedTuple):
-    """The columns matching needs, without decoding the whole run document. Built straight
-    from the database row; ``start`` and ``status`` are converted only when read, which for
-    200,000 runs saves more time than reading them costs."""
-
-    run_id: str
-    start_us: int | None
-    run_group_id: str | None
-    latest: bool
-    status_text: str
-    parameters: Mapping[str, Any]
+    def __init__(
+        self,
+        runs: Iterable[Run] = (),
+        horizon: datetime | None = None,
+        synced_at: datetime | None = None,
+        *,
+        cache: CachedRuns | None = None,
+    ) -> None:
+        self.horizon = horizon
+        self.synced_at = synced_at
+        self._cache = cache
+        self._runs: tuple[Run, ...] | None = None if cache is not None else tuple(runs)
+        self._records: Sequence[Matchable] | None = self._runs
 
     @property
-    def start(self) -> datetime | None:
-        return from_us(self.start_us)
+    def records(self) -> Sequence[Matchable]:
+        """Every cached run, light (full runs are decoded by ``resolve``); loaded on first use."""
+        if self._records is None:
+            assert self._cache is not None
+            self._records = self._cache.records()
+        return self._records
 
     @property
-    def is_latest(self) -> bool:
-        return bool(self.latest)
+    def runs(self) -> tuple[Run, ...]:
+        """Every cached run, fully decoded (loaded on first use)."""
+        if self._runs is None:
+            assert self._cache is not None
+            self._runs = tuple(self._cache.all_runs())
+        return self._runs
 
-    @property
-    def status(self) -> RunStatus:
-        return _STATUSES.get(self.status_text) or RunStatus.read(self.status_text)
+    def newest_runs(self, status: RunStatus, limit: int) -> list[Run]:
+        """The ``limit`` runs with ``status`` that started last, newest first; from the cache, a
+        narrow query instead of reading every cached run."""
+        if self._cache is not None:
+            return self._cache.newest_runs(status, limit)
+        started = [r for r in self.runs if r.status is status and r.start is not None]
+        return sorted(started, key=lambda r: (r.start, r.run_id), reverse=True)[:limit]
+
+    def __len__(self) -> int:
+        return self._cache.count if self._cache is not None else len(self.records)
+
+    def resolve(self, items: Sequence[Matchable]) -> dict[str, Run]:
+        """Full runs for some of ``records``, by run ID."""
+        found = {item.run_id: item for item in items if isinstance(item, Run)}
+        wanted = [item.run_id for item in items if not isinstance(item, Run)]
+        if wanted:
+            if self._cache is None:
+                raise TypeError("this history view holds light records but no way to fetch full runs")
+            found.update(self._cache.fetch(wanted))
+        return found
+
+    def latest_runs(self, windows: Sequence[Window], match_on: Sequence[str]) -> list[Run | None]:
+        """For each window (same order), its latest run in this history, or None (SPEC §4)."""
+        return [latest for latest, _ in self.window_runs(windows, match_on)]
+
+    def window_runs(self, windows: Sequence[Window], match_on: Sequence[str]) -> list[tuple[Run | None, Run | None]]:
+        """For each window (same order), its latest run and, when another of its runs is still
+        in flight, the newest such run (SPEC §4, §14); None where there is none."""
+        with paused_gc():
+            if self._cache is None:
+                chosen: dict[int, tuple[Matchable | None, Matchable | None]] = {}
+                buckets = group_by_window(windows, self.records, match_on)
+                for bucket in buckets:
+                    # Windows that share a key share a bucket: resolved once.
+                    if id(bucket) not in chosen:
+                        winner = latest_of(bucket)
+                        chosen[id(bucket)] = (winner, _active_record(bucket, winner))
+                full = self.resolve([r for pair in chosen.values() for r in pair if r is not None])
+                return [
+                    tuple(full[r.run_id] if r is not None else None for r in chosen[id(bucket)])  # type: ignore[misc]
+                    for bucket in buckets
+                ]
+            return self._cache.window_runs(windows, match_fields(windows, match_on))
 
 
 @dataclass(frozen=True)
-class SyncState:
-    watermark: datetime | None
-    horizon: datetime
-    synced_at: datetime
+class CachedRuns:
+    """The history cache of one pipeline, read on demand (``load_history`` makes one)."""
+
+    db: Database
+    factory_key: str
+    pipeline: str
+    count: int
+
+    def records(self) -> list[RunRecord]:
+        with self.db.reading() as conn:
+            return load_records(conn, self.factory_key, self.pipeline)
+
+    def newest_runs(self, status: RunStatus, limit: int) -> list[Run]:
+        with self.db.reading() as conn:
+            return newest_runs(conn, self.factory_key, self.pipeline, status.value, limit)
+
+    def all_runs(self) -> list[Run]:
+        with self.db.reading() as conn:
+            return list(iter_runs(conn, self.factory_key, self.pipeline))
+
+    def fetch(self, run_ids: Sequence[str]) -> Mapping[str, Run]:
+        with self.db.reading() as conn:
+            return fetch_runs(conn, self.factory_key, self.pipeline, run_ids)
+
+    def latest_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[Run | None]:
+        return [latest for latest, _ in self.window_runs(windows, fields)]
+
+    def window_runs(self, windows: Sequence[Window], fields: Sequence[str]) -> list[tuple[Run | None, Run | None]]:
+        """Look the windows' keys up in the key index; decode only each window's latest run (and
+        the run still in flight, in the rare window that has one besides its latest)."""
+        slots: dict[str, list[int]] = {}
+        hashes: set[int] = set()
+        for index, keyed in enumerate(key_hashes([window.parameters for window in windows], fields)):
+            if keyed is not None:
+                slots.setdefault(keyed[0], []).append(index)
+                hashes.add(keyed[1])
+        # A write: the first lookup of a key set registers it and fills its keys in.
+        with self.db.writing() as conn:
+            set_id = keys.key_set(conn, self.factory_key, self.pipeline, fields)
+            keys.fill_keys(conn, self.factory_key, self.pipeline, set_id, fields, runs=self.count)
+            found = keys.lookup(conn, self.factory_key, self.pipeline, set_id, hashes) if hashes else []
+        buckets: dict[str, list[RunRecord]] = {}
+        documents: dict[str, str] = {}
+        for _, record, document in found:
+            # A hash is an index, not an identity: the run belongs to a window only if the keys'
+            # canonical texts are equal.
+            keyed = key_hash(record.parameters, fields)
+            if keyed is not None and keyed[0] in slots:
+                buckets.setdefault(keyed[0], []).append(record)
+                documents[record.run_id] = document
+        pairs: list[tuple[Run | None, Run | None]] = [(None, None)] * len(windows)
+        for key, bucket in buckets.items():
+            winner = latest_of(bucket)
+            assert winner is not None
+            run = Run.from_cache(json.loads(documents[winner.run_id]))
+            flying = _active_record(bucket, winner)
+            active = Run.from_cache(json.loads(documents[flying.run_id])) if flying is not None else None
+            for index in slots[key]:
+                pairs[index] = (run, active)
+        return pairs
 
 
-def to_us(value: datetime | None) -> int | None:
-    if value is None:
+def _active_record(bucket: Sequence[Matchable], winner: Matchable | None) -> Matchable | None:
+    """The newest run of ``bucket`` still in flight when it is not ``winner`` (SPEC §14)."""
+    flying = [r for r in bucket if _status(r).is_active]
+    if not flying:
         return None
-    return (value - EPOCH) // _MICROSECOND
+    newest = max(flying, key=lambda r: (r.start is None, r.start or _EARLIEST, r.run_id))
+    return None if winner is not None and newest.run_id == winner.run_id else newest
 
 
-def from_us(value: int | None) -> datetime | None:
-    if value is None:
-        return None
-    return EPOCH + timedelta(microseconds=value)
+def _status(record: Matchable) -> RunStatus:
+    status = getattr(record, "status", None)
+    return status if isinstance(status, RunStatus) else RunStatus.UNKNOWN
 
 
-def _row(factory_key: str, pipeline: str, run: Run) -> dict[str, Any]:
-    return {
-        "factory_key": factory_key,
-        "pipeline": pipeline,
-        "run_id": run.run_id,
-        # An unknown status keeps the service's word (the column holds 16 characters).
-        "status": run.status_label[:16],
-        "run_start_us": to_us(run.start),
-        "last_updated_us": to_us(run.last_updated),
-        "run_group_id": run.run_group_id,
-        "is_latest": run.is_latest,
-        "parameters": _ENCODER.encode(dict(run.parameters)),
-        "data": _ENCODER.encode(run.to_json()),
-    }
+def load_history(db: Database, ref: FactoryRef, pipeline: str) -> HistoryView:
+    """The cached history of a pipeline (empty, with no horizon, when it was never synced).
 
-
-def upsert_runs(conn: Connection, factory_key: str, pipeline: str, runs: Sequence[Run]) -> int:
-    """Insert or refresh runs by run ID, in bulk; a row never goes back to an older version.
-    Their match keys are written for every key set of the pipeline in the same transaction.
-
-    Returns how many distinct runs were written.
-    """
-    from backfill.store.history_keys import write_keys
-
-    newest: dict[str, Run] = {}
-    for run in runs:
-        # One statement must not touch a row twice (PostgreSQL refuses), and a run can appear on
-        # two pages when it changes while we page.
-        seen = newest.get(run.run_id)
-        if seen is None or (to_us(run.last_updated) or 0) >= (to_us(seen.last_updated) or 0):
-            newest[run.run_id] = run
-    if not newest:
-        return 0
-    # In primary-key order: consecutive inserts land on the same index pages (run IDs are random).
-    rows = [_row(factory_key, pipeline, newest[run_id]) for run_id in sorted(newest)]
-    dialect = conn.dialect.name
-    updated = ("status", "run_start_us", "last_updated_us", "run_group_id", "is_latest", "parameters", "data")
-    if dialect in ("sqlite", "postgresql"):
-        conn.execute(_upsert(dialect, updated), rows)
-        write_keys(conn, factory_key, pipeline, list(newest.values()))
-        return len(rows)
-    # Other dialects (Azure SQL, MySQL): replace inside the caller's transaction, keeping any row
-    # a concurrent sync already brought further.
-    fresh: list[dict[str, Any]] = []
-    for start in range(0, len(rows), FETCH_CHUNK):
-        chunk = {row["run_id"]: row for row in rows[start : start + FETCH_CHUNK]}
-        where = (RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id.in_(list(chunk)))
-        for run_id, updated_us in conn.execute(select(RUNS.c.run_id, RUNS.c.last_updated_us).where(*where)):
-            if updated_us is not None and (chunk[run_id]["last_updated_us"] or 0) < updated_us:
-                del chunk[run_id]
-        if chunk:
-            conn.execute(delete(RUNS).where(*where[:2], RUNS.c.run_id.in_(list(chunk))))
-            fresh.extend(chunk.values())
-    if fresh:
-        conn.execute(RUNS.insert(), fresh)
-    write_keys(conn, factory_key, pipeline, list(newest.values()))
-    return len(rows)
-
-
-def _upsert(dialect: str, updated: Sequence[str]) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE, the same statement text on SQLite and PostgreSQL."""
-    stmt = dialect_insert(dialect, RUNS)
-    return stmt.on_conflict_do_update(
-        index_elements=["factory_key", "pipeline", "run_id"],
-        set_={name: stmt.excluded[name] for name in updated},
-        # Two syncs racing must not let the slower one write an older state back.
-        where=RUNS.c.last_updated_us.is_(None) | (stmt.excluded.last_updated_us >= RUNS.c.last_updated_us),
+    Reads only the sync state and the number of runs; runs are read when the view is asked."""
+    key = ref.key
+    with db.reading() as conn:
+        state = read_state(conn, key, pipeline)
+        count = count_runs(conn, key, pipeline)
+    return HistoryView(
+        horizon=state.horizon if state else None,
+        synced_at=state.synced_at if state else None,
+        cache=CachedRuns(db, key, pipeline, count),
     )
-
-
-def dialect_insert(dialect: str, table: Any) -> Any:
-    """INSERT with ON CONFLICT for SQLite or PostgreSQL (only that dialect's module is imported:
-    PostgreSQL's costs a tenth of a second to import)."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(table)
-    from sqlalchemy.dialects import postgresql
-
-    return postgresql.insert(table)
 
 
 def read_state(conn: Connection, factory_key: str, pipeline: str, *, lock: bool = False) -> SyncState | None:
@@ -247,57 +231,10 @@ def read_state(conn: Connection, factory_key: str, pipeline: str, *, lock: bool 
     return SyncState(watermark=from_us(row[0]), horizon=horizon, synced_at=synced_at)
 
 
-def write_state(conn: Connection, factory_key: str, pipeline: str, state: SyncState, *, exists: bool) -> None:
-    values = {
-        "watermark_us": to_us(state.watermark),
-        "horizon_us": to_us(state.horizon),
-        "synced_at_us": to_us(state.synced_at),
-    }
-    if exists:
-        conn.execute(
-            SYNC.update().where(SYNC.c.factory_key == factory_key, SYNC.c.pipeline == pipeline).values(**values)
-        )
-    else:
-        conn.execute(SYNC.insert().values(factory_key=factory_key, pipeline=pipeline, **values))
-
-
 def known_secrets(conn: Connection, factory_key: str, pipeline: str) -> set[str]:
     """The parameter names plans have marked secret for this pipeline."""
     query = select(SECRETS.c.name).where(SECRETS.c.factory_key == factory_key, SECRETS.c.pipeline == pipeline)
     return {row[0] for row in conn.execute(query)}
-
-
-def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: Collection[str]) -> set[str]:
-    """Record secret parameter names and mask their values in the runs already cached; returns
-    the names that were new."""
-    from backfill.masking import mask_run
-
-    # A name too long to keep is still masked by the sync that names it, just not remembered.
-    new = {name for name in names if len(name) <= NAME_LIMIT} - known_secrets(conn, factory_key, pipeline)
-    if not new:
-        return new
-    rows = [{"factory_key": factory_key, "pipeline": pipeline, "name": name} for name in sorted(new)]
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        # Two syncs may learn the same name at once (workers of one backfill start together).
-        conn.execute(dialect_insert(dialect, SECRETS).on_conflict_do_nothing(), rows)
-    else:
-        conn.execute(SECRETS.insert(), rows)
-    # Runs cached before a plan said so still hold the value: rewrite only the rows naming one.
-    named = or_(*(RUNS.c.parameters.contains(_ENCODER.encode(name) + ":", autoescape=True) for name in sorted(new)))
-    query = select(RUNS.c.run_id, RUNS.c.data).where(
-        RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, named
-    )
-    for run_id, data in list(conn.execute(query)):
-        run = _run(data)
-        masked = mask_run(run, new)
-        if masked is not run:
-            conn.execute(
-                RUNS.update()
-                .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id == run_id)
-                .values(parameters=_ENCODER.encode(dict(masked.parameters)), data=_ENCODER.encode(masked.to_json()))
-            )
-    return new
 
 
 def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[RunRecord]:
@@ -337,7 +274,7 @@ def load_records(conn: Connection, factory_key: str, pipeline: str) -> list[RunR
     return records
 
 
-def _run(data: str) -> Run:
+def decode_run(data: str) -> Run:
     return Run.from_cache(json.loads(data))
 
 
@@ -351,7 +288,7 @@ def fetch_runs(conn: Connection, factory_key: str, pipeline: str, run_ids: Seque
             RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_id.in_(chunk)
         )
         for run_id, data in conn.execute(query):
-            found[run_id] = _run(data)
+            found[run_id] = decode_run(data)
     return found
 
 
@@ -363,7 +300,7 @@ def iter_runs(conn: Connection, factory_key: str, pipeline: str) -> Iterator[Run
         .order_by(RUNS.c.run_start_us, RUNS.c.run_id)
     )
     for (data,) in conn.execute(query):
-        yield _run(data)
+        yield decode_run(data)
 
 
 def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, limit: int) -> list[Run]:
@@ -379,9 +316,4 @@ def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, 
         .order_by(RUNS.c.run_start_us.desc(), RUNS.c.run_id)
         .limit(limit)
     )
-    return [_run(data) for (data,) in conn.execute(query)]
-
-
-def count_runs(conn: Connection, factory_key: str, pipeline: str) -> int:
-    query = select(func.count()).select_from(RUNS).where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline)
-    return int(conn.execute(query).scalar_one())
+    return [decode_run(data) for (data,) in conn.execute(query)]

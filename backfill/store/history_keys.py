@@ -26,7 +26,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from backfill.factory.run import Run
 from backfill.matching import key_hash
-from backfill.store.history import FETCH_CHUNK, KEY_SETS, KEYS, RUNS, RunRecord, count_runs, dialect_insert
+from backfill.store.history_tables import FETCH_CHUNK, KEY_SETS, KEYS, RUNS, RunRecord, count_runs, dialect_insert
 
 # Part of every key set's signature: a change to normalisation or hashing starts new key sets
 # instead of trusting keys computed the old way.

@@ -1,7 +1,7 @@
 """The ledger table and its adapter: append-only storage of the hash chain (spec §8).
 
 Appends are serialised across threads, processes and machines, so the chain never forks: on
-SQLite every transaction starts with ``BEGIN IMMEDIATE`` (see ``database.py``), on PostgreSQL the
+SQLite an append is a ``Database.writing()`` transaction (``BEGIN IMMEDIATE``), on PostgreSQL the
 append transaction takes a transaction-scoped advisory lock, on Azure SQL an application lock.
 ``seq`` is the primary key, the last guard against two writers taking the same number.
 The database itself refuses UPDATE and DELETE through triggers (Alembic revision 0001_baseline).
@@ -21,7 +21,7 @@ from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from backfill.chain import (
     GENESIS_HASH,
@@ -122,17 +122,17 @@ class Ledger:
         actor: Actor,
         backfill_id: str | None = None,
         window_key: str | None = None,
-        session: Session | None = None,
+        conn: Connection | None = None,
     ) -> LedgerEvent:
         """Append one event (payload redacted, see ``backfill.secrets.redact_payload``).
 
-        With ``session``, the event joins the caller's transaction (to commit with a claim, say);
-        the append lock is then held until that transaction ends.
+        With ``conn`` (a ``Database.writing()`` transaction), the event joins the caller's
+        transaction (to commit with a claim, say); the append lock is then held until it ends.
         """
-        return self.append_many([Draft(kind, payload, backfill_id, window_key)], actor=actor, session=session)[0]
+        return self.append_many([Draft(kind, payload, backfill_id, window_key)], actor=actor, conn=conn)[0]
 
     def append_many(
-        self, drafts: Iterable[Draft], *, actor: Actor, session: Session | None = None
+        self, drafts: Iterable[Draft], *, actor: Actor, conn: Connection | None = None
     ) -> list[LedgerEvent]:
         """Append several events in one transaction, consecutive in the chain."""
         items = list(drafts)
@@ -140,11 +140,11 @@ class Ledger:
             _check_lengths(actor, draft)
         if not items:
             return []
-        if session is not None:
-            return self._append(session.connection(), items, actor)
+        if conn is not None:
+            return self._append(conn, items, actor)
         try:
-            with self.db.session() as own:
-                events = self._append(own.connection(), items, actor)
+            with self.db.writing() as own:
+                events = self._append(own, items, actor)
             self._trust(events)
             return events
         except IntegrityError:
@@ -252,12 +252,13 @@ class Ledger:
         return select(*columns)
 
     def _rows(self, query: Select[Any], after_seq: int) -> Iterator[Mapping[str, Any]]:
-        # Keyset pages in short transactions: on SQLite every transaction holds the write lock.
+        # Keyset pages in short transactions: a long read would keep SQLite's WAL from being
+        # checkpointed while the runner appends.
         last = after_seq
         while True:
             page = query.where(TABLE.c.seq > last).order_by(TABLE.c.seq).limit(_BATCH)
-            with self.db.session() as session:
-                rows = [dict(r) for r in session.connection().execute(page).mappings()]
+            with self.db.reading() as conn:
+                rows = [dict(r) for r in conn.execute(page).mappings()]
             yield from rows
             if len(rows) < _BATCH:
                 return
@@ -265,8 +266,8 @@ class Ledger:
 
     def head(self) -> LedgerEvent | None:
         query = self._select().order_by(TABLE.c.seq.desc()).limit(1)
-        with self.db.session() as session:
-            row = session.connection().execute(query).mappings().first()
+        with self.db.reading() as conn:
+            row = conn.execute(query).mappings().first()
         if row is None:
             return None
         try:
@@ -380,8 +381,8 @@ class Ledger:
         wanted = sorted(s for s in seqs if s > 0)
         for start in range(0, len(wanted), 500):
             query = self._select().where(TABLE.c.seq.in_(wanted[start : start + 500]))
-            with self.db.session() as session:
-                rows = [dict(r) for r in session.connection().execute(query).mappings()]
+            with self.db.reading() as conn:
+                rows = [dict(r) for r in conn.execute(query).mappings()]
             for row in rows:
                 try:
                     event = _to_event(row)

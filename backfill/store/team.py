@@ -86,7 +86,7 @@ def init_team_ledger(url: str | None = None, prefix: str = DEFAULT_PREFIX) -> tu
     try:
         if db.dialect != "postgresql":
             raise ConfigError(f"ledger {db.display_url}: team mode (ledger init) needs PostgreSQL")
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             _roles(conn, user, admin)
             _grants(conn, user, admin)
             for statement in (_stamp_function(), _BACKFILLS_FUNCTION):
