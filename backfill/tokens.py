@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backfill.errors import ConfigError
-from backfill.identity import PRINCIPAL_CLAIMS
 
 ENTRA_JWKS = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
 ARM_AUDIENCES = (
@@ -178,8 +177,9 @@ def verify_token(token: str, settings: TokenSettings) -> dict[str, Any]:
     return claims
 
 
-# Those of ``identity.PRINCIPAL_CLAIMS`` plus OpenID Connect's ``preferred_username``.
-TOKEN_PRINCIPAL_CLAIMS = ("upn", "preferred_username", *PRINCIPAL_CLAIMS[1:])
+# Those of ``identity.PRINCIPAL_CLAIMS`` plus OpenID Connect's ``preferred_username``; spelled out
+# here because identity imports this module (a test keeps the two lists in step).
+TOKEN_PRINCIPAL_CLAIMS = ("upn", "preferred_username", "unique_name", "oid")
 
 
 def principal_of(claims: Mapping[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from backfill.emulator import certs
+from backfill.emulator.certs import generate as generate_certificate
 from backfill.emulator.faults import FaultSet
 from backfill.emulator.http import EmulatorServer, LoggedRequest
 from backfill.emulator.scenario import Scenario
@@ -71,7 +71,7 @@ class Emulator:
         self.state = state
         self._folder = Path(tempfile.mkdtemp(prefix="backfill-emulator-"))
         try:
-            files = certs.generate(self._folder)
+            files = generate_certificate(self._folder)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(files.cert_file, files.key_file)
             self.ca_file = str(files.ca_file)
