@@ -22,36 +22,17 @@ from backfill.backfills import (
     WindowRun,
     derive_state,
     run_seconds,
-    sealed_record,
 )
 from backfill.chain import LedgerEvent, VerifyReport, format_checkpoint
 from backfill.progress import WindowState
 from backfill.secrets import redact_payload
-from backfill.timeutil import format_duration, format_utc, utcnow
+from backfill.timeutil import format_duration, format_utc
 
 if TYPE_CHECKING:
-    from backfill.store.database import Database
+    pass
 
 SCHEMA_VERSION = 1
 SUMMARY_LIMIT = 200
-
-
-def collect_report(db: Database, backfill_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """Read the request and its events, verify the whole ledger chain, and build the report.
-
-    BackfillError (exit 1) for an unknown ID; LedgerInvalid (exit 5) when a row cannot be read.
-    A use case, not the report's own logic (it reads the store): its home is the service layer
-    (issue 11: ``services.backfill_report``), which the CLI will call instead.
-    """
-    from backfill.store.backfills import get_backfill
-    from backfill.store.ledger import Ledger
-
-    record = get_backfill(db, backfill_id)
-    ledger = Ledger(db)
-    events = ledger.events(backfill_id=record.id)
-    # The request as the chain records it, not as the mutable row says (spec §15).
-    record = sealed_record(record, events)
-    return build_report(record, events, ledger.verify(), now or utcnow())
 
 
 def build_report(

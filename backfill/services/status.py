@@ -70,8 +70,21 @@ def _last_seen(db: Database, backfill_id: str) -> datetime | None:
 
 
 def backfill_report(backfill_id: str, *, db: Database | None = None) -> dict[str, Any]:
-    """The evidence of one backfill as plain data (docs/report-json.md)."""
-    from backfill.report.build import collect_report
+    """The evidence of one backfill as plain data (docs/report-json.md): the request and its
+    events read, the whole ledger chain verified, the report built.
+
+    BackfillError (exit 1) for an unknown ID; LedgerInvalid (exit 5) when a row cannot be read.
+    """
+    from backfill.backfills import sealed_record
+    from backfill.report.build import build_report
+    from backfill.store.backfills import get_backfill
+    from backfill.store.ledger import Ledger
+    from backfill.timeutil import utcnow
 
     with database_for(db) as database:
-        return collect_report(database, backfill_id)
+        record = get_backfill(database, backfill_id)
+        ledger = Ledger(database)
+        events = ledger.events(backfill_id=record.id)
+        # The request as the chain records it, not as the mutable row says (spec §15).
+        record = sealed_record(record, events)
+        return build_report(record, events, ledger.verify(), utcnow())
