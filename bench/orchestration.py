@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -155,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

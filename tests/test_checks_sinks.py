@@ -376,7 +376,7 @@ def test_sql_placeholders_and_args_must_match(sqlite_url: str) -> None:
 # What a real parameter can hold: any text a driver can encode (lone surrogates cannot be sent as
 # UTF-8 or UTF-16, and NUL ends a C string). No example database: nothing is written to the repo.
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(feeder=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40))
+@given(feeder=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40))
 def test_odbc_any_value_is_bound_never_spliced(feeder: str, sqlite_url: str) -> None:
     """Whatever a value holds (quotes, semicolons, comments), it is compared, not executed."""
     require_driver("SQLite3")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,11 @@ expect = 10
 """
 
 
-def _params(start: object) -> dict[str, str]:
-    return {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}  # type: ignore[operator]
+def _params(start: datetime) -> dict[str, str]:
+    return {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}
 
 
-def _run_by_hand(emu: Emulator, start: object) -> None:
+def _run_by_hand(emu: Emulator, start: datetime) -> None:
     """Someone else runs a window after the approval; wait until ADF says it ended."""
     client = emu.client()
     run_id = client.create_run(PIPELINE, _params(start))

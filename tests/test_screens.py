@@ -167,8 +167,8 @@ def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch
 
 def test_the_status_column_of_windows_in_flight_is_never_blank() -> None:
     running, intent = new_window("run"), new_window("run")
-    running.update(state=pg.WindowState.RUNNING, run_id=GUID)
-    intent.update(state=pg.WindowState.INTENT)
+    running["state"], running["run_id"] = pg.WindowState.RUNNING, GUID
+    intent["state"] = pg.WindowState.INTENT
     assert (_status_cell(running), _status_cell(intent)) == ("not read yet", "no run ID yet")
 
 
