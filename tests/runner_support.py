@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plan_samples import plan_toml
 
 from backfill.chain import LedgerEvent
 from backfill.cli import main
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import Activity, HistorySeries, Pipeline, Scenario
+from backfill.emulator.scenario import Activity, HistorySeries, OutcomeRule, Pipeline, Scenario
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_utc, utcnow
@@ -73,47 +74,40 @@ def plan_text(
     approval: Mapping[str, Any] | None = None,
     checks: str = "",
 ) -> str:
-    def table(values: Mapping[str, Any]) -> str:
-        return "\n".join(f"{k} = {_toml(v)}" for k, v in values.items())
-
-    return f"""
-title = "Replay north"
-ticket = "INC-4821"
-
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "{PIPELINE}"
-
-[windows]
-start = {format_utc(base)}
-end = {format_utc(base + count * EVERY)}
-every = "15m"
-
-[parameters]
-windowStart = "{{start}}"
-windowEnd = "{{end}}"
-feederRegion = "north"
-sourceKey = {{ secret = "${{SOURCE_API_KEY}}" }}
-
-[match]
-on = ["windowStart", "feederRegion"]
-{checks}
-[approval]
-{table({"required": 1, "expires": "1h", **(approval or {})})}
-
-[execution]
-{table({"poll": "auto", **(execution or {})})}
-"""
+    """The north plan of ``count`` windows from ``base``: one approval, expiring in an hour."""
+    return plan_toml(
+        {"start": base, "end": base + count * EVERY, "every": "15m"},
+        checks=checks,
+        approval={"required": 1, "expires": "1h", **(approval or {})},
+        execution={"poll": "auto", **(execution or {})},
+    )
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return f'"{value}"'
+def write_plan(
+    folder: Path,
+    count: int,
+    *,
+    execution: Mapping[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
+    checks: str = "",
+) -> Path:
+    """``plan_text`` of ``count`` windows from ``base_time()``, written to ``folder/north.toml``."""
+    plan = folder / "north.toml"
+    plan.write_text(plan_text(base_time(), count, execution=execution, approval=approval, checks=checks))
+    return plan
+
+
+def fail_in_copy(scen: Scenario, start: datetime, message: str) -> None:
+    """The window starting at ``start`` fails in its CopyReadings activity with ``message``."""
+    scen.add_outcome(
+        OutcomeRule(
+            "fail",
+            match={"windowStart": format_utc(start)},
+            activity="CopyReadings",
+            error_code="2200",
+            message=message,
+        )
+    )
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from plan_samples import plan_toml
 
 from backfill.cli import main
 from backfill.emulator import Emulator, HistorySeries, OutcomeRule, PastRun, Pipeline, Scenario
@@ -157,22 +158,13 @@ def test_sync_refuses_a_naive_now() -> None:
         db.dispose()
 
 
-PLAN = """\
-title = "History sync"
-ticket = "INC-1"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "LoadMeterTelemetry"
-[windows]
-start = 2026-11-03T00:00:00Z
-end = 2026-11-03T01:00:00Z
-every = "15m"
-[parameters]
-windowStart = "{start}"
-feederRegion = "north"
-"""
+PLAN = plan_toml(
+    {"start": datetime(2026, 11, 3, tzinfo=UTC), "end": datetime(2026, 11, 3, 1, tzinfo=UTC), "every": "15m"},
+    title="History sync",
+    ticket="INC-1",
+    parameters={"windowStart": "{start}", "feederRegion": "north"},
+    match=None,
+)
 
 
 def test_cli_history_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runner_support import EVERY, base_time, cli, emulator, keys, plan_text, scenario
+from plan_samples import SINK_CHECK
+from runner_support import EVERY, base_time, cli, emulator, fail_in_copy, keys, plan_text, scenario
 from sqlalchemy import update
 
 from backfill import events as ev
 from backfill.backfills import ApprovalPolicy, BackfillRecord
 from backfill.chain import GENESIS_HASH, make_event, verify_chain
-from backfill.emulator.scenario import OutcomeRule
 from backfill.report.build import build_report
 from backfill.report.html import render_html
 from backfill.report.text import render_text
@@ -32,15 +32,6 @@ Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
 
 INJECTED = "<script>alert('x')</script> & \"quoted\""
-SQL_CHECK = """
-[[checks]]
-name = "readings"
-kind = "sql"
-url = "${SINK_URL}"
-query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
-args = { start = "{start}", end = "{end}" }
-expect = 10
-"""
 REPORT_KEYS = {"schema", "generated_at", "backfill", "ledger", "approvals", "gates", "decisions", "runs", "timeline"}
 
 
@@ -70,17 +61,9 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     root = tmp_path_factory.mktemp("story")
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(
-        OutcomeRule(
-            "fail",
-            match={"windowStart": format_utc(base + EVERY)},
-            activity="CopyReadings",
-            error_code="2200",
-            message="Sink lock timeout on meter_readings",
-        )
-    )
+    fail_in_copy(scen, base + EVERY, "Sink lock timeout on meter_readings")
     plan = root / "p.toml"
-    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SQL_CHECK))
+    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SINK_CHECK))
     first, second, third = keys(base, 3)
     with pytest.MonkeyPatch.context() as mp, emulator(scen, mp):
         # What the autouse isolation does per test, for this module-wide ledger.

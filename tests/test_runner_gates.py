@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from plan_samples import SINK_CHECK
 from runner_support import (
     EVERY,
     PIPELINE,
@@ -30,16 +31,6 @@ from backfill.timeutil import format_utc
 
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
-
-SQL_CHECK = """
-[[checks]]
-name = "readings"
-kind = "sql"
-url = "${SINK_URL}"
-query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
-args = { start = "{start}", end = "{end}" }
-expect = 10
-"""
 
 
 def _params(start: datetime) -> dict[str, str]:
@@ -131,7 +122,7 @@ def test_checks_are_rerun_and_gate_each_window(tmp_path: Path, monkeypatch: MP, 
         conn.executemany("INSERT INTO readings VALUES (?)", [(format_utc(base + 2 * EVERY),)] * 3)
     monkeypatch.setenv("SINK_URL", f"sqlite:///{sink}")
     plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 3, checks=SQL_CHECK))
+    plan.write_text(plan_text(base, 3, checks=SINK_CHECK))
     first, second, third = keys(base, 3)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
@@ -174,7 +165,7 @@ def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, mon
         conn.execute("INSERT INTO readings VALUES (?)", (format_utc(base + EVERY),))
     monkeypatch.setenv("SINK_URL", f"sqlite:///{sink}")
     plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2, checks=SQL_CHECK))
+    plan.write_text(plan_text(base, 2, checks=SINK_CHECK))
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
