@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backfill_samples import BID, K1, T0, Chain, sample_record
 from hypothesis import given
 from hypothesis import strategies as st
 from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
@@ -22,25 +23,19 @@ from backfill.terminal import strip_controls
 
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
-BID = "bf-20261125-3f9a2c"
 
 
-def record(requester: str = "alice", source: str = "declared", **policy: object) -> BackfillRecord:
-    return BackfillRecord(
+def record(requester: str = "alice", source: str = "declared", **policy: Any) -> BackfillRecord:
+    return sample_record(
         id=BID,
         plan_path="plans/north.toml",
-        plan_hash="ab" * 32,
         pipeline="P",
         factory_key="s/r/f",
         title="t",
         ticket="",
         requester=requester,
         requester_source=source,
-        requested_at=T0,
-        note=None,
-        policy=ApprovalPolicy(**policy),  # type: ignore[arg-type]
+        policy=ApprovalPolicy(**policy),
         decisions={K1: "run"},
     )
 
@@ -115,32 +110,13 @@ def test_refuse_when_unsure() -> None:
 
 
 def test_one_person_under_two_sources_counts_once() -> None:
-    from backfill.chain import GENESIS_HASH, make_event
-
     rec = record(required=2)
-    first = make_event(
-        seq=1,
-        at=T0,
-        actor="bob",
-        identity_source="declared",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=GENESIS_HASH,
-        backfill_id=BID,
-    )
+    chain = Chain().add(ev.APPROVED, "bob", minutes=0)
+    (first,) = chain.events
     state = derive_state(rec, [first], T0)
     with pytest.raises(BackfillError, match=r"bob@contoso.com has already approved it"):
         gate_approval(rec, state, Actor("bob@contoso.com", IdentitySource.AZURE_AD))
-    second = make_event(
-        seq=2,
-        at=T0,
-        actor="bob@contoso.com",
-        identity_source="azure-ad",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=first.hash,
-        backfill_id=BID,
-    )
+    second = chain.add(ev.APPROVED, "bob@contoso.com", minutes=0, source="azure-ad").events[-1]
     assert len(derive_state(rec, [first, second], T0).approvals) == 1
 
 
@@ -307,19 +283,8 @@ def test_plan_identities_are_one_printable_line(table: str, key: str, tmp_path: 
 
 
 def test_an_approver_who_may_have_approved_already_is_refused() -> None:
-    from backfill.chain import GENESIS_HASH, make_event
-
     rec = record(required=2)
-    first = make_event(
-        seq=1,
-        at=T0,
-        actor="bob@contoso.com",
-        identity_source="azure-ad",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=GENESIS_HASH,
-        backfill_id=BID,
-    )
+    (first,) = Chain().add(ev.APPROVED, "bob@contoso.com", minutes=0, source="azure-ad").events
     with pytest.raises(
         BackfillError,
         match=r"cannot tell whether bob@fabrikam.com is bob@contoso.com, who "

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from backfill_samples import Chain, sample_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plan_samples import SINK_CHECK
@@ -18,8 +19,8 @@ from runner_support import EVERY, base_time, cli, emulator, fail_in_copy, keys, 
 from sqlalchemy import update
 
 from backfill import events as ev
-from backfill.backfills import ApprovalPolicy, BackfillRecord
-from backfill.chain import GENESIS_HASH, make_event, verify_chain
+from backfill.backfills import BackfillRecord
+from backfill.chain import verify_chain
 from backfill.report.build import build_report
 from backfill.report.html import render_html
 from backfill.report.text import render_text
@@ -282,19 +283,14 @@ class _Page(HTMLParser):
 
 
 def _record(note: str) -> BackfillRecord:
-    return BackfillRecord(
+    return sample_record(
         id="bf-20261125-abcdef",
         plan_path="/plans/p.toml",
-        plan_hash="ab" * 32,
         pipeline="P",
         factory_key="s/r/f",
         title=note,
         ticket="T-1",
-        requester="alice",
         requester_source="os",
-        requested_at=datetime(2026, 11, 25, 9, tzinfo=UTC),
-        note=None,
-        policy=ApprovalPolicy(),
         decisions={"2026-11-03T00:00:00Z/2026-11-03T00:15:00Z": "run"},
     )
 
@@ -304,26 +300,9 @@ def _record(note: str) -> BackfillRecord:
 def test_any_note_renders_escaped(note: str) -> None:
     record = _record(note)
     at = datetime(2026, 11, 25, 10, tzinfo=UTC)
-    requested = make_event(
-        seq=1,
-        at=at,
-        actor="alice",
-        identity_source="os",
-        kind=ev.REQUESTED,
-        payload={"note": note},
-        prev_hash=GENESIS_HASH,
-        backfill_id=record.id,
-    )
-    approved = make_event(
-        seq=2,
-        at=at,
-        actor="bob",
-        identity_source="os",
-        kind=ev.APPROVED,
-        payload={"note": note, "approval": 1, "required": 1},
-        prev_hash=requested.hash,
-        backfill_id=record.id,
-    )
+    chain = Chain(record.id, start=at).add(ev.REQUESTED, "alice", minutes=0, source="os", note=note)
+    chain.add(ev.APPROVED, "bob", minutes=0, source="os", note=note, approval=1, required=1)
+    requested, approved = chain.events
     data = build_report(record, [requested, approved], verify_chain([requested, approved]), at)
     assert data["backfill"]["state"] == "approved" and data["approvals"]["given"][0]["note"] == note
     page = _Page()
