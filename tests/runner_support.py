@@ -87,13 +87,17 @@ def write_plan(
     folder: Path,
     count: int,
     *,
+    base: datetime | None = None,
+    name: str = "p.toml",
     execution: Mapping[str, Any] | None = None,
     approval: Mapping[str, Any] | None = None,
     checks: str = "",
 ) -> Path:
-    """``plan_text`` of ``count`` windows from ``base_time()``, written to ``folder/north.toml``."""
-    plan = folder / "north.toml"
-    plan.write_text(plan_text(base_time(), count, execution=execution, approval=approval, checks=checks))
+    """``plan_text`` of ``count`` windows from ``base`` (``base_time()`` if not given), written to
+    ``folder / name``."""
+    plan = folder / name
+    start = base_time() if base is None else base
+    plan.write_text(plan_text(start, count, execution=execution, approval=approval, checks=checks))
     return plan
 
 

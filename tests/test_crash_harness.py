@@ -21,7 +21,7 @@ import pytest
 from crash_hook import crash_command
 from hypothesis import given
 from hypothesis import strategies as st
-from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, plan_text, scenario
+from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, scenario, write_plan
 from runner_support import request as request_backfill
 
 from backfill import events as ev
@@ -94,8 +94,7 @@ def test_kill_and_resume_until_completed(
     ledger = os.environ["BACKFILL_LEDGER"]
     rng = random.Random(seed)
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         kills = 0
@@ -125,8 +124,7 @@ def test_two_workers_share_one_backfill_and_one_dies(
 ) -> None:
     monkeypatch.setenv("BACKFILL_LEDGER", postgres_url)
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_ACTOR": "carol"}
@@ -159,8 +157,7 @@ def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: 
     # test hook) runs to the end; the same variable kills tests/crash_runner.py at its point.
     ledger = os.environ["BACKFILL_LEDGER"]
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {
@@ -187,8 +184,7 @@ def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: 
 
 def test_the_crash_runner_installs_the_hook(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         done = _runner(bid, emu, os.environ["BACKFILL_LEDGER"], tmp_path, "after:window.intent:1")

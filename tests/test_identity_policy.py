@@ -11,7 +11,7 @@ import pytest
 from backfill_samples import BID, K1, T0, Chain, sample_record
 from hypothesis import given
 from hypothesis import strategies as st
-from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, events, plan_text, request, scenario, write_plan
 
 from backfill import events as ev
 from backfill.approvals import assert_satisfiable, gate_approval
@@ -165,8 +165,7 @@ command = ["false"]
 
 
 def test_request_refuses_when_no_window_can_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, checks=CHECK_ERROR))
+    plan = write_plan(tmp_path, 2, checks=CHECK_ERROR)
     with emulator(scenario(base_time()), monkeypatch):
         assert cli(monkeypatch, "alice", "request", str(plan)) == 1
     assert capsys.readouterr().err == (
@@ -179,8 +178,7 @@ def test_request_refuses_when_no_window_can_run(tmp_path: Path, monkeypatch: MP,
 
 
 def test_request_says_who_and_warns_about_declared_approvals(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         assert cli(monkeypatch, "alice", "request", str(plan)) == 0
         out = capsys.readouterr().out.splitlines()
@@ -196,8 +194,7 @@ def test_request_says_who_and_warns_about_declared_approvals(tmp_path: Path, mon
 
 
 def test_declared_bob_cannot_approve_a_verified_plan(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, approval={"identity": "verified"}))
+    plan = write_plan(tmp_path, 2, approval={"identity": "verified"})
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys, approve=False)
         assert cli(monkeypatch, "bob", "approve", bid) == 1
@@ -255,8 +252,7 @@ def test_stripped_text_is_one_printable_line(text: str) -> None:
 
 
 def test_notes_and_reasons_are_recorded_and_printed_clean(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         capsys.readouterr()
         assert cli(monkeypatch, "alice", "request", str(plan), "--note", "sink \x1b]0;owned\x07lock\x1b[2J") == 0

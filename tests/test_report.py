@@ -15,7 +15,7 @@ from backfill_samples import Chain, sample_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plan_samples import SINK_CHECK
-from runner_support import EVERY, base_time, cli, emulator, fail_in_copy, keys, plan_text, scenario
+from runner_support import EVERY, base_time, cli, emulator, fail_in_copy, keys, scenario, write_plan
 from sqlalchemy import update
 
 from backfill import events as ev
@@ -63,8 +63,9 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     base = base_time()
     scen = scenario(base)
     fail_in_copy(scen, base + EVERY, "Sink lock timeout on meter_readings")
-    plan = root / "p.toml"
-    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SINK_CHECK))
+    plan = write_plan(
+        root, 3, base=base, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SINK_CHECK
+    )
     first, second, third = keys(base, 3)
     with pytest.MonkeyPatch.context() as mp, emulator(scen, mp):
         # What the autouse isolation does per test, for this module-wide ledger.
@@ -236,8 +237,7 @@ def test_requester_note_is_redacted_and_a_missing_html_folder_is_one_line(
     tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch):
         capsys.readouterr()
         assert cli(monkeypatch, "alice", "request", str(plan), "--note", "sink Password=s3cret;") == 0
