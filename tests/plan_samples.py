@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 # The full example of SPEC.md §3, verbatim: it must load.
@@ -57,25 +57,6 @@ on_timeout = "report"                     # or "cancel"
 poll = "auto"                             # adaptive from this pipeline's past durations, or a duration
 """
 
-# A small valid plan that malformed-plan tests change one line of.
-MINIMAL_PLAN = """\
-title = "t"
-
-[target]
-subscription_id = "s"
-resource_group = "rg"
-factory = "f"
-pipeline = "P"
-
-[windows]
-start = 2026-11-03T00:00:00Z
-end = 2026-11-03T01:00:00Z
-every = "15m"
-
-[parameters]
-windowStart = "{start}"
-"""
-
 
 def toml_value(value: Any, *, offset_style: int = 0) -> str:
     """A TOML inline value; ``offset_style`` varies how an instant is written (Z, +00:00, +02:00)."""
@@ -96,7 +77,7 @@ def toml_value(value: Any, *, offset_style: int = 0) -> str:
 
 
 def _instant(value: datetime, style: int) -> str:
-    from datetime import UTC, timedelta, timezone
+    from datetime import timedelta, timezone
 
     if style == 1:
         return value.astimezone(UTC).isoformat()  # +00:00
@@ -150,6 +131,8 @@ NORTH = {
     "sourceKey": {"secret": "${SOURCE_API_KEY}"},
 }
 MATCH_NORTH = ("windowStart", "feederRegion")
+# The target of MINIMAL_PLAN: the shortest names that load.
+TINY_TARGET = {"subscription_id": "s", "resource_group": "rg", "factory": "f", "pipeline": "P"}
 # A check that counts a window's rows in the SQL sink at ${SINK_URL}; a whole window holds 10.
 SINK_CHECK = """
 [[checks]]
@@ -191,3 +174,14 @@ def plan_toml(
         text += table("match", {"on": list(match)})
     text += checks
     return text + "".join(table(name, values) for name, values in sections.items())
+
+
+# A small valid plan that malformed-plan tests change one line of.
+MINIMAL_PLAN = plan_toml(
+    {"start": datetime(2026, 11, 3, tzinfo=UTC), "end": datetime(2026, 11, 3, 1, tzinfo=UTC), "every": "15m"},
+    title="t",
+    ticket=None,
+    target=TINY_TARGET,
+    parameters={"windowStart": "{start}"},
+    match=None,
+)
