@@ -3,6 +3,8 @@ backfill, and readers of what the ledger and the emulator recorded."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -146,6 +148,20 @@ def events(backfill_id: str, url: str | None = None) -> list[LedgerEvent]:
         return Ledger(db).events(backfill_id=backfill_id)
     finally:
         db.dispose()
+
+
+def run_in_background(
+    monkeypatch: pytest.MonkeyPatch, backfill_id: str, *, until: str
+) -> tuple[threading.Thread, list[int], list[LedgerEvent]]:
+    """``run`` as carol in a thread, back once the ledger holds an ``until`` event (at most 20 s
+    later): the thread, the list its exit code lands in, and the ``until`` events seen."""
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", backfill_id)))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while not (seen := [e for e in events(backfill_id) if e.kind == until]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runner, codes, seen
 
 
 def window_kinds(backfill_id: str, url: str | None = None) -> dict[str, list[str]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from runner_support import (
     fail_in_copy,
     keys,
     request,
+    run_in_background,
     scenario,
     window_kinds,
     write_plan,
@@ -188,12 +187,7 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         bid = request(write_plan(tmp_path, 3), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not any(e.kind == ev.WINDOW_CREATED for e in events(bid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        runner, codes, _ = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         assert cli(monkeypatch, "carol", "stop", bid, "--cancel-run") == 0
         runner.join(30)
         assert codes == [1]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, events, request, scenario, write_plan
+from runner_support import base_time, cli, emulator, events, request, run_in_background, scenario, write_plan
 
 from backfill import events as ev
 from backfill.emulator.scenario import OutcomeRule
@@ -23,12 +21,7 @@ def test_after_stop_cancel_run_run_refuses_until_resume(tmp_path: Path, monkeypa
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
         bid = request(write_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not any(e.kind == ev.WINDOW_CREATED for e in events(bid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        runner, codes, _ = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         assert cli(monkeypatch, "carol", "stop", bid, "--cancel-run") == 0
         runner.join(30)
         assert codes == [1] and len(emu.create_run_calls()) == 1
@@ -71,12 +64,7 @@ def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, 
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch):
         bid = request(write_plan(tmp_path, 1), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not (created := [e for e in events(bid) if e.kind == ev.WINDOW_CREATED]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        runner, codes, created = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         run_id = created[0].payload["run_id"]
         assert cli(monkeypatch, "erin", "runs", "cancel", run_id, "--reason", "INC-9: stuck", "--yes") == 0
         runner.join(30)
