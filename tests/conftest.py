@@ -13,10 +13,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from database_support import fresh_database, unreachable
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from backfill.store.database import Database
 
 # No example database: a test run writes nothing into the repository (issue 9).
 settings.register_profile("backfill", database=None)
@@ -95,6 +99,16 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
         for url in _fresh_database(POSTGRES_ADMIN, "PostgreSQL"):
             monkeypatch.setenv("BACKFILL_LEDGER", url)
             yield url
+
+
+@pytest.fixture
+def db(ledger_url: str) -> Iterator[Database]:
+    """The ledger database on SQLite and on PostgreSQL (``ledger_url``), disposed afterwards."""
+    from backfill.store.database import Database
+
+    database = Database(ledger_url)
+    yield database
+    database.dispose()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,13 +39,6 @@ def scenario(series_hours: int = 75) -> Scenario:
     # Older than ADF's retention: the service no longer shows it.
     scen.add_history(PastRun(PIPELINE, timedelta(days=-50), {"windowStart": "2000-01-01T00:00:00Z"}, run_id="too-old"))
     return scen
-
-
-@pytest.fixture
-def db(ledger_url: str) -> Iterator[Database]:
-    database = Database(ledger_url)
-    yield database
-    database.dispose()
 
 
 def wait_final(emu: Emulator, run_id: str) -> str:
