@@ -18,7 +18,7 @@ from plan_samples import plan_toml
 from backfill.chain import LedgerEvent
 from backfill.cli import main
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import Activity, HistorySeries, OutcomeRule, Pipeline, Scenario
+from backfill.emulator.scenario import HistorySeries, OutcomeRule, Scenario
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_utc, utcnow
@@ -44,18 +44,9 @@ def keys(base: datetime, count: int) -> list[str]:
 def scenario(base: datetime, **options: Any) -> Scenario:
     """The pipeline, with a day of succeeded history before ``base`` (the usual duration)."""
     scen = Scenario(speed=SPEED, **options)
-    scen.add_pipeline(
-        Pipeline(
-            name=PIPELINE,
-            activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
-            parameters={
-                "windowStart": "String",
-                "windowEnd": "String",
-                "feederRegion": "String",
-                "sourceKey": "SecureString",
-            },
-        )
-    )
+    # The pipeline `backfill emulator serve` offers by default: LookupWatermark, then CopyReadings.
+    (pipeline,) = Scenario.default().pipelines
+    scen.add_pipeline(pipeline)
     scen.series.append(
         HistorySeries(
             PIPELINE,
