@@ -28,20 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-POINTS = [
-    "after:backfill.started:1",
-    "after:window.intent:1",
-    "after:window.intent:2",
-    "before:window.created:1",
-    "before:window.created:2",
-    "after:window.created:1",
-    "after:window.created:2",
-    "before:window.finished:1",
-    "after:window.finished:1",
-]
-# Only points every runner reaches early: one that never gets to its point (a status change
-# that no poll saw, a shared window it never skips) runs the whole backfill to its end.
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +38,7 @@ def main() -> int:
     parser.add_argument("--max-cycles", type=int, default=2000)
     args = parser.parse_args()
 
-    from crash_hook import crash_command
+    from crash_hook import KILL_POINTS, crash_command
     from runner_support import EVERY, FAST_ENV, base_time, plan_text, scenario
 
     from backfill import events as ev
@@ -60,6 +46,10 @@ def main() -> int:
     from backfill.emulator import Emulator
     from backfill.store.database import Database
     from backfill.store.ledger import Ledger
+
+    # Only points every runner reaches early: one that never gets to its point (a status change
+    # that no poll saw, a shared window it never skips) runs the whole backfill to its end.
+    points = [point for point in KILL_POINTS if ":window.status:" not in point]
 
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="backfill-crash-kills-"))
@@ -106,7 +96,7 @@ def main() -> int:
             runners = []
             for bid in left:
                 # Every runner is killed until the count is reached; then they run to the end.
-                point = rng.choice(POINTS) if figures["kills"] < args.kills else None
+                point = rng.choice(points) if figures["kills"] < args.kills else None
                 run_env = {**env, "BACKFILL_ACTOR": "carol"}
                 if point:
                     run_env["BACKFILL_CRASH_AT"] = point

@@ -23,6 +23,8 @@ from backfill.identity import Actor, IdentitySource
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 
+# The test suite's helpers (tests/database_support.py): one way to make a throw-away database.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 POSTGRES_ADMIN = os.environ.get("BACKFILL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACTOR = Actor("bench", IdentitySource.DECLARED)
 
@@ -80,26 +82,15 @@ def measure(url: str, backend: str, count: int) -> None:
 
 @contextmanager
 def fresh_postgres() -> Iterator[str | None]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from database_support import fresh_database, unreachable
 
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        print(f"bench: PostgreSQL not reachable at {POSTGRES_ADMIN} ({type(exc).__name__}); skipped", file=sys.stderr)
+    why = unreachable(POSTGRES_ADMIN)
+    if why is not None:
+        print(f"bench: PostgreSQL not reachable at {POSTGRES_ADMIN} ({why}); skipped", file=sys.stderr)
         yield None
         return
-    name = f"bf_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with fresh_database(POSTGRES_ADMIN) as url:
+        yield url
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# The test suite's plan writer (tests/plan_samples.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 PIPELINE = "LoadMeterTelemetry"
 EVERY = timedelta(minutes=15)
 
@@ -35,25 +37,16 @@ def emit(figure: str, value: Any, unit: str = "", **extra: Any) -> None:
 
 
 def plan_text(base: datetime, windows: int, concurrency: int) -> str:
-    from backfill.timeutil import format_utc
+    from plan_samples import plan_toml
 
-    return f"""\
-title = "Benchmark: orchestration"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "{PIPELINE}"
-[windows]
-start = {format_utc(base)}
-end = {format_utc(base + windows * EVERY)}
-every = "15m"
-[parameters]
-windowStart = "{{start}}"
-windowEnd = "{{end}}"
-[execution]
-concurrency = {concurrency}
-"""
+    return plan_toml(
+        {"start": base, "end": base + windows * EVERY, "every": "15m"},
+        title="Benchmark: orchestration",
+        ticket=None,
+        parameters={"windowStart": "{start}", "windowEnd": "{end}"},
+        match=None,
+        execution={"concurrency": concurrency},
+    )
 
 
 def run_case(folder: Path, windows: int, concurrency: int, duration: timedelta, speed: float) -> dict[str, Any]:
@@ -155,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -29,6 +29,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# The test suite's plan writer (tests/plan_samples.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 PIPELINE = "LoadMeterTelemetry"
 EVERY = timedelta(minutes=15)
 YEAR_WINDOWS = 35_040
@@ -41,28 +43,14 @@ def emit(figure: str, value: Any, unit: str = "", **extra: Any) -> None:
 
 
 def plan_text(end: datetime) -> str:
-    from backfill.timeutil import format_utc
+    from plan_samples import plan_toml
 
-    start = end - YEAR_WINDOWS * EVERY
-    return f"""\
-title = "Benchmark: a year of 15-minute windows"
-ticket = "BENCH"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "{PIPELINE}"
-[windows]
-start = {format_utc(start)}
-end = {format_utc(end)}
-every = "15m"
-[parameters]
-windowStart = "{{start}}"
-windowEnd = "{{end}}"
-feederRegion = "north"
-[match]
-on = ["windowStart", "feederRegion"]
-"""
+    return plan_toml(
+        {"start": end - YEAR_WINDOWS * EVERY, "end": end, "every": "15m"},
+        title="Benchmark: a year of 15-minute windows",
+        ticket="BENCH",
+        parameters={"windowStart": "{start}", "windowEnd": "{end}", "feederRegion": "north"},
+    )
 
 
 def seeded_runs(end: datetime, count: int) -> Iterator[Any]:

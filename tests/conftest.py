@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from database_support import fresh_database, unreachable
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from backfill.store.database import Database
 
 # No example database: a test run writes nothing into the repository (issue 9).
 settings.register_profile("backfill", database=None)
@@ -65,28 +69,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _fresh_database(admin_url: str, kind: str) -> Iterator[str]:
-    try:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
-
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        missing(f"{kind} at {admin_url} ({type(exc).__name__})")
-        raise  # unreachable: missing() skips or fails
-    name = f"bf_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            if kind == "PostgreSQL":
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    why = unreachable(admin_url)
+    if why is not None:
+        missing(f"{kind} at {admin_url} ({why})")
+    with fresh_database(admin_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -112,6 +99,16 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
         for url in _fresh_database(POSTGRES_ADMIN, "PostgreSQL"):
             monkeypatch.setenv("BACKFILL_LEDGER", url)
             yield url
+
+
+@pytest.fixture
+def db(ledger_url: str) -> Iterator[Database]:
+    """The ledger database on SQLite and on PostgreSQL (``ledger_url``), disposed afterwards."""
+    from backfill.store.database import Database
+
+    database = Database(ledger_url)
+    yield database
+    database.dispose()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

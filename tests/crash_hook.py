@@ -27,6 +27,23 @@ from pathlib import Path
 ENV = "BACKFILL_CRASH_AT"
 SIGNAL_ENV = "BACKFILL_CRASH_SIGNAL"
 RUNNER = Path(__file__).with_name("crash_runner.py")
+# Kill points across a window's life; the runner counts events per process, so ":2" strikes at
+# the second window a resumed runner reaches, whatever it is. Every point is reached while a window
+# is left (a point never reached would let the runner finish everything): "before:window.created"
+# leaves a run ADF created but the ledger does not know (resumed by adoption), "after:window.intent"
+# an intent whose createRun was never sent (resumed by a definitive reconciliation, then a create).
+KILL_POINTS = [
+    "after:backfill.started:1",
+    "after:window.intent:1",
+    "after:window.intent:2",
+    "before:window.created:1",
+    "before:window.created:2",
+    "after:window.created:1",
+    "after:window.created:2",
+    "after:window.status:1",
+    "before:window.finished:1",
+    "after:window.finished:1",
+]
 
 
 def crash_command(*args: str) -> list[str]:

@@ -1,9 +1,10 @@
-"""Plan texts and a small TOML writer shared by the plan tests."""
+"""Plan texts and the TOML writers every test and bench script builds its plans with."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 # The full example of SPEC.md §3, verbatim: it must load.
@@ -56,25 +57,6 @@ on_timeout = "report"                     # or "cancel"
 poll = "auto"                             # adaptive from this pipeline's past durations, or a duration
 """
 
-# A small valid plan that malformed-plan tests change one line of.
-MINIMAL_PLAN = """\
-title = "t"
-
-[target]
-subscription_id = "s"
-resource_group = "rg"
-factory = "f"
-pipeline = "P"
-
-[windows]
-start = 2026-11-03T00:00:00Z
-end = 2026-11-03T01:00:00Z
-every = "15m"
-
-[parameters]
-windowStart = "{start}"
-"""
-
 
 def toml_value(value: Any, *, offset_style: int = 0) -> str:
     """A TOML inline value; ``offset_style`` varies how an instant is written (Z, +00:00, +02:00)."""
@@ -95,7 +77,7 @@ def toml_value(value: Any, *, offset_style: int = 0) -> str:
 
 
 def _instant(value: datetime, style: int) -> str:
-    from datetime import UTC, timedelta, timezone
+    from datetime import timedelta, timezone
 
     if style == 1:
         return value.astimezone(UTC).isoformat()  # +00:00
@@ -133,3 +115,73 @@ def toml_document(
     for check in data.get("checks", []):
         text += f"{gap}[[checks]]\n" + "".join(line(k, check[k]) for k in ordered(list(check)))
     return text
+
+
+# The target, parameters and match of the spec's example plan: what most tests' plans point at.
+TARGET = {
+    "subscription_id": "00000000-0000-0000-0000-000000000000",
+    "resource_group": "rg-energy-analytics",
+    "factory": "adf-grid-telemetry",
+    "pipeline": "LoadMeterTelemetry",
+}
+NORTH = {
+    "windowStart": "{start}",
+    "windowEnd": "{end}",
+    "feederRegion": "north",
+    "sourceKey": {"secret": "${SOURCE_API_KEY}"},
+}
+MATCH_NORTH = ("windowStart", "feederRegion")
+# The target of MINIMAL_PLAN: the shortest names that load.
+TINY_TARGET = {"subscription_id": "s", "resource_group": "rg", "factory": "f", "pipeline": "P"}
+# A check that counts a window's rows in the SQL sink at ${SINK_URL}; a whole window holds 10.
+SINK_CHECK = """
+[[checks]]
+name = "readings"
+kind = "sql"
+url = "${SINK_URL}"
+query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
+args = { start = "{start}", end = "{end}" }
+expect = 10
+"""
+
+
+def plan_toml(
+    windows: Mapping[str, Any] | str | None,
+    *,
+    title: str = "Replay north",
+    ticket: str | None = "INC-4821",
+    target: Mapping[str, str] = TARGET,
+    parameters: Mapping[str, Any] = NORTH,
+    match: Sequence[str] | None = MATCH_NORTH,
+    checks: str = "",
+    **sections: Mapping[str, Any],
+) -> str:
+    """A plan as a person writes it (bare keys, one ``key = value`` a line), so tests may still
+    ``replace`` a line of it. ``windows`` is a table, raw TOML lines, or None for a test that
+    appends its own; ``checks`` is raw ``[[checks]]`` TOML; ``sections`` are further tables
+    ([approval], [execution]) in the order given."""
+
+    def table(name: str, values: Mapping[str, Any] | str) -> str:
+        lines = values if isinstance(values, str) else "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+        return f"\n[{name}]\n{lines.rstrip()}\n"
+
+    text = f"title = {toml_value(title)}\n" + (f"ticket = {toml_value(ticket)}\n" if ticket is not None else "")
+    text += table("target", target)
+    if windows is not None:
+        text += table("windows", windows)
+    text += table("parameters", parameters)
+    if match is not None:
+        text += table("match", {"on": list(match)})
+    text += checks
+    return text + "".join(table(name, values) for name, values in sections.items())
+
+
+# A small valid plan that malformed-plan tests change one line of.
+MINIMAL_PLAN = plan_toml(
+    {"start": datetime(2026, 11, 3, tzinfo=UTC), "end": datetime(2026, 11, 3, 1, tzinfo=UTC), "every": "15m"},
+    title="t",
+    ticket=None,
+    target=TINY_TARGET,
+    parameters={"windowStart": "{start}"},
+    match=None,
+)

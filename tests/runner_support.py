@@ -3,6 +3,8 @@ backfill, and readers of what the ledger and the emulator recorded."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plan_samples import plan_toml
 
 from backfill.chain import LedgerEvent
 from backfill.cli import main
 from backfill.emulator import Emulator
-from backfill.emulator.scenario import Activity, HistorySeries, Pipeline, Scenario
+from backfill.emulator.scenario import HistorySeries, OutcomeRule, Scenario
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import format_utc, utcnow
@@ -41,18 +44,9 @@ def keys(base: datetime, count: int) -> list[str]:
 def scenario(base: datetime, **options: Any) -> Scenario:
     """The pipeline, with a day of succeeded history before ``base`` (the usual duration)."""
     scen = Scenario(speed=SPEED, **options)
-    scen.add_pipeline(
-        Pipeline(
-            name=PIPELINE,
-            activities=(Activity("LookupWatermark", "Lookup"), Activity("CopyReadings", "Copy")),
-            parameters={
-                "windowStart": "String",
-                "windowEnd": "String",
-                "feederRegion": "String",
-                "sourceKey": "SecureString",
-            },
-        )
-    )
+    # The pipeline `backfill emulator serve` offers by default: LookupWatermark, then CopyReadings.
+    (pipeline,) = Scenario.default().pipelines
+    scen.add_pipeline(pipeline)
     scen.series.append(
         HistorySeries(
             PIPELINE,
@@ -73,47 +67,44 @@ def plan_text(
     approval: Mapping[str, Any] | None = None,
     checks: str = "",
 ) -> str:
-    def table(values: Mapping[str, Any]) -> str:
-        return "\n".join(f"{k} = {_toml(v)}" for k, v in values.items())
-
-    return f"""
-title = "Replay north"
-ticket = "INC-4821"
-
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "{PIPELINE}"
-
-[windows]
-start = {format_utc(base)}
-end = {format_utc(base + count * EVERY)}
-every = "15m"
-
-[parameters]
-windowStart = "{{start}}"
-windowEnd = "{{end}}"
-feederRegion = "north"
-sourceKey = {{ secret = "${{SOURCE_API_KEY}}" }}
-
-[match]
-on = ["windowStart", "feederRegion"]
-{checks}
-[approval]
-{table({"required": 1, "expires": "1h", **(approval or {})})}
-
-[execution]
-{table({"poll": "auto", **(execution or {})})}
-"""
+    """The north plan of ``count`` windows from ``base``: one approval, expiring in an hour."""
+    return plan_toml(
+        {"start": base, "end": base + count * EVERY, "every": "15m"},
+        checks=checks,
+        approval={"required": 1, "expires": "1h", **(approval or {})},
+        execution={"poll": "auto", **(execution or {})},
+    )
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return f'"{value}"'
+def write_plan(
+    folder: Path,
+    count: int,
+    *,
+    base: datetime | None = None,
+    name: str = "p.toml",
+    execution: Mapping[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
+    checks: str = "",
+) -> Path:
+    """``plan_text`` of ``count`` windows from ``base`` (``base_time()`` if not given), written to
+    ``folder / name``."""
+    plan = folder / name
+    start = base_time() if base is None else base
+    plan.write_text(plan_text(start, count, execution=execution, approval=approval, checks=checks))
+    return plan
+
+
+def fail_in_copy(scen: Scenario, start: datetime, message: str) -> None:
+    """The window starting at ``start`` fails in its CopyReadings activity with ``message``."""
+    scen.add_outcome(
+        OutcomeRule(
+            "fail",
+            match={"windowStart": format_utc(start)},
+            activity="CopyReadings",
+            error_code="2200",
+            message=message,
+        )
+    )
 
 
 @contextmanager
@@ -148,6 +139,20 @@ def events(backfill_id: str, url: str | None = None) -> list[LedgerEvent]:
         return Ledger(db).events(backfill_id=backfill_id)
     finally:
         db.dispose()
+
+
+def run_in_background(
+    monkeypatch: pytest.MonkeyPatch, backfill_id: str, *, until: str
+) -> tuple[threading.Thread, list[int], list[LedgerEvent]]:
+    """``run`` as carol in a thread, back once the ledger holds an ``until`` event (at most 20 s
+    later): the thread, the list its exit code lands in, and the ``until`` events seen."""
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", backfill_id)))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while not (seen := [e for e in events(backfill_id) if e.kind == until]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runner, codes, seen
 
 
 def window_kinds(backfill_id: str, url: str | None = None) -> dict[str, list[str]]:

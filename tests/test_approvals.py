@@ -4,77 +4,31 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from backfill_samples import BID, K1, K2, K3, K4, T0, Chain, sample_record
 from hypothesis import given
 from hypothesis import strategies as st
 
 from backfill import events as ev
 from backfill.approvals import approved_keys, assert_runnable, gate_approval, gate_rejection, gate_window_acceptance
 from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillStatus, derive_state
-from backfill.chain import GENESIS_HASH, LedgerEvent, make_event
 from backfill.errors import AwaitingApproval, BackfillError, ExitCode
 from backfill.identity import Actor, IdentitySource, principal_from_token, resolve_actor
 
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
-K2 = "2026-11-03T00:15:00Z/2026-11-03T00:30:00Z"
-K3 = "2026-11-03T00:30:00Z/2026-11-03T00:45:00Z"
-K4 = "2026-11-03T00:45:00Z/2026-11-03T01:00:00Z"
 BOB = Actor("bob", IdentitySource.DECLARED)
 CAROL = Actor("carol", IdentitySource.DECLARED)
 
 
 def record(**policy: Any) -> BackfillRecord:
-    return BackfillRecord(
-        id="bf-20261125-3f9a2c",
+    return sample_record(
+        id=BID,
         plan_path="plans/north.toml",
-        plan_hash="ab" * 32,
-        pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf",
-        title="Replay north",
-        ticket="INC-4821",
-        requester="alice",
-        requester_source="declared",
-        requested_at=T0,
-        note=None,
         policy=ApprovalPolicy(**policy),
         decisions={K1: "run", K2: "rerun", K3: "blocked-partial", K4: "skip-succeeded"},
     )
-
-
-class Chain:
-    """Builds a hash-chained list of real ledger events."""
-
-    def __init__(self) -> None:
-        self.events: list[LedgerEvent] = []
-
-    def add(
-        self,
-        kind: str,
-        actor: str = "bob",
-        minutes: float = 1,
-        key: str | None = None,
-        source: str = "declared",
-        **payload: Any,
-    ) -> Chain:
-        prev = self.events[-1].hash if self.events else GENESIS_HASH
-        self.events.append(
-            make_event(
-                seq=len(self.events) + 1,
-                at=T0 + timedelta(minutes=minutes),
-                actor=actor,
-                identity_source=source,
-                kind=kind,
-                payload=payload,
-                prev_hash=prev,
-                backfill_id="bf-20261125-3f9a2c",
-                window_key=key,
-            )
-        )
-        return self
 
 
 def state_of(rec: BackfillRecord, chain: Chain, minutes: float = 5) -> Any:

@@ -12,9 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from backfill_samples import K1, K2, K3, sample_record
 
 from backfill import events as ev
-from backfill.backfills import ApprovalPolicy, BackfillRecord
+from backfill.backfills import ApprovalPolicy
 from backfill.cli import main
 from backfill.identity import Actor, IdentitySource
 from backfill.store.backfills import create_backfill
@@ -22,9 +23,6 @@ from backfill.store.database import Database
 from backfill.store.ledger import Ledger
 from backfill.timeutil import utcnow
 
-K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
-K2 = "2026-11-03T00:15:00Z/2026-11-03T00:30:00Z"
-K3 = "2026-11-03T00:30:00Z/2026-11-03T00:45:00Z"
 RUNNER = Actor("alice", IdentitySource.DECLARED)
 
 
@@ -35,18 +33,8 @@ def status_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def seed(**policy: Any) -> str:
-    record = BackfillRecord(
-        id="",
-        plan_path="/plans/north.toml",
-        plan_hash="ab" * 32,
-        pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf",
-        title="Replay north",
-        ticket="INC-4821",
-        requester="alice",
-        requester_source="declared",
+    record = sample_record(
         requested_at=utcnow(),
-        note=None,
         policy=ApprovalPolicy(**policy),
         decisions={K1: "rerun", K2: "blocked-partial", K3: "skip-succeeded"},
     )

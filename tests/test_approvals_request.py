@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from plan_samples import SINK_CHECK, plan_toml
 
 from backfill import events as ev
 from backfill.cli import main
@@ -25,42 +26,9 @@ EVERY = timedelta(minutes=15)
 
 
 def plan_text(start: datetime, end: datetime) -> str:
-    return f"""
-title = "Replay north"
-ticket = "INC-4821"
-
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "LoadMeterTelemetry"
-
-[windows]
-start = {format_utc(start)}
-end = {format_utc(end)}
-every = "15m"
-
-[parameters]
-windowStart = "{{start}}"
-windowEnd = "{{end}}"
-feederRegion = "north"
-sourceKey = {{ secret = "${{SOURCE_API_KEY}}" }}
-
-[match]
-on = ["windowStart", "feederRegion"]
-
-[[checks]]
-name = "readings"
-kind = "sql"
-url = "${{SINK_URL}}"
-query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
-args = {{ start = "{{start}}", end = "{{end}}" }}
-expect = 10
-
-[approval]
-required = 1
-expires = "1h"
-"""
+    return plan_toml(
+        {"start": start, "end": end, "every": "15m"}, checks=SINK_CHECK, approval={"required": 1, "expires": "1h"}
+    )
 
 
 @pytest.fixture

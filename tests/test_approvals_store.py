@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from backfill_samples import K1, K2, sample_record
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -21,19 +22,11 @@ from backfill.timeutil import utcnow
 
 ALICE = Actor("alice", IdentitySource.DECLARED)
 BOB = Actor("bob", IdentitySource.OS)
-K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
-K2 = "2026-11-03T00:15:00Z/2026-11-03T00:30:00Z"
 
 
 def draft(requested_at: datetime | None = None) -> BackfillRecord:
-    return BackfillRecord(
-        id="",
-        plan_path="/plans/north.toml",
+    return sample_record(
         plan_hash="c0ffee" * 10 + "abcd",
-        pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf",
-        title="Replay north",
-        ticket="INC-4821",
         requester=ALICE.name,
         requester_source=ALICE.source.value,
         requested_at=requested_at or utcnow(),

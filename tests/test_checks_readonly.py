@@ -13,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MARIADB_ADMIN, POSTGRES_ADMIN, _fresh_database
+from conftest import MARIADB_ADMIN, POSTGRES_ADMIN
 from hypothesis import given
 from hypothesis import strategies as st
+from sink_support import close_pools, filled_database, filled_sqlite, require_driver
 from sqlalchemy import create_engine, inspect, text
-from test_checks_sinks import fill, require_driver
 
 from backfill.checks.base import CheckSpec
-from backfill.checks.odbc import close_connections
 from backfill.checks.readonly import QUERY_WORDS, refusal
 from backfill.checks.registry import build_check
-from backfill.checks.sql import dispose_engines
 from backfill.decisions import Decision
 from backfill.factory.protocol import FactoryRef
 from backfill.preview import compute_preview
@@ -76,21 +74,17 @@ class OnePlan:
 @pytest.fixture(autouse=True)
 def _close_pools() -> Iterator[None]:
     yield
-    close_connections()
-    dispose_engines()
+    close_pools()
 
 
 @pytest.fixture(scope="module")
 def pg_sink() -> Iterator[str]:
-    for url in _fresh_database(POSTGRES_ADMIN, "PostgreSQL"):
-        fill(url)
-        yield url
+    yield from filled_database(POSTGRES_ADMIN, "PostgreSQL")
 
 
 @pytest.fixture(scope="module")
 def maria_sink() -> Iterator[str]:
-    for url in _fresh_database(MARIADB_ADMIN, "MariaDB"):
-        fill(url)
+    for url in filled_database(MARIADB_ADMIN, "MariaDB"):
         engine = create_engine(url)
         with engine.begin() as conn:
             conn.execute(
@@ -105,9 +99,7 @@ def maria_sink() -> Iterator[str]:
 
 @pytest.fixture
 def sqlite_sink(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'sink.db'}"
-    fill(url)
-    return url
+    return filled_sqlite(tmp_path)
 
 
 def snapshot(url: str) -> Any:

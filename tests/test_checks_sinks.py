@@ -5,55 +5,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MARIADB_ADMIN, POSTGRES_ADMIN, _fresh_database, missing
+from conftest import MARIADB_ADMIN, POSTGRES_ADMIN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sink_support import CLEAN, COMPLETE, PARTIAL, T0, close_pools, filled_database, filled_sqlite, require_driver
 from sqlalchemy import create_engine, text
 
 from backfill.checks import sql as sql_module
 from backfill.checks.base import CheckSpec, CheckStatus
-from backfill.checks.odbc import close_connections
 from backfill.checks.registry import build_check
-from backfill.checks.sql import dispose_engines
 from backfill.errors import CheckError
 from backfill.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
-CLEAN, COMPLETE, PARTIAL = (
-    Window(T0 + i * timedelta(minutes=15), T0 + (i + 1) * timedelta(minutes=15)) for i in range(3)
-)
 INJECTION = "north'; DROP TABLE meter_readings; --"
 COUNT = "SELECT COUNT(*) FROM meter_readings WHERE feeder = ? AND reading_ts >= ? AND reading_ts < ?"
 SOURCE = "SELECT COUNT(*) FROM source_readings WHERE feeder = ? AND reading_ts >= ? AND reading_ts < ?"
 ARGS = ["north", "{start}", "{end}"]
-
-
-def _rows(window: Window, count: int, feeder: str = "north") -> list[dict[str, Any]]:
-    return [{"f": feeder, "t": window.start + timedelta(minutes=i)} for i in range(count)]
-
-
-def fill(url: str) -> None:
-    """meter_readings: clean window empty (a south row only), complete 4 of 4, partial 2 of 4;
-    a row exactly at the complete window's end belongs to the partial one (half-open)."""
-    engine = create_engine(url)
-    ts = "TEXT" if url.startswith("sqlite") else "TIMESTAMP"
-    as_text = url.startswith("sqlite")
-    sink = _rows(CLEAN, 1, "south") + _rows(COMPLETE, 4) + _rows(PARTIAL, 2)
-    source = _rows(CLEAN, 4) + _rows(COMPLETE, 4) + _rows(PARTIAL, 4)
-    with engine.begin() as conn:
-        for table, rows in (("meter_readings", sink), ("source_readings", source)):
-            conn.execute(text(f"CREATE TABLE {table} (feeder VARCHAR(200), reading_ts {ts})"))
-            for row in rows:
-                # SQLite keeps the timestamps as the same UTC text the window templates render.
-                value = row["t"].strftime("%Y-%m-%dT%H:%M:%SZ") if as_text else row["t"].replace(tzinfo=None)
-                conn.execute(text(f"INSERT INTO {table} VALUES (:f, :t)"), {"f": row["f"], "t": value})
-    engine.dispose()
 
 
 def table_count(url: str) -> int:
@@ -64,40 +37,26 @@ def table_count(url: str) -> int:
     return int(value)
 
 
-def require_driver(name: str) -> None:
-    import pyodbc
-
-    if name not in pyodbc.drivers():
-        missing(f"ODBC driver {name!r}")
-
-
 @pytest.fixture(autouse=True)
 def _close_pools() -> Iterator[None]:
     yield
-    close_connections()
-    dispose_engines()
+    close_pools()
 
 
 @pytest.fixture(scope="module")
 def pg_sink() -> Iterator[str]:
     """One filled PostgreSQL sink for the module: the tests only read it."""
-    for url in _fresh_database(POSTGRES_ADMIN, "PostgreSQL"):
-        fill(url)
-        yield url
+    yield from filled_database(POSTGRES_ADMIN, "PostgreSQL")
 
 
 @pytest.fixture(scope="module")
 def maria_sink() -> Iterator[str]:
-    for url in _fresh_database(MARIADB_ADMIN, "MariaDB"):
-        fill(url)
-        yield url
+    yield from filled_database(MARIADB_ADMIN, "MariaDB")
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'sink.db'}"
-    fill(url)
-    return url
+    return filled_sqlite(tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
@@ -376,7 +335,7 @@ def test_sql_placeholders_and_args_must_match(sqlite_url: str) -> None:
 # What a real parameter can hold: any text a driver can encode (lone surrogates cannot be sent as
 # UTF-8 or UTF-16, and NUL ends a C string). No example database: nothing is written to the repo.
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(feeder=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40))
+@given(feeder=st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40))
 def test_odbc_any_value_is_bound_never_spliced(feeder: str, sqlite_url: str) -> None:
     """Whatever a value holds (quotes, semicolons, comments), it is compared, not executed."""
     require_driver("SQLite3")

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from crash_hook import crash_command
+from crash_hook import KILL_POINTS, crash_command
 from hypothesis import given
 from hypothesis import strategies as st
-from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, plan_text, scenario
+from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, scenario, write_plan
 from runner_support import request as request_backfill
 
 from backfill import events as ev
@@ -31,23 +31,6 @@ from backfill.emulator import Emulator
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
 WINDOWS = 12
-# Kill points across a window's life; the runner counts events per process, so ":2" strikes at
-# the second window a resumed runner reaches, whatever it is. Every point is reached while a window
-# is left (a point never reached would let the runner finish everything): "before:window.created"
-# leaves a run ADF created but the ledger does not know (resumed by adoption), "after:window.intent"
-# an intent whose createRun was never sent (resumed by a definitive reconciliation, then a create).
-POINTS = [
-    "after:backfill.started:1",
-    "after:window.intent:1",
-    "after:window.intent:2",
-    "before:window.created:1",
-    "before:window.created:2",
-    "after:window.created:1",
-    "after:window.created:2",
-    "after:window.status:1",
-    "before:window.finished:1",
-    "after:window.finished:1",
-]
 # The last kill of each seed: everything is done but the backfill's own end is not recorded.
 LAST_POINT = "before:backfill.completed:1"
 KILLS_PER_SEED = 10
@@ -94,12 +77,11 @@ def test_kill_and_resume_until_completed(
     ledger = os.environ["BACKFILL_LEDGER"]
     rng = random.Random(seed)
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         kills = 0
-        points = [rng.choice(POINTS) for _ in range(KILLS_PER_SEED)] + [LAST_POINT, None]
+        points = [rng.choice(KILL_POINTS) for _ in range(KILLS_PER_SEED)] + [LAST_POINT, None]
         for point in points:
             done = _runner(bid, emu, ledger, tmp_path, point)
             FIGURES["cycles"] += 1
@@ -125,8 +107,7 @@ def test_two_workers_share_one_backfill_and_one_dies(
 ) -> None:
     monkeypatch.setenv("BACKFILL_LEDGER", postgres_url)
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {**os.environ, **emu.env(), **FAST_ENV, "BACKFILL_ACTOR": "carol"}
@@ -159,8 +140,7 @@ def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: 
     # test hook) runs to the end; the same variable kills tests/crash_runner.py at its point.
     ledger = os.environ["BACKFILL_LEDGER"]
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, WINDOWS, execution={"concurrency": 2}))
+    plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         env = {
@@ -187,8 +167,7 @@ def test_the_installed_runner_reads_no_kill_switch(tmp_path: Path, monkeypatch: 
 
 def test_the_crash_runner_installs_the_hook(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         done = _runner(bid, emu, os.environ["BACKFILL_LEDGER"], tmp_path, "after:window.intent:1")

@@ -19,10 +19,10 @@ from runner_support import (
     emulator,
     events,
     keys,
-    plan_text,
     request,
     scenario,
     window_kinds,
+    write_plan,
 )
 
 from backfill import events as ev
@@ -112,9 +112,8 @@ def _inject(emu: Emulator, case: Case) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_fault(case: Case, tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
     # on_failure = continue: the second window runs whatever happens to the first.
-    plan.write_text(plan_text(base, 2, execution={"on_failure": "continue"}))
+    plan = write_plan(tmp_path, 2, base=base, execution={"on_failure": "continue"})
     first = keys(base, 1)[0]
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
@@ -145,8 +144,7 @@ def test_a_doubt_reconciled_to_nothing_is_recorded_with_its_evidence(
     tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         emu.faults.add("error", "createRun", status=503)

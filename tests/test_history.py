@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from plan_samples import plan_toml
 
 from backfill.cli import main
 from backfill.emulator import Emulator, HistorySeries, OutcomeRule, PastRun, Pipeline, Scenario
@@ -41,13 +41,6 @@ def scenario(series_hours: int = 75) -> Scenario:
     return scen
 
 
-@pytest.fixture
-def db(ledger_url: str) -> Iterator[Database]:
-    database = Database(ledger_url)
-    yield database
-    database.dispose()
-
-
 def wait_final(emu: Emulator, run_id: str) -> str:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -74,7 +67,7 @@ def test_first_sync_then_repeat_syncs_are_cheap(db: Database) -> None:
         assert first.fetched == 300
         assert first.api_calls == 3  # pages of 100
         assert first.horizon == now - RETENTION
-        assert first.watermark == max(parse_adf_time(r["lastUpdated"]) for r in visible)
+        assert first.watermark == max(filter(None, (parse_adf_time(r["lastUpdated"]) for r in visible)))
         assert cached(db, emu) == 300
 
         query = emu.requests("queryPipelineRuns")[0]
@@ -157,22 +150,13 @@ def test_sync_refuses_a_naive_now() -> None:
         db.dispose()
 
 
-PLAN = """\
-title = "History sync"
-ticket = "INC-1"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "LoadMeterTelemetry"
-[windows]
-start = 2026-11-03T00:00:00Z
-end = 2026-11-03T01:00:00Z
-every = "15m"
-[parameters]
-windowStart = "{start}"
-feederRegion = "north"
-"""
+PLAN = plan_toml(
+    {"start": datetime(2026, 11, 3, tzinfo=UTC), "end": datetime(2026, 11, 3, 1, tzinfo=UTC), "every": "15m"},
+    title="History sync",
+    ticket="INC-1",
+    parameters={"windowStart": "{start}", "feederRegion": "north"},
+    match=None,
+)
 
 
 def test_cli_history_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -77,13 +76,6 @@ def random_runs(seed: int, count: int = 120) -> list[Run]:
             )
         )
     return runs
-
-
-@pytest.fixture
-def db(ledger_url: str) -> Iterator[Database]:
-    database = Database(ledger_url)
-    yield database
-    database.dispose()
 
 
 def cache(db: Database, runs: list[Run], pipeline: str = "Load") -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,13 +44,6 @@ def make_run(
         invoked_by="Manual",
         invoked_by_type="Manual",
     )
-
-
-@pytest.fixture
-def db(ledger_url: str) -> Iterator[Database]:
-    database = Database(ledger_url)
-    yield database
-    database.dispose()
 
 
 def test_upsert_round_trip_and_refresh(db: Database) -> None:

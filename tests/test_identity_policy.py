@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backfill_samples import BID, K1, T0, Chain, sample_record
 from hypothesis import given
 from hypothesis import strategies as st
-from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, events, plan_text, request, scenario, write_plan
 
 from backfill import events as ev
 from backfill.approvals import assert_satisfiable, gate_approval
@@ -22,25 +23,19 @@ from backfill.terminal import strip_controls
 
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
-BID = "bf-20261125-3f9a2c"
 
 
-def record(requester: str = "alice", source: str = "declared", **policy: object) -> BackfillRecord:
-    return BackfillRecord(
+def record(requester: str = "alice", source: str = "declared", **policy: Any) -> BackfillRecord:
+    return sample_record(
         id=BID,
         plan_path="plans/north.toml",
-        plan_hash="ab" * 32,
         pipeline="P",
         factory_key="s/r/f",
         title="t",
         ticket="",
         requester=requester,
         requester_source=source,
-        requested_at=T0,
-        note=None,
-        policy=ApprovalPolicy(**policy),  # type: ignore[arg-type]
+        policy=ApprovalPolicy(**policy),
         decisions={K1: "run"},
     )
 
@@ -115,32 +110,13 @@ def test_refuse_when_unsure() -> None:
 
 
 def test_one_person_under_two_sources_counts_once() -> None:
-    from backfill.chain import GENESIS_HASH, make_event
-
     rec = record(required=2)
-    first = make_event(
-        seq=1,
-        at=T0,
-        actor="bob",
-        identity_source="declared",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=GENESIS_HASH,
-        backfill_id=BID,
-    )
+    chain = Chain().add(ev.APPROVED, "bob", minutes=0)
+    (first,) = chain.events
     state = derive_state(rec, [first], T0)
     with pytest.raises(BackfillError, match=r"bob@contoso.com has already approved it"):
         gate_approval(rec, state, Actor("bob@contoso.com", IdentitySource.AZURE_AD))
-    second = make_event(
-        seq=2,
-        at=T0,
-        actor="bob@contoso.com",
-        identity_source="azure-ad",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=first.hash,
-        backfill_id=BID,
-    )
+    second = chain.add(ev.APPROVED, "bob@contoso.com", minutes=0, source="azure-ad").events[-1]
     assert len(derive_state(rec, [first, second], T0).approvals) == 1
 
 
@@ -189,8 +165,7 @@ command = ["false"]
 
 
 def test_request_refuses_when_no_window_can_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, checks=CHECK_ERROR))
+    plan = write_plan(tmp_path, 2, checks=CHECK_ERROR)
     with emulator(scenario(base_time()), monkeypatch):
         assert cli(monkeypatch, "alice", "request", str(plan)) == 1
     assert capsys.readouterr().err == (
@@ -203,8 +178,7 @@ def test_request_refuses_when_no_window_can_run(tmp_path: Path, monkeypatch: MP,
 
 
 def test_request_says_who_and_warns_about_declared_approvals(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         assert cli(monkeypatch, "alice", "request", str(plan)) == 0
         out = capsys.readouterr().out.splitlines()
@@ -220,8 +194,7 @@ def test_request_says_who_and_warns_about_declared_approvals(tmp_path: Path, mon
 
 
 def test_declared_bob_cannot_approve_a_verified_plan(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, approval={"identity": "verified"}))
+    plan = write_plan(tmp_path, 2, approval={"identity": "verified"})
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys, approve=False)
         assert cli(monkeypatch, "bob", "approve", bid) == 1
@@ -279,8 +252,7 @@ def test_stripped_text_is_one_printable_line(text: str) -> None:
 
 
 def test_notes_and_reasons_are_recorded_and_printed_clean(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         capsys.readouterr()
         assert cli(monkeypatch, "alice", "request", str(plan), "--note", "sink \x1b]0;owned\x07lock\x1b[2J") == 0
@@ -307,19 +279,8 @@ def test_plan_identities_are_one_printable_line(table: str, key: str, tmp_path: 
 
 
 def test_an_approver_who_may_have_approved_already_is_refused() -> None:
-    from backfill.chain import GENESIS_HASH, make_event
-
     rec = record(required=2)
-    first = make_event(
-        seq=1,
-        at=T0,
-        actor="bob@contoso.com",
-        identity_source="azure-ad",
-        kind=ev.APPROVED,
-        payload={},
-        prev_hash=GENESIS_HASH,
-        backfill_id=BID,
-    )
+    (first,) = Chain().add(ev.APPROVED, "bob@contoso.com", minutes=0, source="azure-ad").events
     with pytest.raises(
         BackfillError,
         match=r"cannot tell whether bob@fabrikam.com is bob@contoso.com, who "

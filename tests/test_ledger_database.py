@@ -116,7 +116,7 @@ def test_a_postgres_ledger_of_main_upgrades(
 
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute((DATA / "ledger-main-9984a76.postgres.sql").read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        conn.execute((DATA / "ledger-main-9984a76.postgres.sql").read_text(encoding="utf-8"))
     _check_upgraded(postgres_url, LEGACY_POSTGRES_HEAD, capsys, monkeypatch)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -25,13 +24,6 @@ from backfill.store.ledger import TABLE, Draft, Ledger
 ALICE = Actor("alice", IdentitySource.OS)
 BOB = Actor("bob@contoso.com", IdentitySource.AZURE_AD)
 W1 = "2026-11-03T02:00:00Z/2026-11-03T02:15:00Z"
-
-
-@pytest.fixture
-def db(ledger_url: str) -> Iterator[Database]:
-    database = Database(ledger_url)
-    yield database
-    database.dispose()
 
 
 def fill(ledger: Ledger, n: int = 5) -> None:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, request, scenario, write_plan
 
 from backfill.cli.main import run
 from backfill.errors import LedgerInvalid
@@ -41,8 +41,7 @@ def err_line(capsys: Cap) -> str:
 
 
 def test_run_refuses_a_ledger_whose_chain_is_broken(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         # The approval now says carol approved: no hash recomputed.
@@ -55,8 +54,7 @@ def test_run_refuses_a_ledger_whose_chain_is_broken(tmp_path: Path, monkeypatch:
 
 
 def test_run_refuses_a_ledger_shrunk_below_what_it_verified(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "alice", "run", bid) == 0, capsys.readouterr()

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,10 @@ from runner_support import (
     emulator,
     events,
     keys,
-    plan_text,
     request,
     scenario,
     window_kinds,
+    write_plan,
 )
 
 from backfill import events as ev
@@ -64,12 +64,10 @@ def _skips(bid: str, ledger: str) -> dict[str, str]:
     }
 
 
-def _plans(tmp_path: Path, base: Any, concurrency_a: int = 2) -> tuple[Path, Path]:
+def _plans(tmp_path: Path, base: datetime, concurrency_a: int = 2) -> tuple[Path, Path]:
     """Plan A: windows 0-5; plan B: windows 3-8; windows 3, 4 and 5 are shared."""
-    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
-    a.write_text(plan_text(base, 6, execution={"concurrency": concurrency_a}))
-    b.write_text(plan_text(base + 3 * EVERY, 6, execution={"concurrency": 2}))
-    return a, b
+    a = write_plan(tmp_path, 6, base=base, name="a.toml", execution={"concurrency": concurrency_a})
+    return a, write_plan(tmp_path, 6, base=base + 3 * EVERY, name="b.toml", execution={"concurrency": 2})
 
 
 def _assert_once(emu: Emulator, windows: int) -> None:
@@ -140,8 +138,7 @@ def test_a_late_effect_is_adopted_within_settle(
     settle: str | None, tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2, execution={"settle": settle} if settle else None))
+    plan = write_plan(tmp_path, 2, base=base, execution={"settle": settle} if settle else None)
     with emulator(scenario(base), monkeypatch) as emu:
         monkeypatch.delenv("BACKFILL_RECONCILE_SETTLE")
         bid = request(plan, monkeypatch, capsys)
@@ -180,8 +177,7 @@ def test_a_runner_paused_past_its_lease_does_not_send_its_stale_create(
     ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         lease = {"BACKFILL_CLAIM_LEASE": "1s"}
@@ -228,8 +224,7 @@ def test_a_malformed_create_answer_is_doubt_and_the_run_is_adopted(
     fault: dict[str, Any], tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         emu.faults.add(operation="createRun", when="after", **fault)
@@ -248,8 +243,7 @@ def test_a_hung_create_connection_without_effect_is_reconciled_then_created(
     tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         monkeypatch.setenv("BACKFILL_ADF_TIMEOUT", "0.5")
@@ -270,8 +264,7 @@ def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path
         PastRun(PIPELINE, base + EVERY, params, status="InProgress"),
         PastRun(PIPELINE, base + 2 * EVERY, params, status="Failed"),
     ]
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scen, monkeypatch) as emu:
         capsys.readouterr()
         assert cli(monkeypatch, "alice", "preview", str(plan), "--json") == 0
@@ -289,8 +282,7 @@ def test_an_older_run_in_flight_makes_the_window_skip_in_progress(tmp_path: Path
 
 def test_a_repeating_continuation_token_is_stopped_with_one_line(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         emu.faults.add("repeat-token", "queryPipelineRuns", count=None)
         capsys.readouterr()
@@ -307,8 +299,7 @@ def test_an_unknown_status_counts_as_in_progress_and_is_reported(tmp_path: Path,
     scen.history.append(PastRun(PIPELINE, base + EVERY, params, status="InProgress"))
     # The run we create stays in progress 1.2 s (real), long enough to be polled in it.
     scen.add_outcome(OutcomeRule(duration=timedelta(hours=2)))
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scen, monkeypatch) as emu:
         # Every run the service shows in progress, the old one and the one we create, says Waiting.
         emu.faults.add("status", "*", count=None, status_text="Waiting", of_status="InProgress")
@@ -329,8 +320,7 @@ def test_malformed_run_records_are_skipped_with_a_warning(
     tmp_path: Path, monkeypatch: MP, capsys: Cap, caplog: pytest.LogCaptureFixture
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     bad = [
         {"runId": "r-list", "status": "Succeeded", "parameters": ["windowStart"]},
         {"status": "Succeeded", "parameters": {}},
@@ -356,8 +346,7 @@ def test_malformed_run_records_are_skipped_with_a_warning(
 
 def test_a_throttled_create_is_sent_again_after_retry_after(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         emu.faults.add("throttle", "createRun", count=2, retry_after=0.2)
@@ -375,9 +364,8 @@ def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(
     ledger_url: str, tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan_a, plan_b = tmp_path / "a.toml", tmp_path / "b.toml"
-    plan_a.write_text(plan_text(base, 1))
-    plan_b.write_text(plan_text(base, 1, approval={"expires": "2h"}))  # another plan, the same window
+    plan_a = write_plan(tmp_path, 1, base=base, name="a.toml")
+    plan_b = write_plan(tmp_path, 1, base=base, name="b.toml", approval={"expires": "2h"})  # the same window
     with emulator(scenario(base), monkeypatch) as emu:
         a, b = request(plan_a, monkeypatch, capsys), request(plan_b, monkeypatch, capsys)
         # A's createRun is answered at once but applied 5 s later; A dies before it records it.

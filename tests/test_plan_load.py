@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from plan_samples import MINIMAL_PLAN, SPEC_PLAN
+from plan_samples import MINIMAL_PLAN, SPEC_PLAN, TINY_TARGET, plan_toml
 
 from backfill.checks.base import CheckSpec
 from backfill.errors import ConfigError, PlanError
@@ -239,22 +239,14 @@ def test_plan_from_data_needs_no_file() -> None:
 def test_windows_must_render_distinct_matched_parameters(
     tmp_path: Path, windows: str, start_template: str, refused: bool
 ) -> None:
-    text = f"""\
-title = "t"
-ticket = "T-1"
-[target]
-subscription_id = "s"
-resource_group = "rg"
-factory = "f"
-pipeline = "P"
-[windows]
-{windows}
-[parameters]
-windowStart = "{start_template}"
-region = "north"
-[match]
-on = ["windowStart", "region"]
-"""
+    text = plan_toml(
+        windows,
+        title="t",
+        ticket="T-1",
+        target=TINY_TARGET,
+        parameters={"windowStart": start_template, "region": "north"},
+        match=["windowStart", "region"],
+    )
     path = write(tmp_path / "plan.toml", text)
     if refused:
         with pytest.raises(PlanError, match="render the same matched parameters"):

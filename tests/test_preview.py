@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from plan_samples import TARGET, plan_toml
+
 from backfill.checks.base import CheckResult, CheckStatus
 from backfill.decisions import Decision
 from backfill.factory.run import Run, RunStatus
@@ -18,25 +20,17 @@ from backfill.store.history import HistoryView
 from backfill.windows import Window
 
 T0 = datetime(2026, 11, 3, 0, 0, tzinfo=UTC)
-PLAN = """\
-title = "Preview test"
-ticket = "INC-1"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg"
-factory = "adf"
-pipeline = "LoadMeterTelemetry"
-[windows]
-start = 2026-11-03T00:00:00Z
-end = 2026-11-03T02:00:00Z
-every = "15m"
-[parameters]
-windowStart = "{start:%Y-%m-%dT%H:%M:%SZ}"
-feederRegion = "north"
-sourceKey = { secret = "${SOURCE_API_KEY}" }
-[match]
-on = ["windowStart", "feederRegion"]
-"""
+PLAN = plan_toml(
+    {"start": T0, "end": T0 + timedelta(hours=2), "every": "15m"},
+    title="Preview test",
+    ticket="INC-1",
+    target={**TARGET, "resource_group": "rg", "factory": "adf"},
+    parameters={
+        "windowStart": "{start:%Y-%m-%dT%H:%M:%SZ}",
+        "feederRegion": "north",
+        "sourceKey": {"secret": "${SOURCE_API_KEY}"},
+    },
+)
 
 
 class Answers:

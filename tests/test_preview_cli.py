@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from plan_samples import plan_toml
 
 from backfill.cli import main
 from backfill.emulator import Emulator, PastRun, Pipeline, Scenario, Sink
@@ -18,22 +19,8 @@ PIPELINE = "LoadMeterTelemetry"
 EVERY = timedelta(minutes=15)
 ROWS = 10
 
-HEADER = """\
-title = "Replay north"
-ticket = "INC-4821"
-[target]
-subscription_id = "00000000-0000-0000-0000-000000000000"
-resource_group = "rg-energy-analytics"
-factory = "adf-grid-telemetry"
-pipeline = "LoadMeterTelemetry"
-[parameters]
-windowStart = "{start}"
-windowEnd = "{end}"
-feederRegion = "north"
-sourceKey = { secret = "${SOURCE_API_KEY}" }
-[match]
-on = ["windowStart", "feederRegion"]
-"""
+# Everything but the windows, which each plan appends.
+HEADER = plan_toml(None)
 
 
 def at(base: datetime, index: int) -> datetime:

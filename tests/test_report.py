@@ -11,15 +11,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from backfill_samples import Chain, sample_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runner_support import EVERY, base_time, cli, emulator, keys, plan_text, scenario
+from plan_samples import SINK_CHECK
+from runner_support import EVERY, base_time, cli, emulator, fail_in_copy, keys, scenario, write_plan
 from sqlalchemy import update
 
 from backfill import events as ev
-from backfill.backfills import ApprovalPolicy, BackfillRecord
-from backfill.chain import GENESIS_HASH, make_event, verify_chain
-from backfill.emulator.scenario import OutcomeRule
+from backfill.backfills import BackfillRecord
+from backfill.chain import verify_chain
 from backfill.report.build import build_report
 from backfill.report.html import render_html
 from backfill.report.text import render_text
@@ -32,15 +33,6 @@ Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
 
 INJECTED = "<script>alert('x')</script> & \"quoted\""
-SQL_CHECK = """
-[[checks]]
-name = "readings"
-kind = "sql"
-url = "${SINK_URL}"
-query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
-args = { start = "{start}", end = "{end}" }
-expect = 10
-"""
 REPORT_KEYS = {"schema", "generated_at", "backfill", "ledger", "approvals", "gates", "decisions", "runs", "timeline"}
 
 
@@ -70,17 +62,10 @@ def told(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     root = tmp_path_factory.mktemp("story")
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(
-        OutcomeRule(
-            "fail",
-            match={"windowStart": format_utc(base + EVERY)},
-            activity="CopyReadings",
-            error_code="2200",
-            message="Sink lock timeout on meter_readings",
-        )
+    fail_in_copy(scen, base + EVERY, "Sink lock timeout on meter_readings")
+    plan = write_plan(
+        root, 3, base=base, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SINK_CHECK
     )
-    plan = root / "p.toml"
-    plan.write_text(plan_text(base, 3, approval={"canary": 1}, execution={"on_failure": "continue"}, checks=SQL_CHECK))
     first, second, third = keys(base, 3)
     with pytest.MonkeyPatch.context() as mp, emulator(scen, mp):
         # What the autouse isolation does per test, for this module-wide ledger.
@@ -252,8 +237,7 @@ def test_requester_note_is_redacted_and_a_missing_html_folder_is_one_line(
     tmp_path: Path, monkeypatch: MP, capsys: Cap
 ) -> None:
     base = base_time()
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 1))
+    plan = write_plan(tmp_path, 1, base=base)
     with emulator(scenario(base), monkeypatch):
         capsys.readouterr()
         assert cli(monkeypatch, "alice", "request", str(plan), "--note", "sink Password=s3cret;") == 0
@@ -299,19 +283,14 @@ class _Page(HTMLParser):
 
 
 def _record(note: str) -> BackfillRecord:
-    return BackfillRecord(
+    return sample_record(
         id="bf-20261125-abcdef",
         plan_path="/plans/p.toml",
-        plan_hash="ab" * 32,
         pipeline="P",
         factory_key="s/r/f",
         title=note,
         ticket="T-1",
-        requester="alice",
         requester_source="os",
-        requested_at=datetime(2026, 11, 25, 9, tzinfo=UTC),
-        note=None,
-        policy=ApprovalPolicy(),
         decisions={"2026-11-03T00:00:00Z/2026-11-03T00:15:00Z": "run"},
     )
 
@@ -321,26 +300,9 @@ def _record(note: str) -> BackfillRecord:
 def test_any_note_renders_escaped(note: str) -> None:
     record = _record(note)
     at = datetime(2026, 11, 25, 10, tzinfo=UTC)
-    requested = make_event(
-        seq=1,
-        at=at,
-        actor="alice",
-        identity_source="os",
-        kind=ev.REQUESTED,
-        payload={"note": note},
-        prev_hash=GENESIS_HASH,
-        backfill_id=record.id,
-    )
-    approved = make_event(
-        seq=2,
-        at=at,
-        actor="bob",
-        identity_source="os",
-        kind=ev.APPROVED,
-        payload={"note": note, "approval": 1, "required": 1},
-        prev_hash=requested.hash,
-        backfill_id=record.id,
-    )
+    chain = Chain(record.id, start=at).add(ev.REQUESTED, "alice", minutes=0, source="os", note=note)
+    chain.add(ev.APPROVED, "bob", minutes=0, source="os", note=note, approval=1, required=1)
+    requested, approved = chain.events
     data = build_report(record, [requested, approved], verify_chain([requested, approved]), at)
     assert data["backfill"]["state"] == "approved" and data["approvals"]["given"][0]["note"] == note
     page = _Page()

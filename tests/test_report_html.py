@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import missing
-from runner_support import base_time, cli, emulator, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, request, scenario, write_plan
 
 from backfill.cli import main
 from backfill.emulator import OutcomeRule
@@ -154,8 +154,7 @@ def test_a_failed_backfill_says_why_and_who_cancelled(tmp_path: Path, monkeypatc
             "fail", match={"windowStart": format_utc(base)}, activity="CopyReadings", message="Sink table locked"
         )
     )
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base, name="north.toml")
     with emulator(scen, monkeypatch):
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +13,13 @@ from runner_support import (
     creates_per_window,
     emulator,
     events,
+    fail_in_copy,
     keys,
-    plan_text,
     request,
+    run_in_background,
     scenario,
     window_kinds,
+    write_plan,
 )
 
 from backfill import events as ev
@@ -31,16 +31,10 @@ MP = pytest.MonkeyPatch
 FULL = ["intent", "created", "finished"]
 
 
-def _plan(tmp_path: Path, count: int, **sections: object) -> Path:
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base_time(), count, **sections))  # type: ignore[arg-type]
-    return plan
-
-
 def test_run_creates_one_run_per_window_and_completes(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     with emulator(scenario(base), monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 4, execution={"concurrency": 2}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 4, execution={"concurrency": 2}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
         out, err = capsys.readouterr()
         assert out == f"{bid} completed: 4 succeeded\n"
@@ -67,17 +61,9 @@ def test_run_creates_one_run_per_window_and_completes(tmp_path: Path, monkeypatc
 def test_a_failure_stops_the_backfill_and_names_the_activity(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
-    scen.add_outcome(
-        OutcomeRule(
-            "fail",
-            match={"windowStart": format_utc(base + EVERY)},
-            activity="CopyReadings",
-            error_code="2200",
-            message="Sink table locked",
-        )
-    )
+    fail_in_copy(scen, base + EVERY, "Sink table locked")
     with emulator(scen, monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 4), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 4), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
         err = capsys.readouterr().err.splitlines()[-1]
         assert len(emu.create_run_calls()) == 2
@@ -98,7 +84,7 @@ def test_on_failure_continue_runs_every_window(tmp_path: Path, monkeypatch: MP, 
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
         err = capsys.readouterr().err.splitlines()[-1]
         assert len(emu.create_run_calls()) == 3
@@ -108,7 +94,7 @@ def test_on_failure_continue_runs_every_window(tmp_path: Path, monkeypatch: MP, 
 def test_newest_first_order(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     with emulator(scenario(base), monkeypatch):
-        bid = request(_plan(tmp_path, 3, execution={"order": "newest-first"}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 3, execution={"order": "newest-first"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
     intents = [e.window_key for e in events(bid) if e.kind == ev.WINDOW_INTENT]
     assert intents == list(reversed(keys(base, 3)))
@@ -124,7 +110,7 @@ def test_recover_mode_reruns_the_failed_run_from_its_failure(tmp_path: Path, mon
         PastRun(PIPELINE, base + EVERY, params, status="Failed", run_id="failed-run-1", activity="CopyReadings")
     )
     with emulator(scen, monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 2, execution={"mode": "recover"}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 2, execution={"mode": "recover"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
         calls = emu.create_run_calls()
     recovery = [c.query for c in calls if c.query.get("referencePipelineRunId")]
@@ -142,7 +128,7 @@ def test_a_timed_out_run_is_reported_and_left_running(tmp_path: Path, monkeypatc
     with emulator(scen, monkeypatch) as emu:
         # 20 emulated minutes: 0.2 s at the emulator's speed... but run_timeout is our real clock.
         bid = request(
-            _plan(tmp_path, 2, execution={"run_timeout": "1s", "on_failure": "continue"}), monkeypatch, capsys
+            write_plan(tmp_path, 2, execution={"run_timeout": "1s", "on_failure": "continue"}), monkeypatch, capsys
         )
         assert cli(monkeypatch, "carol", "run", bid) == 4
         err = capsys.readouterr().err.splitlines()[-1]
@@ -166,7 +152,7 @@ def test_a_timed_out_run_is_cancelled_when_the_plan_says_so(tmp_path: Path, monk
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
-        plan = _plan(tmp_path, 1, execution={"run_timeout": "1s", "on_timeout": "cancel"})
+        plan = write_plan(tmp_path, 1, execution={"run_timeout": "1s", "on_timeout": "cancel"})
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
         assert len(emu.requests("cancelPipelineRun")) == 1
@@ -178,7 +164,9 @@ def test_a_timed_out_run_is_cancelled_when_the_plan_says_so(tmp_path: Path, monk
 def test_canary_pauses_until_approved(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     with emulator(scenario(base), monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 3, approval={"canary": 1}, execution={"concurrency": 3}), monkeypatch, capsys)
+        bid = request(
+            write_plan(tmp_path, 3, approval={"canary": 1}, execution={"concurrency": 3}), monkeypatch, capsys
+        )
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert capsys.readouterr().err.splitlines()[-1] == (
             f"{bid} paused after its first canary window succeeded, as the plan asks; check it, then: "
@@ -198,13 +186,8 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 3), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not any(e.kind == ev.WINDOW_CREATED for e in events(bid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        bid = request(write_plan(tmp_path, 3), monkeypatch, capsys)
+        runner, codes, _ = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         assert cli(monkeypatch, "carol", "stop", bid, "--cancel-run") == 0
         runner.join(30)
         assert codes == [1]
@@ -221,6 +204,6 @@ def test_stop_with_cancel_run_stops_after_the_window_in_flight(tmp_path: Path, m
 
 def test_stop_refuses_a_backfill_that_does_not_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     with emulator(scenario(base_time()), monkeypatch):
-        bid = request(_plan(tmp_path, 1), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 1), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "stop", bid) == 1
     assert capsys.readouterr().err == f"error: {bid} is approved; nothing to stop\n"

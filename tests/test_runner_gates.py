@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from plan_samples import SINK_CHECK
 from runner_support import (
     EVERY,
     PIPELINE,
@@ -16,10 +18,10 @@ from runner_support import (
     emulator,
     events,
     keys,
-    plan_text,
     request,
     scenario,
     window_kinds,
+    write_plan,
 )
 
 from backfill import events as ev
@@ -30,22 +32,12 @@ from backfill.timeutil import format_utc
 Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
 
-SQL_CHECK = """
-[[checks]]
-name = "readings"
-kind = "sql"
-url = "${SINK_URL}"
-query = "SELECT COUNT(*) FROM readings WHERE ts >= :start AND ts < :end"
-args = { start = "{start}", end = "{end}" }
-expect = 10
-"""
+
+def _params(start: datetime) -> dict[str, str]:
+    return {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}
 
 
-def _params(start: object) -> dict[str, str]:
-    return {"windowStart": format_utc(start), "windowEnd": format_utc(start + EVERY), "feederRegion": "north"}  # type: ignore[operator]
-
-
-def _run_by_hand(emu: Emulator, start: object) -> None:
+def _run_by_hand(emu: Emulator, start: datetime) -> None:
     """Someone else runs a window after the approval; wait until ADF says it ended."""
     client = emu.client()
     run_id = client.create_run(PIPELINE, _params(start))
@@ -55,8 +47,7 @@ def _run_by_hand(emu: Emulator, start: object) -> None:
 
 
 def test_run_without_approval_waits_for_it(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys, approve=False)
         assert cli(monkeypatch, "alice", "run", bid) == 3
@@ -65,8 +56,7 @@ def test_run_without_approval_waits_for_it(tmp_path: Path, monkeypatch: MP, caps
 
 
 def test_a_plan_edited_after_approval_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         plan.write_text(plan.read_text().replace('feederRegion = "north"', 'feederRegion = "south"'))
@@ -77,8 +67,7 @@ def test_a_plan_edited_after_approval_is_refused(tmp_path: Path, monkeypatch: MP
 
 
 def test_rejected_and_expired_backfills_do_not_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 1, approval={"expires": "1s"}))
+    plan = write_plan(tmp_path, 1, approval={"expires": "1s"})
     with emulator(scenario(base_time()), monkeypatch) as emu:
         rejected = request(plan, monkeypatch, capsys, approve=False)
         assert cli(monkeypatch, "bob", "reject", rejected, "--reason", "wrong ticket") == 0
@@ -98,8 +87,7 @@ def test_a_window_the_approval_did_not_cover_is_not_run(tmp_path: Path, monkeypa
     scen.add_history(PastRun(PIPELINE, base + EVERY, _params(base), status="Succeeded"))
     # The next run of the first window fails: after it, history says "rerun".
     scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}))
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 3))
+    plan = write_plan(tmp_path, 3, base=base)
     first, second, third = keys(base, 3)
     with emulator(scen, monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
@@ -129,8 +117,7 @@ def test_checks_are_rerun_and_gate_each_window(tmp_path: Path, monkeypatch: MP, 
         conn.execute("CREATE TABLE readings (ts TEXT)")
         conn.executemany("INSERT INTO readings VALUES (?)", [(format_utc(base + 2 * EVERY),)] * 3)
     monkeypatch.setenv("SINK_URL", f"sqlite:///{sink}")
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 3, checks=SQL_CHECK))
+    plan = write_plan(tmp_path, 3, base=base, checks=SINK_CHECK)
     first, second, third = keys(base, 3)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
@@ -172,8 +159,7 @@ def test_blocked_windows_outside_the_approval_are_left_alone(tmp_path: Path, mon
         conn.execute("CREATE TABLE readings (ts TEXT)")
         conn.execute("INSERT INTO readings VALUES (?)", (format_utc(base + EVERY),))
     monkeypatch.setenv("SINK_URL", f"sqlite:///{sink}")
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base, 2, checks=SQL_CHECK))
+    plan = write_plan(tmp_path, 2, base=base, checks=SINK_CHECK)
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0
@@ -198,8 +184,7 @@ def test_bad_command_lines_and_unknown_backfills(monkeypatch: MP, capsys: Cap) -
 
 
 def test_an_unreachable_factory_is_one_line(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 1))
+    plan = write_plan(tmp_path, 1)
     with emulator(scenario(base_time()), monkeypatch):
         bid = request(plan, monkeypatch, capsys)
     monkeypatch.setenv("BACKFILL_ADF_ENDPOINT", "https://127.0.0.1:9")  # the emulator is gone

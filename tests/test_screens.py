@@ -16,7 +16,7 @@ import pytest
 from conftest import missing
 from hypothesis import given
 from hypothesis import strategies as st
-from runner_support import base_time, cli, emulator, keys, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, keys, request, scenario, write_plan
 
 from backfill import demo
 from backfill import progress as pg
@@ -127,18 +127,12 @@ def test_the_readme_preview_fits_120_columns(story: Emulator, tmp_path: Path, mo
     assert wide[0].split()[-1] == "reason" and max(map(len, wide)) > WIDTH
 
 
-def _plan(tmp_path: Path, count: int, **sections: object) -> Path:
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base_time(), count, **sections))  # type: ignore[arg-type]
-    return plan
-
-
 def test_status_says_why_a_window_needs_an_operator(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch):
-        bid = request(_plan(tmp_path, 1, execution={"run_timeout": "1s"}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 1, execution={"run_timeout": "1s"}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 4
         capsys.readouterr()
         assert cli(monkeypatch, "carol", "status", bid) == 0
@@ -154,7 +148,7 @@ def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("fail", match={"windowStart": format_utc(base)}, activity="CopyReadings"))
     with emulator(scen, monkeypatch):
-        bid = request(_plan(tmp_path, 3), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 3), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 1
         capsys.readouterr()
         assert cli(monkeypatch, "carol", "status", bid) == 0
@@ -167,8 +161,8 @@ def test_a_failed_backfill_gives_no_estimated_finish(tmp_path: Path, monkeypatch
 
 def test_the_status_column_of_windows_in_flight_is_never_blank() -> None:
     running, intent = new_window("run"), new_window("run")
-    running.update(state=pg.WindowState.RUNNING, run_id=GUID)
-    intent.update(state=pg.WindowState.INTENT)
+    running["state"], running["run_id"] = pg.WindowState.RUNNING, GUID
+    intent["state"] = pg.WindowState.INTENT
     assert (_status_cell(running), _status_cell(intent)) == ("not read yet", "no run ID yet")
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, events, plan_text, request, scenario, write_plan
 
 from backfill import events as ev
 from backfill.plan.loader import load_plan
@@ -32,8 +32,7 @@ def tamper(statement: str, *args: object) -> None:
 
 
 def test_a_row_pointing_at_another_plan_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     other = tmp_path / "other.toml"
     other.write_text(plan_text(base_time(), 4).replace('feederRegion = "north"', 'feederRegion = "south"'))
     with emulator(scenario(base_time()), monkeypatch) as emu:
@@ -54,8 +53,7 @@ def test_a_row_pointing_at_another_plan_is_refused(tmp_path: Path, monkeypatch: 
 
 
 def test_a_row_with_another_requester_keeps_four_eyes(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         bid = request(plan, monkeypatch, capsys, approve=False)
         tamper("UPDATE backfills SET requester = 'mallory' WHERE id = ?", bid)
@@ -67,8 +65,7 @@ def test_a_row_with_another_requester_keeps_four_eyes(tmp_path: Path, monkeypatc
 def test_the_event_names_the_requester_even_when_the_row_agrees(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     # The row changed consistently with a forged payload is impossible (the event is in the chain);
     # here the row says mallory and so would the payload's old form: the event's actor decides.
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         bid = request(plan, monkeypatch, capsys, approve=False)
         (event,) = events(bid)
@@ -81,8 +78,7 @@ def test_the_event_names_the_requester_even_when_the_row_agrees(tmp_path: Path, 
 
 
 def test_editing_the_approved_windows_in_the_row_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         tamper("UPDATE backfills SET decisions = '{}' WHERE id = ?", bid)
@@ -103,8 +99,7 @@ def test_a_check_program_replaced_after_approval_is_refused(tmp_path: Path, monk
     program = tmp_path / "sink-check.sh"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, checks=CHECK))
+    plan = write_plan(tmp_path, 2, checks=CHECK)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         # Says "clean" whatever the sink holds, and could do anything else with the runner's rights.
@@ -119,8 +114,7 @@ def test_a_check_program_replaced_after_approval_is_refused(tmp_path: Path, monk
 
 
 def test_a_parameter_variable_changed_after_approval_is_refused(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         monkeypatch.setenv("SOURCE_API_KEY", "another-key")
@@ -140,8 +134,7 @@ def test_the_same_inputs_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> No
     program = tmp_path / "sink-check.sh"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, checks=CHECK))
+    plan = write_plan(tmp_path, 2, checks=CHECK)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 0, capsys.readouterr()
@@ -149,8 +142,7 @@ def test_the_same_inputs_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> No
 
 
 def test_a_missing_variable_is_refused_at_request(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         monkeypatch.delenv("SOURCE_API_KEY")
         assert cli(monkeypatch, "alice", "request", str(plan)) == 1
@@ -165,8 +157,7 @@ def test_a_missing_variable_is_refused_at_request(tmp_path: Path, monkeypatch: M
 
 
 def test_a_backfill_that_cannot_start_stays_approved(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch) as emu:
         bid = request(plan, monkeypatch, capsys)
         monkeypatch.delenv("SOURCE_API_KEY")
@@ -185,8 +176,7 @@ def test_a_backfill_that_cannot_start_stays_approved(tmp_path: Path, monkeypatch
 
 def test_ledger_verify_holds_the_rows_to_their_request_events(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     # Issue 8, attack 4: after the row was edited, `verify` exited 0.
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2))
+    plan = write_plan(tmp_path, 2)
     with emulator(scenario(base_time()), monkeypatch):
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "ledger", "verify") == 0

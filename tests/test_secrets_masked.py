@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runner_support import PIPELINE, base_time, cli, emulator, plan_text, request, scenario
+from runner_support import PIPELINE, base_time, cli, emulator, request, scenario, write_plan
 from sqlalchemy import create_engine, text
 
 from backfill.emulator import Emulator
@@ -47,8 +47,7 @@ def test_a_secret_sent_in_a_run_is_masked_everywhere(
     scen = scenario(base)
     pipeline = scen.pipelines[0]
     pipeline.parameters = {**pipeline.parameters, "sourceKey": declared}
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base, 2))
+    plan = write_plan(tmp_path, 2, base=base, name="north.toml")
     with emulator(scen, monkeypatch) as emu:
         backfill_id = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", backfill_id) == 0, capsys.readouterr()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, events, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, events, request, run_in_background, scenario, write_plan
 
 from backfill import events as ev
 from backfill.emulator.scenario import OutcomeRule
@@ -17,24 +15,13 @@ Cap = pytest.CaptureFixture[str]
 MP = pytest.MonkeyPatch
 
 
-def _plan(tmp_path: Path, count: int, **sections: object) -> Path:
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base_time(), count, **sections))  # type: ignore[arg-type]
-    return plan
-
-
 def test_after_stop_cancel_run_run_refuses_until_resume(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not any(e.kind == ev.WINDOW_CREATED for e in events(bid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        bid = request(write_plan(tmp_path, 3, execution={"on_failure": "continue"}), monkeypatch, capsys)
+        runner, codes, _ = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         assert cli(monkeypatch, "carol", "stop", bid, "--cancel-run") == 0
         runner.join(30)
         assert codes == [1] and len(emu.create_run_calls()) == 1
@@ -56,7 +43,7 @@ def test_after_stop_cancel_run_run_refuses_until_resume(tmp_path: Path, monkeypa
 def test_a_backfill_stopped_at_its_canary_pause_needs_resume(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     base = base_time()
     with emulator(scenario(base), monkeypatch) as emu:
-        bid = request(_plan(tmp_path, 2, approval={"canary": 1}), monkeypatch, capsys)
+        bid = request(write_plan(tmp_path, 2, approval={"canary": 1}), monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 3
         assert cli(monkeypatch, "carol", "stop", bid) == 0
         assert cli(monkeypatch, "bob", "approve", bid) in (0, 1)
@@ -76,13 +63,8 @@ def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, 
     scen = scenario(base)
     scen.add_outcome(OutcomeRule("hang", match={"windowStart": format_utc(base)}))
     with emulator(scen, monkeypatch):
-        bid = request(_plan(tmp_path, 1), monkeypatch, capsys)
-        codes: list[int] = []
-        runner = threading.Thread(target=lambda: codes.append(cli(monkeypatch, "carol", "run", bid)))
-        runner.start()
-        deadline = time.monotonic() + 20
-        while not (created := [e for e in events(bid) if e.kind == ev.WINDOW_CREATED]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        bid = request(write_plan(tmp_path, 1), monkeypatch, capsys)
+        runner, codes, created = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         run_id = created[0].payload["run_id"]
         assert cli(monkeypatch, "erin", "runs", "cancel", run_id, "--reason", "INC-9: stuck", "--yes") == 0
         runner.join(30)

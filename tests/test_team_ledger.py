@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from backfill_samples import sample_record
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -61,25 +62,10 @@ def team(postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 def _request(team: Team, as_role: str, declared: str = "alice") -> str:
     """A request through the store, as the CLI's ``request`` makes it."""
-    from backfill.backfills import ApprovalPolicy, BackfillRecord
     from backfill.store.backfills import create_backfill
     from backfill.timeutil import utcnow
 
-    record = BackfillRecord(
-        id="",
-        plan_path="/plans/north.toml",
-        plan_hash="ab" * 32,
-        pipeline="LoadMeterTelemetry",
-        factory_key="sub/rg/adf",
-        title="Replay north",
-        ticket="INC-4821",
-        requester=declared,
-        requester_source="declared",
-        requested_at=utcnow(),
-        note=None,
-        policy=ApprovalPolicy(),
-        decisions={},
-    )
+    record = sample_record(requester=declared, requested_at=utcnow())
     db = Database(team.url(as_role))
     try:
         return create_backfill(db, record, {"runnable": []}, Actor(declared, IdentitySource.DECLARED)).id

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, emulator, events, plan_text, request, scenario
+from runner_support import base_time, emulator, events, plan_text, request, scenario, write_plan
 
 from backfill.emulator import Emulator
 from backfill.identity import Actor, IdentitySource, resolve_actor
@@ -191,8 +191,7 @@ def test_an_opaque_static_token_names_nobody(monkeypatch: MP) -> None:
 def test_a_backfill_under_verified_principals_end_to_end(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     from backfill.cli import main
 
-    plan = tmp_path / "p.toml"
-    plan.write_text(plan_text(base_time(), 2, approval={"identity": "verified"}))
+    plan = write_plan(tmp_path, 2, approval={"identity": "verified"})
     with emulator(scenario(base_time()), monkeypatch) as emu:
         for name, value in emu.token_env().items():
             monkeypatch.setenv(name, value)

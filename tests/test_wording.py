@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runner_support import base_time, cli, emulator, plan_text, request, scenario
+from runner_support import base_time, cli, emulator, request, scenario, write_plan
 
 from backfill.errors import AwaitingApproval, CanaryPause, ExitCode
 
@@ -15,8 +15,7 @@ MP = pytest.MonkeyPatch
 
 def test_canary_pause_is_exit_3_without_error(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
     assert issubclass(CanaryPause, AwaitingApproval) and CanaryPause.exit_code is ExitCode.AWAITING_APPROVAL
-    plan = tmp_path / "north.toml"
-    plan.write_text(plan_text(base_time(), 4, approval={"canary": 2}))
+    plan = write_plan(tmp_path, 4, name="north.toml", approval={"canary": 2})
     with emulator(scenario(base_time()), monkeypatch):
         bid = request(plan, monkeypatch, capsys)
         assert cli(monkeypatch, "carol", "run", bid) == 3
