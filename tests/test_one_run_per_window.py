@@ -368,12 +368,14 @@ def test_a_backfill_killed_with_a_create_in_doubt_stops_another_from_creating(
     plan_b = write_plan(tmp_path, 1, base=base, name="b.toml", approval={"expires": "2h"})  # the same window
     with emulator(scenario(base), monkeypatch) as emu:
         a, b = request(plan_a, monkeypatch, capsys), request(plan_b, monkeypatch, capsys)
-        # A's createRun is answered at once but applied 5 s later; A dies before it records it.
-        emu.faults.add("latency", "createRun", when="after", latency=0.01, effect_delay=5.0)
+        # A's createRun is answered at once but applied 12 s later; A dies before it records it.
+        # 12 s: B must meet A's doubt before the run appears, and a loaded CI machine took more
+        # than 5 s to start B and sync its history (B then saw the run itself, not the doubt).
+        emu.faults.add("latency", "createRun", when="after", latency=0.01, effect_delay=12.0)
         killed = _start(a, _env(emu, ledger_url, BACKFILL_CRASH_AT="before:window.created:1"), tmp_path)
         assert _finish(killed)[0] == -signal.SIGKILL
         assert emu.runs()[-1]["parameters"]["windowStart"] != format_utc(base)  # not applied yet
-        other = _start(b, _env(emu, ledger_url, BACKFILL_RECONCILE_SETTLE="20s"), tmp_path)
+        other = _start(b, _env(emu, ledger_url, BACKFILL_RECONCILE_SETTLE="60s"), tmp_path)
         code, err = _finish(other)
         assert code == 0, err
         resumed = _start(a, _env(emu, ledger_url), tmp_path)
