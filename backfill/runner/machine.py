@@ -36,6 +36,7 @@ from typing import Any
 
 from backfill import events as ev
 from backfill import progress as pg
+from backfill.backfills import intended_at
 from backfill.checks.base import Check
 from backfill.decisions import Decision, active_of, decide, describe_run
 from backfill.errors import ConfigError, FactoryError
@@ -47,7 +48,7 @@ from backfill.runner.follow import RunFollower, needs_operator
 from backfill.runner.polling import PollPolicy
 from backfill.runner.ports import DEFAULT_LEASE, Claim, ClaimsPort, Clock, Sleep
 from backfill.runner.reconcile import DEFAULT_SETTLE, DEFAULT_SKEW, LOOKBACK, Reconciliation, candidates, reconcile
-from backfill.runner.view import LedgerView, intent_time
+from backfill.runner.view import LedgerView
 from backfill.secrets import reveal_all
 from backfill.timeutil import format_utc, parse_duration, utcnow
 from backfill.windows import Window
@@ -503,7 +504,8 @@ class WindowMachine:
     ) -> tuple[datetime, Reconciliation]:
         """Search history for the run an intent (ours or another backfill's) may have created,
         for ``settle`` from the intent, leaving out the run it meant to replace."""
-        intent_at = intent_time(payload, at)
+        intent = ev.decode(ev.WINDOW_INTENT, payload)
+        intent_at = intended_at(intent, at) if isinstance(intent, ev.WindowIntent) else at
         previous = payload.get("previous_run_id")
         result = reconcile(
             self.factory,

@@ -81,13 +81,3 @@ class LedgerView:
     def window(self, key: str) -> pg.WindowProgress:
         with self.lock:
             return pg.WindowProgress(**self.windows.get(key, pg.new_window("")))
-
-
-def intent_time(payload: Mapping[str, Any], recorded: datetime) -> datetime:
-    from backfill.timeutil import parse_utc
-
-    text = payload.get("intent_at")
-    try:
-        return parse_utc(text) if isinstance(text, str) else recorded
-    except ValueError:
-        return recorded
