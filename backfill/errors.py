@@ -17,8 +17,9 @@ class ExitCode(IntEnum):
     AWAITING_APPROVAL = 3
     BLOCKED = 4
     LEDGER_INVALID = 5
-    # A bug, not a refusal (sysexits' EX_SOFTWARE): scripts can tell the two apart. 6 is the
-    # spec's SLA code, for a command not built yet.
+    # A business date missed, failed or not run, or duration drift detected (spec §13).
+    SLA_AT_RISK = 6
+    # A bug, not a refusal (sysexits' EX_SOFTWARE): scripts can tell the two apart.
     BUG = 70
     INTERRUPTED = 130
 

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "runs": ("backfill.cli.runs", "runs", "List, show and cancel pipeline runs."),
     "ledger": ("backfill.cli.ledger", "ledger", "Show, verify, checkpoint and export the ledger."),
     "report": ("backfill.cli.report", "report", "Evidence report for a backfill."),
+    "sla": ("backfill.cli.sla", "sla", "SLA and duration-drift evidence per business date."),
     "emulator": ("backfill.cli.emulator", "emulator", "Run the local ADF emulator."),
 }
 

@@ -341,6 +341,7 @@ def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) 
             "error_code",
             "message",
             "failure_type",
+            "weekdays",
         },
     )
     every = reader.duration(raw, "every", where)
@@ -358,8 +359,26 @@ def _series(reader: _Reader, raw: dict[str, Any], where: str, only: str | None) 
         delay=reader.duration(raw, "delay", where, zero=True) or timedelta(0),
         rows=_count(reader, raw, "rows", where, None),
         rows_before_failure=_count(reader, raw, "rows_before_failure", where, 0),
+        weekdays=_weekdays(reader, raw, where),
         **_failure(reader, raw, where),
     )
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _weekdays(reader: _Reader, raw: dict[str, Any], where: str) -> frozenset[int] | None:
+    """``weekdays = ["Tue"]``: only the windows that end on these UTC weekdays (issue 13: history
+    of business dates that falls on the same weekdays whatever day the emulator starts)."""
+    names = reader.get(raw, "weekdays", where, list, [])
+    if "weekdays" not in raw:
+        return None
+    found = set()
+    for index, name in enumerate(names):
+        if name not in _WEEKDAYS:
+            raise reader.fail(f"{where}weekdays[{index}]", f"expected one of {', '.join(_WEEKDAYS)}, got {name!r}")
+        found.add(_WEEKDAYS.index(name))
+    return frozenset(found)
 
 
 def _outcome(reader: _Reader, raw: dict[str, Any], where: str) -> OutcomeRule:

@@ -201,6 +201,7 @@ class HistorySeries:
     error_code: str = DEFAULT_ERROR_CODE
     message: str = DEFAULT_ERROR_MESSAGE
     failure_type: str = DEFAULT_FAILURE_TYPE
+    weekdays: frozenset[int] | None = None  # only windows ending on these UTC weekdays (0: Monday)
 
     def bounds(self, origin: datetime) -> tuple[datetime, datetime]:
         start, end = resolve(self.start, origin), resolve(self.end, origin)
@@ -221,6 +222,9 @@ class HistorySeries:
         while start + self.every <= end:
             window_end = start + self.every
             end_text = _z(window_end)
+            if self.weekdays is not None and window_end.weekday() not in self.weekdays:
+                start, start_text = window_end, end_text
+                continue
             parameters = render_parameters(other, start, window_end) if other else {}
             for name, template in simple.items():
                 parameters[name] = start_text if template == "{start}" else end_text

@@ -32,6 +32,7 @@ from backfill.store.history_tables import (
     SyncState,
     count_runs,
     from_us,
+    to_us,
 )
 from backfill.windows import Window
 
@@ -315,5 +316,16 @@ def newest_runs(conn: Connection, factory_key: str, pipeline: str, status: str, 
         )
         .order_by(RUNS.c.run_start_us.desc(), RUNS.c.run_id)
         .limit(limit)
+    )
+    return [decode_run(data) for (data,) in conn.execute(query)]
+
+
+def runs_started_since(conn: Connection, factory_key: str, pipeline: str, since: datetime) -> list[Run]:
+    """The cached runs of a pipeline that started at or after ``since``, decoded, oldest first
+    (an SLA report reads its dates' runs through the start index, not the whole history)."""
+    query = (
+        select(RUNS.c.data)
+        .where(RUNS.c.factory_key == factory_key, RUNS.c.pipeline == pipeline, RUNS.c.run_start_us >= to_us(since))
+        .order_by(RUNS.c.run_start_us, RUNS.c.run_id)
     )
     return [decode_run(data) for (data,) in conn.execute(query)]
