@@ -30,7 +30,7 @@ COLOURS = {
 }
 DEADLINE = "#8250df"  # the deadline line: a colour no mark uses
 TREND = "#fb8500"
-WIDTH, PLOT_H, LEFT, RIGHT, TOP = 960, 240, 70, 20, 46
+WIDTH, PLOT_H, LEFT, RIGHT, TOP = 960, 240, 70, 20, 56
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1b1f23;max-width:70rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
@@ -102,7 +102,7 @@ def end_chart(report: SlaReport) -> str:
         f'<svg class="sla-ends" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="end time of each business date against the deadline">',
         f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" height="{PLOT_H}" fill="#f6f8fa"/>',
-        f'<text x="{LEFT - 6}" y="{TOP - 14}" text-anchor="end">no success</text>',
+        f'<text x="{LEFT}" y="{TOP - 30}">no success by the deadline (failed, not run, pending, no history):</text>',
     ]
     step = 1 if high - low <= 8 else 2 if high - low <= 16 else 4
     hour = int(low) + 1
