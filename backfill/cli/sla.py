@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from backfill.cli.output import echo_json, echo_table, exit_with
+from backfill.cli.output import WIDTH, echo_json, echo_table, exit_with
 from backfill.errors import UsageError
 
 if TYPE_CHECKING:
@@ -136,7 +137,8 @@ def _echo_text(built: SlaReport, *, wide: bool) -> None:
         echo_table(["date", "day", "run status", "tries", "run", "end", "duration"], outside_rows(built, built.sla.zone))
     click.echo()
     for line in footer_lines(built):
-        click.echo(line)
+        for part in textwrap.wrap(line, WIDTH, subsequent_indent="  "):
+            click.echo(part)
 
 
 def _ids(built: SlaReport) -> list[str]:
