@@ -26,10 +26,11 @@ COLOURS = {
     DayStatus.FAILED: "#82071e",
     DayStatus.NOT_RUN: "#6e7781",
     DayStatus.PENDING: "#0969da",
-    DayStatus.NO_HISTORY: "#d0d7de",
+    DayStatus.NO_HISTORY: "#afb8c1",
 }
 DEADLINE = "#8250df"  # the deadline line: a colour no mark uses
 TREND = "#fb8500"
+WARN = "#d4a72c"  # the "close" line: not a mark's colour either
 WIDTH, PLOT_H, LEFT, RIGHT, TOP = 960, 240, 70, 20, 56
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1b1f23;max-width:70rem}
@@ -116,7 +117,7 @@ def end_chart(report: SlaReport) -> str:
     clock = spec.deadline.strftime("%H:%M")
     parts.append(
         f'<line class="warn" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(warn_h):.1f}" y2="{y(warn_h):.1f}" '
-        f'stroke="{COLOURS[DayStatus.CLOSE]}" stroke-dasharray="4 4"/>'
+        f'stroke="{WARN}" stroke-dasharray="4 4"/>'
         f'<line class="deadline" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(deadline_h):.1f}" y2="{y(deadline_h):.1f}" '
         f'stroke="{DEADLINE}" stroke-width="3"><title>deadline {_e(clock)} {_e(spec.timezone)}</title></line>'
         f'<text x="{WIDTH - RIGHT}" y="{y(deadline_h) - 6:.1f}" text-anchor="end" fill="{DEADLINE}">'
