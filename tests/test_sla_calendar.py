@@ -83,7 +83,12 @@ def test_the_business_date_a_run_carries(value: object, expected: date | None) -
     assert business_date_of(value) == expected
 
 
-@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2060, 12, 31)), st.sampled_from(sorted(["America/New_York", "Europe/Paris", "Australia/Adelaide", "Asia/Kolkata", "Pacific/Chatham", "UTC"])))
+@given(
+    st.dates(min_value=date(2000, 1, 1), max_value=date(2060, 12, 31)),
+    st.sampled_from(
+        sorted(["America/New_York", "Europe/Paris", "Australia/Adelaide", "Asia/Kolkata", "Pacific/Chatham", "UTC"])
+    ),
+)
 def test_the_deadline_is_six_on_that_dates_wall_clock(day: date, zone_name: str) -> None:
     zone = ZoneInfo(zone_name)
     local = deadline_utc(day, time(6), zone).astimezone(zone)

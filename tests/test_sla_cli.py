@@ -110,18 +110,27 @@ def test_csv_has_a_line_per_date_and_html_is_written(factory: Emulator, capsys: 
     assert scheduled and {row["status"] for row in scheduled} >= {"met", "close", "missed", "failed", "not-run"}
     assert all(row["weekday"] in ("Sat", "Sun") for row in table if row["scheduled"] == "false")
     html = page.read_text(encoding="utf-8")
-    assert html.startswith("<!DOCTYPE html>") and "<script" not in html and "http://" not in html.replace(
-        'xmlns="http://www.w3.org/2000/svg"', ""
+    assert (
+        html.startswith("<!DOCTYPE html>")
+        and "<script" not in html
+        and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     )
     assert html.count('class="mark"') == len(scheduled)
 
 
 def test_a_range_in_the_past_and_bad_options(factory: Emulator, capsys: Cap) -> None:
     until = _weekday_back(0, 2)  # a Monday: the range is the week before it
-    code, out, _ = _report(capsys, "--since", (until - timedelta(days=7)).isoformat(), "--until", until.isoformat(), "--json")
+    code, out, _ = _report(
+        capsys, "--since", (until - timedelta(days=7)).isoformat(), "--until", until.isoformat(), "--json"
+    )
     document = json.loads(out)
     assert len(document["days"]) == 5 and document["sla"]["until"] == f"{until.isoformat()}T00:00:00Z"
-    assert code == (6 if document["drift"]["detected"] or any(r["status"] in ("missed", "failed", "not-run") for r in document["days"]) else 0)
+    assert code == (
+        6
+        if document["drift"]["detected"]
+        or any(r["status"] in ("missed", "failed", "not-run") for r in document["days"])
+        else 0
+    )
     code, _, err = _report(capsys, "--since", "2026-11-03T00:00:00")
     assert code == 2 and err.strip().endswith("has no UTC offset; write it with Z or +00:00")
     code, _, err = _report(capsys, "--since", "2d", "--until", "3d")
@@ -130,7 +139,9 @@ def test_a_range_in_the_past_and_bad_options(factory: Emulator, capsys: Cap) -> 
     assert (code, err.strip()) == (2, "error: --json and --csv: choose one")
 
 
-def test_a_business_date_the_pipeline_does_not_declare_is_refused(factory: Emulator, capsys: Cap, tmp_path: Path) -> None:
+def test_a_business_date_the_pipeline_does_not_declare_is_refused(
+    factory: Emulator, capsys: Cap, tmp_path: Path
+) -> None:
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(EXAMPLE.read_text().replace('business_date = "businessDate"', 'business_date = "asOfDate"'))
     capsys.readouterr()
@@ -158,9 +169,16 @@ def test_the_cache_reaches_past_adf_retention_and_says_what_it_lacks(capsys: Cap
         day = (now - timedelta(days=back)).date()
         start = now.replace(year=day.year, month=day.month, day=day.day, hour=7, minute=30, second=0, microsecond=0)
         runs.append(
-            Run(f"old-{back}", loaded.pipeline, RunStatus.SUCCEEDED, {"businessDate": day.isoformat()},
-                start=start, end=start + timedelta(minutes=45), last_updated=start + timedelta(minutes=45),
-                duration=timedelta(minutes=45))
+            Run(
+                f"old-{back}",
+                loaded.pipeline,
+                RunStatus.SUCCEEDED,
+                {"businessDate": day.isoformat()},
+                start=start,
+                end=start + timedelta(minutes=45),
+                last_updated=start + timedelta(minutes=45),
+                duration=timedelta(minutes=45),
+            )
         )
     db = Database()
     try:
@@ -173,7 +191,9 @@ def test_the_cache_reaches_past_adf_retention_and_says_what_it_lacks(capsys: Cap
     document = json.loads(out)
     status = {row["date"]: row["status"] for row in document["days"]}
     old = [day for day in status if date.fromisoformat(day) < (now - timedelta(days=50)).date()]
-    assert old and all(status[day] == "met" for day in old if date.fromisoformat(day) > (now - timedelta(days=75)).date())
+    assert old and all(
+        status[day] == "met" for day in old if date.fromisoformat(day) > (now - timedelta(days=75)).date()
+    )
     assert document["history"]["no_history"], "dates before the horizon without runs are named"
     assert all(status[d] == "no-history" for d in document["history"]["no_history"])
     assert document["history"]["horizon"] == format_utc(horizon)

@@ -41,7 +41,9 @@ def run(day: str, start: str, minutes: float | None, status: RunStatus = RunStat
     )
 
 
-def report(runs: list[Run], *, now: datetime = UNTIL, horizon: datetime | None = SINCE - timedelta(days=60)) -> SlaReport:
+def report(
+    runs: list[Run], *, now: datetime = UNTIL, horizon: datetime | None = SINCE - timedelta(days=60)
+) -> SlaReport:
     return build_report(sla(), runs, since=SINCE, until=UNTIL, now=now, horizon=horizon)
 
 
@@ -167,7 +169,15 @@ def test_a_half_hour_zone_decides_by_its_own_deadline(zone: str) -> None:
     deadline = {"Asia/Kolkata": "2026-11-04T00:30:00Z", "Australia/Adelaide": "2026-11-03T19:30:00Z"}[zone]
     loaded = sla(timezone=zone)
     cutoff = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
-    early = Run("a", "p", RunStatus.SUCCEEDED, {"businessDate": "2026-11-04"}, start=cutoff - timedelta(hours=1), end=cutoff - timedelta(minutes=1), duration=timedelta(minutes=59))
+    early = Run(
+        "a",
+        "p",
+        RunStatus.SUCCEEDED,
+        {"businessDate": "2026-11-04"},
+        start=cutoff - timedelta(hours=1),
+        end=cutoff - timedelta(minutes=1),
+        duration=timedelta(minutes=59),
+    )
     result = build_report(loaded, [early], since=SINCE, until=UNTIL, now=UNTIL, horizon=SINCE - timedelta(days=60))
     row = next(r for r in result.days if r.day == date(2026, 11, 4))
     assert (row.status, row.deadline) == (DayStatus.CLOSE, cutoff)

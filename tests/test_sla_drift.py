@@ -24,9 +24,7 @@ NOISE = st.floats(min_value=-0.05, max_value=0.05)
 
 def drift(durations: dict[date, float], *, threshold: float = 0.15) -> Drift:
     points = [Point(day, ms, START) for day, ms in durations.items()]
-    return assess(
-        RECENT, BASELINE, points, threshold=threshold, until=UNTIL, deadline=time(6), zone=ZONE, days=DAYS
-    )
+    return assess(RECENT, BASELINE, points, threshold=threshold, until=UNTIL, deadline=time(6), zone=ZONE, days=DAYS)
 
 
 @settings(max_examples=150)
@@ -40,7 +38,11 @@ def test_flat_with_noise_is_no_drift_and_no_miss(base_minutes: float, noise: lis
 
 
 @settings(max_examples=150)
-@given(st.floats(min_value=5, max_value=60), st.floats(min_value=0.3, max_value=1.5), st.lists(NOISE, min_size=30, max_size=30))
+@given(
+    st.floats(min_value=5, max_value=60),
+    st.floats(min_value=0.3, max_value=1.5),
+    st.lists(NOISE, min_size=30, max_size=30),
+)
 def test_a_step_up_is_drift(base_minutes: float, step: float, noise: list[float]) -> None:
     series = {
         day: base_minutes * MINUTE * (1 + (step if day in RECENT else 0)) * (1 + n)
@@ -80,7 +82,9 @@ def _ends(found: Drift, day: date) -> datetime:
     return start + timedelta(milliseconds=found.trend_ms(day) or 0)
 
 
-@given(st.integers(min_value=0, max_value=4), st.integers(min_value=0, max_value=30), st.floats(min_value=1, max_value=10))
+@given(
+    st.integers(min_value=0, max_value=4), st.integers(min_value=0, max_value=30), st.floats(min_value=1, max_value=10)
+)
 def test_too_few_dates_is_not_enough_history_never_an_alarm(recent: int, baseline: int, jump: float) -> None:
     series = {day: 30 * MINUTE for day in BASELINE[-baseline:]} if baseline else {}
     series |= {day: 30 * MINUTE * jump for day in RECENT[:recent]}

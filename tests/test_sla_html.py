@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from conftest import missing
 from test_report_html import _pixels
 
@@ -96,10 +95,10 @@ def _components(rows: list[bytes], colour: tuple[int, int, int], top: int, botto
             while stack:
                 cx, cy = stack.pop()
                 for nx, ny in ((cx + 1, cy), (cx - 1, cy), (cx, cy + 1), (cx, cy - 1)):
-                    if top <= ny < bottom and 0 <= nx < width and (nx, ny) not in seen:
-                        if rows[ny][3 * nx : 3 * nx + 3] == wanted:
-                            seen.add((nx, ny))
-                            stack.append((nx, ny))
+                    inside = top <= ny < bottom and 0 <= nx < width and (nx, ny) not in seen
+                    if inside and rows[ny][3 * nx : 3 * nx + 3] == wanted:
+                        seen.add((nx, ny))
+                        stack.append((nx, ny))
     return count
 
 

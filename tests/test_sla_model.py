@@ -102,7 +102,10 @@ def test_sla_check_and_a_refusal_on_the_command_line(tmp_path: Path, capsys: Cap
     wrong.write_text(EXAMPLE.read_text().replace('"America/New_York"', '"America/Nowhere"'))
     assert main.run(["sla", "check", str(wrong)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f'error: {wrong}: sla.timezone: "America/Nowhere" is not an IANA time zone (e.g. "America/New_York", "Europe/Paris")']
+    assert err == [
+        f'error: {wrong}: sla.timezone: "America/Nowhere" is not an IANA time zone '
+        '(e.g. "America/New_York", "Europe/Paris")'
+    ]
 
 
 def test_the_schema_accepts_the_example_and_refuses_a_bad_day(capsys: Cap) -> None:

@@ -37,7 +37,10 @@ def check(path: Path) -> None:
     click.echo(f"business date: parameter {spec.business_date}")
     click.echo(f"deadline: {spec.deadline.strftime('%H:%M')} {spec.timezone} on {', '.join(spec.days)}")
     drift = loaded.file.drift
-    click.echo(f"drift: last {drift.recent} business dates against the {drift.baseline} before, threshold {drift.threshold:.0%}")
+    click.echo(
+        f"drift: last {drift.recent} business dates against the {drift.baseline} before, "
+        f"threshold {drift.threshold:.0%}"
+    )
 
 
 @sla.command("schema")
@@ -134,7 +137,9 @@ def _echo_text(built: SlaReport, *, wide: bool) -> None:
     echo_table(HEADERS, rows, shrink=["longest"], wide=wide)
     if built.outside_days:
         click.echo("\noutside the SLA's days (never counted):")
-        echo_table(["date", "day", "run status", "tries", "run", "end", "duration"], outside_rows(built, built.sla.zone))
+        echo_table(
+            ["date", "day", "run status", "tries", "run", "end", "duration"], outside_rows(built, built.sla.zone)
+        )
     click.echo()
     for line in footer_lines(built):
         for part in textwrap.wrap(line, WIDTH, subsequent_indent="  "):

@@ -21,7 +21,6 @@ from backfill.factory.run import Run, RunStatus
 from backfill.sla.calendar import business_date_of, deadline_utc, is_business_day, local_text
 from backfill.timeutil import format_utc
 
-
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
@@ -152,7 +151,9 @@ def day_row(
     if done is not None:
         assert done.end is not None
         margin = deadline - done.end
-        status = DayStatus.MISSED if margin < timedelta(0) else DayStatus.CLOSE if margin < warn_before else DayStatus.MET
+        status = (
+            DayStatus.MISSED if margin < timedelta(0) else DayStatus.CLOSE if margin < warn_before else DayStatus.MET
+        )
         return DayRow(day, status, len(attempts), deadline, done)
     if deadline > now:
         return DayRow(day, DayStatus.PENDING, len(attempts), deadline, None)
@@ -205,4 +206,3 @@ def start_offset(run: Run, day: date, zone: ZoneInfo) -> timedelta | None:
         return None
     local = run.start.astimezone(zone).replace(tzinfo=None)
     return local - datetime.combine(day, datetime.min.time())
-

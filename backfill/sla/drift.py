@@ -83,12 +83,7 @@ class Drift:
 
 def theil_sen(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Slope and intercept: the median of pairwise slopes, the median of ``y - slope * x``."""
-    slopes = [
-        (y2 - y1) / (x2 - x1)
-        for i, (x1, y1) in enumerate(points)
-        for x2, y2 in points[i + 1 :]
-        if x2 != x1
-    ]
+    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1 :] if x2 != x1]
     if not slopes:
         raise ValueError("Theil–Sen needs two points with different x")
     slope = statistics.median(slopes)
@@ -112,7 +107,6 @@ def assess(
     baseline = [by_day[d] for d in baseline_dates if d in by_day]
     need_recent = max(MIN_POINTS, math.ceil(len(recent_dates) / 2))
     need_baseline = max(MIN_POINTS, math.ceil(len(baseline_dates) / 2))
-    windows = {"recent_dates": tuple(recent_dates), "baseline_dates": tuple(baseline_dates)}
     used = tuple(sorted([*baseline, *recent], key=lambda p: p.day))
     if len(recent) < need_recent or len(baseline) < need_baseline:
         reason = (
@@ -120,7 +114,17 @@ def assess(
             f"{len(baseline_dates)} baseline business dates have a completing run (at least {need_recent} and "
             f"{need_baseline} needed)"
         )
-        return Drift(False, None, None, None, None, reason, points=used, **windows)
+        return Drift(
+            False,
+            None,
+            None,
+            None,
+            None,
+            reason,
+            recent_dates=tuple(recent_dates),
+            baseline_dates=tuple(baseline_dates),
+            points=used,
+        )
     baseline_median = statistics.median(p.duration_ms for p in baseline)
     recent_median = statistics.median(p.duration_ms for p in recent)
     detected = recent_median > baseline_median * (1 + threshold)
@@ -140,7 +144,8 @@ def assess(
         intercept_ms=intercept,
         points=used,
         usual_start=start,
-        **windows,
+        recent_dates=tuple(recent_dates),
+        baseline_dates=tuple(baseline_dates),
     )
 
 

@@ -30,6 +30,7 @@ COLOURS = {
 }
 DEADLINE = "#8250df"  # the deadline line: a colour no mark uses
 TREND = "#fb8500"
+OUTSIDE_HEADERS = ["date", "day", "run status", "tries", "run", "end", "duration"]
 WARN = "#d4a72c"  # the "close" line: not a mark's colour either
 WIDTH, PLOT_H, LEFT, RIGHT, TOP = 960, 240, 70, 20, 56
 _STYLE = """
@@ -59,7 +60,10 @@ def outcome_text(report: SlaReport) -> str:
         detail = ", ".join(f"{counts[s]} {s.value}" for s in broken)
         parts.append(f"{total} of {len(report.days)} business dates broke the SLA ({detail})")
     else:
-        parts.append(f"All {len(report.days) - counts[DayStatus.PENDING] - counts[DayStatus.NO_HISTORY]} business dates met the SLA")
+        parts.append(
+            f"All {len(report.days) - counts[DayStatus.PENDING] - counts[DayStatus.NO_HISTORY]} "
+            "business dates met the SLA"
+        )
     if counts[DayStatus.CLOSE]:
         parts.append(f"{counts[DayStatus.CLOSE]} close")
     drift = report.drift
@@ -149,7 +153,8 @@ def end_chart(report: SlaReport) -> str:
 def _tip(row: DayRow, report: SlaReport) -> str:
     text = f"{row.day.isoformat()} {row.status.value}"
     if row.end is not None:
-        text += f": ended {row.end_local_text(report.sla.zone)} ({utc_clock(row.end, row.day)}), margin {signed(row.margin)}"
+        ended = f"{row.end_local_text(report.sla.zone)} ({utc_clock(row.end, row.day)})"
+        text += f": ended {ended}, margin {signed(row.margin)}"
     if row.attempts > 1:
         text += f", {row.attempts} attempts"
     return text
@@ -264,8 +269,15 @@ def render_html(report: SlaReport) -> str:
         escaped[4] = f'<span class="mono">{_e(row.run.run_id if row.run else "-")}</span>'
         rows.append(escaped)
     outside = [
-        [_e(o.day.isoformat()), _e(o.day.strftime("%a")), _e(o.run.status_label), str(o.attempts),
-         f'<span class="mono">{_e(o.run.run_id)}</span>', _e(format_utc(o.run.end)), _e(format_duration(o.run.duration))]
+        [
+            _e(o.day.isoformat()),
+            _e(o.day.strftime("%a")),
+            _e(o.run.status_label),
+            str(o.attempts),
+            f'<span class="mono">{_e(o.run.run_id)}</span>',
+            _e(format_utc(o.run.end)),
+            _e(format_duration(o.run.duration)),
+        ]
         for o in report.outside_days
     ]
     legend = "".join(f'<span><i style="background:{c}"></i>{_e(s.value)}</span>' for s, c in COLOURS.items())
@@ -274,7 +286,7 @@ def render_html(report: SlaReport) -> str:
     notes = "".join(f"<li>{_e(line)}</li>" for line in footer_lines(report))
     title = sla.file.title or str(sla.path)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_e(title)}</h1>"
         f'<p class="outcome {"poor" if broken else "good"}" id="outcome">{_e(outcome_text(report))}</p>'
@@ -285,8 +297,8 @@ def render_html(report: SlaReport) -> str:
         f'<p class="legend">{legend}</p>'
         f"<h2>Duration trend</h2><p>{_e(report.drift_line())}</p>{trend_chart(report)}"
         f"<h2>Business dates</h2>{_table(HEADERS, rows)}"
-        f"<h2>Outside the SLA's days (never counted)</h2>{_table(['date', 'day', 'run status', 'tries', 'run', 'end', 'duration'], outside)}"
+        f"<h2>Outside the SLA's days (never counted)</h2>{_table(OUTSIDE_HEADERS, outside)}"
         f"<h2>Notes</h2><ul>{notes}</ul>"
-        f"<p class=\"none\">Generated {_e(format_utc(report.now))} by backfill sla report.</p>"
+        f'<p class="none">Generated {_e(format_utc(report.now))} by backfill sla report.</p>'
         "</body></html>\n"
     )

@@ -83,7 +83,9 @@ def _zone(value: Any) -> str:
         # A path-like or malformed key is a ValueError from zoneinfo, an unknown one not found.
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise _value_error(f'{show(value)} is not an IANA time zone (e.g. "America/New_York", "Europe/Paris")') from None
+        raise _value_error(
+            f'{show(value)} is not an IANA time zone (e.g. "America/New_York", "Europe/Paris")'
+        ) from None
     return name
 
 
@@ -140,12 +142,16 @@ class SlaSpec(_Section):
     days: list[Weekday] = Field(
         default_factory=lambda: list(WEEKDAYS[:5]), description="Weekdays that are business dates."
     )
-    warn_before: Duration = duration_field(timedelta(minutes=30), "Succeeding less than this before the deadline is close.")
+    warn_before: Duration = duration_field(
+        timedelta(minutes=30), "Succeeding less than this before the deadline is close."
+    )
 
     @model_validator(mode="after")
     def _distinct_days(self) -> SlaSpec:
         if not self.days:
-            raise PydanticCustomError("sla_rule", "{detail}", {"key": "days", "detail": "expected at least one weekday"})
+            raise PydanticCustomError(
+                "sla_rule", "{detail}", {"key": "days", "detail": "expected at least one weekday"}
+            )
         for index, day in enumerate(self.days):
             if day in self.days[:index]:
                 raise PydanticCustomError(

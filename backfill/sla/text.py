@@ -80,7 +80,8 @@ def header_lines(report: SlaReport) -> Iterator[str]:
     yield f"range: {format_utc(report.since)} to {format_utc(report.until)}"
     offsets = sorted({row.deadline.astimezone(sla.zone).strftime("%z") for row in report.days})
     if len(offsets) > 1:
-        yield f"note: the zone's offset changes in this range ({', '.join(_offset(o) for o in offsets)}): each date's deadline is in its own"
+        shown = ", ".join(_offset(o) for o in offsets)
+        yield f"note: the zone's offset changes in this range ({shown}): each date's deadline is in its own offset"
 
 
 def _offset(text: str) -> str:
