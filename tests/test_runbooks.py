@@ -266,6 +266,16 @@ def _verify_team(play: Play) -> None:
     assert not any(kind == "backfill.approved" and actor == alice for kind, actor, _ in stamps)
 
 
+# --- sla-morning-check: the page and the spreadsheet it promises ------------------------------------
+
+
+def _verify_sla(play: Play) -> None:
+    page = (play.work / "sla.html").read_text(encoding="utf-8")
+    assert 'class="deadline"' in page and page.count('class="mark"') >= 15, "the page draws the dates"
+    lines = (play.work / "sla.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("date,weekday,scheduled,status") and len(lines) > 5
+
+
 STAGES: dict[str, Stage] = {
     "README": Stage(emulator=False, verify=_verify_readme),  # it starts its own emulator
     "replay-failed-windows": Stage(verify=_verify_replay),
@@ -273,6 +283,7 @@ STAGES: dict[str, Stage] = {
     # An auditor needs no access to the factory: the runbook's shell gets none.
     "audit-the-ledger": Stage(factory_in_shell=False, prepare=_prepare_audit, verify=_verify_audit),
     "try-the-emulator": Stage(emulator=False),  # it starts its own, from plans/emulator-scenario.toml
+    "sla-morning-check": Stage(emulator=False, verify=_verify_sla),  # it starts slas/emulator-scenario.toml
     "team-ledger": Stage(prepare=_prepare_team, verify=_verify_team),
 }
 
@@ -284,7 +295,7 @@ def _start(play: Play, stage: Stage) -> None:
     play.work.mkdir()
     play.factory_in_shell = stage.factory_in_shell
     (play.base / "tmp").mkdir()
-    for folder in ("plans", "checks"):  # the runbooks are written for a checkout of the repository
+    for folder in ("plans", "checks", "slas"):  # the runbooks are written for a checkout of the repository
         shutil.copytree(REPO / folder, play.work / folder)
     if stage.emulator:
         scenario = play.work / SCENARIO
