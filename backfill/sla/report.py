@@ -7,7 +7,7 @@ returns values; ``to_json`` is the stable ``sla report --json`` document (spec Â
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -116,7 +116,8 @@ def _signed(ms: float) -> str:
     return sign + _clock(abs(ms))
 
 
-ActivityLookup = Callable[[Run], Activity | None]
+# The longest activity of each of some runs, by run ID (those it cannot tell are left out).
+ActivityLookup = Callable[[Sequence[Run]], Mapping[str, Activity]]
 
 
 def build_report(
@@ -145,7 +146,8 @@ def build_report(
         horizon=horizon,
     )
     if longest_activity is not None:
-        rows = [row.with_activity(longest_activity(row.run)) if row.end and row.run else row for row in rows]
+        found = longest_activity([row.run for row in rows if row.end is not None and row.run is not None])
+        rows = [row.with_activity(found.get(row.run.run_id)) if row.run is not None else row for row in rows]
     drift = _drift(sla, by_date, until=until, now=now, horizon=horizon, days=days)
     notes = []
     if horizon is None:
