@@ -136,16 +136,20 @@ def end_chart(report: SlaReport) -> str:
             cy = y(_wall_hours(row.end, row.day, report))
             parts.append(f'<circle {common} cx="{cx:.1f}" cy="{cy:.1f}" r="6"><title>{tip}</title></circle>')
         else:
+            cy = TOP - 20
             parts.append(
                 f'<rect {common} x="{cx - 6:.1f}" y="{TOP - 26}" width="12" height="12"><title>{tip}</title></rect>'
             )
+        if row.attempts > 1:
+            # A retried date says so beside its mark: "met by its retry" at a glance.
+            parts.append(f'<text class="attempts" x="{cx + 9:.1f}" y="{cy + 4:.1f}">×{row.attempts}</text>')
         if index % max(1, len(rows) // 10) == 0:
             parts.append(
                 f'<text x="{cx:.1f}" y="{TOP + PLOT_H + 16}" text-anchor="middle">{row.day.strftime("%m-%d")}</text>'
             )
     parts.append(
         f'<text x="{LEFT}" y="{TOP + PLOT_H + 34}">end time on the wall clock of {_e(spec.timezone)}, '
-        "one mark per business date</text></svg>"
+        "one mark per business date; ×2: retried</text></svg>"
     )
     return "".join(parts)
 
@@ -191,8 +195,7 @@ def trend_chart(report: SlaReport) -> str:
         f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="duration trend">',
         f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" height="{PLOT_H}" fill="#f6f8fa"/>',
     ]
-    for fraction in (0.25, 0.5, 0.75, 1.0):
-        ms = high * fraction
+    for ms in _ticks(high):
         parts.append(
             f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(ms):.1f}" y2="{y(ms):.1f}" stroke="#d0d7de"/>'
             f'<text x="{LEFT - 6}" y="{y(ms) + 4:.1f}" text-anchor="end">'
@@ -247,6 +250,13 @@ def trend_chart(report: SlaReport) -> str:
         "dashed orange: the trend</text></svg>"
     )
     return "".join(parts)
+
+
+def _ticks(high: float) -> list[float]:
+    """Round durations for the axis: at most six, 15 minutes to 4 hours apart."""
+    minute = 60_000.0
+    step = next((s * minute for s in (5, 15, 30, 60, 120, 240) if high / (s * minute) <= 6), high / 4)
+    return [step * n for n in range(1, int(high // step) + 1)]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
