@@ -74,14 +74,14 @@ def test_every_status_on_its_own_date() -> None:
     assert result.exit_code is ExitCode.SLA_AT_RISK
     document = result.to_json()
     assert document["schema"] == 1 and set(document) >= {"sla", "days", "outside_days", "drift"}
-    assert set(document["drift"]) >= {  # type: ignore[arg-type]
+    assert set(document["drift"]) >= {
         "detected",
         "baseline_median_ms",
         "recent_median_ms",
         "slope_ms_per_day",
         "projected_miss",
     }
-    missed = document["days"][2]  # type: ignore[index]
+    missed = document["days"][2]
     assert missed == {
         "date": "2026-11-04",
         "weekday": "Wed",
@@ -141,7 +141,7 @@ def test_dates_before_the_cache_horizon_without_runs_have_no_history() -> None:
         "2026-11-06": "met",
     }
     assert result.exit_code is ExitCode.OK, "dates we know nothing about are not claimed missed"
-    assert result.to_json()["history"]["no_history"] == ["2026-11-02", "2026-11-03", "2026-11-04"]  # type: ignore[index]
+    assert result.to_json()["history"]["no_history"] == ["2026-11-02", "2026-11-03", "2026-11-04"]
 
 
 def test_weekend_runs_are_listed_apart_and_never_count() -> None:

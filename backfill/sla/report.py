@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from backfill.errors import ExitCode
 from backfill.factory.run import Run
@@ -82,7 +83,7 @@ class SlaReport:
             text += "; no miss projected within 92 days"
         return text
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         zone = self.sla.zone
         return {
             "schema": SCHEMA,
