@@ -127,24 +127,17 @@ def _when(text: str | None, option: str, now: datetime) -> datetime | None:
 
 
 def _echo_text(built: SlaReport, *, wide: bool) -> None:
-    from backfill.sla.text import HEADERS, footer_lines, header_lines, outside_rows, table_rows
+    from backfill.cli.output import short_id
+    from backfill.sla.text import HEADERS, OUTSIDE_HEADERS, footer_lines, header_lines, outside_rows, table_rows
 
+    ids = (lambda run_id: run_id) if wide else short_id
     for line in header_lines(built):
         click.echo(line)
-    rows = table_rows(built)
-    if wide:
-        rows = [[*row[:4], row_id, *row[5:]] for row, row_id in zip(rows, _ids(built), strict=True)]
-    echo_table(HEADERS, rows, shrink=["longest"], wide=wide)
+    echo_table(HEADERS, table_rows(built, ids), shrink=["longest"], wide=wide)
     if built.outside_days:
         click.echo("\noutside the SLA's days (never counted):")
-        echo_table(
-            ["date", "day", "run status", "tries", "run", "end", "duration"], outside_rows(built, built.sla.zone)
-        )
+        echo_table(OUTSIDE_HEADERS, outside_rows(built, ids))
     click.echo()
     for line in footer_lines(built):
         for part in textwrap.wrap(line, WIDTH, subsequent_indent="  "):
             click.echo(part)
-
-
-def _ids(built: SlaReport) -> list[str]:
-    return [row.run.run_id if row.run is not None else "-" for row in built.days]

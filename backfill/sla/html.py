@@ -16,7 +16,7 @@ from typing import Any
 
 from backfill.sla.days import DayRow, DayStatus
 from backfill.sla.report import SlaReport
-from backfill.sla.text import HEADERS, signed, table_rows, utc_clock
+from backfill.sla.text import HEADERS, OUTSIDE_HEADERS, signed, table_rows, utc_clock
 from backfill.timeutil import format_duration, format_utc
 
 COLOURS = {
@@ -30,7 +30,6 @@ COLOURS = {
 }
 DEADLINE = "#8250df"  # the deadline line: a colour no mark uses
 TREND = "#fb8500"
-OUTSIDE_HEADERS = ["date", "day", "run status", "tries", "run", "end", "duration"]
 WARN = "#d4a72c"  # the "close" line: not a mark's colour either
 WIDTH, PLOT_H, LEFT, RIGHT, TOP = 960, 240, 70, 20, 56
 _STYLE = """

@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from backfill.sla.days import DayRow, DayStatus
 from backfill.sla.report import SlaReport
 from backfill.timeutil import format_duration, format_utc
 
+OUTSIDE_HEADERS = ["date", "day", "run status", "tries", "run", "end", "duration"]
 HEADERS = ["date", "day", "status", "tries", "run", "end", "end local", "deadline", "margin", "duration", "longest"]
 
 
@@ -34,9 +34,12 @@ def signed(value: timedelta | None) -> str:
     return ("-" if value < timedelta(0) else "+") + format_duration(abs(value))
 
 
-def table_rows(report: SlaReport) -> list[list[str]]:
-    from backfill.cli.output import short_id
+def _whole(run_id: str) -> str:
+    return run_id
 
+
+def table_rows(report: SlaReport, id_text: Callable[[str], str] = _whole) -> list[list[str]]:
+    """The table's cells; ``id_text`` shortens run IDs (the CLI's ``short_id``)."""
     zone = report.sla.zone
     rows = []
     for row in report.days:
@@ -48,7 +51,7 @@ def table_rows(report: SlaReport) -> list[list[str]]:
                 row.day.strftime("%a"),
                 _status_text(row),
                 str(row.attempts),
-                short_id(run_id) if run_id else "-",
+                id_text(run_id) if run_id else "-",
                 utc_clock(row.end, row.day),
                 row.end_local_text(zone),
                 utc_clock(row.deadline, row.day),
@@ -88,16 +91,14 @@ def _offset(text: str) -> str:
     return f"UTC{text[:3]}:{text[3:]}"
 
 
-def outside_rows(report: SlaReport, zone: ZoneInfo) -> list[list[str]]:
-    from backfill.cli.output import short_id
-
+def outside_rows(report: SlaReport, id_text: Callable[[str], str] = _whole) -> list[list[str]]:
     return [
         [
             row.day.isoformat(),
             row.day.strftime("%a"),
             row.run.status_label,
             str(row.attempts),
-            short_id(row.run.run_id),
+            id_text(row.run.run_id),
             utc_clock(row.run.end, row.day),
             format_duration(row.run.duration),
         ]
