@@ -94,3 +94,22 @@ def test_the_deadline_is_six_on_that_dates_wall_clock(day: date, zone_name: str)
     local = deadline_utc(day, time(6), zone).astimezone(zone)
     assert (local.date(), local.time()) == (day, time(6))
     assert deadline_utc(day, time(6), zone).tzinfo is UTC
+
+
+@given(
+    st.dates(min_value=date(1900, 1, 1), max_value=date(2199, 12, 31)),
+    st.sampled_from(["iso", "compact", "stamp", "adf"]),
+)
+def test_every_spelling_of_a_date_reads_back(day: date, form: str) -> None:
+    text = {
+        "iso": day.isoformat(),
+        "compact": day.strftime("%Y%m%d"),
+        "stamp": f"{day.isoformat()}T00:00:00Z",
+        "adf": f"{day.isoformat()}T00:00:00.0000000Z",
+    }[form]
+    assert business_date_of(text) == day
+
+
+@given(st.text(max_size=12).filter(lambda t: not t[:1].isdigit()))
+def test_text_that_does_not_start_with_a_date_is_no_date(text: str) -> None:
+    assert business_date_of(text) is None

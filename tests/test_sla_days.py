@@ -181,3 +181,18 @@ def test_a_half_hour_zone_decides_by_its_own_deadline(zone: str) -> None:
     result = build_report(loaded, [early], since=SINCE, until=UNTIL, now=UNTIL, horizon=SINCE - timedelta(days=60))
     row = next(r for r in result.days if r.day == date(2026, 11, 4))
     assert (row.status, row.deadline) == (DayStatus.CLOSE, cutoff)
+
+
+def test_a_range_across_the_autumn_change_gives_each_date_its_own_deadline() -> None:
+    from backfill.sla.text import header_lines
+
+    since, until = datetime(2026, 10, 29, 4, tzinfo=UTC), datetime(2026, 11, 4, 5, tzinfo=UTC)  # midnights EDT, EST
+    result = build_report(sla(), [], since=since, until=until, now=until, horizon=since - timedelta(days=60))
+    deadlines = {row.day.isoformat(): row.deadline.strftime("%H:%MZ") for row in result.days}
+    assert deadlines == {
+        "2026-10-29": "10:00Z",
+        "2026-10-30": "10:00Z",
+        "2026-11-02": "11:00Z",
+        "2026-11-03": "11:00Z",
+    }
+    assert any("offset changes in this range (UTC-05:00, UTC-04:00)" in line for line in header_lines(result))
