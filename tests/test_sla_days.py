@@ -195,4 +195,4 @@ def test_a_range_across_the_autumn_change_gives_each_date_its_own_deadline() -> 
         "2026-11-02": "11:00Z",
         "2026-11-03": "11:00Z",
     }
-    assert any("offset changes in this range (UTC-05:00, UTC-04:00)" in line for line in header_lines(result))
+    assert any("offset changes in this range (UTC-04:00, UTC-05:00)" in line for line in header_lines(result))

@@ -81,7 +81,8 @@ def header_lines(report: SlaReport) -> Iterator[str]:
         f"close within {format_duration(spec.warn_before)}"
     )
     yield f"range: {format_utc(report.since)} to {format_utc(report.until)}"
-    offsets = sorted({row.deadline.astimezone(sla.zone).strftime("%z") for row in report.days})
+    # In date order: the offset before the change, then after it.
+    offsets = list(dict.fromkeys(row.deadline.astimezone(sla.zone).strftime("%z") for row in report.days))
     if len(offsets) > 1:
         shown = ", ".join(_offset(o) for o in offsets)
         yield f"note: the zone's offset changes in this range ({shown}): each date's deadline is in its own offset"
