@@ -93,7 +93,7 @@ def main() -> None:
     emit("Azure SDK import", round(time.perf_counter() - began, 3), "s")
 
     from backfill.emulator import Emulator, Pipeline, Scenario
-    from backfill.emulator.scenario import HistoryRun
+    from backfill.emulator.scenario import PastRun
     from backfill.factory.protocol import FactoryRef
     from backfill.history import _next_state
     from backfill.sla.html import render_html
@@ -140,7 +140,7 @@ def main() -> None:
     scenario = Scenario(subscription_id=FACTORY[0], resource_group=FACTORY[1], factory=FACTORY[2])
     scenario.add_pipeline(Pipeline(name=names[0], parameters={"businessDate": "String"}))
     scenario.add_history(
-        HistoryRun(
+        PastRun(
             pipeline=run.pipeline,
             start=run.start,
             parameters=dict(run.parameters),

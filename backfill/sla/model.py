@@ -32,8 +32,8 @@ from pydantic_core import PydanticCustomError
 
 from backfill.errors import BackfillError
 from backfill.factory.protocol import FactoryRef
-from backfill.plan_model import Target
-from backfill.plan_types import Duration, Name, duration_field, show
+from backfill.plan.fields import Duration, Name, duration_field, show
+from backfill.plan.schema import Target
 from backfill.windows import duration_text
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
