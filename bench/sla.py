@@ -96,8 +96,8 @@ def main() -> None:
     from backfill.emulator.scenario import PastRun
     from backfill.factory.protocol import FactoryRef
     from backfill.history import _next_state
+    from backfill.services.sla import report_sla
     from backfill.sla.html import render_html
-    from backfill.sla.service import report_sla
     from backfill.sla.text import to_csv, to_json_text
     from backfill.store import history as store
     from backfill.store.database import Database

@@ -26,7 +26,7 @@ def sla() -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=True))
 def check(path: Path) -> None:
     """Validate SLA_FILE and say what it promises (nothing connects)."""
-    from backfill.sla.service import check_sla
+    from backfill.services.sla import check_sla
 
     loaded = check_sla(path)
     spec = loaded.spec
@@ -76,7 +76,7 @@ def report(
     Syncs the history cache first. Exits 6 when a date missed, failed or did not run, or drift is
     detected; 0 otherwise."""
     from backfill.cli.history import describe_sync
-    from backfill.sla.service import report_sla
+    from backfill.services.sla import report_sla
     from backfill.timeutil import utcnow
 
     if as_json and as_csv:

@@ -1,4 +1,5 @@
-"""The SLA report use case: sync the pipeline's history, read the runs of the dates, report.
+"""SLA evidence (spec §13): check an SLA file; report its business dates (sync the pipeline's
+history, read the runs of the dates, build the report with ``backfill.sla``).
 
 History comes from the history cache, synced first as for a preview, so a report reaches past
 ADF's 45 days for a pipeline that has been synced. The longest activity of each completing run is
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from backfill.errors import FactoryError, UsageError
 from backfill.factory.run import PipelineInfo, Run
+from backfill.services.common import connect_factory, database_for
 from backfill.sla.calendar import business_dates_before, midnight_utc
 from backfill.sla.days import Activity
 from backfill.sla.model import LoadedSla, SlaFileError, load_sla
@@ -51,7 +53,6 @@ def report_sla(
 ) -> SlaRun:
     """``backfill sla report``: the SLA file, its dates in ``[since, until)`` and the drift."""
     from backfill.history import load_history, sync_history
-    from backfill.store.database import Database
     from backfill.store.history import runs_started_since
 
     loaded = load_sla(path)
@@ -59,23 +60,18 @@ def report_sla(
     since, until = default_range(now, since, until)
     if until <= since:
         raise UsageError("--until must be later than --since")
-    own = db is None
-    database = db or Database()
-    try:
-        factory = None
-        synced = None
+    factory: Factory | None = None
+    synced = None
+    with database_for(db) as database:
         if sync:
-            factory = (connect or _connect)(loaded)
             from backfill.masking import declared_secrets
 
+            factory = (connect or _connect)(loaded)
             info = _read_target(factory, loaded)
             synced = sync_history(database, factory, loaded.pipeline, now=now, secret=declared_secrets(info))
         history = load_history(database, loaded.ref, loaded.pipeline)
         with database.engine.connect() as conn:
             runs = runs_started_since(conn, loaded.ref.key, loaded.pipeline, _earliest(loaded, since, until))
-    finally:
-        if own:
-            database.dispose()
     lookup = _longest_activity(factory, now) if factory is not None else None
     report = build_report(
         loaded,
@@ -96,9 +92,7 @@ def check_sla(path: str | Path) -> LoadedSla:
 
 
 def _connect(loaded: LoadedSla) -> Factory:
-    from backfill.factory.client import connect
-
-    return connect(loaded.ref)
+    return connect_factory(loaded.ref)
 
 
 def _read_target(factory: Factory, loaded: LoadedSla) -> PipelineInfo:
