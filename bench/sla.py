@@ -95,12 +95,12 @@ def main() -> None:
     from backfill.emulator import Emulator, Pipeline, Scenario
     from backfill.emulator.scenario import PastRun
     from backfill.factory.protocol import FactoryRef
-    from backfill.history import _next_state
     from backfill.services.sla import report_sla
     from backfill.sla.html import render_html
     from backfill.sla.text import to_csv, to_json_text
-    from backfill.store import history as store
     from backfill.store.database import Database
+    from backfill.store.history_tables import SyncState
+    from backfill.store.history_writes import upsert_runs, write_state
 
     now = datetime.now(UTC)
     ref = FactoryRef(*FACTORY)
@@ -114,10 +114,10 @@ def main() -> None:
         total += len(runs)
         if index == 0:
             recent = [run for run in runs if run.start > now - timedelta(days=44)]
-        with db.engine.begin() as conn:
-            store.upsert_runs(conn, ref.key, name, runs)
+        with db.writing() as conn:
+            upsert_runs(conn, ref.key, name, runs)
             horizon = now - timedelta(days=args.days + 1)
-            store.write_state(conn, ref.key, name, _next_state(None, now, horizon, now), exists=False)
+            write_state(conn, ref.key, name, SyncState(watermark=now, horizon=horizon, synced_at=now), exists=False)
     emit("runs in the cache", total, "runs", pipelines=args.pipelines, days=args.days)
 
     path = folder / "sla.toml"

@@ -155,10 +155,10 @@ def test_a_business_date_the_pipeline_does_not_declare_is_refused(
 def test_the_cache_reaches_past_adf_retention_and_says_what_it_lacks(capsys: Cap) -> None:
     """A pipeline synced for months: dates past 45 days come from the cache; dates before its
     horizon are ``no-history``, not missed."""
-    from backfill.history import _next_state  # the state a long-running sync leaves
     from backfill.sla.model import load_sla
-    from backfill.store import history as store
     from backfill.store.database import Database
+    from backfill.store.history_tables import SyncState
+    from backfill.store.history_writes import upsert_runs, write_state
 
     loaded = load_sla(EXAMPLE)
     now = utcnow()
@@ -182,9 +182,11 @@ def test_the_cache_reaches_past_adf_retention_and_says_what_it_lacks(capsys: Cap
         )
     db = Database()
     try:
-        with db.engine.begin() as conn:
-            store.upsert_runs(conn, loaded.ref.key, loaded.pipeline, runs)
-            store.write_state(conn, loaded.ref.key, loaded.pipeline, _next_state(None, now, horizon, now), exists=False)
+        with db.writing() as conn:
+            upsert_runs(conn, loaded.ref.key, loaded.pipeline, runs)
+            # The state a sync that has run since ``horizon`` leaves.
+            state = SyncState(watermark=now, horizon=horizon, synced_at=now)
+            write_state(conn, loaded.ref.key, loaded.pipeline, state, exists=False)
     finally:
         db.dispose()
     code, out, _ = _report(capsys, "--no-sync", "--since", "100d", "--json")

@@ -52,8 +52,8 @@ def report_sla(
     db: Database | None = None,
 ) -> SlaRun:
     """``backfill sla report``: the SLA file, its dates in ``[since, until)`` and the drift."""
-    from backfill.history import load_history, sync_history
-    from backfill.store.history import runs_started_since
+    from backfill.history import sync_history
+    from backfill.store.history import load_history, runs_started_since
 
     loaded = load_sla(path)
     now = now or utcnow()
@@ -70,7 +70,7 @@ def report_sla(
             info = _read_target(factory, loaded)
             synced = sync_history(database, factory, loaded.pipeline, now=now, secret=declared_secrets(info))
         history = load_history(database, loaded.ref, loaded.pipeline)
-        with database.engine.connect() as conn:
+        with database.reading() as conn:
             runs = runs_started_since(conn, loaded.ref.key, loaded.pipeline, _earliest(loaded, since, until))
     lookup = _longest_activity(factory, now) if factory is not None else None
     report = build_report(
