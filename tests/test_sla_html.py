@@ -5,14 +5,11 @@ line and one mark per business date in its status colour."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import missing
-from test_report_html import _pixels
+from browser_support import pixels, screenshot
 
 from backfill.factory.run import Run, RunStatus
 from backfill.sla.days import DayStatus
@@ -103,37 +100,12 @@ def _components(rows: list[bytes], colour: tuple[int, int, int], top: int, botto
 
 
 def test_chromium_shows_the_deadline_line_and_a_mark_per_date(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if chromium is None:
-        missing("chromium (Debian package chromium)")
     report = _report()
     page = tmp_path / "sla.html"
     page.write_text(render_html(report), encoding="utf-8")
     shot = tmp_path / "sla.png"  # kept as the test's artefact
-    done = subprocess.run(
-        [
-            str(chromium),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--force-device-scale-factor=1",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            f"--window-size={SIZE[0]},{SIZE[1]}",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
-    width, height, rows = _pixels(shot.read_bytes(), limit=SIZE[1])
+    screenshot(page, shot, SIZE, tmp_path)
+    width, height, rows = pixels(shot.read_bytes(), limit=SIZE[1])
     assert (width, height) == SIZE
     line = bytes(rgb(DEADLINE))
     # The deadline: a row of the first screen holding a long unbroken run of its colour.
