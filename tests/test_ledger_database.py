@@ -48,6 +48,15 @@ def one_line(capsys: pytest.CaptureFixture[str]) -> str:
 # --- item 1: Alembic ------------------------------------------------------------------------------
 
 
+def test_head_tables_name_every_table_of_the_models() -> None:
+    # An up-to-date database is recognised from HEAD_TABLES without importing the table modules.
+    from backfill.store.database import load_tables
+    from backfill.store.schema import HEAD_TABLES, METADATA
+
+    load_tables()
+    assert set(METADATA.tables) == HEAD_TABLES
+
+
 def test_head_constant_is_the_script_directory_head() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -62,12 +71,15 @@ def test_head_constant_is_the_script_directory_head() -> None:
 def _schema_diff(url: str) -> list[object]:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-    from sqlmodel import SQLModel
 
+    from backfill.store.database import load_tables
+    from backfill.store.schema import METADATA
+
+    load_tables()
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn), METADATA)
     finally:
         engine.dispose()
     # schema_version is the old releases' table, kept (not the models' business).

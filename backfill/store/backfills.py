@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, String, Table, Text, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlmodel import Field, SQLModel
 
 from backfill import events as ev
 from backfill.backfills import ApprovalPolicy, BackfillRecord, BackfillState, derive_state, sealed_record
@@ -26,31 +25,31 @@ from backfill.errors import BackfillError, LedgerError, LedgerInvalid
 from backfill.identity import Actor
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger
+from backfill.store.schema import METADATA
 
 INSERT_ONLY = "backfills are insert-only"
 
 
-class BackfillRow(SQLModel, table=True):
-    __tablename__ = "backfills"
-
-    id: str = Field(sa_column=Column(String(64), primary_key=True, autoincrement=False))
-    plan_path: str = Field(sa_column=Column(Text, nullable=False))
-    plan_hash: str = Field(sa_column=Column(String(64), nullable=False))
-    pipeline: str = Field(sa_column=Column(String(260), nullable=False))
-    factory_key: str = Field(sa_column=Column(String(400), nullable=False))
-    title: str = Field(sa_column=Column(Text, nullable=False))
-    ticket: str = Field(sa_column=Column(String(200), nullable=False))
-    requester: str = Field(sa_column=Column(String(320), nullable=False))
-    requester_source: str = Field(sa_column=Column(String(16), nullable=False))
-    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    note: str | None = Field(default=None, sa_column=Column(Text))
+# Core, not SQLModel: ``status`` reads it and must not import the ORM (store.schema).
+TABLE = Table(
+    "backfills",
+    METADATA,
+    Column("id", String(64), primary_key=True, autoincrement=False),
+    Column("plan_path", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),
+    Column("pipeline", String(260), nullable=False),
+    Column("factory_key", String(400), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("ticket", String(200), nullable=False),
+    Column("requester", String(320), nullable=False),
+    Column("requester_source", String(16), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("note", Text),
     # JSON texts: the approval policy, window key -> decision, and the whole frozen preview.
-    approval: str = Field(sa_column=Column(Text, nullable=False))
-    decisions: str = Field(sa_column=Column(Text, nullable=False))
-    preview: str = Field(sa_column=Column(Text, nullable=False))
-
-
-TABLE: Table = BackfillRow.__table__  # type: ignore[attr-defined]
+    Column("approval", Text, nullable=False),
+    Column("decisions", Text, nullable=False),
+    Column("preview", Text, nullable=False),
+)
 
 
 def new_backfill_id(at: datetime) -> str:

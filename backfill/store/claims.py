@@ -40,16 +40,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, UniqueConstraint, func
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, col, select
 
 from backfill.runner.ports import DEFAULT_LEASE, Claim
 from backfill.store.database import Database
+from backfill.store.orm import TableModel
 from backfill.timeutil import utcnow
 
 SEED_CHUNK = 500
 
 
-class WindowClaim(SQLModel, table=True):
+class WindowClaim(TableModel, table=True):
     __tablename__ = "window_claims"
     __table_args__ = (UniqueConstraint("backfill_id", "window_key", "attempt", name="uq_window_claims_attempt"),)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,13 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError, SQLAlchemyError
 
 from backfill.errors import ConfigError, LedgerInvalid
 from backfill.migrations import BASELINE, HEAD, REVISIONS, SCRIPT_LOCATION
+from backfill.store.schema import HEAD_TABLES, METADATA
 
 DEFAULT_URL = "sqlite:///backfill-ledger.db"
 SUPPORTED = "SQLite or PostgreSQL"
@@ -77,7 +78,9 @@ TABLE_MODULES = (
 
 
 def load_tables() -> None:
-    # Imported for their side effect: each registers its tables on SQLModel.metadata.
+    # Imported for their side effect: each registers its tables on store.schema.METADATA. Only
+    # creating or migrating a schema needs them all; an up-to-date database is checked against
+    # HEAD_TABLES, so a read path imports just the tables it reads.
     for module in TABLE_MODULES:
         importlib.import_module(module)
 
@@ -152,7 +155,7 @@ class Survey:
 
     @property
     def ours(self) -> frozenset[str]:
-        return self.tables & (frozenset(SQLModel.metadata.tables) | frozenset(SCHEMA_TABLES))
+        return self.tables & (HEAD_TABLES | frozenset(SCHEMA_TABLES))
 
 
 class Database:
@@ -180,7 +183,9 @@ class Database:
         self.migrate(create=create)
 
     def _engine(self, parsed: URL) -> Engine:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # No pool_pre_ping: it costs a statement per checkout, a fifth of every ledger append.
+        # _ping_when_idle tests only a connection that sat in the pool long enough to go stale.
+        kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
             kwargs["connect_args"] = {"connect_timeout": 10}
         target: str | URL = parsed
@@ -200,6 +205,8 @@ class Database:
             raise ConfigError(f"ledger {self.display_url}: {exc}") from None
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        else:
+            _ping_when_idle(engine)
         return engine
 
     def _check_sqlite_path(self, path: Path) -> None:
@@ -246,11 +253,11 @@ class Database:
     # --- opening and migrating -------------------------------------------------------------------
 
     def migrate(self, *, create: bool = True) -> None:
-        load_tables()
         if self.empty_view:
+            load_tables()
             self._refuse_vanished()
             with self.writing() as conn:
-                SQLModel.metadata.create_all(conn)
+                METADATA.create_all(conn)
             return
         try:
             with self.reading() as conn:
@@ -300,12 +307,13 @@ class Database:
             )
 
     def _missing(self, survey: Survey) -> set[str]:
-        return set(SQLModel.metadata.tables) - survey.tables
+        return set(HEAD_TABLES) - survey.tables
 
     def _upgrade(self) -> None:
         from alembic import command
         from alembic.config import Config
 
+        load_tables()
         with self.writing() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATE_LOCK})")
@@ -321,9 +329,10 @@ class Database:
                 command.upgrade(config, "head")
             # Tables added to the models without a revision yet (a merge in flight): created so
             # the code runs; never the protected ones, whose absence was refused above.
-            missing = [SQLModel.metadata.tables[t] for t in self._missing(_survey(conn))]
+            known = set(METADATA.tables) - _survey(conn).tables
+            missing = [METADATA.tables[t] for t in sorted(known)]
             if missing:
-                SQLModel.metadata.create_all(conn, tables=missing)
+                METADATA.create_all(conn, tables=missing)
 
     def _connect_error(self, exc: DBAPIError, *, writing: bool = False) -> Exception:
         detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
@@ -416,9 +425,34 @@ def _adopt_legacy(conn: Connection, steps: frozenset[int]) -> None:
     from backfill.migrations.versions.r0001_baseline import create_triggers
 
     # Only the baseline's tables: later revisions create theirs when the upgrade runs.
-    baseline = [t for name, t in SQLModel.metadata.tables.items() if name in BASELINE_TABLES]
-    SQLModel.metadata.create_all(conn, tables=baseline)
+    baseline = [t for name, t in METADATA.tables.items() if name in BASELINE_TABLES]
+    METADATA.create_all(conn, tables=baseline)
     create_triggers(conn, tuple(step for step in (1, 30) if step not in steps))
+
+
+# A pooled connection unused for longer than this is tested before use (a server restart or an
+# idle timeout may have closed it); one used more recently is handed out as it is.
+_IDLE_PING_SECONDS = 30.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < _IDLE_PING_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and retries the checkout with a fresh one.
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

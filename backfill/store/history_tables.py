@@ -21,9 +21,10 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, func, select
 from sqlalchemy.engine import Connection
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
 from backfill.factory.run import RunStatus
+from backfill.store.orm import TableModel
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -33,7 +34,7 @@ FETCH_CHUNK = 500
 LOAD_CHUNK = 20_000
 
 
-class HistoryRun(SQLModel, table=True):
+class HistoryRun(TableModel, table=True):
     __tablename__ = "history_runs"
     __table_args__ = (Index("ix_history_runs_start", "factory_key", "pipeline", "run_start_us"),)
 
@@ -49,7 +50,7 @@ class HistoryRun(SQLModel, table=True):
     data: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class HistorySync(SQLModel, table=True):
+class HistorySync(TableModel, table=True):
     __tablename__ = "history_sync"
 
     factory_key: str = Field(primary_key=True, max_length=255)
@@ -59,7 +60,7 @@ class HistorySync(SQLModel, table=True):
     synced_at_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class HistoryKeySet(SQLModel, table=True):
+class HistoryKeySet(TableModel, table=True):
     """A set of matched fields of one pipeline whose keys ``history_keys`` holds."""
 
     __tablename__ = "history_key_sets"
@@ -72,7 +73,7 @@ class HistoryKeySet(SQLModel, table=True):
     fields: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class HistoryKey(SQLModel, table=True):
+class HistoryKey(TableModel, table=True):
     """One cached run's match key under one key set (NULL: a matched field is missing)."""
 
     __tablename__ = "history_keys"
@@ -86,7 +87,7 @@ class HistoryKey(SQLModel, table=True):
 NAME_LIMIT = 128
 
 
-class HistorySecret(SQLModel, table=True):
+class HistorySecret(TableModel, table=True):
     """A parameter of a pipeline that a plan marked secret: masked in every cached run."""
 
     __tablename__ = "history_secrets"

@@ -21,7 +21,6 @@ from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
-from sqlmodel import Field, SQLModel
 
 from backfill.chain import (
     GENESIS_HASH,
@@ -35,6 +34,7 @@ from backfill.chain import (
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
 from backfill.identity import Actor
 from backfill.store.database import Database
+from backfill.store.schema import METADATA
 from backfill.timeutil import require_utc, utcnow
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -58,34 +58,32 @@ _PG_LOCK_KEY = 0x6261636B66696C6C
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
 
 
-class LedgerEventRow(SQLModel, table=True):
-    __tablename__ = "ledger_events"
-
-    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    actor: str = Field(sa_column=Column(String(_LIMITS["actor"]), nullable=False))
-    identity_source: str = Field(sa_column=Column(String(_LIMITS["identity_source"]), nullable=False))
-    backfill_id: str | None = Field(default=None, sa_column=Column(String(_LIMITS["backfill_id"]), index=True))
-    window_key: str | None = Field(default=None, sa_column=Column(String(_LIMITS["window_key"])))
-    kind: str = Field(sa_column=Column(String(_LIMITS["kind"]), nullable=False, index=True))
+# Core tables, not SQLModel: ``status`` and ``ledger verify`` read them without importing the ORM.
+TABLE = Table(
+    "ledger_events",
+    METADATA,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor", String(_LIMITS["actor"]), nullable=False),
+    Column("identity_source", String(_LIMITS["identity_source"]), nullable=False),
+    Column("backfill_id", String(_LIMITS["backfill_id"]), index=True),
+    Column("window_key", String(_LIMITS["window_key"])),
+    Column("kind", String(_LIMITS["kind"]), nullable=False, index=True),
     # The canonical JSON text, not a JSON column: PostgreSQL's jsonb would re-encode it.
-    payload: str = Field(sa_column=Column(Text, nullable=False))
-    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
-    hash: str = Field(sa_column=Column(String(64), nullable=False))
-
-
-TABLE: Table = LedgerEventRow.__table__  # type: ignore[attr-defined]
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
 APPEND_ONLY = "ledger is append-only"
 
-
-class LedgerMetaRow(SQLModel, table=True):
-    """``origin`` (the ledger's identity in signed checkpoints) and ``mode`` (``team`` after
-    ``backfill ledger init``). Insert-only (revision 0002_ledger_meta)."""
-
-    __tablename__ = "ledger_meta"
-
-    name: str = Field(sa_column=Column(String(64), primary_key=True, autoincrement=False))
-    value: str = Field(sa_column=Column(Text, nullable=False))
+# ``origin`` (the ledger's identity in signed checkpoints) and ``mode`` (``team`` after
+# ``backfill ledger init``). Insert-only (revision 0002_ledger_meta).
+META_TABLE = Table(
+    "ledger_meta",
+    METADATA,
+    Column("name", String(64), primary_key=True, autoincrement=False),
+    Column("value", Text, nullable=False),
+)
 
 
 @dataclass(frozen=True)
