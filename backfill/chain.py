@@ -104,6 +104,86 @@ def _jsonable(value: Any, path: str) -> Any:
     raise PayloadError(f"{path} is of type {type(value).__name__}, which JSON cannot carry")
 
 
+# --- the fast encoder ----------------------------------------------------------------------------
+#
+# ``compute_hash`` builds a dict and sorts its keys for every event; verifying a large ledger that
+# way costs more than reading it. The text hashed always has the same nine keys in the same
+# (sorted) order, so it is assembled directly from the stored values here. It must equal the
+# reference byte for byte (tests/test_chain_fast.py compares them with hypothesis); whatever it
+# is unsure of (a value not of the expected type, a payload that is not canonical JSON), it
+# declines and the caller uses the reference.
+
+# The same settings as canonical_json, built once: json.dumps would build an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# What json.dumps(ensure_ascii=False) writes for a string (quotes and escapes), in C.
+_STRING: Any = json.encoder.encode_basestring
+_decode = json.loads
+
+
+def canonical_payload_text(text: str) -> tuple[dict[str, Any], str] | None:
+    """A stored payload parsed, with its canonical text; None for anything the reference would
+    not accept as a JSON object (the caller then asks the reference why)."""
+    try:
+        payload = _decode(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    try:
+        return payload, _CANONICAL(payload)
+    except (TypeError, ValueError):
+        return None
+
+
+def hashed_text(
+    seq: int,
+    at_text: str,
+    actor: str,
+    identity_source: str,
+    backfill_id: str | None,
+    window_key: str | None,
+    kind: str,
+    payload_text: str,
+    prev_hash: str,
+) -> str:
+    """``canonical_json`` of an event's hashed fields plus ``prev_hash``, built directly.
+
+    ``at_text`` is the canonical time (``format_at``) and ``payload_text`` the payload's canonical
+    JSON; the other values are written as ``json.dumps`` writes them."""
+    return "".join(
+        (
+            '{"actor":',
+            _STRING(actor),
+            ',"at":',
+            _STRING(at_text),
+            ',"backfill_id":',
+            "null" if backfill_id is None else _STRING(backfill_id),
+            ',"identity_source":',
+            _STRING(identity_source),
+            ',"kind":',
+            _STRING(kind),
+            ',"payload":',
+            payload_text,
+            ',"prev_hash":',
+            _STRING(prev_hash),
+            ',"seq":',
+            str(seq),
+            ',"window_key":',
+            "null" if window_key is None else _STRING(window_key),
+            "}",
+        )
+    )
+
+
+def fast_hash(text: str) -> str | None:
+    """SHA-256 hex of ``hashed_text``; None when it is not UTF-8 (a lone surrogate: the
+    reference refuses it, with its own reason)."""
+    try:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:
+        return None
+
+
 # --- events --------------------------------------------------------------------------------------
 
 
