@@ -26,7 +26,7 @@ from backfill.chain import (
 )
 from backfill.identity import Actor, IdentitySource
 from backfill.store.database import Database
-from backfill.store.ledger import Ledger, _fast_at, _fast_at_text, _to_event, _Unreadable
+from backfill.store.ledger import Draft, Ledger, _fast_at, _fast_at_text, _to_event, _Unreadable
 
 ALICE = Actor("alice", IdentitySource.DECLARED)
 
