@@ -113,24 +113,39 @@ def _jsonable(value: Any, path: str) -> Any:
 # is unsure of (a value not of the expected type, a payload that is not canonical JSON), it
 # declines and the caller uses the reference.
 
-# The same settings as canonical_json, built once: json.dumps would build an encoder per call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-# What json.dumps(ensure_ascii=False) writes for a string (quotes and escapes), in C.
-_STRING: Any = json.encoder.encode_basestring
-_decode = json.loads
+# The same settings as canonical_json, built once: json.dumps builds an encoder per call, and
+# JSONEncoder.encode a C encoder per call. No circular-reference check (``markers=None``): a value
+# parsed from JSON text has no cycles. Without the C accelerator, the pure encoder does.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_STRING: Any = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a str
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE: Any = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(None, _ENCODER.default, _STRING, None, ":", ",", True, False, False)
+)
+# The C scanner under json.loads, without its Python wrappers: (value, end) or StopIteration.
+_SCAN: Any = getattr(json.decoder.JSONDecoder(), "scan_once")  # noqa: B009 (not in the stubs)
+
+
+def _encode(value: Any) -> str:
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def canonical_payload_text(text: str) -> tuple[dict[str, Any], str] | None:
     """A stored payload parsed, with its canonical text; None for anything the reference would
-    not accept as a JSON object (the caller then asks the reference why)."""
+    not accept as a JSON object, or that this shortcut does not read as json.loads would (leading
+    or trailing whitespace): the caller then asks the reference."""
     try:
-        payload = _decode(text)
-    except (TypeError, ValueError):
+        payload, end = _SCAN(text, 0)
+    except (StopIteration, TypeError, ValueError):
         return None
-    if not isinstance(payload, dict):
+    if end != len(text) or type(payload) is not dict:
         return None
     try:
-        return payload, _CANONICAL(payload)
+        return payload, _encode(payload)
     except (TypeError, ValueError):
         return None
 
@@ -149,30 +164,24 @@ def hashed_text(
     """``canonical_json`` of an event's hashed fields plus ``prev_hash``, built directly.
 
     ``at_text`` is the canonical time (``format_at``) and ``payload_text`` the payload's canonical
-    JSON; the other values are written as ``json.dumps`` writes them."""
-    return "".join(
-        (
-            '{"actor":',
-            _STRING(actor),
-            ',"at":',
-            _STRING(at_text),
-            ',"backfill_id":',
-            "null" if backfill_id is None else _STRING(backfill_id),
-            ',"identity_source":',
-            _STRING(identity_source),
-            ',"kind":',
-            _STRING(kind),
-            ',"payload":',
-            payload_text,
-            ',"prev_hash":',
-            _STRING(prev_hash),
-            ',"seq":',
-            str(seq),
-            ',"window_key":',
-            "null" if window_key is None else _STRING(window_key),
-            "}",
-        )
+    JSON; the other values are written as ``json.dumps`` writes them (the few distinct actors,
+    sources, kinds and backfills of a ledger are encoded once)."""
+    memo = _MEMO
+    if len(memo) > _MEMO_LIMIT:
+        memo.clear()
+    a = memo.get(actor) or memo.setdefault(actor, _STRING(actor))
+    s = memo.get(identity_source) or memo.setdefault(identity_source, _STRING(identity_source))
+    k = memo.get(kind) or memo.setdefault(kind, _STRING(kind))
+    b = "null" if backfill_id is None else memo.get(backfill_id) or memo.setdefault(backfill_id, _STRING(backfill_id))
+    w = "null" if window_key is None else _STRING(window_key)
+    return (
+        f'{{"actor":{a},"at":"{at_text}","backfill_id":{b},"identity_source":{s},"kind":{k},'
+        f'"payload":{payload_text},"prev_hash":{_STRING(prev_hash)},"seq":{seq},"window_key":{w}}}'
     )
+
+
+_MEMO: dict[str, str] = {}
+_MEMO_LIMIT = 10_000
 
 
 def fast_hash(text: str) -> str | None:

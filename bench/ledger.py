@@ -1,16 +1,22 @@
-"""Ledger throughput: appends per second and events verified per second.
+"""Ledger throughput: appends per second (single and batched), verification and export.
 
 Prints one JSON line per figure, on SQLite (a temporary file) and on PostgreSQL when the server at
 BACKFILL_BENCH_POSTGRES (default: postgresql+psycopg://postgres@127.0.0.1:5432/test) is reachable.
+Each append figure comes with the limit measured in the same run: the same durable transaction
+(lock, head read, insert, commit) sent through the bare driver, and the ratio to it. Every line
+carries the 1-minute load average (the machine may be shared).
 
-    .venv/bin/python bench/ledger.py [--events 2000]
+    .venv/bin/python bench/ledger.py [--events 2000] [--sizes 10000,100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -18,66 +24,163 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from backfill.identity import Actor, IdentitySource
 from backfill.store.database import Database
-from backfill.store.ledger import Ledger
+from backfill.store.ledger import Draft, Ledger
 
 # The test suite's helpers (tests/database_support.py): one way to make a throw-away database.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 POSTGRES_ADMIN = os.environ.get("BACKFILL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACTOR = Actor("bench", IdentitySource.DECLARED)
+BATCH = 5  # events the runner records at once at most (checked + skipped, failed + finished, ...)
+FILL_BATCH = 1000
 
 
-def emit(figure: str, backend: str, value: float, unit: str, events: int) -> None:
-    print(
-        json.dumps(
-            {
-                "bench": "ledger",
-                "figure": figure,
-                "backend": backend,
-                "value": round(value, 1),
-                "unit": unit,
-                "events": events,
-            }
-        ),
-        flush=True,
-    )
+def emit(figure: str, backend: str, value: float, unit: str, events: int, **extra: Any) -> None:
+    line = {
+        "bench": "ledger",
+        "figure": figure,
+        "backend": backend,
+        "value": round(value, 3 if unit in ("s", "ms") else 1),
+        "unit": unit,
+        "events": events,
+        **extra,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(line), flush=True)
 
 
-def measure(url: str, backend: str, count: int) -> None:
-    db = Database(url)
-    ledger = Ledger(db)
+def payload(i: int) -> dict[str, Any]:
+    # Shaped like the runner's: a window, parameters and a run ID.
+    return {
+        "run_id": str(uuid.uuid4()),
+        "parameters": {"windowStart": f"2026-11-03T{i % 24:02d}:00:00Z", "feederRegion": "north"},
+        "attempt": 1,
+    }
+
+
+def key(i: int) -> str:
+    return f"2026-11-03T{i % 24:02d}:00:00Z/2026-11-03T{i % 24:02d}:15:00Z"
+
+
+def measure_appends(ledger: Ledger, backend: str, count: int, bare: float) -> None:
     started = time.perf_counter()
     for i in range(count):
-        # A payload shaped like the runner's: a window, parameters and a run ID.
-        ledger.append(
-            "run-created",
-            {
-                "run_id": str(uuid.uuid4()),
-                "parameters": {"windowStart": f"2026-11-03T{i % 24:02d}:00:00Z", "feederRegion": "north"},
-                "attempt": 1,
-            },
-            actor=ACTOR,
-            backfill_id="bf-bench",
-            window_key=f"2026-11-03T{i % 24:02d}:00:00Z/2026-11-03T{i % 24:02d}:15:00Z",
-        )
-    elapsed = time.perf_counter() - started
-    emit("ledger_appends_per_second", backend, count / elapsed, "appends/s", count)
+        ledger.append("window.created", payload(i), actor=ACTOR, backfill_id="bf-bench", window_key=key(i))
+    rate = count / (time.perf_counter() - started)
+    emit(
+        "ledger_appends_per_second",
+        backend,
+        rate,
+        "appends/s",
+        count,
+        bare_driver=round(bare, 1),
+        ratio_to_bare=round(rate / bare, 2),
+    )
     started = time.perf_counter()
-    report = ledger.verify()
-    elapsed = time.perf_counter() - started
-    if not report.ok or report.count != count:
-        raise SystemExit(f"bench: verification failed on {backend}: {report.message}")
-    emit("ledger_verified_per_second", backend, count / elapsed, "events/s", count)
+    for i in range(0, count, BATCH):
+        drafts = [Draft("window.checked", payload(j), "bf-bench", key(j)) for j in range(i, i + BATCH)]
+        ledger.append_many(drafts, actor=ACTOR)
+    rate = count / (time.perf_counter() - started)
+    emit("ledger_batched_appends_per_second", backend, rate, "events/s", count, batch=BATCH)
+
+
+def fill(ledger: Ledger, total: int) -> None:
+    have = ledger.head()
+    i = have.seq if have else 0
+    while i < total:
+        n = min(FILL_BATCH, total - i)
+        ledger.append_many(
+            [Draft("window.status", payload(j), "bf-bench", key(j)) for j in range(i, i + n)], actor=ACTOR
+        )
+        i += n
+
+
+def measure_reads(ledger: Ledger, backend: str, sizes: list[int]) -> None:
+    for size in sizes:
+        fill(ledger, size)
+        cpu = time.process_time()
+        started = time.perf_counter()
+        report = ledger.verify()
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        if not report.ok or report.count != size:
+            raise SystemExit(f"bench: verification failed on {backend}: {report.message}")
+        # Events per second of this process's CPU too: a busy machine inflates wall time far more
+        # (on PostgreSQL the server's own work is not in it).
+        emit(
+            "ledger_verified_per_second",
+            backend,
+            size / elapsed,
+            "events/s",
+            size,
+            seconds=round(elapsed, 3),
+            per_cpu_second=round(size / cpu),
+            target=200_000 if backend == "sqlite" else 150_000,
+        )
+        for fmt in ("jsonl", "csv"):
+            out = io.StringIO()
+            started = time.perf_counter()
+            written = ledger.export(fmt, out)
+            elapsed = time.perf_counter() - started
+            assert written == size
+            emit(f"ledger_export_{fmt}_seconds", backend, elapsed, "s", size, events_per_second=round(size / elapsed))
     # What `run` pays before it acts once a run on this machine verified the head (issue 8).
     with tempfile.TemporaryDirectory() as state:
         os.environ["BACKFILL_STATE_DIR"] = state
         ledger.verify_for_action()
         started = time.perf_counter()
         ledger.verify_for_action("bf-other")
-        emit("run_verify_from_trusted_head_ms", backend, (time.perf_counter() - started) * 1000, "ms", count)
-    db.dispose()
+        emit("run_verify_from_trusted_head_ms", backend, (time.perf_counter() - started) * 1000, "ms", sizes[-1])
+
+
+def bare_sqlite(path: Path, count: int) -> float:
+    """The same durable append (WAL, synchronous=FULL, BEGIN IMMEDIATE, head read, insert, commit)
+    through sqlite3 alone: the ceiling for this disk."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, hash TEXT NOT NULL)")
+    started = time.perf_counter()
+    for i in range(count):
+        conn.execute("BEGIN IMMEDIATE")
+        head = conn.execute("SELECT seq, hash FROM t ORDER BY seq DESC LIMIT 1").fetchone()
+        text = json.dumps(payload(i), sort_keys=True)
+        digest = hashlib.sha256(((head[1] if head else "") + text).encode()).hexdigest()
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", ((head[0] if head else 0) + 1, text, digest))
+        conn.execute("COMMIT")
+    rate = count / (time.perf_counter() - started)
+    conn.close()
+    return rate
+
+
+def bare_postgres(url: str, count: int) -> float:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        dbname=parsed.database,
+        password=parsed.password or None,
+    )
+    conn.execute("CREATE TABLE bare_t (seq BIGINT PRIMARY KEY, payload TEXT NOT NULL, hash TEXT NOT NULL)")
+    conn.commit()
+    started = time.perf_counter()
+    for i in range(count):
+        conn.execute("SELECT pg_advisory_xact_lock(42)")
+        head = conn.execute("SELECT seq, hash FROM bare_t ORDER BY seq DESC LIMIT 1").fetchone()
+        text = json.dumps(payload(i), sort_keys=True)
+        digest = hashlib.sha256(((head[1] if head else "") + text).encode()).hexdigest()
+        conn.execute("INSERT INTO bare_t VALUES (%s, %s, %s)", ((head[0] if head else 0) + 1, text, digest))
+        conn.commit()
+    rate = count / (time.perf_counter() - started)
+    conn.close()
+    return rate
 
 
 @contextmanager
@@ -93,15 +196,35 @@ def fresh_postgres() -> Iterator[str | None]:
         yield url
 
 
+def run(url: str, backend: str, bare: float, args: argparse.Namespace) -> None:
+    db = Database(url)
+    ledger = Ledger(db)
+    measure_appends(ledger, backend, args.events, bare)
+    # The same ledger topped up to each size in large batches.
+    measure_reads(ledger, backend, args.sizes)
+    db.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=2000, help="events to append per backend")
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[10_000, 100_000],
+        help="ledger sizes for the verify and export figures (comma-separated)",
+    )
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        measure(f"sqlite:///{Path(folder) / 'bench-ledger.db'}", "sqlite", args.events)
-    with fresh_postgres() as url:
-        if url is not None:
-            measure(url, "postgresql", args.events)
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as folder:
+            bare = bare_sqlite(Path(folder) / "bare.db", args.events)
+            run(f"sqlite:///{Path(folder) / 'bench-ledger.db'}", "sqlite", bare, args)
+    if args.backend in ("postgresql", "both"):
+        with fresh_postgres() as url:
+            if url is not None:
+                bare = bare_postgres(url, args.events)
+                run(url, "postgresql", bare, args)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,8 @@ def _reference_report(db: Database) -> str:
         "UPDATE ledger_events SET at = '0999-11-03 02:00:00.000000' WHERE seq = 3",
         "UPDATE ledger_events SET kind = 7 WHERE seq = 3",
         "UPDATE ledger_events SET payload = '[1]' WHERE seq = 3",
+        """UPDATE ledger_events SET payload = '{"n": NaN}' WHERE seq = 3""",
+        "UPDATE ledger_events SET payload = ' {}' WHERE seq = 3",
     ],
 )
 def test_tampering_gets_the_reference_report(tmp_path: Path, statement: str) -> None:
