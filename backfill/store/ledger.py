@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 
@@ -154,7 +154,7 @@ class Ledger:
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
 
     def _append(self, conn: Connection, drafts: list[Draft], actor: Actor) -> list[LedgerEvent]:
-        head_query = select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
+        statements = _statements(conn)
         dialect = conn.dialect.name
         if dialect == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
@@ -163,9 +163,7 @@ class Ledger:
                 "EXEC sp_getapplock @Resource = 'backfill-ledger', @LockMode = 'Exclusive', "
                 "@LockOwner = 'Transaction', @LockTimeout = 30000"
             )
-        elif dialect != "sqlite":
-            head_query = head_query.with_for_update()
-        head = conn.execute(head_query).first()
+        head = conn.exec_driver_sql(statements.head).first()
         seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
         at = utcnow()
         name, source, note = actor.name, actor.source.value, None
@@ -196,7 +194,8 @@ class Ledger:
             events.append(event)
             prev_hash = event.hash
         try:
-            conn.execute(insert(TABLE), [_to_row(e) for e in events])
+            rows = [statements.row(e) for e in events]
+            conn.exec_driver_sql(statements.insert, rows[0] if len(rows) == 1 else rows)
         except DBAPIError as exc:
             refusal = _refusal(exc)
             if refusal is None:
@@ -312,9 +311,7 @@ class Ledger:
                     and (window_key is None or type(window_key) is str)
                     and type(digest) is str
                 ):
-                    text = hashed_text(
-                        seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash
-                    )
+                    text = hashed_text(seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash)
                     if fast_hash(text) == digest:
                         head_seq, head_hash, count = seq, digest, count + 1
                         continue
@@ -476,6 +473,45 @@ class Ledger:
             writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
             count += 1
         return count
+
+
+class _Statements:
+    """The append's two statements compiled once per dialect and sent with ``exec_driver_sql``:
+    a Core ``execute`` spends longer building the statement's cache key and coercing it than
+    SQLite spends running it. Values go through the columns' own bind processors (the time's
+    storage form on SQLite), so the stored row is the one ``insert(TABLE)`` would write."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        query = select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
+        if dialect.name not in ("sqlite", "postgresql", "mssql"):
+            query = query.with_for_update()
+        self.head = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        compiled = insert(TABLE).compile(dialect=dialect)
+        self.insert = str(compiled)
+        self.order: list[str] | None = (
+            list(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        )
+        self.names = list(compiled.binds) if self.order is None else self.order
+        self.at = TABLE.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def row(self, event: LedgerEvent) -> Any:
+        values = _to_row(event)
+        if self.at is not None:
+            values["at"] = self.at(values["at"])
+        if self.order is None:
+            return values
+        return tuple(values[name] for name in self.order)
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(conn: Connection) -> _Statements:
+    name = conn.dialect.name
+    found = _STATEMENTS.get(name)
+    if found is None:
+        found = _STATEMENTS[name] = _Statements(conn.dialect)
+    return found
 
 
 def _refusal(exc: DBAPIError) -> str | None:
