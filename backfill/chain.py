@@ -197,6 +197,16 @@ def fast_hash(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Draft:
+    """One event to append (``Ledger.append_many``): the ledger adds seq, time, actor, hashes."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    backfill_id: str | None = None
+    window_key: str | None = None
+
+
+@dataclass(frozen=True)
 class LedgerEvent:
     seq: int
     at: datetime

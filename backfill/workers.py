@@ -45,13 +45,23 @@ class Outcome:
     api_calls: int = 0
 
 
+# Events per transaction when select_jobs records windows that dropped out.
+_STEP_BATCH = 500
+
+
 def select_jobs(
     view: LedgerView, record: BackfillRecord, state: BackfillState, decisions: Sequence[WindowDecision]
 ) -> dict[str, Job]:
     """The windows this run works on; records the ones that dropped out or are not approved."""
     approved = set(approved_keys(record, state))
     jobs: dict[str, Job] = {}
+    # What dropped out is recorded in batches (one commit each), not one append per window:
+    # each window appears once in ``decisions``, so no later check reads what a batch writes.
+    steps: list[tuple[str, Mapping[str, Any], str | None]] = []
     for item in decisions:
+        if len(steps) >= _STEP_BATCH:
+            view.append_many(steps)
+            steps = []
         key = item.key
         window = view.window(key)
         accepted = key in state.accepted_windows
@@ -68,26 +78,33 @@ def select_jobs(
         if key not in approved:
             if decision.runnable:
                 frozen = record.decisions.get(key, "not in the request")
-                view.append(
-                    ev.WINDOW_SKIPPED,
-                    {
-                        "decision": "not-approved",
-                        "reason": f"now {decision}, but it was {frozen} when approved: the approval does not "
-                        f"cover it ({item.reason})",
-                    },
-                    key,
+                steps.append(
+                    (
+                        ev.WINDOW_SKIPPED,
+                        {
+                            "decision": "not-approved",
+                            "reason": f"now {decision}, but it was {frozen} when approved: the approval does not "
+                            f"cover it ({item.reason})",
+                        },
+                        key,
+                    )
                 )
             continue
         if decision.runnable or (decision is Decision.BLOCKED_PARTIAL and accepted):
             jobs[key] = Job(item.window, item, accepted)
         elif not decision.blocked:
-            view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"since the request: {item.reason}"}, key)
-        elif window["state"] != pg.WindowState.BLOCKED:
-            view.append(
-                ev.WINDOW_CHECKED,
-                {"decision": decision, "reason": item.reason, "checks": [r.to_json() for r in item.checks]},
-                key,
+            steps.append(
+                (ev.WINDOW_SKIPPED, {"decision": decision, "reason": f"since the request: {item.reason}"}, key)
             )
+        elif window["state"] != pg.WindowState.BLOCKED:
+            steps.append(
+                (
+                    ev.WINDOW_CHECKED,
+                    {"decision": decision, "reason": item.reason, "checks": [r.to_json() for r in item.checks]},
+                    key,
+                )
+            )
+    view.append_many(steps)
     return jobs
 
 

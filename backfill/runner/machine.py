@@ -392,10 +392,11 @@ class WindowMachine:
         checked = self._recheck(job, latest)
         if checked is not None:
             decision, reason, results = checked
-            self.view.append(ev.WINDOW_CHECKED, {"decision": decision, "reason": reason, "checks": results}, key)
+            step = (ev.WINDOW_CHECKED, {"decision": decision, "reason": reason, "checks": results}, key)
             if decision is Decision.SKIP_COMPLETE_IN_SINK:
-                self.view.append(ev.WINDOW_SKIPPED, {"decision": decision, "reason": reason}, key)
+                self.view.append_many([step, (ev.WINDOW_SKIPPED, {"decision": decision, "reason": reason}, key)])
                 return pg.WindowState.SKIPPED
+            self.view.append(*step)
             if not (decision.runnable or (decision is Decision.BLOCKED_PARTIAL and job.accepted)):
                 return pg.WindowState.BLOCKED
         if self.intents[key] >= self.options.max_intents:
@@ -495,8 +496,8 @@ class WindowMachine:
             # Never executed, but the service keeps refusing: an operator decides when to go on.
             return self._operator(key, reason, result.evidence)
         failure = {"reason": reason, "code": exc.code, "http_status": exc.status}
-        self.view.append(ev.WINDOW_CREATE_FAILED, failure, key)
-        self.view.append(ev.WINDOW_FINISHED, {"status": RunStatus.FAILED.value, "message": failure["reason"]}, key)
+        finished = {"status": RunStatus.FAILED.value, "message": failure["reason"]}
+        self.view.append_many([(ev.WINDOW_CREATE_FAILED, failure, key), (ev.WINDOW_FINISHED, finished, key)])
         return pg.WindowState.FAILED
 
     def _reconcile_intent(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from backfill.chain import LedgerEvent
+from backfill.chain import Draft, LedgerEvent
 from backfill.identity import Actor
 
 # How long a claim lasts unless its worker renews it.
@@ -45,6 +45,10 @@ class LedgerPort(Protocol):
         backfill_id: str | None = None,
         window_key: str | None = None,
     ) -> LedgerEvent: ...
+
+    def append_many(self, drafts: Iterable[Draft], *, actor: Actor) -> list[LedgerEvent]:
+        """Several events in one transaction, consecutive in the chain (one commit, one fsync)."""
+        ...
 
     def events(
         self,

@@ -8,13 +8,13 @@ window stands, so a runner killed at any point resumes from it. Appends go throu
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from backfill import progress as pg
 from backfill.backfills import FINISHED, BackfillRecord, apply_event, new_state
-from backfill.chain import LedgerEvent
+from backfill.chain import Draft, LedgerEvent
 from backfill.identity import Actor
 from backfill.runner.ports import NO_HOOK, LedgerPort, StepHook
 
@@ -77,6 +77,24 @@ class LedgerView:
         for listener in self.listeners:
             listener(event)
         return event
+
+    def append_many(self, steps: Sequence[tuple[str, Mapping[str, Any], str | None]]) -> list[LedgerEvent]:
+        """Record several steps (kind, payload, window key) in one transaction: one commit where
+        the runner knows them all at once. The hook sees each step before and, once all are
+        durable, after."""
+        if not steps:
+            return []
+        for kind, _, _ in steps:
+            self.hook.before(kind)
+        drafts = [Draft(kind, payload, self.backfill_id, key) for kind, payload, key in steps]
+        events = self.ledger.append_many(drafts, actor=self.actor)
+        for kind, _, _ in steps:
+            self.hook.after(kind)
+        self.refresh()
+        for event in events:
+            for listener in self.listeners:
+                listener(event)
+        return events
 
     def window(self, key: str) -> pg.WindowProgress:
         with self.lock:

@@ -13,7 +13,6 @@ import csv
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -25,6 +24,7 @@ from sqlalchemy.sql import Select
 from backfill.chain import (
     GENESIS_HASH,
     ChainVerifier,
+    Draft,
     LedgerEvent,
     PayloadError,
     VerifyReport,
@@ -39,6 +39,8 @@ from backfill.identity import Actor
 from backfill.store.database import Database
 from backfill.store.schema import METADATA
 from backfill.timeutil import require_utc, utcnow
+
+__all__ = ["Draft", "Ledger"]
 
 EXPORT_FORMATS = ("jsonl", "csv")
 EXPORT_COLUMNS = (
@@ -88,16 +90,6 @@ META_TABLE = Table(
     Column("name", String(64), primary_key=True, autoincrement=False),
     Column("value", Text, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class Draft:
-    """One event to append with ``Ledger.append_many``."""
-
-    kind: str
-    payload: Mapping[str, Any]
-    backfill_id: str | None = None
-    window_key: str | None = None
 
 
 class _Unreadable(Exception):
