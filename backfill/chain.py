@@ -180,6 +180,29 @@ def hashed_text(
     )
 
 
+def export_line(
+    seq: int,
+    at_text: str,
+    actor: str,
+    identity_source: str,
+    backfill_id: str | None,
+    window_key: str | None,
+    kind: str,
+    payload_text: str,
+    prev_hash: str,
+    digest: str,
+) -> str:
+    """``canonical_json(event.to_json())`` (an exported JSON line) built directly, like
+    ``hashed_text`` (the same arguments, plus the event's own hash)."""
+    b = "null" if backfill_id is None else _STRING(backfill_id)
+    w = "null" if window_key is None else _STRING(window_key)
+    return (
+        f'{{"actor":{_STRING(actor)},"at":"{at_text}","backfill_id":{b},"hash":{_STRING(digest)},'
+        f'"identity_source":{_STRING(identity_source)},"kind":{_STRING(kind)},"payload":{payload_text},'
+        f'"prev_hash":{_STRING(prev_hash)},"seq":{seq},"window_key":{w}}}'
+    )
+
+
 _MEMO: dict[str, str] = {}
 _MEMO_LIMIT = 10_000
 

@@ -3,7 +3,9 @@ report on tampering."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,17 +18,19 @@ from hypothesis import strategies as st
 
 from backfill.chain import (
     ChainVerifier,
+    LedgerEvent,
     PayloadError,
     canonical_json,
     canonical_payload_text,
     compute_hash,
+    export_line,
     fast_hash,
     format_at,
     hashed_text,
 )
 from backfill.identity import Actor, IdentitySource
 from backfill.store.database import Database
-from backfill.store.ledger import Draft, Ledger, _fast_at, _fast_at_text, _to_event, _Unreadable
+from backfill.store.ledger import EXPORT_COLUMNS, Draft, Ledger, _fast_at, _fast_at_text, _to_event, _Unreadable
 
 ALICE = Actor("alice", IdentitySource.DECLARED)
 
@@ -248,4 +252,65 @@ def test_every_backend_verifies_an_intact_ledger_through_the_fast_path(
         patch.setattr("backfill.store.ledger._to_event", None)
         report = ledger.verify()
     assert report.ok and report.count == 4
+    db.dispose()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(min_value=1, max_value=2**63),
+    at=times,
+    actor=texts,
+    backfill_id=st.none() | texts,
+    window_key=st.none() | texts,
+    payload=payloads,
+    prev_hash=texts,
+    digest=texts,
+)
+def test_an_export_line_is_the_reference_line(
+    seq: int,
+    at: datetime,
+    actor: str,
+    backfill_id: str | None,
+    window_key: str | None,
+    payload: dict[str, Any],
+    prev_hash: str,
+    digest: str,
+) -> None:
+    event = LedgerEvent(seq, at, actor, "os", backfill_id, window_key, "window.status", payload, prev_hash, digest)
+    line = export_line(
+        seq,
+        format_at(at),
+        actor,
+        "os",
+        backfill_id,
+        window_key,
+        "window.status",
+        canonical_json(payload),
+        prev_hash,
+        digest,
+    )
+    assert line == canonical_json(event.to_json())
+
+
+def test_export_writes_what_the_reference_wrote(ledger_url: str) -> None:
+    db = Database(ledger_url)
+    ledger = Ledger(db)
+    ledger.append_many(
+        [
+            Draft("window.status", {"n": i, "é": [1.5, None, "\u2028"]}, None if i % 2 else "bf", f"w{i}")
+            for i in range(5)
+        ],
+        actor=ALICE,
+    )
+    out = io.StringIO()
+    assert ledger.export("jsonl", out) == 5
+    assert out.getvalue() == "".join(canonical_json(e.to_json()) + "\n" for e in ledger.events())
+    out = io.StringIO()
+    ledger.export("csv", out, backfill_id="bf")
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == list(EXPORT_COLUMNS)
+    expected = [e for e in ledger.events() if e.backfill_id == "bf"]
+    assert [r[0] for r in rows[1:]] == [str(e.seq) for e in expected]
+    assert [r[7] for r in rows[1:]] == [canonical_json(e.payload) for e in expected]
+    assert [r[5] for r in rows[1:]] == [e.window_key for e in expected]
     db.dispose()

@@ -30,7 +30,9 @@ from backfill.chain import (
     VerifyReport,
     canonical_json,
     canonical_payload_text,
+    export_line,
     fast_hash,
+    format_at,
     hashed_text,
     make_event,
 )
@@ -221,6 +223,22 @@ class Ledger:
         after_seq: int | None = None,
     ) -> Iterator[LedgerEvent]:
         """Like ``events`` but streamed in batches; raises LedgerInvalid on an unreadable row."""
+        query = self._filtered(backfill_id=backfill_id, since=since, until=until, kinds=kinds)
+        for row in self._rows(query, after_seq or 0):
+            try:
+                yield _to_event(row)
+            except _Unreadable as exc:
+                report = VerifyReport(False, 0, exc.seq, exc.kind, exc.reason)
+                raise LedgerInvalid(report.message) from None
+
+    def _filtered(
+        self,
+        *,
+        backfill_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> Select[Any]:
         query = self._select()
         if backfill_id is not None:
             query = query.where(TABLE.c.backfill_id == backfill_id)
@@ -230,12 +248,7 @@ class Ledger:
             query = query.where(TABLE.c.at < require_utc(until, "until"))
         if kinds is not None:
             query = query.where(TABLE.c.kind.in_(list(kinds)))
-        for row in self._rows(query, after_seq or 0):
-            try:
-                yield _to_event(row)
-            except _Unreadable as exc:
-                report = VerifyReport(False, 0, exc.seq, exc.kind, exc.reason)
-                raise LedgerInvalid(report.message) from None
+        return query
 
     def _select(self) -> Select[Any]:
         if self.db.dialect != "sqlite":
@@ -450,21 +463,73 @@ class Ledger:
         """
         if fmt not in EXPORT_FORMATS:
             raise UsageError(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
-        events = self.iter_events(backfill_id=backfill_id, since=since, until=until, kinds=kinds)
+        query = self._filtered(backfill_id=backfill_id, since=since, until=until, kinds=kinds).order_by(TABLE.c.seq)
         count = 0
         if fmt == "jsonl":
-            for event in events:
-                out.write(canonical_json(event.to_json()) + "\n")
+            for parts in self._export_parts(query):
+                out.write(export_line(*parts) + "\n")
                 count += 1
             return count
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(EXPORT_COLUMNS)
-        for event in events:
-            data = event.to_json()
-            data["payload"] = canonical_json(event.payload)
-            writer.writerow(["" if data[c] is None else data[c] for c in EXPORT_COLUMNS])
+        for (
+            seq,
+            at_text,
+            actor,
+            source,
+            backfill_id_,
+            window_key,
+            kind,
+            payload_text,
+            prev,
+            digest,
+        ) in self._export_parts(query):
+            writer.writerow(
+                [seq, at_text, actor, source, backfill_id_ or "", window_key or "", kind, payload_text, prev, digest]
+            )
             count += 1
         return count
+
+    def _export_parts(self, query: Select[Any]) -> Iterator[tuple[Any, ...]]:
+        """Each event's exported values in canonical form (time text, payload JSON text), in one
+        streamed read; a row the fast path declines goes through ``_to_event`` (which names an
+        unreadable one) and is formatted by the reference."""
+        sqlite = self.db.dialect == "sqlite"
+        names = [c.name for c in TABLE.c]
+        for row in self._stream(query):
+            seq, at, actor, source, backfill_id, window_key, kind, payload_text, prev_hash, digest = row
+            at_text = _fast_at_text(at) if sqlite else _fast_at(at)
+            parsed = canonical_payload_text(payload_text) if type(payload_text) is str else None
+            if (
+                at_text is not None
+                and parsed is not None
+                and type(seq) is int
+                and type(actor) is str
+                and type(source) is str
+                and type(kind) is str
+                and (backfill_id is None or type(backfill_id) is str)
+                and (window_key is None or type(window_key) is str)
+                and type(prev_hash) is str
+                and type(digest) is str
+            ):
+                yield seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash, digest
+                continue
+            try:
+                event = _to_event(dict(zip(names, row, strict=True)))
+            except _Unreadable as exc:
+                raise LedgerInvalid(VerifyReport(False, 0, exc.seq, exc.kind, exc.reason).message) from None
+            yield (
+                event.seq,
+                format_at(event.at),
+                event.actor,
+                event.identity_source,
+                event.backfill_id,
+                event.window_key,
+                event.kind,
+                canonical_json(event.payload),
+                event.prev_hash,
+                event.hash,
+            )
 
 
 class _Statements:
