@@ -1,0 +1,77 @@
+"""Range reads over the history cache, for run investigation (SPEC §12): the usual runs of a
+pipeline, a time range of runs streamed for an export, and what a plan matched on.
+
+Streams go through ``yield_per``: an export of 200,000 cached runs holds one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from backfill.factory.run import Run, RunStatus
+from backfill.store.history import KEY_SETS, RUNS, SYNC, read_state, to_us
+
+CHUNK = 2_000
+
+
+def is_synced(conn: Connection, factory_key: str, pipeline: str) -> bool:
+    return read_state(conn, factory_key, pipeline) is not None
+
+
+def synced_pipelines(conn: Connection, factory_key: str) -> list[str]:
+    query = select(SYNC.c.pipeline).where(SYNC.c.factory_key == factory_key).order_by(SYNC.c.pipeline)
+    return [str(name) for (name,) in conn.execute(query)]
+
+
+def matched_fields(conn: Connection, factory_key: str, pipeline: str) -> tuple[str, ...] | None:
+    """The ``[match] on`` of the newest plan previewed against this pipeline, if any."""
+    query = (
+        select(KEY_SETS.c.fields)
+        .where(KEY_SETS.c.factory_key == factory_key, KEY_SETS.c.pipeline == pipeline)
+        .order_by(KEY_SETS.c.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).first()
+    return tuple(json.loads(row[0])) if row is not None else None
+
+
+def succeeded_since(conn: Connection, factory_key: str, pipeline: str, since: datetime) -> Iterator[Run]:
+    """The cached succeeded runs of a pipeline that started at or after ``since``."""
+    query = select(RUNS.c.data).where(
+        RUNS.c.factory_key == factory_key,
+        RUNS.c.pipeline == pipeline,
+        RUNS.c.status == RunStatus.SUCCEEDED.value,
+        RUNS.c.run_start_us >= to_us(since),
+    )
+    for (data,) in conn.execute(query.execution_options(yield_per=CHUNK)):
+        yield Run.from_cache(json.loads(data))
+
+
+def runs_between(
+    conn: Connection,
+    factory_key: str,
+    pipelines: Sequence[str],
+    since: datetime,
+    until: datetime,
+    statuses: Sequence[str] | None = None,
+) -> Iterator[Run]:
+    """Cached runs of these pipelines that started in ``[since, until)``, oldest first, streamed."""
+    query = (
+        select(RUNS.c.data)
+        .where(
+            RUNS.c.factory_key == factory_key,
+            RUNS.c.pipeline.in_(list(pipelines)),
+            RUNS.c.run_start_us >= to_us(since),
+            RUNS.c.run_start_us < to_us(until),
+        )
+        .order_by(RUNS.c.run_start_us, RUNS.c.run_id)
+    )
+    if statuses:
+        query = query.where(RUNS.c.status.in_(list(statuses)))
+    for (data,) in conn.execute(query.execution_options(yield_per=CHUNK)):
+        yield Run.from_cache(json.loads(data))
