@@ -81,17 +81,20 @@ class RunQuery:
         }
 
 
-def factory_runs(factory: Factory, query: RunQuery, now: datetime, *, since: datetime | None = None) -> Iterator[Run]:
+def factory_runs(
+    factory: Factory, query: RunQuery, now: datetime, *, updated_after: datetime | None = None
+) -> Iterator[Run]:
     """The runs ADF holds that ``query`` keeps, every page, oldest start first. ADF filters on
-    a run's last update, so it is asked for runs updated since the start of the range."""
-    after = since or query.span.since or now - LOOKBACK
+    a run's last update, so it is asked for runs updated since the start of the range (a run
+    that started in the range was updated after it started)."""
+    after = updated_after or query.span.since or now - LOOKBACK
     for run in factory.query_runs(
         updated_after=after,
         updated_before=now + FUTURE,
         pipeline=query.pipeline,
         statuses=list(query.statuses) or None,
     ):
-        if query.holds(run) and run.start is not None and run.start >= after:
+        if query.holds(run):
             yield run
 
 

@@ -148,96 +148,36 @@ class Verdict:
 
 
 class _Group:
-    """The usual runs sharing one scope: sorted durations and who they are."""
+    """The usual durations sharing one scope, sorted once they are all in."""
 
-    __slots__ = ("ids", "ordered", "scope", "usual")
+    __slots__ = ("ordered", "scope", "sorted", "usual_cache")
 
-    def __init__(self, members: list[tuple[int, str]], scope: Mapping[str, Any]) -> None:
-        members.sort()
-        self.ordered = [d for d, _ in members]
-        self.ids = {run_id: d for d, run_id in members}
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        self.ordered: list[int] = []
         self.scope = scope
-        self.usual = _usual_sorted(self.ordered, scope)
+        self.sorted = False
+        self.usual_cache: Usual | None = None
 
-    def without(self, run_id: str) -> Usual | None:
-        """The usual duration with ``run_id`` left out (a run is never its own usual)."""
-        duration = self.ids.get(run_id)
-        if duration is None:
-            return self.usual
-        ordered = list(self.ordered)
-        del ordered[bisect.bisect_left(ordered, duration)]
-        return _usual_sorted(ordered, self.scope)
+    def ready(self) -> _Group:
+        if not self.sorted:
+            self.ordered.sort()
+            self.sorted = True
+            self.usual_cache = _usual_sorted(self.ordered, self.scope)
+        return self
 
+    def holds(self, duration: int) -> bool:
+        index = bisect.bisect_left(self.ordered, duration)
+        return index < len(self.ordered) and self.ordered[index] == duration
 
-class UsualIndex:
-    """The usual runs of one pipeline, grouped on demand by the scope each judged run asks for.
+    def without(self, duration: int) -> Usual | None:
+        """The usual duration with one run of ``duration`` left out (a run is never its own usual).
 
-    ``candidates`` are the pipeline's succeeded runs; those that started within ``LOOKBACK`` of
-    ``now`` and have a duration are kept (with their parameters)."""
-
-    def __init__(
-        self,
-        candidates: Iterable[Timed],
-        now: datetime,
-        *,
-        match_on: Sequence[str] | None = None,
-    ) -> None:
-        self.now = now
-        self.match_on = tuple(match_on) if match_on else None
-        oldest = now - LOOKBACK
-        self._runs: list[tuple[int, str, Mapping[str, Any]]] = []
-        for run in candidates:
-            if run.start is None or run.start < oldest or run.start > now or run.duration is None:
-                continue
-            self._runs.append((int(run.duration.total_seconds() * 1000), run.run_id, run.parameters))
-        self._all = _Group([(d, r) for d, r, _ in self._runs], {})
-        self._groups: dict[tuple[tuple[str, ...], tuple[Hashable, ...]], _Group] = {}
-        self._by_fields: dict[tuple[str, ...], dict[tuple[Hashable, ...], list[tuple[int, str]]]] = {}
-
-    def __len__(self) -> int:
-        return len(self._runs)
-
-    def _group(self, fields: tuple[str, ...], parameters: Mapping[str, Any]) -> _Group | None:
-        try:
-            key = tuple(normalise(parameters[f]) for f in fields)
-        except KeyError:
-            return None
-        found = self._groups.get((fields, key))
-        if found is None:
-            buckets = self._by_fields.get(fields)
-            if buckets is None:
-                buckets = self._by_fields[fields] = {}
-                for duration, run_id, params in self._runs:
-                    try:
-                        member = tuple(normalise(params[f]) for f in fields)
-                    except KeyError:
-                        continue
-                    buckets.setdefault(member, []).append((duration, run_id))
-            scope = {f: parameters[f] for f in fields}
-            found = self._groups[(fields, key)] = _Group(list(buckets.get(key, [])), scope)
-        return found
-
-    def usual_for(self, run: Timed) -> Usual | None:
-        """The usual duration of ``run``: of its scope when that holds enough runs, else of the
-        pipeline; the run itself never counts."""
-        fields = scope_fields(run.parameters, self.match_on)
-        group = self._group(fields, run.parameters) if fields else None
-        if group is not None:
-            scoped = len(group.ordered) - (1 if run.run_id in group.ids else 0)
-            if scoped >= MIN_SCOPED:
-                return self._usual(group, run)
-        return self._usual(self._all, run)
-
-    def _usual(self, group: _Group, run: Timed) -> Usual | None:
-        own = group.ids.get(run.run_id)
-        if own is None:
-            return group.usual
-        usual = group.usual
-        if usual is not None and own < usual.longest_ms and len(group.ordered) > MIN_USUAL:
-            # Not the longest: leaving it out moves the median a little and the longest not at
-            # all, so the verdict cannot change; the median is read off the list without it.
-            ordered = group.ordered
-            index = bisect.bisect_left(ordered, own)
+        When it is not the longest, leaving it out moves the median a little and the longest not
+        at all, so the verdict cannot change: the median is read off the list without it and the
+        MAD kept. The longest one is left out exactly."""
+        ordered, usual = self.ordered, self.usual_cache
+        if usual is not None and duration < usual.longest_ms and len(ordered) > MIN_USUAL:
+            index = bisect.bisect_left(ordered, duration)
             rest = len(ordered) - 1
             middle = rest // 2
 
@@ -246,7 +186,75 @@ class UsualIndex:
 
             median = at(middle) if rest % 2 else (at(middle - 1) + at(middle)) / 2
             return Usual(float(median), usual.mad_ms, usual.longest_ms, rest, usual.scope)
-        return group.without(run.run_id)
+        rest_list = list(ordered)
+        del rest_list[bisect.bisect_left(rest_list, duration)]
+        return _usual_sorted(rest_list, self.scope)
+
+
+class UsualIndex:
+    """The usual runs of one pipeline, grouped by the scope each asks for.
+
+    ``candidates`` are the pipeline's succeeded runs; those that started within ``LOOKBACK`` of
+    ``now`` and have a duration are kept, as a duration per scope: 200,000 runs are a few
+    megabytes. Only runs with the same parameter names share a scope, which is how one
+    pipeline's runs are."""
+
+    def __init__(self, candidates: Iterable[Timed], now: datetime, *, match_on: Sequence[str] | None = None) -> None:
+        self.now = now
+        self.match_on = tuple(match_on) if match_on else None
+        self._oldest = now - LOOKBACK
+        self._all = _Group({})
+        self._groups: dict[tuple[tuple[str, ...], tuple[Hashable, ...]], _Group] = {}
+        for run in candidates:
+            if not self._usual_run(run):
+                continue
+            assert run.duration is not None
+            duration = int(run.duration.total_seconds() * 1000)
+            self._all.ordered.append(duration)
+            key = self._key(run.parameters)
+            if key is not None:
+                group = self._groups.get(key)
+                if group is None:
+                    group = self._groups[key] = _Group({f: run.parameters[f] for f in key[0]})
+                group.ordered.append(duration)
+        self._all.ready()
+
+    def __len__(self) -> int:
+        return len(self._all.ordered)
+
+    def _usual_run(self, run: Timed) -> bool:
+        return run.start is not None and self._oldest <= run.start <= self.now and run.duration is not None
+
+    def _key(self, parameters: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Hashable, ...]] | None:
+        fields = scope_fields(parameters, self.match_on)
+        if not fields:
+            return None
+        return fields, tuple(normalise(parameters[f]) for f in fields)
+
+    def usual_for(self, run: Timed) -> Usual | None:
+        """The usual duration of ``run``: of its scope when that holds enough runs, else of the
+        pipeline; the run itself never counts."""
+        own = self._own(run)
+        key = self._key(run.parameters)
+        group = self._groups.get(key) if key is not None else None
+        if group is not None:
+            group.ready()
+            member = own is not None and group.holds(own)
+            if len(group.ordered) - member >= MIN_SCOPED:
+                return group.without(own) if member and own is not None else group.usual_cache
+        whole = self._all
+        if own is not None and whole.holds(own):
+            return whole.without(own)
+        return whole.usual_cache
+
+    def _own(self, run: Timed) -> int | None:
+        """The judged run's duration when it is one of the usual runs itself."""
+        status = getattr(run, "status", None)
+        succeeded = status is None or str(getattr(status, "value", status)) == "Succeeded"
+        if not succeeded or not self._usual_run(run):
+            return None
+        assert run.duration is not None
+        return int(run.duration.total_seconds() * 1000)
 
     def judge(self, run: Timed) -> Verdict:
         usual = self.usual_for(run)

@@ -249,6 +249,61 @@ def show_run(
     click.echo(_usual_line(detail.verdict, run))
 
 
+@runs.command("export")
+@factory_options
+@click.option(
+    "--since", metavar="T", required=True, help="Runs that started at or after T (a UTC time, a date, or 6h, 2d...)."
+)
+@click.option("--until", metavar="T", help="Runs that started before T (default: now).")
+@click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), multiple=True)
+@click.option(
+    "--param", "params", metavar="NAME=VALUE", multiple=True, help="Only runs with this parameter value (repeatable)."
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--activities", is_flag=True, help="With each run's activity runs (one more call per run).")
+@click.option("--output", metavar="FILE", help="Write here (default: stdout); replaced only when complete.")
+def export_runs(
+    subscription: str | None,
+    resource_group: str | None,
+    factory: str | None,
+    since: str,
+    until: str | None,
+    pipeline: str | None,
+    status: tuple[str, ...],
+    params: tuple[str, ...],
+    fmt: str,
+    activities: bool,
+    output: str | None,
+) -> None:
+    """Every run of a range, every page, as JSONL (the runs list --json row) or CSV; runs ADF no
+    longer holds (past 45 days) come from the history cache. The ledger records the export."""
+    from backfill.identity import resolve_actor
+    from backfill.runs_export import export_runs as export
+    from backfill.runs_export import record_export
+    from backfill.store.database import Database
+
+    now = utcnow()
+    query = _query(now, since, until, pipeline, status, params)
+    client = _client(subscription, resource_group, factory)
+
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    result = export(
+        client, query, now, _Masker(client), fmt=fmt, activities=activities, output=output, progress=progress
+    )
+    for note in result.notes:
+        progress(note)
+    db = Database()
+    try:
+        record_export(db, result, query, client.ref.key, fmt, activities, resolve_actor())
+    finally:
+        db.dispose()
+    where = f" to {output}" if output and output != "-" else ""
+    progress(f"exported {result.runs:,} runs{where} ({result.sources})")
+
+
 def _confirmed(run_id: str) -> bool:
     try:
         return click.confirm("cancel this run?", default=False)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
 from backfill.factory.run import Run, RunStatus
@@ -59,10 +59,16 @@ def runs_between(
     since: datetime,
     until: datetime,
     statuses: Sequence[str] | None = None,
-) -> Iterator[Run]:
-    """Cached runs of these pipelines that started in ``[since, until)``, oldest first, streamed."""
+    *,
+    updated_before: datetime | None = None,
+    after: tuple[int, str] | None = None,
+    limit: int = CHUNK,
+) -> list[tuple[tuple[int, str], Run]]:
+    """One page of the cached runs of these pipelines that started in ``[since, until)`` (and were
+    last updated before ``updated_before``: the ones ADF no longer holds), oldest first, after the
+    page key ``after``. Pages, not one long cursor: the caller holds no connection between them."""
     query = (
-        select(RUNS.c.data)
+        select(RUNS.c.run_start_us, RUNS.c.run_id, RUNS.c.data)
         .where(
             RUNS.c.factory_key == factory_key,
             RUNS.c.pipeline.in_(list(pipelines)),
@@ -70,8 +76,17 @@ def runs_between(
             RUNS.c.run_start_us < to_us(until),
         )
         .order_by(RUNS.c.run_start_us, RUNS.c.run_id)
+        .limit(limit)
     )
     if statuses:
         query = query.where(RUNS.c.status.in_(list(statuses)))
-    for (data,) in conn.execute(query.execution_options(yield_per=CHUNK)):
-        yield Run.from_cache(json.loads(data))
+    if updated_before is not None:
+        query = query.where(RUNS.c.last_updated_us < to_us(updated_before))
+    if after is not None:
+        start_us, run_id = after
+        query = query.where(
+            or_(RUNS.c.run_start_us > start_us, and_(RUNS.c.run_start_us == start_us, RUNS.c.run_id > run_id))
+        )
+    return [
+        ((int(start), str(run_id)), Run.from_cache(json.loads(data))) for start, run_id, data in conn.execute(query)
+    ]
