@@ -203,7 +203,7 @@ def test_cancel_needs_plan_or_no_check(factory: Factory, capsys: pytest.CaptureF
 
 
 def test_cancel_refuses_a_run_within_its_usual_duration(factory: Factory, capsys: pytest.CaptureFixture[str]) -> None:
-    start, end = factory.stuck_window
+    start, _ = factory.stuck_window
     fresh = factory.emu.client().create_run(
         PIPELINE, {"windowStart": _z(start - QUARTER), "windowEnd": _z(start), "feederRegion": "south"}
     )
