@@ -361,3 +361,53 @@ def test_export_reaches_past_45_days_through_the_history_cache(
     assert ids[:7] == [f"old-{i}" for i in range(7)] and STUCK in ids
     assert "(ADF keeps 45 days): from the history cache (LoadMeterTelemetry)" in captured.err
     assert "7 from the history cache" in captured.err
+
+
+def test_a_synced_pipeline_s_usual_durations_come_from_the_history_cache(
+    factory: Factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = factory.plan()
+    assert run(["history", "sync", plan]) == 0
+    capsys.readouterr()
+    before = len(factory.emu.requests("queryPipelineRuns"))
+    data = _json(["runs", "show", STUCK, "--json"], capsys)
+    assert data["outlier"] is True and data["usual_ms"]
+    # No query for the usual runs: they were read from the cache (its [match] on scoped them).
+    assert len(factory.emu.requests("queryPipelineRuns")) == before
+    assert run(["runs", "show", STUCK]) == 0
+    assert "with feederRegion=south" in capsys.readouterr().out
+
+
+def test_a_run_that_ended_before_the_cancel_reached_it(factory: Factory) -> None:
+    import time
+
+    from backfill.cancel import CancelRequest, cancel_run, guard
+    from backfill.errors import BackfillError
+    from backfill.identity import resolve_actor
+    from backfill.store.database import Database
+    from backfill.store.ledger import Ledger
+    from backfill.timeutil import utcnow
+
+    start, _ = factory.stuck_window
+    client = factory.emu.client()
+    fresh = client.create_run(
+        PIPELINE, {"windowStart": _z(start - QUARTER), "windowEnd": _z(start), "feederRegion": "north"}
+    )
+    request = CancelRequest(fresh, "impatient", no_check=True, force=True)
+    guarded = guard(client, request, utcnow(), lambda r: r)
+    deadline = time.monotonic() + 60
+    while client.get_run(fresh).status.value != "Succeeded":  # it ends meanwhile (11 s)
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    db = Database()
+    try:
+        with pytest.raises(BackfillError) as caught:
+            cancel_run(client, Ledger(db), guarded, request, resolve_actor())
+        kinds = [e.kind for e in Ledger(db).events()]
+    finally:
+        db.dispose()
+    assert str(caught.value) == (
+        f"run {fresh} not cancelled: it ended (Succeeded) before the cancel reached it; "
+        "the ledger records the request without an outcome"
+    )
+    assert kinds == ["run.cancel-requested"]
