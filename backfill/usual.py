@@ -28,6 +28,7 @@ MIN_USUAL = 5
 MIN_SCOPED = 10
 MAD_FACTOR = 5
 MAD_FLOOR = 0.10
+_MS = timedelta(milliseconds=1)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -104,17 +105,17 @@ def is_outlier(elapsed_ms: int | None, usual: Usual | None) -> bool:
 def elapsed_ms(run: Timed, now: datetime) -> int | None:
     """A run's duration, or while it runs the time since it started; None when neither is known."""
     if run.duration is not None:
-        return int(run.duration.total_seconds() * 1000)
+        return run.duration // _MS
     if run.start is None:
         return None
     if run.end is not None:
-        return int((run.end - run.start).total_seconds() * 1000)
+        return (run.end - run.start) // _MS
     status = getattr(run, "status", None)
     last = getattr(run, "last_updated", None)
     if status is not None and getattr(status, "is_final", False) and isinstance(last, datetime):
         # ADF gives a cancelled run no end: it stopped at its last transition, not now.
-        return max(0, int((last - run.start).total_seconds() * 1000))
-    return max(0, int((now - run.start).total_seconds() * 1000))
+        return max(0, (last - run.start) // _MS)
+    return max(0, (now - run.start) // _MS)
 
 
 def is_window_bound(value: Any) -> bool:
@@ -172,11 +173,11 @@ class _Group:
     def without(self, duration: int) -> Usual | None:
         """The usual duration with one run of ``duration`` left out (a run is never its own usual).
 
-        When it is not the longest, leaving it out moves the median a little and the longest not
-        at all, so the verdict cannot change: the median is read off the list without it and the
-        MAD kept. The longest one is left out exactly."""
+        When another run is at least as long, leaving it out moves the median a little and the
+        longest not at all, so the verdict cannot change: the median is read off the list without
+        it and the MAD kept. The one longest run is left out exactly."""
         ordered, usual = self.ordered, self.usual_cache
-        if usual is not None and duration < usual.longest_ms and len(ordered) > MIN_USUAL:
+        if usual is not None and len(ordered) > MIN_USUAL and ordered[-2] >= duration:
             index = bisect.bisect_left(ordered, duration)
             rest = len(ordered) - 1
             middle = rest // 2
@@ -209,7 +210,7 @@ class UsualIndex:
             if not self._usual_run(run):
                 continue
             assert run.duration is not None
-            duration = int(run.duration.total_seconds() * 1000)
+            duration = run.duration // _MS
             self._all.ordered.append(duration)
             key = self._key(run.parameters)
             if key is not None:
@@ -254,7 +255,7 @@ class UsualIndex:
         if not succeeded or not self._usual_run(run):
             return None
         assert run.duration is not None
-        return int(run.duration.total_seconds() * 1000)
+        return run.duration // _MS
 
     def judge(self, run: Timed) -> Verdict:
         usual = self.usual_for(run)
