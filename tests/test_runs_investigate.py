@@ -325,7 +325,7 @@ def test_export_to_an_unwritable_path_is_one_line_and_records_nothing(
 
 
 def test_export_reaches_past_45_days_through_the_history_cache(
-    factory: Factory, capsys: pytest.CaptureFixture[str]
+    factory: Factory, ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from backfill.factory.run import Run
     from backfill.history import sync_history
@@ -364,7 +364,7 @@ def test_export_reaches_past_45_days_through_the_history_cache(
 
 
 def test_a_synced_pipeline_s_usual_durations_come_from_the_history_cache(
-    factory: Factory, capsys: pytest.CaptureFixture[str]
+    factory: Factory, ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan = factory.plan()
     assert run(["history", "sync", plan]) == 0
