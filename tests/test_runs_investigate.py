@@ -269,6 +269,11 @@ def test_guarded_cancel_records_evidence_and_waits_for_cancelled(
     (cancelled,) = _events(capsys, "run.cancelled")
     assert cancelled["payload"]["status"] == "Cancelled"  # type: ignore[index]
     assert len(factory.emu.requests("cancelPipelineRun")) == 1
+    # The ledger's --since takes the same spellings: a span back from now and a date.
+    for since in ("10m", "2000-01-01"):
+        shown = _json(["ledger", "show", "--since", since, "--json"], capsys)["events"]
+        assert [e["kind"] for e in shown] == ["run.cancel-requested", "run.cancelled"]  # type: ignore[union-attr, index]
+    assert _json(["ledger", "show", "--until", "1h", "--json"], capsys)["events"] == []
 
 
 def test_a_cancel_never_confirmed_says_so_and_records_no_outcome(
