@@ -206,6 +206,7 @@ class UsualIndex:
         self._oldest = now - LOOKBACK
         self._all = _Group({})
         self._groups: dict[tuple[tuple[str, ...], tuple[Hashable, ...]], _Group] = {}
+        self._fields: dict[tuple[str, ...], tuple[str, ...]] = {}
         for run in candidates:
             if not self._usual_run(run):
                 continue
@@ -227,7 +228,12 @@ class UsualIndex:
         return run.start is not None and self._oldest <= run.start <= self.now and run.duration is not None
 
     def _key(self, parameters: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Hashable, ...]] | None:
-        fields = scope_fields(parameters, self.match_on)
+        # One pipeline's runs carry the same parameters, and a window bound in one run is one in
+        # all: the scope is worked out once per set of names, not for each of 200,000 runs.
+        names = tuple(parameters)
+        fields = self._fields.get(names)
+        if fields is None:
+            fields = self._fields[names] = scope_fields(parameters, self.match_on)
         if not fields:
             return None
         return fields, tuple(normalise(parameters[f]) for f in fields)
