@@ -88,13 +88,27 @@ on = ["windowStart", "feederRegion"]
 """
 
 
+# The command as its console script runs it, then its own peak RSS: VmHWM belongs to the address
+# space, so unlike ru_maxrss it does not count the parent's (the emulator's) pages before exec.
+_CHILD = """
+import sys
+from pathlib import Path
+from backfill.cli.main import run
+code = run(sys.argv[1:])
+hwm = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")]
+sys.stderr.write("\\nVmHWM " + hwm[0].split()[1] + "\\n")
+sys.exit(code)
+"""
+
+
 def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float]:
     """Seconds, peak RSS (MB) and CPU seconds of one command in a child process: the CPU time is
     the command's own, the rest of its time it waits for the emulator (in this process)."""
-    exe = shutil.which("backfill") or str(Path(sys.executable).with_name("backfill"))
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([exe, *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         elapsed = time.perf_counter() - started
@@ -102,7 +116,8 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
         stderr = err.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         raise SystemExit(f"backfill {' '.join(args)} exited {proc.returncode}: {stderr.strip()[-400:]}")
-    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    peak_kb = int(stderr.rsplit("VmHWM ", 1)[1].split()[0])
+    return elapsed, peak_kb / 1024, usage.ru_utime + usage.ru_stime
 
 
 def bench_list(runs: int, folder: Path) -> None:
