@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from backfill.checks.base import CheckResult
     from backfill.factory.protocol import Factory
     from backfill.identity import Actor
-    from backfill.plan import LoadedPlan
+    from backfill.plan.loader import LoadedPlan
     from backfill.store.ledger import Ledger
     from backfill.windows import Window
 
@@ -158,7 +158,7 @@ def guard(factory: Factory, request: CancelRequest, now: datetime, mask: Mask) -
 
 
 def _load(path: str, factory: Factory) -> LoadedPlan:
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
 
     loaded = load_plan(path)
     if loaded.ref.key != factory.ref.key:

@@ -31,8 +31,8 @@ from backfill.secrets import REDACTED
 from backfill.timeutil import format_utc
 
 if TYPE_CHECKING:
+    from backfill.chain import LedgerEvent
     from backfill.factory.protocol import Factory
-    from backfill.ledger import LedgerEvent
 
 
 @dataclass(frozen=True)

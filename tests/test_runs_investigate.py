@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backfill.cli.main import run
-from backfill.emulator import Activity, Emulator, HistoryRun, HistorySeries, Pipeline, Scenario, Sink
+from backfill.emulator import Activity, Emulator, HistorySeries, PastRun, Pipeline, Scenario, Sink
 
 PIPELINE = "LoadMeterTelemetry"
 QUARTER = timedelta(minutes=15)
@@ -105,7 +105,7 @@ def _scenario(folder: Path, cancel_time: timedelta) -> tuple[Scenario, tuple[dat
     # The window before the series began: its run started on time and never finished copying.
     window = (first - QUARTER, first)
     scenario.add_history(
-        HistoryRun(
+        PastRun(
             PIPELINE,
             start=first + timedelta(minutes=2),
             run_id=STUCK,
