@@ -268,6 +268,8 @@ def test_guarded_cancel_records_evidence_and_waits_for_cancelled(
     assert payload["window"] == f"{_z(factory.stuck_window[0])}/{_z(factory.stuck_window[1])}"
     (cancelled,) = _events(capsys, "run.cancelled")
     assert cancelled["payload"]["status"] == "Cancelled"  # type: ignore[index]
+    # The emulator keeps it Canceling for 60 emulated seconds, one real second at speed 60: waited out.
+    assert cancelled["payload"]["waited_ms"] >= 500  # type: ignore[index]
     assert len(factory.emu.requests("cancelPipelineRun")) == 1
     # The ledger's --since takes the same spellings: a span back from now and a date.
     for since in ("10m", "2000-01-01"):
