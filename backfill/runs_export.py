@@ -127,9 +127,11 @@ def export_runs(
     activities: bool = False,
     output: str | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    actor: Actor | None = None,
 ) -> ExportResult:
     """Write every run of ``query`` (the cache's part first, then ADF's), each judged like in
-    ``runs list``; say on ``progress`` which part came from where."""
+    ``runs list``; say on ``progress`` which part came from where; then, with ``actor``, record
+    the export in the ledger (``runs.exported``)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     if query.span.since is None:
@@ -165,6 +167,14 @@ def export_runs(
                 emit(run, "adf")
     if activities and result.from_cache:
         result.notes.append("activity runs of runs from the history cache are not kept: their activities are null")
+    if actor is not None:
+        from backfill.store.database import Database
+
+        ledger_db = Database()
+        try:
+            _record(ledger_db, result, query, factory.ref.key, fmt, activities, actor)
+        finally:
+            ledger_db.dispose()
     return result
 
 
@@ -209,7 +219,7 @@ def _cached(
         after = page[-1][0]
 
 
-def record_export(
+def _record(
     db: Database, result: ExportResult, query: RunQuery, factory_key: str, fmt: str, activities: bool, actor: Actor
 ) -> None:
     """``runs.exported``: who exported which range, how many runs from where; never the data."""

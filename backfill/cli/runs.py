@@ -280,8 +280,6 @@ def export_runs(
     longer holds (past 45 days) come from the history cache. The ledger records the export."""
     from backfill.identity import resolve_actor
     from backfill.runs_export import export_runs as export
-    from backfill.runs_export import record_export
-    from backfill.store.database import Database
 
     now = utcnow()
     query = _query(now, since, until, pipeline, status, params)
@@ -291,15 +289,18 @@ def export_runs(
         click.echo(line, err=True)
 
     result = export(
-        client, query, now, _Masker(client), fmt=fmt, activities=activities, output=output, progress=progress
+        client,
+        query,
+        now,
+        _Masker(client),
+        fmt=fmt,
+        activities=activities,
+        output=output,
+        progress=progress,
+        actor=resolve_actor(),
     )
     for note in result.notes:
         progress(note)
-    db = Database()
-    try:
-        record_export(db, result, query, client.ref.key, fmt, activities, resolve_actor())
-    finally:
-        db.dispose()
     where = f" to {output}" if output and output != "-" else ""
     progress(f"exported {result.runs:,} runs{where} ({result.sources})")
 
