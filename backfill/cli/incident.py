@@ -39,11 +39,10 @@ def incident(
 ) -> None:
     """The incident record of a run: what it did, who cancelled it and why, and the follow-up
     runs of its window; exit 4 until the latest follow-up succeeded."""
-    from backfill.cli.runs import _client, _Masker
-    from backfill.incident import build_incident
+    from backfill.factory.settings import factory_ref_from_options
+    from backfill.services import runs as service
 
-    client = _client(subscription, resource_group, factory)
-    record = build_incident(client, run_id, utcnow(), _Masker(client))
+    record = service.incident(factory_ref_from_options(subscription, resource_group, factory), run_id, now=utcnow())
     if html_file:
         from backfill.incident_html import render_incident
 

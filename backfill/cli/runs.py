@@ -9,12 +9,12 @@ import click
 
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table, short_id
-from backfill.errors import BackfillError, FactoryError
-from backfill.factory.client import FactoryClient, connect
+from backfill.errors import BackfillError
+from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
-from backfill.masking import declared_secrets, mask_run
-from backfill.runs_query import RunQuery, ledger_exists, parse_params
+from backfill.runs_query import RunQuery, parse_params
+from backfill.services import runs as service
 from backfill.spans import parse_range
 from backfill.timeutil import format_duration, format_utc, utcnow
 from backfill.usual import MIN_USUAL, Verdict
@@ -22,43 +22,8 @@ from backfill.usual import MIN_USUAL, Verdict
 STATUSES = [s.value for s in RunStatus]
 
 
-def _client(subscription: str | None, resource_group: str | None, factory: str | None) -> FactoryClient:
-    return connect(factory_ref_from_options(subscription, resource_group, factory))
-
-
-class _Masker:
-    """Masks secret parameter values before a run is printed: the pipeline's SecureString
-    parameters (one pipeline get per pipeline shown) and those any plan marked secret (kept in
-    the history cache)."""
-
-    def __init__(self, client: FactoryClient) -> None:
-        self._client = client
-        self._names: dict[str, frozenset[str]] = {}
-
-    def __call__(self, run: Run) -> Run:
-        names = self._names.get(run.pipeline)
-        if names is None:
-            names = self._names[run.pipeline] = self._secret_names(run.pipeline)
-        return mask_run(run, names)
-
-    def _secret_names(self, pipeline: str) -> frozenset[str]:
-        from backfill.store.database import Database
-        from backfill.store.history import known_secrets
-
-        try:
-            declared = declared_secrets(self._client.get_pipeline(pipeline))
-        except FactoryError:
-            # A deleted pipeline keeps its runs; what plans marked secret still applies.
-            declared = frozenset()
-        if not ledger_exists():
-            return declared
-        db = Database()
-        try:
-            with db.engine.connect() as conn:
-                remembered = known_secrets(conn, self._client.ref.key, pipeline)
-        finally:
-            db.dispose()
-        return declared | remembered
+def _ref(subscription: str | None, resource_group: str | None, factory: str | None) -> FactoryRef:
+    return factory_ref_from_options(subscription, resource_group, factory)
 
 
 @click.group()
@@ -99,12 +64,9 @@ def list_runs(
 
     ADF filters on a run's last-updated time, so the query asks for runs updated since SINCE and
     keeps those that started in [SINCE, UNTIL)."""
-    from backfill.runs_query import list_runs as find_runs
-
     now = utcnow()
     query = _query(now, since, until, pipeline, status, params, default_since=timedelta(days=1))
-    client = _client(subscription, resource_group, factory)
-    found = find_runs(client, query, now, _Masker(client), outliers=outliers)
+    found = service.list_runs(_ref(subscription, resource_group, factory), query, outliers=outliers, now=now)
     if as_json:
         echo_json({"runs": [judged.to_json() for judged in found]})
         return
@@ -181,11 +143,9 @@ def show_run(
     """A run: parameters, timestamps, status, activity runs, the failing activity's error, the
     activity that dominates it, the one still in progress, and its usual duration."""
     from backfill.runs_query import activity_json
-    from backfill.runs_query import show_run as detail_of
 
-    client = _client(subscription, resource_group, factory)
     now = utcnow()
-    detail = detail_of(client, run_id, now, _Masker(client))
+    detail = service.show_run(_ref(subscription, resource_group, factory), run_id, now=now)
     run, activities, failing = detail.run, detail.activities, detail.failing
     if as_json:
         echo_json(
@@ -279,25 +239,22 @@ def export_runs(
     """Every run of a range, every page, as JSONL (the runs list --json row) or CSV; runs ADF no
     longer holds (past 45 days) come from the history cache. The ledger records the export."""
     from backfill.identity import resolve_actor
-    from backfill.runs_export import export_runs as export
 
     now = utcnow()
     query = _query(now, since, until, pipeline, status, params)
-    client = _client(subscription, resource_group, factory)
 
     def progress(line: str) -> None:
         click.echo(line, err=True)
 
-    result = export(
-        client,
+    result = service.export_runs(
+        _ref(subscription, resource_group, factory),
         query,
-        now,
-        _Masker(client),
         fmt=fmt,
         activities=activities,
         output=output,
         progress=progress,
         actor=resolve_actor(),
+        now=now,
     )
     for note in result.notes:
         progress(note)
@@ -346,14 +303,12 @@ def cancel_run(
 ) -> None:
     """Cancel a run, guarded: it must be running far longer than usual, and with --plan its
     window's sink must hold nothing; waits for ADF to confirm Cancelled."""
-    from backfill.cancel import CancelRequest, cancel_run, guard
+    from backfill.cancel import CancelRequest
     from backfill.identity import resolve_actor
-    from backfill.store.database import Database
-    from backfill.store.ledger import Ledger
 
     request = CancelRequest(run_id, reason, plan=plan, no_check=no_check, force=force, recursive=recursive)
-    client = _client(subscription, resource_group, factory)
-    guarded = guard(client, request, utcnow(), _Masker(client))
+    target = service.run_to_cancel(_ref(subscription, resource_group, factory), request)
+    guarded = target.guarded
     run = guarded.run
     click.echo(f"{run.run_id} {run.pipeline} {run.status.value} since {format_utc(run.start)}")
     click.echo(_usual_line(guarded.verdict, run))
@@ -364,11 +319,7 @@ def cancel_run(
         click.echo(f"forced: {why}")
     if not yes and not _confirmed(run_id):
         raise BackfillError(f"run {run_id} not cancelled: not confirmed")
-    db = Database()
-    try:
-        click.echo(f"cancel requested for {run_id}; waiting for ADF to confirm")
-        outcome = cancel_run(client, Ledger(db), guarded, request, resolve_actor())
-    finally:
-        db.dispose()
+    click.echo(f"cancel requested for {run_id}; waiting for ADF to confirm")
+    outcome = service.cancel_run(target, actor=resolve_actor())
     owner = f" (backfill {outcome.backfill_id}, window {outcome.window_key})" if outcome.backfill_id else ""
     click.echo(f"cancelled {run_id}{owner}: ADF confirmed {outcome.status} after {format_duration(outcome.waited)}")
