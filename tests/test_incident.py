@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_runs_investigate import PIPELINE, STUCK, Factory, _factory, _z
@@ -21,7 +22,7 @@ def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Factory
         yield made
 
 
-def _incident(capsys: pytest.CaptureFixture[str], *args: str, code: int) -> dict[str, object]:
+def _incident(capsys: pytest.CaptureFixture[str], *args: str, code: int) -> dict[str, Any]:
     assert run(["incident", STUCK, "--json", *args]) == code
     return dict(json.loads(capsys.readouterr().out))
 
@@ -42,10 +43,10 @@ def test_an_open_incident_exits_4_and_names_the_stuck_activity(
 ) -> None:
     data = _incident(capsys, code=4)
     assert data["resolved"] is False and data["follow_up"] == []
-    assert data["run"]["run_id"] == STUCK and data["run"]["outlier"] is True  # type: ignore[index]
-    assert data["stuck_activity"]["name"] == "CopyReadings"  # type: ignore[index]
+    assert data["run"]["run_id"] == STUCK and data["run"]["outlier"] is True
+    assert data["stuck_activity"]["name"] == "CopyReadings"
     assert data["usual_ms"] and data["ledger_events"] == []
-    assert {a["name"] for a in data["activities"]} == {"LookupWatermark", "CopyReadings"}  # type: ignore[union-attr, index]
+    assert {a["name"] for a in data["activities"]} == {"LookupWatermark", "CopyReadings"}
 
 
 def test_cancelled_and_replaced_the_incident_is_resolved(
@@ -57,14 +58,14 @@ def test_cancelled_and_replaced_the_incident_is_resolved(
     capsys.readouterr()
     data = _incident(capsys, code=4)
     assert data["match_on"] == ["windowStart", "feederRegion"]
-    (cancel,) = data["cancels"]  # type: ignore[misc]
+    (cancel,) = data["cancels"]
     assert cancel["by"] == "carol@contoso.com" and cancel["reason"] == reason and cancel["outcome"] == "Cancelled"
-    assert [e["kind"] for e in data["ledger_events"]] == ["run.cancel-requested", "run.cancelled"]  # type: ignore[union-attr, index]
+    assert [e["kind"] for e in data["ledger_events"]] == ["run.cancel-requested", "run.cancelled"]
     replacement = _replace(factory)
     data = _incident(capsys, "--html", "incident.html", code=0)
     assert data["resolved"] is True
-    assert [r["run_id"] for r in data["follow_up"]] == [replacement]  # type: ignore[union-attr, index]
-    assert data["follow_up"][0]["status"] == "Succeeded"  # type: ignore[index]
+    assert [r["run_id"] for r in data["follow_up"]] == [replacement]
+    assert data["follow_up"][0]["status"] == "Succeeded"
     page = (tmp_path / "incident.html").read_text(encoding="utf-8")
     assert "Incident resolved: replaced by" in page and replacement in page and "CopyReadings" in page
     assert "&lt;12h&gt;" in page and "<12h>" not in page  # free text escaped

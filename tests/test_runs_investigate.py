@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,12 +135,12 @@ def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Factory
         yield made
 
 
-def _json(args: list[str], capsys: pytest.CaptureFixture[str], code: int = 0) -> dict[str, object]:
+def _json(args: list[str], capsys: pytest.CaptureFixture[str], code: int = 0) -> dict[str, Any]:
     assert run(args) == code
     return dict(json.loads(capsys.readouterr().out))
 
 
-def _events(capsys: pytest.CaptureFixture[str], kind: str) -> list[dict[str, object]]:
+def _events(capsys: pytest.CaptureFixture[str], kind: str) -> list[dict[str, Any]]:
     assert run(["ledger", "show", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     return [e for e in shown["events"] if e["kind"] == kind]
@@ -150,8 +151,8 @@ def test_outliers_finds_the_one_stuck_run_among_hundreds(factory: Factory, capsy
     assert isinstance(every, list) and len(every) > 90
     assert all("usual_ms" in r and "outlier" in r for r in every)
     data = _json(["runs", "list", "--since", "1d", "--outliers", "--json"], capsys)
-    assert [r["run_id"] for r in data["runs"]] == [STUCK]  # type: ignore[union-attr]
-    stuck = data["runs"][0]  # type: ignore[index]
+    assert [r["run_id"] for r in data["runs"]] == [STUCK]
+    stuck = data["runs"][0]
     assert stuck["outlier"] is True and 10_000 <= stuck["usual_ms"] <= 12_000  # 11 emulated minutes / 60
     assert run(["runs", "list", "--since", "1d", "--outliers"]) == 0
     out = capsys.readouterr().out
@@ -160,12 +161,12 @@ def test_outliers_finds_the_one_stuck_run_among_hundreds(factory: Factory, capsy
 
 def test_param_filters_like_window_matching(factory: Factory, capsys: pytest.CaptureFixture[str]) -> None:
     south = _json(["runs", "list", "--since", "6h", "--param", "feederRegion=south", "--json"], capsys)["runs"]
-    assert south and all(r["parameters"]["feederRegion"] == "south" for r in south)  # type: ignore[union-attr, index]
+    assert south and all(r["parameters"]["feederRegion"] == "south" for r in south)
     start = factory.stuck_window[0]
     # The same instant written with fractional digits and an offset: the same window.
     written = start.strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00")
     one = _json(["runs", "list", "--since", "1d", "--param", f"windowStart={written}", "--json"], capsys)["runs"]
-    assert [r["run_id"] for r in one] == [STUCK]  # type: ignore[union-attr, index]
+    assert [r["run_id"] for r in one] == [STUCK]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +189,7 @@ def test_show_names_the_stuck_activity_and_since_when(factory: Factory, capsys: 
     data = _json(["runs", "show", STUCK, "--json"], capsys)
     running = data["in_progress_activity"]
     assert isinstance(running, dict) and running["name"] == "CopyReadings" and running["start"].endswith("Z")
-    assert data["dominant_activity"]["name"] == "CopyReadings"  # type: ignore[index]
+    assert data["dominant_activity"]["name"] == "CopyReadings"
     assert data["outlier"] is True and data["usual_ms"]
     assert run(["runs", "show", STUCK]) == 0
     out = capsys.readouterr().out
@@ -215,7 +216,7 @@ def test_cancel_refuses_a_run_within_its_usual_duration(factory: Factory, capsys
 
 
 def test_cancel_refuses_a_finished_run(factory: Factory, capsys: pytest.CaptureFixture[str]) -> None:
-    done = _json(["runs", "list", "--since", "6h", "--status", "Succeeded", "--json"], capsys)["runs"][0]  # type: ignore[index]
+    done = _json(["runs", "list", "--since", "6h", "--status", "Succeeded", "--json"], capsys)["runs"][0]
     assert run(["runs", "cancel", done["run_id"], "--reason", "x", "--no-check", "--force", "--yes"]) == 1
     assert "it is Succeeded, not queued or in progress" in capsys.readouterr().err
 
@@ -248,7 +249,7 @@ def test_cancel_refuses_a_window_with_rows_in_the_sink_unless_forced(
     assert "forced: the sink holds rows of window" in capsys.readouterr().out
     (requested,) = _events(capsys, "run.cancel-requested")
     payload = requested["payload"]
-    assert payload["force"] is True and payload["forced"] and payload["checks"][0]["status"] == "partial"  # type: ignore[index]
+    assert payload["force"] is True and payload["forced"] and payload["checks"][0]["status"] == "partial"
 
 
 def test_guarded_cancel_records_evidence_and_waits_for_cancelled(
@@ -267,14 +268,14 @@ def test_guarded_cancel_records_evidence_and_waits_for_cancelled(
     assert payload["checks"][0]["status"] == "clean" and payload["checks"][0]["evidence"]["committed"] == 0
     assert payload["window"] == f"{_z(factory.stuck_window[0])}/{_z(factory.stuck_window[1])}"
     (cancelled,) = _events(capsys, "run.cancelled")
-    assert cancelled["payload"]["status"] == "Cancelled"  # type: ignore[index]
+    assert cancelled["payload"]["status"] == "Cancelled"
     # The emulator keeps it Canceling for 60 emulated seconds, one real second at speed 60: waited out.
-    assert cancelled["payload"]["waited_ms"] >= 500  # type: ignore[index]
+    assert cancelled["payload"]["waited_ms"] >= 500
     assert len(factory.emu.requests("cancelPipelineRun")) == 1
     # The ledger's --since takes the same spellings: a span back from now and a date.
     for since in ("10m", "2000-01-01"):
         shown = _json(["ledger", "show", "--since", since, "--json"], capsys)["events"]
-        assert [e["kind"] for e in shown] == ["run.cancel-requested", "run.cancelled"]  # type: ignore[union-attr, index]
+        assert [e["kind"] for e in shown] == ["run.cancel-requested", "run.cancelled"]
     assert _json(["ledger", "show", "--until", "1h", "--json"], capsys)["events"] == []
 
 
@@ -298,13 +299,13 @@ def test_export_streams_every_run_and_the_ledger_records_the_range(
     listed = _json(["runs", "list", "--since", "1d", "--json"], capsys)["runs"]
     assert run(["runs", "export", "--since", "1d", "--output", "runs.jsonl"]) == 0
     err = capsys.readouterr().err
-    assert f"exported {len(listed):,} runs to runs.jsonl (0 from the history cache, {len(listed):,} from ADF)" in err  # type: ignore[arg-type]
+    assert f"exported {len(listed):,} runs to runs.jsonl (0 from the history cache, {len(listed):,} from ADF)" in err
     rows = [json.loads(line) for line in Path("runs.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert sorted(r["run_id"] for r in rows) == sorted(r["run_id"] for r in listed)  # type: ignore[union-attr, index]
+    assert sorted(r["run_id"] for r in rows) == sorted(r["run_id"] for r in listed)
     assert {r["run_id"]: r for r in rows}[STUCK]["outlier"] is True
     (exported,) = _events(capsys, "runs.exported")
     payload = exported["payload"]
-    assert isinstance(payload, dict) and payload["runs"] == len(listed) and payload["since"].endswith("Z")  # type: ignore[arg-type]
+    assert isinstance(payload, dict) and payload["runs"] == len(listed) and payload["since"].endswith("Z")
     assert "parameters" not in json.dumps(payload) or payload["params"] == {}
     assert STUCK not in json.dumps(exported)  # who exported what range, never the data
 
