@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from backfill.store.ledger import Ledger
     from backfill.windows import Window
 
-CANCEL_REQUESTED = "run.cancel-requested"
-CANCELLED = "run.cancelled"
 # How long to wait for ADF's Cancelled (spec: up to a minute); BACKFILL_CANCEL_WAIT changes it.
 WAIT = timedelta(minutes=1)
 POLL = 1.0
@@ -211,7 +209,7 @@ def cancel_run(
     # A run of a backfill's window: the events name the backfill and window, so its report and
     # status say who cancelled it and why, not just "Cancelled".
     backfill_id, window_key = _owner(ledger, run_id)
-    ledger.append(CANCEL_REQUESTED, payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    ledger.append(ev.RUN_CANCEL_REQUESTED, payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
     if backfill_id and window_key:
         # Before the cancel is sent: the backfill's runner then sees who asked and why first.
         ledger.append(
@@ -258,7 +256,7 @@ def cancel_run(
         "status": status,
         "waited_ms": int(waited.total_seconds() * 1000),
     }
-    ledger.append(CANCELLED, done, actor=actor, backfill_id=backfill_id, window_key=window_key)
+    ledger.append(ev.RUN_CANCELLED, done, actor=actor, backfill_id=backfill_id, window_key=window_key)
     return CancelOutcome(run_id, status, waited, backfill_id, window_key)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from backfill.cancel import CANCEL_REQUESTED, CANCELLED
+from backfill import events as ev
 from backfill.factory.run import ActivityRun, Run, RunStatus
 from backfill.matching import normalise
 from backfill.runs_query import (
@@ -126,6 +126,12 @@ def _events_naming(run_ids: set[str]) -> list[LedgerEvent]:
     return found
 
 
+def _is(event: LedgerEvent, kind: type[ev.RunEvent], run_id: str) -> bool:
+    """``event`` is of that kind and about this run."""
+    typed = ev.decode(event.kind, event.payload)
+    return isinstance(typed, kind) and typed.run_id == run_id
+
+
 def build_incident(factory: Factory, run_id: str, now: datetime, mask: Mask) -> Incident:
     run = mask(factory.get_run(run_id))
     activities = tuple(factory.query_activity_runs(run_id))
@@ -136,7 +142,7 @@ def build_incident(factory: Factory, run_id: str, now: datetime, mask: Mask) -> 
         or next((a for a in reversed(activities) if a.status in ("Cancelled", "Canceled")), None)
     )
     own = _events_naming({run_id})
-    requests = [e for e in own if e.kind == CANCEL_REQUESTED and e.payload.get("run_id") == run_id]
+    requests = [e for e in own if _is(e, ev.RunCancelRequested, run_id)]
     recorded = next((e.payload.get("match_on") for e in reversed(requests) if e.payload.get("match_on")), None)
     if recorded:
         fields = tuple(str(f) for f in recorded)
@@ -162,7 +168,7 @@ def build_incident(factory: Factory, run_id: str, now: datetime, mask: Mask) -> 
     cancels = []
     for request in requests:
         confirmed = next(
-            (e for e in events if e.kind == CANCELLED and e.seq > request.seq and e.payload.get("run_id") == run_id),
+            (e for e in events if e.seq > request.seq and _is(e, ev.RunCancelled, run_id)),
             None,
         )
         cancels.append(CancelStory(request, confirmed))

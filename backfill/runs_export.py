@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from backfill import events as ev
 from backfill.errors import BackfillError, UsageError
 from backfill.factory.run import Run
 from backfill.history import RETENTION
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from backfill.identity import Actor
     from backfill.store.database import Database
 
-EXPORTED = "runs.exported"
 FORMATS = ("jsonl", "csv")
 PROGRESS_EVERY = 10_000
 FIELDS = (
@@ -186,7 +186,7 @@ def _cached(
     result: ExportResult,
 ) -> Iterator[Run]:
     """The runs of the range ADF no longer holds, from the history cache; a note on what is missing."""
-    from backfill.store import run_reads
+    from backfill.store import history_ranges
 
     since = query.span.since
     assert since is not None
@@ -196,8 +196,8 @@ def _cached(
         result.notes.append(f"{gone}: no ledger database here, so no history cache; they are not exported")
         return
     key = factory.ref.key
-    with db.engine.connect() as conn:
-        synced = run_reads.synced_pipelines(conn, key)
+    with db.reading() as conn:
+        synced = history_ranges.synced_pipelines(conn, key)
     pipelines = [p for p in ([query.pipeline] if query.pipeline else synced) if p in synced]
     if not pipelines:
         what = query.pipeline or "any pipeline of this factory"
@@ -207,14 +207,14 @@ def _cached(
     statuses = list(query.statuses) or None
     after: tuple[int, str] | None = None
     while True:
-        with db.engine.connect() as conn:
-            page = run_reads.runs_between(
+        with db.reading() as conn:
+            page = history_ranges.runs_between(
                 conn, key, pipelines, since, until, statuses, updated_before=boundary, after=after
             )
         for _, run in page:
             if query.holds(run):
                 yield run
-        if len(page) < run_reads.CHUNK:
+        if len(page) < history_ranges.CHUNK:
             return
         after = page[-1][0]
 
@@ -235,4 +235,4 @@ def _record(
         "from_adf": result.from_adf,
         "from_cache": result.from_cache,
     }
-    Ledger(db).append(EXPORTED, payload, actor=actor)
+    Ledger(db).append(ev.RUNS_EXPORTED, payload, actor=actor)

@@ -144,15 +144,15 @@ class UsualDurations:
     def _read(self, pipeline: str) -> UsualIndex:
         since = self.now - LOOKBACK
         if self.db is not None:
-            from backfill.store import run_reads
+            from backfill.store import history_ranges
 
-            with self.db.engine.connect() as conn:
+            with self.db.reading() as conn:
                 key = self.factory.ref.key
-                if run_reads.is_synced(conn, key, pipeline):
-                    match_on = self.match_on or run_reads.matched_fields(conn, key, pipeline)
+                if history_ranges.is_synced(conn, key, pipeline):
+                    match_on = self.match_on or history_ranges.matched_fields(conn, key, pipeline)
                     self.sources[pipeline] = "cache"
                     return UsualIndex(
-                        run_reads.succeeded_since(conn, key, pipeline, since), self.now, match_on=match_on
+                        history_ranges.succeeded_since(conn, key, pipeline, since), self.now, match_on=match_on
                     )
         self.sources[pipeline] = "adf"
         runs = self.factory.query_runs(

@@ -337,7 +337,7 @@ def test_export_reaches_past_45_days_through_the_history_cache(
 ) -> None:
     from backfill.factory.run import Run
     from backfill.history import sync_history
-    from backfill.store import history as store
+    from backfill.store import history_writes as store
     from backfill.store.database import Database
 
     db = Database()
@@ -359,7 +359,7 @@ def test_export_reaches_past_45_days_through_the_history_cache(
             )
             for i in range(7)
         ]
-        with db.engine.begin() as conn:
+        with db.writing() as conn:
             store.upsert_runs(conn, factory.emu.client().ref.key, PIPELINE, gone)
     finally:
         db.dispose()

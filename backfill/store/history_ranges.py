@@ -14,7 +14,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
 from backfill.factory.run import Run, RunStatus
-from backfill.store.history import KEY_SETS, RUNS, SYNC, read_state, to_us
+from backfill.store.history import read_state
+from backfill.store.history_tables import KEY_SETS, RUNS, SYNC, to_us
 
 CHUNK = 2_000
 
