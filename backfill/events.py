@@ -40,6 +40,10 @@ WINDOW_STATUS: Final = "window.status"
 WINDOW_FINISHED: Final = "window.finished"
 WINDOW_NEEDS_OPERATOR: Final = "window.needs-operator"
 WINDOW_CANCELLED: Final = "window.cancel-requested"
+# Run investigation (SPEC §12): about one ADF run, or an export; outside any backfill's fold.
+RUN_CANCEL_REQUESTED: Final = "run.cancel-requested"
+RUN_CANCELLED: Final = "run.cancelled"
+RUNS_EXPORTED: Final = "runs.exported"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,6 +252,49 @@ class Unknown(Event):
     name: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunEvent(Event):
+    """An event about one pipeline run (``runs cancel``): which run, of which pipeline and factory."""
+
+    run_id: str | None = None
+    pipeline: str | None = None
+    factory: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunCancelRequested(RunEvent):
+    """The guarded cancel's evidence, recorded before the cancel is sent."""
+
+    kind: ClassVar[str] = RUN_CANCEL_REQUESTED
+    reason: str | None = None
+    match_on: list[Any] | None = None
+    window: str | None = None
+    force: bool | None = None
+    elapsed_ms: int | None = None
+    usual_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunCancelled(RunEvent):
+    """ADF confirmed ``Cancelled`` after ``waited_ms``."""
+
+    kind: ClassVar[str] = RUN_CANCELLED
+    waited_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunsExported(Event):
+    """Who exported which range of runs, and how many from where; never the runs."""
+
+    kind: ClassVar[str] = RUNS_EXPORTED
+    factory: str | None = None
+    since: str | None = None
+    until: str | None = None
+    pipeline: str | None = None
+    runs: int | None = None
+
+
 BACKFILL_TYPES: Final[tuple[type[BackfillEvent], ...]] = (
     Requested,
     Approved,
@@ -275,8 +322,9 @@ WINDOW_TYPES: Final[tuple[type[WindowEvent], ...]] = (
     WindowNeedsOperator,
     WindowCancelled,
 )
+RUN_TYPES: Final[tuple[type[Event], ...]] = (RunCancelRequested, RunCancelled, RunsExported)
 # The one registry: kind -> type.
-REGISTRY: Final[Mapping[str, type[Event]]] = {t.kind: t for t in (*BACKFILL_TYPES, *WINDOW_TYPES)}
+REGISTRY: Final[Mapping[str, type[Event]]] = {t.kind: t for t in (*BACKFILL_TYPES, *WINDOW_TYPES, *RUN_TYPES)}
 BACKFILL_KINDS: Final = (
     REQUESTED,
     APPROVED,
@@ -304,7 +352,8 @@ WINDOW_KINDS: Final = (
     WINDOW_NEEDS_OPERATOR,
     WINDOW_CANCELLED,
 )
-ALL_KINDS: Final = BACKFILL_KINDS + WINDOW_KINDS
+RUN_KINDS: Final = (RUN_CANCEL_REQUESTED, RUN_CANCELLED, RUNS_EXPORTED)
+ALL_KINDS: Final = BACKFILL_KINDS + WINDOW_KINDS + RUN_KINDS
 ENDS: Final[tuple[type[Ended], ...]] = (Completed, Failed, Stopped)
 
 

@@ -55,7 +55,7 @@ def test_cancel_without_a_terminal_names_yes(emulator: Emulator, tmp_path: Path)
     """A script with no terminal (stdin at its end) gets a refusal it can fix, exit 1, nothing sent."""
     run_id = emulator.client().create_run("P", {"windowStart": "2026-11-03T01:00:00Z"})
     result = subprocess.run(
-        [sys.executable, "-m", "backfill", "runs", "cancel", run_id, "--reason", "stuck"],
+        [sys.executable, "-m", "backfill", "runs", "cancel", run_id, "--reason", "stuck", "--no-check", "--force"],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

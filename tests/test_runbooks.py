@@ -276,6 +276,20 @@ def _verify_sla(play: Play) -> None:
     assert lines[0].startswith("date,weekday,scheduled,status") and len(lines) > 5
 
 
+# --- stuck-run: one stuck run among hundreds, its own scenario -------------------------------------
+
+
+def _stuck_scenario(_example: str) -> str:
+    return (REPO / "plans" / "stuck-run-scenario.toml").read_text(encoding="utf-8")
+
+
+def _verify_stuck(play: Play) -> None:
+    page = (play.work / "incident.html").read_text(encoding="utf-8")
+    assert "Incident resolved: replaced by" in page, "the incident record proves the replacement"
+    replays = [run for run in _new_runs(play) if run["parameters"].get("feederRegion") == "south"]
+    assert len(replays) == 1 and replays[0]["status"] == "Succeeded", "one replacement run of the window"
+
+
 STAGES: dict[str, Stage] = {
     "README": Stage(emulator=False, verify=_verify_readme),  # it starts its own emulator
     "replay-failed-windows": Stage(verify=_verify_replay),
@@ -285,6 +299,7 @@ STAGES: dict[str, Stage] = {
     "try-the-emulator": Stage(emulator=False),  # it starts its own, from plans/emulator-scenario.toml
     "sla-morning-check": Stage(emulator=False, verify=_verify_sla),  # it starts slas/emulator-scenario.toml
     "team-ledger": Stage(prepare=_prepare_team, verify=_verify_team),
+    "stuck-run": Stage(scenario=_stuck_scenario, verify=_verify_stuck),
 }
 
 

@@ -57,7 +57,7 @@ def test_list_prints_a_table_with_utc_times(emulator: Emulator, capsys: pytest.C
     assert run(["runs", "list", "--pipeline", PIPELINE]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["run", "ID", "pipeline", "status", "start", "duration", "parameters"]
+    assert lines[0].split() == ["run", "ID", "pipeline", "status", "start", "duration", "usual", "parameters"]
     assert "failed-1" in out and "ok-1" in out
     assert "routes-1" not in out and "old-1" not in out  # other pipeline; started before --since
     assert out.index("failed-1") < out.index("ok-1")  # newest first
@@ -86,7 +86,7 @@ def test_show_gives_activities_and_the_failing_error(emulator: Emulator, capsys:
     assert "LookupWatermark" in out and "CopyReadings" in out
     assert "failed in CopyReadings: 2200" in out and "sink lock timeout" in out
     assert "windowStart" in out and "2026-11-03T00:15:00Z" in out
-    assert "usual duration: median" in out
+    assert "usual duration: none (fewer than 5 succeeded runs in the last 30 days)" in out
 
 
 def test_show_json(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +95,9 @@ def test_show_json(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> No
     assert data["run"]["status"] == "Succeeded"
     assert data["failing_activity"] is None
     assert [a["name"] for a in data["activities"]] == ["LookupWatermark", "CopyReadings"]
-    assert data["usual_duration_ms"] is not None
+    assert data["usual_duration_ms"] is None and data["outlier"] is False  # one succeeded run is no usual
+    assert data["dominant_activity"]["name"] in ("LookupWatermark", "CopyReadings")
+    assert data["in_progress_activity"] is None
 
 
 def test_show_unknown_run_is_one_line(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,15 +120,15 @@ def test_cancel_is_recorded_in_the_ledger(
 ) -> None:
     run_id = emulator.client().create_run(PIPELINE, {"windowStart": "2026-11-03T01:00:00Z"})
     monkeypatch.setenv("BACKFILL_ACTOR", "carol@contoso.com")
-    assert run(["runs", "cancel", run_id, "--reason", "stuck on sink lock", "--yes"]) == 0
+    assert run(["runs", "cancel", run_id, "--reason", "stuck on sink lock", "--no-check", "--force", "--yes"]) == 0
     out = capsys.readouterr().out
     assert "usual duration:" in out and f"cancel requested for {run_id}" in out
+    assert f"cancelled {run_id}: ADF confirmed Cancelled after" in out
     assert run(["ledger", "show", "--json"]) == 0
     shown = capsys.readouterr().out
     assert "run.cancel-requested" in shown and "stuck on sink lock" in shown and "carol@contoso.com" in shown
-    # Cancelling again: the service says the run is no longer running; one line, exit 1.
-    emulator_run = emulator.client().get_run(run_id)
-    assert emulator_run.status.value in ("Canceling", "Cancelled")
+    assert "run.cancelled" in shown
+    assert emulator.client().get_run(run_id).status.value == "Cancelled"
 
 
 def test_cancel_not_confirmed_cancels_nothing(
@@ -136,6 +138,6 @@ def test_cancel_not_confirmed_cancels_nothing(
 
     run_id = emulator.client().create_run(PIPELINE, {"windowStart": "2026-11-03T01:00:00Z"})
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
-    assert run(["runs", "cancel", run_id, "--reason", "wrong window"]) == 1
+    assert run(["runs", "cancel", run_id, "--reason", "wrong window", "--no-check", "--force"]) == 1
     assert capsys.readouterr().err == f"error: run {run_id} not cancelled: not confirmed\n"
     assert emulator.requests("cancelPipelineRun") == []

@@ -66,7 +66,21 @@ def test_runs_cancel_of_a_backfills_run_is_linked_to_its_window(tmp_path: Path, 
         bid = request(write_plan(tmp_path, 1), monkeypatch, capsys)
         runner, codes, created = run_in_background(monkeypatch, bid, until=ev.WINDOW_CREATED)
         run_id = created[0].payload["run_id"]
-        assert cli(monkeypatch, "erin", "runs", "cancel", run_id, "--reason", "INC-9: stuck", "--yes") == 0
+        assert (
+            cli(
+                monkeypatch,
+                "erin",
+                "runs",
+                "cancel",
+                run_id,
+                "--reason",
+                "INC-9: stuck",
+                "--no-check",
+                "--force",
+                "--yes",
+            )
+            == 0
+        )
         runner.join(30)
         assert codes == [1]
     kinds = ("run.cancel-requested", ev.WINDOW_CANCELLED, "run.cancelled")

@@ -13,18 +13,16 @@ from backfill.chain import LedgerEvent, canonical_json, format_checkpoint, parse
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import UsageError
 from backfill.services import ledger as service
+from backfill.spans import parse_range
 from backfill.store.ledger import EXPORT_FORMATS
-from backfill.timeutil import format_utc, parse_utc_option
+from backfill.timeutil import format_utc, utcnow
 
 _PAYLOAD_WIDTH = 60
 
 
 def _range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    start = parse_utc_option(since, "--since") if since else None
-    end = parse_utc_option(until, "--until") if until else None
-    if start is not None and end is not None and end <= start:
-        raise UsageError("--until must be later than --since")
-    return start, end
+    span = parse_range(since, until, utcnow())
+    return span.since, span.until
 
 
 def _short(event: LedgerEvent) -> str:
@@ -33,7 +31,7 @@ def _short(event: LedgerEvent) -> str:
 
 
 _backfill_option = click.option("--backfill", "backfill_id", metavar="ID", help="Only events of this backfill.")
-_since_option = click.option("--since", metavar="T", help="Events at or after this UTC time.")
+_since_option = click.option("--since", metavar="T", help="Events at or after T (a UTC time, a date, 6h, 2d).")
 _until_option = click.option("--until", metavar="T", help="Events before this UTC time.")
 
 

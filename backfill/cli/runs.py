@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import click
 
 from backfill.cli.factory_options import factory_options
 from backfill.cli.output import echo_json, echo_table, short_id
-from backfill.errors import BackfillError, UsageError
+from backfill.errors import BackfillError
 from backfill.factory.protocol import FactoryRef
-from backfill.factory.run import ActivityRun, Run, RunStatus
+from backfill.factory.run import Run, RunStatus
 from backfill.factory.settings import factory_ref_from_options
+from backfill.runs_query import RunQuery, parse_params
 from backfill.services import runs as service
-from backfill.timeutil import format_duration, format_utc, parse_utc_option, utcnow
+from backfill.spans import parse_range
+from backfill.timeutil import format_duration, format_utc, utcnow
+from backfill.usual import MIN_USUAL, Verdict
 
 STATUSES = [s.value for s in RunStatus]
 
@@ -33,9 +34,17 @@ def runs() -> None:
 @runs.command("list")
 @factory_options
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--since", help="Runs that started at or after this UTC time (default: 24 hours ago).")
-@click.option("--until", help="Runs that started before this UTC time (default: now).")
+@click.option(
+    "--since",
+    metavar="T",
+    help="Runs that started at or after T: a UTC time, a date or a span back (6h, 2d); default 24h.",
+)
+@click.option("--until", metavar="T", help="Runs that started before T (default: now).")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), multiple=True)
+@click.option(
+    "--param", "params", metavar="NAME=VALUE", multiple=True, help="Only runs with this parameter value (repeatable)."
+)
+@click.option("--outliers", is_flag=True, help="Only runs far outside their usual duration.")
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON output.")
 @click.option("--wide", is_flag=True, help="Whole run IDs and parameters, however wide the table gets.")
 def list_runs(
@@ -46,63 +55,82 @@ def list_runs(
     since: str | None,
     until: str | None,
     status: tuple[str, ...],
+    params: tuple[str, ...],
+    outliers: bool,
     as_json: bool,
     wide: bool,
 ) -> None:
-    """Pipeline runs, newest first.
+    """Pipeline runs, newest first, each against its usual duration (an outlier is marked !).
 
     ADF filters on a run's last-updated time, so the query asks for runs updated since SINCE and
     keeps those that started in [SINCE, UNTIL)."""
     now = utcnow()
-    start_from = parse_utc_option(since, "--since") if since else now - timedelta(days=1)
-    start_until = parse_utc_option(until, "--until") if until else None
-    if start_until is not None and start_until <= start_from:
-        raise UsageError("--until must be later than --since")
-    found = service.list_runs(
-        _ref(subscription, resource_group, factory),
-        start_from=start_from,
-        start_until=start_until,
-        pipeline=pipeline,
-        statuses=status,
-        now=now,
-    )
+    query = _query(now, since, until, pipeline, status, params, default_since=timedelta(days=1))
+    found = service.list_runs(_ref(subscription, resource_group, factory), query, outliers=outliers, now=now)
     if as_json:
-        echo_json({"runs": [r.to_json() for r in found]})
+        echo_json({"runs": [judged.to_json() for judged in found]})
         return
     echo_table(
-        ["run ID", "pipeline", "status", "start", "duration", "parameters"],
+        ["run ID", "pipeline", "status", "start", "duration", "usual", "parameters"],
         [
             [
                 r.run_id if wide else short_id(r.run_id),
                 r.pipeline,
                 r.status.value,
                 format_utc(r.start),
-                format_duration(r.duration),
+                _took(verdict.elapsed_ms, r) + (" !" if verdict.outlier else ""),
+                _ms(verdict.usual_ms),
                 _short_params(r),
             ]
-            for r in found
+            for r, verdict in ((j.run, j.verdict) for j in found)
         ],
         shrink=["parameters"],
         wide=wide,
     )
-    click.echo(f"{len(found)} runs")
+    marked = sum(1 for j in found if j.verdict.outlier)
+    click.echo(
+        f"{len(found)} runs" + (f", {marked} outside their usual duration (!)" if marked and not outliers else "")
+    )
+
+
+def _query(
+    now: datetime,
+    since: str | None,
+    until: str | None,
+    pipeline: str | None,
+    status: tuple[str, ...],
+    params: tuple[str, ...],
+    *,
+    default_since: timedelta | None = None,
+) -> RunQuery:
+    return RunQuery(
+        span=parse_range(since, until, now, default_since=default_since),
+        pipeline=pipeline,
+        statuses=tuple(RunStatus.parse(s).value for s in status),
+        params=parse_params(params),
+    )
+
+
+def _took(elapsed_ms: int | None, run: Run) -> str:
+    text = _ms(elapsed_ms)
+    return text if run.duration is not None or not text else f"{text}+"  # still running
+
+
+def _ms(value: int | None) -> str:
+    return format_duration(timedelta(milliseconds=value)) if value is not None else ""
 
 
 def _short_params(run: Run) -> str:
     return ", ".join(f"{k}={v}" for k, v in run.parameters.items())
 
 
-def _usual_line(durations: Sequence[timedelta], run: Run, now: datetime) -> str:
-    if not durations:
-        return "usual duration: no succeeded run of this pipeline in the last 7 days"
-    median = timedelta(seconds=statistics.median(d.total_seconds() for d in durations))
-    longest = max(durations)
-    took = run.duration or ((now - run.start) if run.start else None)
+def _usual_line(verdict: Verdict, run: Run) -> str:
     verb = "took" if run.duration is not None else "running for"
-    return (
-        f"usual duration: median {format_duration(median)}, longest {format_duration(longest)} "
-        f"over {len(durations)} succeeded runs; this run {verb} {format_duration(took)}"
-    )
+    this = f"this run {verb} {_ms(verdict.elapsed_ms)}"
+    if verdict.usual is None:
+        return f"usual duration: none (fewer than {MIN_USUAL} succeeded runs in the last 30 days); {this}"
+    judged = "far outside it" if verdict.outlier else "within it"
+    return f"usual duration: {verdict.usual.describe()}; {this}, {judged}"
 
 
 @runs.command("show")
@@ -112,16 +140,25 @@ def _usual_line(durations: Sequence[timedelta], run: Run, now: datetime) -> str:
 def show_run(
     subscription: str | None, resource_group: str | None, factory: str | None, run_id: str, as_json: bool
 ) -> None:
-    """A run: parameters, timestamps, status, activity runs and the failing activity's error."""
-    detail = service.show_run(_ref(subscription, resource_group, factory), run_id)
-    run, activities, durations, failing = detail.run, detail.activities, detail.usual, detail.failing
+    """A run: parameters, timestamps, status, activity runs, the failing activity's error, the
+    activity that dominates it, the one still in progress, and its usual duration."""
+    from backfill.runs_query import activity_json
+
+    now = utcnow()
+    detail = service.show_run(_ref(subscription, resource_group, factory), run_id, now=now)
+    run, activities, failing = detail.run, detail.activities, detail.failing
     if as_json:
         echo_json(
             {
                 "run": run.to_json(),
-                "activities": [_activity_json(a) for a in activities],
-                "failing_activity": _activity_json(failing) if failing else None,
-                "usual_duration_ms": _median_ms(durations),
+                "activities": [activity_json(a) for a in activities],
+                "failing_activity": activity_json(failing) if failing else None,
+                "dominant_activity": activity_json(detail.dominant) if detail.dominant else None,
+                "in_progress_activity": activity_json(detail.in_progress) if detail.in_progress else None,
+                "usual_duration_ms": detail.verdict.usual_ms,
+                "usual_ms": detail.verdict.usual_ms,
+                "elapsed_ms": detail.verdict.elapsed_ms,
+                "outlier": detail.verdict.outlier,
             }
         )
         return
@@ -160,27 +197,69 @@ def show_run(
     )
     if failing:
         click.echo(f"\nfailed in {failing.name}: {failing.error_code} ({failing.failure_type}) {failing.message}")
-    click.echo(_usual_line(durations, run, utcnow()))
+    if detail.dominant is not None:
+        took = detail.dominant.duration or (
+            (now - detail.dominant.start) if detail.dominant.start is not None else None
+        )
+        click.echo(f"dominant activity: {detail.dominant.name} ({format_duration(took)})")
+    if detail.in_progress is not None:
+        since = detail.in_progress.start
+        running = format_duration(now - since) if since else ""
+        click.echo(f"in progress: {detail.in_progress.name} since {format_utc(since)} ({running})")
+    click.echo(_usual_line(detail.verdict, run))
 
 
-def _median_ms(durations: Sequence[timedelta]) -> int | None:
-    if not durations:
-        return None
-    return int(statistics.median(d.total_seconds() for d in durations) * 1000)
+@runs.command("export")
+@factory_options
+@click.option(
+    "--since", metavar="T", required=True, help="Runs that started at or after T (a UTC time, a date, or 6h, 2d...)."
+)
+@click.option("--until", metavar="T", help="Runs that started before T (default: now).")
+@click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), multiple=True)
+@click.option(
+    "--param", "params", metavar="NAME=VALUE", multiple=True, help="Only runs with this parameter value (repeatable)."
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--activities", is_flag=True, help="With each run's activity runs (one more call per run).")
+@click.option("--output", metavar="FILE", help="Write here (default: stdout); replaced only when complete.")
+def export_runs(
+    subscription: str | None,
+    resource_group: str | None,
+    factory: str | None,
+    since: str,
+    until: str | None,
+    pipeline: str | None,
+    status: tuple[str, ...],
+    params: tuple[str, ...],
+    fmt: str,
+    activities: bool,
+    output: str | None,
+) -> None:
+    """Every run of a range, every page, as JSONL (the runs list --json row) or CSV; runs ADF no
+    longer holds (past 45 days) come from the history cache. The ledger records the export."""
+    from backfill.identity import resolve_actor
 
+    now = utcnow()
+    query = _query(now, since, until, pipeline, status, params)
 
-def _activity_json(activity: ActivityRun) -> dict[str, object]:
-    return {
-        "name": activity.name,
-        "type": activity.type,
-        "status": activity.status,
-        "start": format_utc(activity.start, precise=True) or None,
-        "end": format_utc(activity.end, precise=True) or None,
-        "duration_ms": int(activity.duration.total_seconds() * 1000) if activity.duration else None,
-        "error_code": activity.error_code,
-        "message": activity.message,
-        "failure_type": activity.failure_type,
-    }
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    result = service.export_runs(
+        _ref(subscription, resource_group, factory),
+        query,
+        fmt=fmt,
+        activities=activities,
+        output=output,
+        progress=progress,
+        actor=resolve_actor(),
+        now=now,
+    )
+    for note in result.notes:
+        progress(note)
+    where = f" to {output}" if output and output != "-" else ""
+    progress(f"exported {result.runs:,} runs{where} ({result.sources})")
 
 
 def _confirmed(run_id: str) -> bool:
@@ -200,6 +279,14 @@ def _confirmed(run_id: str) -> bool:
 @factory_options
 @click.argument("run_id")
 @click.option("--reason", required=True, help="Why; recorded in the ledger.")
+@click.option(
+    "--plan",
+    "plan",
+    metavar="PLAN",
+    help="The plan whose window the run loads: its sink checks must find the window clean.",
+)
+@click.option("--no-check", is_flag=True, help="Cancel without checking the sink (say so: it is recorded).")
+@click.option("--force", is_flag=True, help="Cancel a run within its usual duration, or whose window holds rows.")
 @click.option("--recursive", is_flag=True, help="Also cancel child pipelines.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def cancel_run(
@@ -208,20 +295,31 @@ def cancel_run(
     factory: str | None,
     run_id: str,
     reason: str,
+    plan: str | None,
+    no_check: bool,
+    force: bool,
     recursive: bool,
     yes: bool,
 ) -> None:
-    """Cancel a run, after showing how long runs of its pipeline usually take."""
+    """Cancel a run, guarded: it must be running far longer than usual, and with --plan its
+    window's sink must hold nothing; waits for ADF to confirm Cancelled."""
+    from backfill.cancel import CancelRequest
     from backfill.identity import resolve_actor
 
-    target = service.run_to_cancel(_ref(subscription, resource_group, factory), run_id)
-    run = target.run
+    request = CancelRequest(run_id, reason, plan=plan, no_check=no_check, force=force, recursive=recursive)
+    target = service.run_to_cancel(_ref(subscription, resource_group, factory), request)
+    guarded = target.guarded
+    run = guarded.run
     click.echo(f"{run.run_id} {run.pipeline} {run.status.value} since {format_utc(run.start)}")
-    click.echo(_usual_line(target.usual, run, utcnow()))
+    click.echo(_usual_line(guarded.verdict, run))
+    if guarded.window is not None:
+        checks = ", ".join(f"{c.check} {c.status.value}" for c in guarded.checks) or "no checks in the plan"
+        click.echo(f"window {guarded.window.key}: {checks}")
+    for why in guarded.forced:
+        click.echo(f"forced: {why}")
     if not yes and not _confirmed(run_id):
         raise BackfillError(f"run {run_id} not cancelled: not confirmed")
-    backfill_id, window_key = service.cancel_run(target, reason=reason, recursive=recursive, actor=resolve_actor())
-    if backfill_id and window_key:
-        click.echo(f"cancel requested for {run_id} (backfill {backfill_id}, window {window_key})")
-    else:
-        click.echo(f"cancel requested for {run_id}")
+    click.echo(f"cancel requested for {run_id}; waiting for ADF to confirm")
+    outcome = service.cancel_run(target, actor=resolve_actor())
+    owner = f" (backfill {outcome.backfill_id}, window {outcome.window_key})" if outcome.backfill_id else ""
+    click.echo(f"cancelled {run_id}{owner}: ADF confirmed {outcome.status} after {format_duration(outcome.waited)}")

@@ -134,11 +134,13 @@ class Run:
         raw_id = body.get("runId")
         if not isinstance(raw_id, str) or not raw_id.strip():
             raise MalformedRun(f"run record without a runId (runId {raw_id!r})")
+        # Named in one line whatever the service sent: an ID with a line break is shown quoted.
+        shown = raw_id if raw_id.isprintable() else repr(raw_id)
         duration_ms = body.get("durationInMs")
         invoked = body.get("invokedBy") or {}
         raw_params = body.get("parameters") or {}
         if not isinstance(raw_params, Mapping):
-            raise MalformedRun(f"run {raw_id}: parameters is a {type(raw_params).__name__}, not an object")
+            raise MalformedRun(f"run {shown}: parameters is a {type(raw_params).__name__}, not an object")
         duration: timedelta | None = None
         if isinstance(duration_ms, int | float) and not isinstance(duration_ms, bool):
             try:
@@ -156,9 +158,9 @@ class Run:
             run_group_id=group if isinstance(group, str) else None,
             # The published examples omit isLatest; a run alone in its group is the latest.
             is_latest=bool(body.get("isLatest", True)),
-            start=_time_field(body, "runStart", raw_id),
-            end=_time_field(body, "runEnd", raw_id),
-            last_updated=_time_field(body, "lastUpdated", raw_id),
+            start=_time_field(body, "runStart", shown),
+            end=_time_field(body, "runEnd", shown),
+            last_updated=_time_field(body, "lastUpdated", shown),
             duration=duration,
             message=str(body.get("message") or ""),
             invoked_by=str(invoked.get("name") or "") if isinstance(invoked, Mapping) else "",

@@ -1,26 +1,31 @@
-"""A factory's pipeline runs: list and show them (secrets masked), cancel one (recorded)."""
+"""A factory's pipeline runs (SPEC §12): list, show and export them (secrets masked, each judged
+against its usual duration), cancel one (guarded, recorded, confirmed), and the incident record.
+
+The rules live in their own modules (``runs_query``, ``usual``, ``runs_export``, ``cancel``,
+``incident``); these are the use cases the CLI (and the console) call, one each.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from backfill import events as ev
 from backfill.errors import FactoryError
-from backfill.identity import Actor
 from backfill.services.common import connect_factory, database_for
-from backfill.terminal import strip_controls
 from backfill.timeutil import utcnow
 
 if TYPE_CHECKING:
+    from backfill.cancel import CancelOutcome, CancelRequest, Guarded
     from backfill.factory.client import FactoryClient
     from backfill.factory.protocol import FactoryRef
-    from backfill.factory.run import ActivityRun, Run
+    from backfill.factory.run import Run
+    from backfill.identity import Actor
+    from backfill.incident import Incident
+    from backfill.runs_export import ExportResult
+    from backfill.runs_query import JudgedRun, RunDetail, RunQuery
     from backfill.store.database import Database
-    from backfill.store.ledger import Ledger
 
 
 class _Masker:
@@ -42,6 +47,7 @@ class _Masker:
 
     def _secret_names(self, pipeline: str) -> frozenset[str]:
         from backfill.masking import declared_secrets
+        from backfill.runs_query import ledger_exists
         from backfill.store.history import known_secrets
 
         try:
@@ -49,7 +55,7 @@ class _Masker:
         except FactoryError:
             # A deleted pipeline keeps its runs; what plans marked secret still applies.
             declared = frozenset()
-        if not _ledger_exists():
+        if not ledger_exists():
             return declared
         from backfill.store.database import opened
 
@@ -58,144 +64,81 @@ class _Masker:
         return declared | remembered
 
 
-def _ledger_exists() -> bool:
-    """False for a SQLite ledger file that is not there: reading runs must not create one."""
-    from sqlalchemy.engine import make_url
-
-    from backfill.store.database import ledger_url
-
-    url = make_url(ledger_url())
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return True
-    return Path(url.database).exists()
-
-
 def list_runs(
+    ref: FactoryRef, query: RunQuery, *, outliers: bool = False, now: datetime | None = None
+) -> list[JudgedRun]:
+    """``runs list``: the query's runs, newest first, each judged; only outliers with ``outliers``."""
+    from backfill import runs_query
+
+    client = connect_factory(ref)
+    return runs_query.list_runs(client, query, now or utcnow(), _Masker(client), outliers=outliers)
+
+
+def show_run(ref: FactoryRef, run_id: str, *, now: datetime | None = None) -> RunDetail:
+    """``runs show``: the run, its activities, the dominant and the running one, its verdict."""
+    from backfill import runs_query
+
+    client = connect_factory(ref)
+    return runs_query.show_run(client, run_id, now or utcnow(), _Masker(client))
+
+
+def export_runs(
     ref: FactoryRef,
+    query: RunQuery,
     *,
-    start_from: datetime,
-    start_until: datetime | None = None,
-    pipeline: str | None = None,
-    statuses: Sequence[str] = (),
+    fmt: str,
+    activities: bool,
+    output: str | None,
+    progress: Callable[[str], None],
+    actor: Actor,
     now: datetime | None = None,
-) -> list[Run]:
-    """Runs that started in [start_from, start_until), newest first, secrets masked.
+) -> ExportResult:
+    """``runs export``: every run of the range written out, then recorded (``runs.exported``)."""
+    from backfill import runs_export
 
-    ADF filters on a run's last-updated time, so the query asks for runs updated since
-    ``start_from`` and keeps those that started in the range."""
-    from backfill.factory.run import RunStatus
-
-    now = now or utcnow()
     client = connect_factory(ref)
-    wanted = [RunStatus.parse(s).value for s in statuses] or None
-    found = [
-        run
-        for run in client.query_runs(
-            updated_after=start_from,
-            updated_before=now + timedelta(days=1),
-            pipeline=pipeline,
-            statuses=wanted,
-            newest_first=True,
-        )
-        if run.start is not None and run.start >= start_from and (start_until is None or run.start < start_until)
-    ]
-    found.sort(key=lambda r: r.start or start_from, reverse=True)
-    mask = _Masker(client)
-    return [mask(run) for run in found]
-
-
-def _usual_durations(client: FactoryClient, pipeline: str) -> list[timedelta]:
-    from backfill.factory.run import RunStatus
-
-    now = utcnow()
-    durations = [
-        run.duration
-        for run in client.query_runs(
-            updated_after=now - timedelta(days=7),
-            updated_before=now + timedelta(days=1),
-            pipeline=pipeline,
-            statuses=[RunStatus.SUCCEEDED.value],
-        )
-        if run.duration is not None
-    ]
-    return durations[-200:]
-
-
-@dataclass(frozen=True)
-class RunDetail:
-    run: Run  # secrets masked
-    activities: Sequence[ActivityRun]
-    usual: Sequence[timedelta]  # durations of the pipeline's succeeded runs of the last 7 days
-
-    @property
-    def failing(self) -> ActivityRun | None:
-        return next((a for a in self.activities if a.failed), None)
-
-
-def show_run(ref: FactoryRef, run_id: str) -> RunDetail:
-    """A run with its activity runs and how long its pipeline's runs usually take."""
-    client = connect_factory(ref)
-    run = _Masker(client)(client.get_run(run_id))
-    activities = client.query_activity_runs(run_id)
-    return RunDetail(run, activities, _usual_durations(client, run.pipeline))
+    return runs_export.export_runs(
+        client,
+        query,
+        now or utcnow(),
+        _Masker(client),
+        fmt=fmt,
+        activities=activities,
+        output=output,
+        progress=progress,
+        actor=actor,
+    )
 
 
 @dataclass(frozen=True)
 class RunToCancel:
-    """A run read before it is cancelled (to show and confirm), with the client to cancel it."""
+    """A run the guard let through (to show and confirm), with the client to cancel it."""
 
     client: FactoryClient
-    run_id: str
-    run: Run
-    usual: Sequence[timedelta]
+    request: CancelRequest
+    guarded: Guarded
 
 
-def run_to_cancel(ref: FactoryRef, run_id: str) -> RunToCancel:
-    """The run ``cancel_run`` would cancel and its pipeline's usual durations, to confirm."""
+def run_to_cancel(ref: FactoryRef, request: CancelRequest, *, now: datetime | None = None) -> RunToCancel:
+    """Every refusal of the guarded cancel, before anything is sent or recorded."""
+    from backfill.cancel import guard
+
     client = connect_factory(ref)
-    run = client.get_run(run_id)
-    return RunToCancel(client, run_id, run, _usual_durations(client, run.pipeline))
+    return RunToCancel(client, request, guard(client, request, now or utcnow(), _Masker(client)))
 
 
-def cancel_run(
-    target: RunToCancel, *, reason: str, recursive: bool, actor: Actor, db: Database | None = None
-) -> tuple[str | None, str | None]:
-    """Cancel the run, recording who and why; the backfill and window whose run it is, if any."""
+def cancel_run(target: RunToCancel, *, actor: Actor, db: Database | None = None) -> CancelOutcome:
+    """Record the request, cancel, wait for ADF's ``Cancelled`` and record it."""
+    from backfill import cancel
     from backfill.store.ledger import Ledger
 
-    run_id, run, client = target.run_id, target.run, target.client
-    # Recorded and printed later: no escape sequence reaches a reader's terminal (issue 9 #9).
-    payload = {
-        "run_id": run_id,
-        "pipeline": run.pipeline,
-        "status": run.status.value,
-        "reason": strip_controls(reason),
-        "factory": client.ref.key,
-        "recursive": recursive,
-    }
     with database_for(db) as database:
-        ledger = Ledger(database)
-        # A run of a backfill's window: the events name the backfill and window, so its report and
-        # status say who cancelled it and why, not just "Cancelled".
-        backfill_id, window_key = _owner(ledger, run_id)
-        ledger.append("run.cancel-requested", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
-        if backfill_id and window_key:
-            # Before the cancel is sent: the backfill's runner then sees who asked and why first.
-            ledger.append(
-                ev.WINDOW_CANCELLED,
-                {"run_id": run_id, "reason": reason, "by": "runs cancel"},
-                actor=actor,
-                backfill_id=backfill_id,
-                window_key=window_key,
-            )
-        client.cancel_run(run_id, recursive=recursive)
-        ledger.append("run.cancelled", payload, actor=actor, backfill_id=backfill_id, window_key=window_key)
-    return backfill_id, window_key
+        return cancel.cancel_run(target.client, Ledger(database), target.guarded, target.request, actor)
 
 
-def _owner(ledger: Ledger, run_id: str) -> tuple[str | None, str | None]:
-    """The backfill and window whose run ``run_id`` is, if a backfill created or adopted it."""
-    for event in ledger.iter_events(kinds=(ev.WINDOW_CREATED, ev.WINDOW_ADOPTED)):
-        if event.payload.get("run_id") == run_id and event.backfill_id and event.window_key:
-            return event.backfill_id, event.window_key
-    return None, None
+def incident(ref: FactoryRef, run_id: str, *, now: datetime | None = None) -> Incident:
+    """``incident``: the record of a run and whether the incident is resolved."""
+    from backfill.incident import build_incident
+
+    client = connect_factory(ref)
+    return build_incident(client, run_id, now or utcnow(), _Masker(client))
