@@ -435,10 +435,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         # Headers and body in one write (end_headers would send the headers on their own): one
         # TLS record stream, no small segment waiting for an ACK.
-        self._headers_buffer.append(b"\r\n")
-        self._headers_buffer.append(payload)
-        self.wfile.write(b"".join(self._headers_buffer))
-        self._headers_buffer = []
+        buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+        self.wfile.write(b"".join([*buffered, b"\r\n", payload]))
+        buffered.clear()
 
 
 def _fault_error(fault: Fault, operation: str) -> Answer:
