@@ -22,6 +22,7 @@ reads) so that a 429 reaches this pacing instead of sleeping inside one thread.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -39,6 +40,8 @@ SLICES = 32
 TAIL_MARGIN = timedelta(minutes=5)
 START_LIMIT = 4
 MOST_IN_FLIGHT = 16
+# A history this many pages long or less is paged in one query (one call a page).
+PAGES_PER_SLICE = 8
 # Transient failures (5xx, no answer) retried per request, with a growing pause.
 RETRIES = 4
 _DONE = object()
@@ -121,10 +124,79 @@ def fetch_slices(
     most_in_flight: int = MOST_IN_FLIGHT,
     stats: FetchStats | None = None,
     max_pages: int = 100_000,
+    probe: bool = True,
 ) -> Iterator[list[Any]]:
-    """Every page of records of ``body``'s query over ``[after, before]``, read in slices; pages
-    come in no particular order. ``started``: when the fetch began (the tail starts before it)."""
-    pace = _Pace(limit=min(START_LIMIT, most_in_flight), most=most_in_flight, stats=stats or FetchStats())
+    """Every page of records of ``body``'s query over ``[after, before]``; pages come in no
+    particular order. ``started``: when the fetch began (the tail starts before it).
+
+    With ``probe`` the first page of the whole range is read first: a history of a few pages is
+    then simply paged on (as many calls as pages, as before slicing); a longer one is sliced, as
+    many slices as its size calls for (estimated from how much of the range the first page's
+    runs span: pages are in run-start order), at most ``slices``."""
+    stats = stats if stats is not None else FetchStats()
+    pace = _Pace(limit=min(START_LIMIT, most_in_flight), most=most_in_flight, stats=stats)
+    if probe:
+        request: dict[str, Any] = {
+            **body,
+            "lastUpdatedAfter": format_utc(after, precise=True),
+            "lastUpdatedBefore": format_utc(before, precise=True),
+        }
+        never = threading.Event()
+        first = _page(fetch, request, pace, never)
+        records = first.get("value") or []
+        yield records
+        token = first.get("continuationToken")
+        if not token:
+            stats.slices = 1
+            return
+        wanted = _slices_for(records, after, started, slices)
+        if wanted <= 1:
+            stats.slices = 1
+            seen: set[str] = set()
+            counter = _Counter(max_pages)
+            while token:
+                counter.next_page(seen, token)
+                request = {**request, "continuationToken": token}
+                page = _page(fetch, request, pace, never)
+                yield page.get("value") or []
+                token = page.get("continuationToken")
+            return
+        slices = wanted
+    yield from _sliced(
+        fetch, body, pace, after=after, before=before, started=started, slices=slices, max_pages=max_pages
+    )
+
+
+def _slices_for(records: list[Any], after: datetime, started: datetime, most: int) -> int:
+    """How many slices a history calls for: about PAGES_PER_SLICE pages each, from the share of
+    the range the first page covers (its runs are the earliest started)."""
+    newest: datetime | None = None
+    for raw in records:
+        text = raw.get("lastUpdated") if isinstance(raw, Mapping) else None
+        try:
+            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None and (newest is None or moment > newest):
+            newest = moment
+    if newest is None or newest <= after:
+        return most
+    pages = (started - after) / (newest - after)
+    return max(1, min(most, math.ceil(pages / PAGES_PER_SLICE)))
+
+
+def _sliced(
+    fetch: PageFetch,
+    body: Mapping[str, Any],
+    pace: _Pace,
+    *,
+    after: datetime,
+    before: datetime,
+    started: datetime,
+    slices: int,
+    max_pages: int,
+) -> Iterator[list[Any]]:
+    most_in_flight = pace.most
     tail_from = max(after, started - TAIL_MARGIN)
     bounds = slice_bounds(after, tail_from, slices) if tail_from > after else []
     pace.stats.slices = len(bounds) + 1
