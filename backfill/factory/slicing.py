@@ -42,6 +42,8 @@ START_LIMIT = 4
 MOST_IN_FLIGHT = 16
 # A history this many pages long or less is paged in one query (one call a page).
 PAGES_PER_SLICE = 8
+# Reads of the tail at most (see _sliced).
+TAIL_PASSES = 4
 # Transient failures (5xx, no answer) retried per request, with a growing pause.
 RETRIES = 4
 _DONE = object()
@@ -65,6 +67,7 @@ class FetchStats:
     slices: int = 0
     most_in_flight: int = 0
     waited_seconds: float = 0.0
+    tail_passes: int = 0
 
 
 @dataclass
@@ -169,19 +172,22 @@ def fetch_slices(
 
 def _slices_for(records: list[Any], after: datetime, started: datetime, most: int) -> int:
     """How many slices a history calls for: about PAGES_PER_SLICE pages each, from the share of
-    the range the first page covers (its runs are the earliest started)."""
-    newest: datetime | None = None
+    the range the first page covers (its runs are the earliest started, so the span of their
+    lastUpdated times is how long one page of history lasts)."""
+    moments: list[datetime] = []
     for raw in records:
         text = raw.get("lastUpdated") if isinstance(raw, Mapping) else None
-        try:
-            moment = datetime.fromisoformat(text) if isinstance(text, str) else None
-        except ValueError:
-            moment = None
-        if moment is not None and moment.tzinfo is not None and (newest is None or moment > newest):
-            newest = moment
-    if newest is None or newest <= after:
+        if isinstance(text, str):
+            with contextlib.suppress(ValueError):
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is not None:
+                    moments.append(moment)
+    if len(moments) < 2:
         return most
-    pages = (started - after) / (newest - after)
+    oldest, newest = max(after, min(moments)), max(moments)
+    if newest <= oldest:
+        return most
+    pages = (started - oldest) / (newest - oldest)
     return max(1, min(most, math.ceil(pages / PAGES_PER_SLICE)))
 
 
@@ -199,7 +205,7 @@ def _sliced(
     most_in_flight = pace.most
     tail_from = max(after, started - TAIL_MARGIN)
     bounds = slice_bounds(after, tail_from, slices) if tail_from > after else []
-    pace.stats.slices = len(bounds) + 1
+    pace.stats.slices = len(bounds)
     pages: queue.Queue[Any] = queue.Queue(maxsize=4 * most_in_flight)
     stop = threading.Event()
     work: queue.Queue[tuple[datetime, datetime] | None] = queue.Queue()
@@ -240,26 +246,48 @@ def _sliced(
     for thread in threads:
         work.put(None)
         thread.start()
+    newest: datetime | None = None  # the newest lastUpdated received: the service's clock
     try:
-        ended, in_tail = 0, False
-        while True:
+        ended = 0
+        while ended < workers:
             item = pages.get()
             if item is _DONE:
                 ended += 1
-                if not in_tail and ended == workers:
-                    # The tail, after every other slice: what changed during the fetch is there.
-                    in_tail, ended, workers = True, 0, 1
-                    work.put((tail_from, before))
-                    work.put(None)
-                    tail = threading.Thread(target=worker, name="history-slice-tail", daemon=True)
-                    threads.append(tail)
-                    tail.start()
-                elif in_tail:
-                    return
                 continue
             if isinstance(item, BaseException):
                 raise item
+            newest = _newest(item, newest)
             yield item
+        # The tail, after every other slice: what changed during the fetch is there. A run that
+        # changes *while* the tail is paged can enter it behind its cursor, so the tail is read
+        # again from the newest lastUpdated received before that pass began (the service's own
+        # clock: no skew), until a pass fits in one page, an answer the service gives at once.
+        low = tail_from
+        for _ in range(TAIL_PASSES):
+            pace.stats.tail_passes += 1
+            before_pass = newest
+            request: dict[str, Any] = {
+                **body,
+                "lastUpdatedAfter": format_utc(low, precise=True),
+                "lastUpdatedBefore": format_utc(before, precise=True),
+            }
+            seen: set[str] = set()
+            single = True
+            while True:
+                page = _page(fetch, request, pace, stop)
+                records = page.get("value") or []
+                newest = _newest(records, newest)
+                yield records
+                token = page.get("continuationToken")
+                if not token:
+                    break
+                single = False
+                counter.next_page(seen, token)
+                request = {**request, "continuationToken": token}
+            if single or before_pass is None:
+                return
+            low = max(low, before_pass)
+        # Still changing after every pass: the next sync reads it (its overlap covers this).
     finally:
         stop.set()
         with pace._cond:
@@ -268,6 +296,27 @@ def _sliced(
         while any(thread.is_alive() for thread in threads):
             with contextlib.suppress(queue.Empty):
                 pages.get(timeout=0.05)
+
+
+def _newest(records: list[Any], newest: datetime | None) -> datetime | None:
+    """The newest lastUpdated of ``records`` and ``newest``. ADF writes them all alike, so the
+    texts' maximum is the newest; a page written otherwise is parsed record by record."""
+    texts: list[str] = []
+    for raw in records:
+        text = raw.get("lastUpdated") if isinstance(raw, Mapping) else None
+        if isinstance(text, str) and text:
+            texts.append(text)
+    if not texts:
+        return newest
+    alike = all(len(text) == len(texts[0]) and text.endswith("Z") for text in texts)
+    for text in [max(texts)] if alike else texts:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        if moment.tzinfo is not None and (newest is None or moment > newest):
+            newest = moment
+    return newest
 
 
 def _page(fetch: PageFetch, request: Mapping[str, Any], pace: _Pace, stop: threading.Event) -> Mapping[str, Any]:
