@@ -13,6 +13,8 @@ ADF keeps runs for 45 days and ``queryPipelineRuns`` filters on the *last update
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,9 +62,8 @@ def sync_history(
     its keys (instead of a fill of every run after the sync).
 
     A factory that reads raw pages (``FactoryClient.query_run_pages``: concurrent slices) has its
-    records turned straight into cache rows; others give ``Run`` values. Batches are written in
-    this thread as they fill: the database works outside the GIL while the fetch threads wait on
-    the network, and no writer thread competes with them for it."""
+    records turned straight into cache rows; others give ``Run`` values. A writer thread stores
+    each batch of ready-made rows while the next pages are decoded."""
     from sqlalchemy.exc import IntegrityError
 
     from backfill.factory.run import MalformedRun
@@ -107,17 +108,22 @@ def sync_history(
     else:
         runs = factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline)
         rows = (run_row(key, pipeline, run, masked) for run in runs)
-    for pair in rows:
-        batch.append(pair)
-        fetched += 1
-        updated_us = pair[0]["last_updated_us"]
-        if updated_us is not None and (seen_max_us is None or updated_us > seen_max_us):
-            seen_max_us = updated_us
-        if len(batch) >= BATCH:
-            # Batches already written stay cached if the fetch fails later; the state does not move.
-            with db.writing() as conn:
-                upsert_rows(conn, key, pipeline, batch)
-            batch = []
+    writer = _BatchWriter(db, key, pipeline)
+    try:
+        for pair in rows:
+            batch.append(pair)
+            fetched += 1
+            updated_us = pair[0]["last_updated_us"]
+            if updated_us is not None and (seen_max_us is None or updated_us > seen_max_us):
+                seen_max_us = updated_us
+            if len(batch) >= BATCH:
+                writer.write(batch)
+                batch = []
+    except BaseException:
+        # Batches already fetched are still worth caching; the state does not move.
+        writer.close(raise_error=False)
+        raise
+    writer.close()
     api_calls = factory.api_calls - calls_before
     seen_max = from_us(seen_max_us)
 
@@ -141,6 +147,44 @@ def sync_history(
         horizon=new_state.horizon,
         first_sync=state is None,
     )
+
+
+class _BatchWriter:
+    """Writes batches of ready-made rows in a background thread, each in its own transaction.
+    The rows are built by the caller (the records decoded once), so this thread holds the GIL
+    only to bind values: SQLite and psycopg release it while they store them, and commits
+    (fsync) overlap the next pages' decoding. At most one batch waits, which bounds memory."""
+
+    def __init__(self, db: Database, key: str, pipeline: str) -> None:
+        self._db, self._key, self._pipeline = db, key, pipeline
+        self._queue: queue.Queue[list[tuple[dict[str, Any], Mapping[str, Any]]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from backfill.store.history_writes import upsert_rows
+
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the caller learns of the failure at its next write
+            try:
+                with self._db.writing() as conn:
+                    upsert_rows(conn, self._key, self._pipeline, batch)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def write(self, batch: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every queued batch is written; raise the first error a write met."""
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
 
 
 def _next_state(
