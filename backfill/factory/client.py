@@ -21,6 +21,7 @@ from backfill.errors import FactoryError
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import ActivityRun, MalformedRun, PipelineInfo, Run
 from backfill.factory.settings import ConnectionSettings
+from backfill.factory.slicing import MAX_PAGES, next_page
 from backfill.timeutil import format_utc, require_utc, utcnow
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from backfill.factory.slicing import FetchStats
 
 log = logging.getLogger("backfill.factory")
-# Pages one history query may follow: 45 days of a busy factory is far fewer (100 runs a page).
-MAX_PAGES = 100_000
 
 
 class StaticTokenCredential:
@@ -215,7 +214,7 @@ class FactoryClient:
             token = page.get("continuationToken")
             if not token:
                 return
-            _next_page(seen, token)
+            next_page(seen, token)
             body = {**body, "continuationToken": token}
 
     def query_run_pages(
@@ -311,7 +310,7 @@ class FactoryClient:
             token = page.get("continuationToken")
             if not token:
                 return result
-            _next_page(seen, token)
+            next_page(seen, token)
             body = {**body, "continuationToken": token}
 
     def get_pipeline(self, pipeline: str) -> PipelineInfo:
@@ -384,21 +383,6 @@ def _records(page: Mapping[str, Any]) -> list[Any]:
     if not isinstance(value, list):
         raise FactoryError(f"the factory answered a page whose value is a {type(value).__name__}, not a list")
     return value
-
-
-def _next_page(seen: set[str], token: Any) -> int:
-    """Remember a continuationToken; a token seen before would loop for ever (spec §14)."""
-    text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
-    if text in seen:
-        pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
-        raise FactoryError(
-            f"the factory repeated a continuationToken after {pages}; "
-            "the history query was stopped (it would loop for ever)"
-        )
-    if len(seen) >= MAX_PAGES:
-        raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
-    seen.add(text)
-    return len(seen)
 
 
 def _run_id_from(data: bytes) -> str:

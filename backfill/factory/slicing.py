@@ -22,6 +22,7 @@ reads) so that a 429 reaches this pacing instead of sleeping inside one thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import queue
 import threading
@@ -47,6 +48,8 @@ TAIL_PASSES = 4
 # Transient failures (5xx, no answer) retried per request, with a growing pause.
 RETRIES = 4
 _DONE = object()
+# Pages one history query may follow: 45 days of a busy factory is far fewer (100 runs a page).
+MAX_PAGES = 100_000
 
 
 def slice_bounds(after: datetime, before: datetime, count: int) -> list[tuple[datetime, datetime]]:
@@ -352,10 +355,23 @@ class _Counter:
         self._lock = threading.Lock()
 
     def next_page(self, seen: set[str], token: Any) -> None:
-        from backfill.factory.client import _next_page
-
-        _next_page(seen, token)
+        next_page(seen, token)
         with self._lock:
             self._pages += 1
             if self._pages >= self._most:
                 raise FactoryError(f"the history query was stopped after {self._most} pages")
+
+
+def next_page(seen: set[str], token: Any) -> int:
+    """Remember a continuationToken; a token seen before would loop for ever (spec §14)."""
+    text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
+    if text in seen:
+        pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
+        raise FactoryError(
+            f"the factory repeated a continuationToken after {pages}; "
+            "the history query was stopped (it would loop for ever)"
+        )
+    if len(seen) >= MAX_PAGES:
+        raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
+    seen.add(text)
+    return len(seen)
