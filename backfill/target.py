@@ -69,7 +69,6 @@ def secret_parameters(loaded: LoadedPlan, info: PipelineInfo | None) -> frozense
 def sync_for_plan(db: Database, factory: Factory, loaded: LoadedPlan) -> tuple[SyncResult, PipelineInfo]:
     """Check the target pipeline, then sync its history with every secret parameter masked."""
     from backfill.history import sync_history
-
     from backfill.matching import match_fields
 
     info = read_target(factory, loaded)

@@ -90,9 +90,7 @@ def main() -> None:
             time.sleep(BURST / RATE)  # the bucket refills
             client = FactoryClient(ref, settings)
             started = time.perf_counter()
-            count = 0
-            for _ in client.query_runs(pipeline=PIPELINE, **window):
-                count += 1
+            for count, _ in enumerate(client.query_runs(pipeline=PIPELINE, **window), 1):
                 if count >= args.sequential_pages * 100:
                     break
             per_page = (time.perf_counter() - started) / args.sequential_pages
