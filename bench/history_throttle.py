@@ -53,14 +53,16 @@ def main() -> None:
                 token=env["BACKFILL_ADF_TOKEN"],
             )
             now = utcnow()
-            window = {"updated_after": now - timedelta(days=45), "updated_before": now + timedelta(days=1)}
+            after, before = now - timedelta(days=45), now + timedelta(days=1)
             # The bucket starts full; let it be full again before each measurement.
             client = FactoryClient(ref, settings)
             stats = FetchStats()
             started = time.perf_counter()
             ids: set[str] = set()
             records = 0
-            for page in client.query_run_pages(pipeline=PIPELINE, stats=stats, **window):
+            for page in client.query_run_pages(
+                updated_after=after, updated_before=before, pipeline=PIPELINE, stats=stats
+            ):
                 records += len(page)
                 ids.update(raw["runId"] for raw in page)
             sliced = time.perf_counter() - started
@@ -90,7 +92,9 @@ def main() -> None:
             time.sleep(BURST / RATE)  # the bucket refills
             client = FactoryClient(ref, settings)
             started = time.perf_counter()
-            for count, _ in enumerate(client.query_runs(pipeline=PIPELINE, **window), 1):
+            for count, _ in enumerate(
+                client.query_runs(updated_after=after, updated_before=before, pipeline=PIPELINE), 1
+            ):
                 if count >= args.sequential_pages * 100:
                     break
             per_page = (time.perf_counter() - started) / args.sequential_pages

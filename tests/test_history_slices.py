@@ -24,7 +24,7 @@ from backfill.history import sync_history
 from backfill.store.database import Database
 from backfill.store.history import load_history
 from backfill.store.history_writes import record_row, run_row
-from backfill.timeutil import parse_adf_time, utcnow
+from backfill.timeutil import parse_utc, utcnow
 
 PIPELINE = "LoadMeterTelemetry"
 BODY = {"filters": [{"operand": "PipelineName", "operator": "Equals", "values": [PIPELINE]}]}
@@ -59,7 +59,7 @@ def newest(pages: Iterator[list[Any]]) -> tuple[dict[str, dict[str, Any]], int]:
         for raw in page:
             count += 1
             seen = found.get(raw["runId"])
-            if seen is None or parse_adf_time(raw["lastUpdated"]) >= parse_adf_time(seen["lastUpdated"]):
+            if seen is None or parse_utc(raw["lastUpdated"]) >= parse_utc(seen["lastUpdated"]):
                 found[raw["runId"]] = raw
     return found, count
 
@@ -184,7 +184,7 @@ def test_the_throttle_answers_429_with_retry_after_and_the_slicer_waits_it_out()
         scen.add_history(PastRun(PIPELINE, now - timedelta(days=20) + timedelta(hours=n), {"windowStart": f"w{n}"}))
     with Emulator(scen) as emu:
         client = emu.client()
-        statuses = []
+        statuses: list[int | None] = []
         for _ in range(6):
             try:
                 client._read_json(
