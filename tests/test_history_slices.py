@@ -5,6 +5,7 @@ fast record-to-row decoding equal to the ``Run`` path."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,11 +39,17 @@ def scenario(page_size: int = 5, queue: timedelta = timedelta(hours=1)) -> Scena
 
 
 def fetcher(client: FactoryClient, on_request: Any = None) -> Any:
+    """Page reads as query_run_pages makes them: one SDK client per thread."""
+    local = threading.local()
+
     def fetch(request: Mapping[str, Any]) -> Mapping[str, Any]:
         if on_request is not None:
             on_request()
+        sdk = getattr(local, "sdk", None)
+        if sdk is None:
+            sdk = local.sdk = client._new_sdk()
         return client._read_json(
-            lambda content: client.sdk.pipeline_runs.query_by_factory(
+            lambda content: sdk.pipeline_runs.query_by_factory(
                 client.ref.resource_group, client.ref.factory, content, stream=True, retry_total=0
             ),
             request,

@@ -177,7 +177,7 @@ class RunQueries:
                     try:
                         offset = ids.index(last) + 1
                     except ValueError:
-                        offset = min(offset, len(ids))
+                        offset = _after_gone(state.runs.get(last), runs, orders, min(offset, len(ids)))
             size = state.scenario.page_size
             page = runs[offset : offset + size]
             answer: dict[str, Any] = {"value": [state.run_json(r) for r in page]}
@@ -215,6 +215,20 @@ class RunQueries:
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return runs, ids
+
+
+def _after_gone(
+    gone: EmulatedRun | None, runs: list[EmulatedRun], orders: list[tuple[str, bool]], fallback: int
+) -> int:
+    """Where to continue when the last run sent has left the selection (its lastUpdated moved
+    out of a sliced query's range): after the place it would sort to, so the run that followed
+    it is not skipped."""
+    if gone is None or not orders:
+        return fallback
+    merged = [*runs, gone]
+    for field, descending in reversed(orders):
+        merged.sort(key=_sort_key(field), reverse=descending)
+    return next(index for index, run in enumerate(merged) if run is gone)
 
 
 def activity_runs(state: FactoryState, run_id: str, body: Any, now: datetime) -> dict[str, Any]:
