@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backfill.factory.protocol import Factory
-from backfill.factory.run import Run
 from backfill.timeutil import require_utc, utcnow
 
 if TYPE_CHECKING:
@@ -31,9 +30,8 @@ if TYPE_CHECKING:
 RETENTION = timedelta(days=45)
 OVERLAP = timedelta(minutes=5)
 FUTURE = timedelta(days=1)
-# Runs per write transaction, written while the next pages are fetched. Larger batches rewrite
-# each page of the run-ID index fewer times (run IDs are random); the lock is held only while a
-# batch is written (about a second on SQLite), never while paging.
+# Runs per write transaction. Larger batches rewrite each page of the run-ID index fewer times
+# (run IDs are random); the lock is held only while a batch is written, never while paging.
 BATCH = 10_000
 
 
@@ -47,18 +45,32 @@ class SyncResult:
 
 
 def sync_history(
-    db: Database, factory: Factory, pipeline: str, *, now: datetime | None = None, secret: Collection[str] = ()
+    db: Database,
+    factory: Factory,
+    pipeline: str,
+    *,
+    now: datetime | None = None,
+    secret: Collection[str] = (),
+    key_fields: Sequence[str] | None = None,
 ) -> SyncResult:
     """Fetch what changed since the last sync (everything ADF holds, the first time) and cache it.
 
     ``secret`` names parameters whose values are masked before they are cached (a plan's
     ``{ secret = ... }`` ones, the pipeline's ``SecureString`` ones); they are remembered for the
-    pipeline, so later syncs mask them whichever plan asks."""
+    pipeline, so later syncs mask them whichever plan asks. ``key_fields``: the match fields of
+    the preview that follows; their key set is registered first, so every batch is written with
+    its keys (instead of a fill of every run after the sync).
+
+    A factory that reads raw pages (``FactoryClient.query_run_pages``: concurrent slices) has its
+    records turned straight into cache rows; others give ``Run`` values. A writer thread stores
+    each batch of ready-made rows while the next pages are decoded."""
     from sqlalchemy.exc import IntegrityError
 
-    from backfill.masking import mask_run
+    from backfill.factory.run import MalformedRun
     from backfill.store.history import known_secrets, read_state
-    from backfill.store.history_writes import remember_secrets, upsert_runs, write_state
+    from backfill.store.history_keys import key_set
+    from backfill.store.history_tables import from_us
+    from backfill.store.history_writes import record_row, remember_secrets, run_row, upsert_rows, write_state
 
     now = require_utc(now, "now") if now is not None else utcnow()
     key = factory.ref.key
@@ -66,6 +78,8 @@ def sync_history(
         remember_secrets(conn, key, pipeline, secret)
         masked = known_secrets(conn, key, pipeline) | set(secret)
         state = read_state(conn, key, pipeline)
+        if key_fields:
+            key_set(conn, key, pipeline, key_fields)
     oldest = now - RETENTION
     watermark = state.watermark if state is not None else None
     after = watermark - OVERLAP if watermark is not None else oldest
@@ -73,30 +87,51 @@ def sync_history(
     covered_from = max(after, oldest)
     calls_before = factory.api_calls
     fetched = 0
-    seen_max: datetime | None = None
-    batch: list[Run] = []
+    seen_max_us: int | None = None
+    batch: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
+    read_pages = getattr(factory, "query_run_pages", None)
+    skipped = getattr(factory, "record_skipped", None)
+    rows: Iterator[tuple[dict[str, Any], Mapping[str, Any]]]
+    if read_pages is not None:
+
+        def from_pages() -> Iterator[tuple[dict[str, Any], Mapping[str, Any]]]:
+            for page in read_pages(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
+                for raw in page:
+                    try:
+                        yield record_row(key, pipeline, raw, masked)
+                    except MalformedRun as exc:
+                        if skipped is None:
+                            raise
+                        skipped(exc)
+
+        rows = from_pages()
+    else:
+        runs = factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline)
+        rows = (run_row(key, pipeline, run, masked) for run in runs)
     writer = _BatchWriter(db, key, pipeline)
     try:
-        for run in factory.query_runs(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
-            batch.append(mask_run(run, masked))
+        for pair in rows:
+            batch.append(pair)
             fetched += 1
-            if run.last_updated is not None and (seen_max is None or run.last_updated > seen_max):
-                seen_max = run.last_updated
+            updated_us = pair[0]["last_updated_us"]
+            if updated_us is not None and (seen_max_us is None or updated_us > seen_max_us):
+                seen_max_us = updated_us
             if len(batch) >= BATCH:
                 writer.write(batch)
                 batch = []
     except BaseException:
-        # The batches already fetched are still worth caching; the state does not move.
+        # Batches already fetched are still worth caching; the state does not move.
         writer.close(raise_error=False)
         raise
     writer.close()
     api_calls = factory.api_calls - calls_before
+    seen_max = from_us(seen_max_us)
 
     for attempt in (1, 2):
         try:
             with db.writing() as conn:
                 if batch:
-                    upsert_runs(conn, key, pipeline, batch)
+                    upsert_rows(conn, key, pipeline, batch)
                 current = read_state(conn, key, pipeline, lock=True)
                 new_state = _next_state(current, seen_max, covered_from, now)
                 write_state(conn, key, pipeline, new_state, exists=current is not None)
@@ -115,30 +150,31 @@ def sync_history(
 
 
 class _BatchWriter:
-    """Writes batches of runs in a background thread, each in its own transaction, while the
-    caller fetches the next pages: the database works outside the GIL, so waiting for the
-    service and writing to the cache overlap. At most one batch waits, which bounds memory."""
+    """Writes batches of ready-made rows in a background thread, each in its own transaction.
+    The rows are built by the caller (the records decoded once), so this thread holds the GIL
+    only to bind values: SQLite and psycopg release it while they store them, and commits
+    (fsync) overlap the next pages' decoding. At most one batch waits, which bounds memory."""
 
     def __init__(self, db: Database, key: str, pipeline: str) -> None:
         self._db, self._key, self._pipeline = db, key, pipeline
-        self._queue: queue.Queue[list[Run] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[list[tuple[dict[str, Any], Mapping[str, Any]]] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from backfill.store.history_writes import upsert_runs
+        from backfill.store.history_writes import upsert_rows
 
         while (batch := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain: the caller learns of the failure at its next write
             try:
                 with self._db.writing() as conn:
-                    upsert_runs(conn, self._key, self._pipeline, batch)
+                    upsert_rows(conn, self._key, self._pipeline, batch)
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
-    def write(self, batch: list[Run]) -> None:
+    def write(self, batch: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(batch)

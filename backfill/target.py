@@ -69,6 +69,10 @@ def secret_parameters(loaded: LoadedPlan, info: PipelineInfo | None) -> frozense
 def sync_for_plan(db: Database, factory: Factory, loaded: LoadedPlan) -> tuple[SyncResult, PipelineInfo]:
     """Check the target pipeline, then sync its history with every secret parameter masked."""
     from backfill.history import sync_history
+    from backfill.matching import match_fields
 
     info = read_target(factory, loaded)
-    return sync_history(db, factory, loaded.pipeline, secret=secret_parameters(loaded, info)), info
+    # The preview's key set, so the sync writes each batch's keys (issue 14).
+    fields = match_fields(loaded.windows, loaded.match_on)
+    secret = secret_parameters(loaded, info)
+    return sync_history(db, factory, loaded.pipeline, secret=secret, key_fields=fields), info

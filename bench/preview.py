@@ -3,13 +3,16 @@
     python bench/preview.py [--runs 200000] [--ledger URL]
 
 ADF keeps 45 days of runs, so the 200,000 runs are seeded in the emulator within the last 45 days
-(the last ~4,300 windows of the plan, one "north" run each that the plan matches, the rest for
+(the last ~4,200 windows of the plan, one "north" run each that the plan matches, the rest for
 other feeder regions that it does not); older windows have no run and no check, so they come out
-``blocked-unknown``. The emulator runs in this process; each preview runs in a fresh interpreter
-(spawn), so its peak RSS is the preview's own, and the cold one starts from an empty ledger. The
-warm figure is the median of three previews after the cold one; each figure breaks the time down
-(SDK import, plan, ledger open, sync, history load, matching and decisions), and
-``matching_seconds`` repeats the matching alone.
+``blocked-unknown``. The emulator runs in its own process (``backfill emulator serve``,
+bench/history_emulator.py); each preview runs in a fresh interpreter (spawn), so its peak RSS is
+the preview's own, and the cold one starts from an empty ledger. The warm figure is the median of
+three previews after the cold one; each figure breaks the time down (SDK import, plan, ledger
+open, sync, history load, matching and decisions), and ``matching_seconds`` repeats the matching
+alone. ``sdk_loop_seconds``: the plain SDK loop a user would write, against the same emulator,
+and the cold preview's speed-up over it. ``--warm-cli``: also the warm ``backfill preview`` as a
+command (start-up and output included).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ WARM_REPEATS = 3  # the warm figure is the median of this many previews
 
 
 def emit(figure: str, value: Any, unit: str = "", **extra: Any) -> None:
+    extra["load"] = round(os.getloadavg()[0], 2)
     print(json.dumps({"bench": "preview", "figure": figure, "value": value, "unit": unit, **extra}), flush=True)
 
 
@@ -51,30 +54,6 @@ def plan_text(end: datetime) -> str:
         ticket="BENCH",
         parameters={"windowStart": "{start}", "windowEnd": "{end}", "feederRegion": "north"},
     )
-
-
-def seeded_runs(end: datetime, count: int) -> Iterator[Any]:
-    from backfill.emulator import PastRun
-    from backfill.timeutil import format_utc
-
-    windows = int(SEEDED_DAYS * timedelta(days=1) / EVERY)
-    first = end - windows * EVERY
-    for n in range(count):
-        index, region = n % windows, n // windows
-        start = first + index * EVERY
-        # Every 20th window of the plan's region failed; other regions are noise for matching.
-        status = "Failed" if region == 0 and index % 20 == 0 else "Succeeded"
-        yield PastRun(
-            PIPELINE,
-            start + EVERY + timedelta(minutes=2),
-            {
-                "windowStart": format_utc(start),
-                "windowEnd": format_utc(start + EVERY),
-                "feederRegion": "north" if region == 0 else f"region-{region:02d}",
-            },
-            status=status,
-            duration=timedelta(minutes=3),
-        )
 
 
 def peak_rss_mb() -> float:
@@ -112,7 +91,10 @@ def measure(plan: str, ledger: str, env: dict[str, str]) -> dict[str, float]:
     marks["plan"] = time.perf_counter()
     db = Database(ledger)
     marks["ledger_open"] = time.perf_counter()
-    synced = sync_history(db, connect(loaded.ref), loaded.pipeline)
+    from backfill.matching import match_fields
+
+    fields = match_fields(loaded.windows, loaded.match_on)
+    synced = sync_history(db, connect(loaded.ref), loaded.pipeline, key_fields=fields)
     marks["sync"] = time.perf_counter()
     history = load_history(db, loaded.ref, loaded.pipeline)
     marks["load"] = time.perf_counter()
@@ -155,13 +137,22 @@ def in_fresh_process(plan: str, ledger: str, env: dict[str, str]) -> dict[str, f
         return pool.apply(measure, (plan, ledger, env))
 
 
+def in_fresh_process_call(function: Any, *args: Any) -> Any:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200_000)
     parser.add_argument("--ledger", help="SQLAlchemy URL of an empty ledger (default: SQLite in a temp folder)")
+    parser.add_argument("--no-sdk-loop", action="store_true", help="skip the plain SDK loop")
+    parser.add_argument("--warm-cli", action="store_true", help="also time the warm `backfill preview` command")
     args = parser.parse_args()
 
-    from backfill.emulator import Pipeline, Scenario
+    from history_emulator import served
+
     from backfill.timeutil import utcnow
 
     folder = Path(tempfile.mkdtemp(prefix="backfill-bench-preview-"))
@@ -170,70 +161,97 @@ def main() -> None:
     plan = folder / "year.toml"
     plan.write_text(plan_text(end), encoding="utf-8")
     ledger = args.ledger or f"sqlite:///{folder / 'ledger.db'}"
-
-    scenario = Scenario()
-    scenario.add_pipeline(
-        Pipeline(PIPELINE, parameters={"windowStart": "String", "windowEnd": "String", "feederRegion": "String"})
-    )
-    scenario.add_history(seeded_runs(end, args.runs))
     emit(
         "note",
         f"ADF keeps 45 days of runs: the {args.runs} runs are seeded within the last {SEEDED_DAYS} "
         f"days; the plan's {YEAR_WINDOWS} windows span a year, older windows have no run",
     )
     try:
-        run_bench(scenario, str(plan), ledger, args.runs)
+        seeding = time.perf_counter()
+        with served(folder, end, args.runs) as env:
+            emit("emulator_start_seconds", round(time.perf_counter() - seeding, 2), "s", runs=args.runs)
+            run_bench(str(plan), ledger, args.runs, env, sdk_loop=not args.no_sdk_loop, warm_cli=args.warm_cli)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_bench(scenario: Any, plan: str, ledger: str, runs: int) -> None:
-    from backfill.emulator import Emulator
+def run_cli(plan: str, ledger: str, env: dict[str, str]) -> dict[str, Any]:
+    """The warm ``backfill preview PLAN`` as a user runs it: a new interpreter, start-up and output."""
+    import subprocess
 
-    seeding = time.perf_counter()
-    with Emulator(scenario) as emu:
-        emit("emulator_seed_seconds", round(time.perf_counter() - seeding, 2), "s", runs=runs)
-        env = emu.env()
-        cold = in_fresh_process(plan, ledger, env)
-        pages = math.ceil(runs / scenario.page_size)
+    command = [sys.executable, "-m", "backfill", "preview", plan]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, env={**os.environ, **env, "BACKFILL_LEDGER": ledger}, capture_output=True, check=False
+    )
+    return {"seconds": time.perf_counter() - started, "exit": done.returncode, "lines": done.stdout.count(b"\n")}
+
+
+def run_bench(plan: str, ledger: str, runs: int, env: dict[str, str], *, sdk_loop: bool, warm_cli: bool) -> None:
+    from history_emulator import sdk_loop as plain_sdk_loop
+
+    cold = in_fresh_process(plan, ledger, env)
+    pages = math.ceil(runs / 100)
+    emit(
+        "cold_preview_seconds",
+        round(cold["seconds"], 2),
+        "s",
+        windows=cold["windows"],
+        runs=cold["fetched"],
+        **breakdown(cold),
+    )
+    if sdk_loop:
+        loop = in_fresh_process_call(plain_sdk_loop, env)
         emit(
-            "cold_preview_seconds",
-            round(cold["seconds"], 2),
+            "sdk_loop_seconds",
+            round(loop["seconds"], 2),
             "s",
-            windows=cold["windows"],
-            runs=cold["fetched"],
-            **breakdown(cold),
+            runs=loop["runs"],
+            pages=loop["pages"],
+            cold_preview_speedup=round(loop["seconds"] / cold["seconds"], 2),
+            cold_sync_speedup=round(loop["seconds"] / cold["sync_seconds"], 2),
         )
-        emit("cold_preview_api_calls", cold["api_calls"], "calls", pages_needed=pages)
+    emit("cold_preview_api_calls", cold["api_calls"], "calls", pages_needed=pages)
+    emit(
+        "cold_preview_peak_rss_mb",
+        round(cold["peak_rss_mb"], 1),
+        "MB",
+        interpreter_baseline_mb=round(cold["baseline_rss_mb"], 1),
+    )
+    warm_runs = [in_fresh_process(plan, ledger, env) for _ in range(WARM_REPEATS)]
+    warm = sorted(warm_runs, key=lambda figures: figures["seconds"])[WARM_REPEATS // 2]
+    emit(
+        "warm_preview_seconds",
+        round(warm["seconds"], 2),
+        "s",
+        median_of=WARM_REPEATS,
+        all_runs=[round(figures["seconds"], 2) for figures in warm_runs],
+        without_sdk_import=round(warm["seconds"] - warm["sdk_import_seconds"], 2),
+        cached_runs=warm["cached_runs"],
+        **breakdown(warm),
+    )
+    emit("warm_preview_api_calls", warm["api_calls"], "calls")
+    emit("warm_preview_peak_rss_mb", round(max(figures["peak_rss_mb"] for figures in warm_runs), 1), "MB")
+    emit(
+        "matching_seconds",
+        round(warm["match_seconds"], 2),
+        "s",
+        windows=warm["windows"],
+        runs=warm["cached_runs"],
+        share_of_warm_preview=round(warm["match_seconds"] / warm["seconds"], 2),
+    )
+    emit("decisions", warm["summary"])
+    if warm_cli:
+        commands = sorted((run_cli(plan, ledger, env) for _ in range(WARM_REPEATS)), key=lambda f: f["seconds"])
         emit(
-            "cold_preview_peak_rss_mb",
-            round(cold["peak_rss_mb"], 1),
-            "MB",
-            interpreter_baseline_mb=round(cold["baseline_rss_mb"], 1),
-        )
-        warm_runs = [in_fresh_process(plan, ledger, env) for _ in range(WARM_REPEATS)]
-        warm = sorted(warm_runs, key=lambda figures: figures["seconds"])[WARM_REPEATS // 2]
-        emit(
-            "warm_preview_seconds",
-            round(warm["seconds"], 2),
+            "warm_cli_preview_seconds",
+            round(commands[WARM_REPEATS // 2]["seconds"], 2),
             "s",
             median_of=WARM_REPEATS,
-            all_runs=[round(figures["seconds"], 2) for figures in warm_runs],
-            without_sdk_import=round(warm["seconds"] - warm["sdk_import_seconds"], 2),
-            cached_runs=warm["cached_runs"],
-            **breakdown(warm),
+            all_runs=[round(f["seconds"], 2) for f in commands],
+            exit=commands[0]["exit"],
+            output_lines=commands[0]["lines"],
         )
-        emit("warm_preview_api_calls", warm["api_calls"], "calls")
-        emit("warm_preview_peak_rss_mb", round(max(figures["peak_rss_mb"] for figures in warm_runs), 1), "MB")
-        emit(
-            "matching_seconds",
-            round(warm["match_seconds"], 2),
-            "s",
-            windows=warm["windows"],
-            runs=warm["cached_runs"],
-            share_of_warm_preview=round(warm["match_seconds"] / warm["seconds"], 2),
-        )
-        emit("decisions", warm["summary"])
 
 
 if __name__ == "__main__":

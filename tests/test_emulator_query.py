@@ -103,3 +103,42 @@ def test_pages_give_exactly_the_selected_runs(
     else:
         updated = [r["lastUpdated"] for r in seen]
         assert updated == sorted(updated)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(["Succeeded", "InProgress"]), min_size=1, max_size=30),
+    st.integers(min_value=1, max_value=5),
+    st.sampled_from(["ASC", "DESC", None]),
+)
+def test_a_run_updated_between_pages_hides_no_unchanged_run(
+    statuses: list[str], page_size: int, order: str | None
+) -> None:
+    # The last run of each page is cancelled before the next page is asked for: its lastUpdated
+    # (and status) move it further down the selection. Continuing after where it went, rather
+    # than where it was, skipped the unchanged runs in between (found by sliced history fetch).
+    state = build([("A", status, 10 + index) for index, status in enumerate(statuses)], page_size)
+    until = NOW + timedelta(hours=1)
+    body: dict[str, Any] = {
+        "lastUpdatedAfter": format_utc(NOW - timedelta(days=1), precise=True),
+        "lastUpdatedBefore": format_utc(until, precise=True),
+    }
+    if order:
+        body["orderBy"] = [{"orderBy": "Status", "order": order}]
+    queries = RunQueries(state)
+    seen: list[str] = []
+    touched: set[str] = set()
+    clock = NOW
+    page = queries.query(body, clock)
+    while True:
+        seen.extend(run["runId"] for run in page["value"])
+        if "continuationToken" not in page:
+            break
+        last = page["value"][-1]
+        if last["status"] == "InProgress":
+            clock += timedelta(seconds=1)
+            state.cancel_run(last["runId"], clock)
+            touched.add(last["runId"])
+        page = queries.query({**body, "continuationToken": page["continuationToken"]}, clock)
+    unchanged = {run.run_id for run in state.runs.values()} - touched
+    assert unchanged <= set(seen)

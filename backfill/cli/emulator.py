@@ -31,11 +31,50 @@ def emulator() -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port on 127.0.0.1; 0 picks a free one."
 )
-def serve(scenario_path: Path | None, port: int) -> None:
+@click.option(
+    "--throttle",
+    type=click.FloatRange(min=0, min_open=True),
+    is_flag=False,
+    flag_value=25.0,
+    envvar="BACKFILL_EMULATOR_THROTTLE",
+    help="Throttle reads as ARM does: a token bucket of --burst refilled at this many a second "
+    "(25 when given alone), 429 with Retry-After when empty.",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="BACKFILL_EMULATOR_BURST",
+    help="Reads the throttle lets through at once (ARM: 250).",
+)
+@click.option(
+    "--latency",
+    default=None,
+    envvar="BACKFILL_EMULATOR_LATENCY",
+    help="Latency added to every answer, e.g. 200ms.",
+)
+def serve(
+    scenario_path: Path | None, port: int, throttle: float | None, burst: int | None, latency: str | None
+) -> None:
     """Serve the ADF REST API over HTTPS on 127.0.0.1 until interrupted."""
+    from dataclasses import replace
+
     from backfill.emulator import Emulator, Scenario, load_scenario
+    from backfill.errors import UsageError
+    from backfill.timeutil import parse_duration
 
     scenario = load_scenario(scenario_path) if scenario_path is not None else Scenario.default()
+    limits = scenario.limits
+    if throttle is not None:
+        limits = replace(limits, read_rate=throttle)
+    if burst is not None:
+        limits = replace(limits, read_burst=burst)
+    if latency is not None:
+        try:
+            limits = replace(limits, latency=parse_duration(latency, "--latency").total_seconds())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    scenario.limits = limits
     previous = _stop_on_sigterm()
     try:
         with Emulator(scenario, port=port) as emu:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from backfill.emulator.faults import Fault, FaultSet
 from backfill.emulator.query import RunQueries, activity_runs
 from backfill.emulator.state import FactoryState
+from backfill.emulator.throttle import ServiceLimits, retry_after
 from backfill.emulator.tokens import TokenIssuer
 from backfill.emulator.wire import ApiError, error_body, factory_resource, pipeline_resource
 from backfill.timeutil import utcnow
@@ -133,6 +134,8 @@ class EmulatorServer(ThreadingHTTPServer):
         self.token = token
         self.context = context
         self.log = RequestLog()
+        self.limits: ServiceLimits = state.scenario.limits
+        self.reads = self.limits.bucket()
         # The token issuer's discovery documents, served without a bearer token (emulator.tokens).
         self.issuer: TokenIssuer | None = None
         self.errors: list[str] = []  # tracebacks of requests the emulator itself failed
@@ -142,6 +145,9 @@ class EmulatorServer(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
             request.settimeout(10)
+            # Without it Nagle holds a response's last segment until the client's delayed ACK
+            # (~40 ms a request): every figure measured against the emulator would be that stall.
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = self.context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
@@ -223,6 +229,11 @@ class Handler(BaseHTTPRequestHandler):
         dropped = False
         try:
             self._check(match, operation, query)
+            if self.server.limits.latency:
+                time.sleep(self.server.limits.latency)
+            throttled = self._throttled(operation)
+            if throttled is not None:
+                raise throttled
             fault = self.server.faults.take(operation)
             if fault is not None and fault.when == "before":
                 dropped = fault.kind in ("drop", "hang")
@@ -328,6 +339,23 @@ class Handler(BaseHTTPRequestHandler):
                 "https://aka.ms/ARMResourceNotFoundFix",
             )
 
+    def _throttled(self, operation: str) -> ApiError | None:
+        """ARM's 429 when the subscription's read bucket is empty (writes are not metered here)."""
+        bucket = self.server.reads
+        if bucket is None or kind_of(operation) != "read":
+            return None
+        wait = bucket.take()
+        if not wait:
+            return None
+        seconds = retry_after(wait)
+        return ApiError(
+            429,
+            "SubscriptionRequestsThrottled",
+            f"Number of 'read' requests for subscription '{self.server.state.scenario.subscription_id}' "
+            f"exceeded. Please try again after '{seconds}' seconds after additional tickets are available.",
+            headers={"Retry-After": seconds, "x-ms-ratelimit-remaining-subscription-reads": "0"},
+        )
+
     def _before(self, fault: Fault, operation: str) -> Answer | None:
         # A fault's answer instead of the operation's; None lets the operation run.
         if fault.kind == "latency":
@@ -405,9 +433,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("x-ms-correlation-request-id", request_id)
         for name, value in answer.headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-        self.wfile.flush()
+        # Headers and body in one write (end_headers would send the headers on their own): one
+        # TLS record stream, no small segment waiting for an ACK.
+        buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+        self.wfile.write(b"".join([*buffered, b"\r\n", payload]))
+        buffered.clear()
 
 
 def _fault_error(fault: Fault, operation: str) -> Answer:

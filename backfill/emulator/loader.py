@@ -24,6 +24,7 @@ from backfill.emulator.scenario import (
     Sink,
     When,
 )
+from backfill.emulator.throttle import DEFAULT_READ_BURST, DEFAULT_READ_RATE, ServiceLimits
 from backfill.errors import ScenarioError
 from backfill.relative_time import parse_relative
 from backfill.timeutil import NaiveTimestamp, parse_duration, parse_utc, require_utc
@@ -156,10 +157,13 @@ def load_scenario(path: str | Path) -> Scenario:
         raise reader.fail("clock.speed", f"expected a positive number, got {scenario.speed:g}")
     scenario.queue_time = reader.duration(clock, "queue", "clock.", zero=True) or scenario.queue_time
     scenario.cancel_time = reader.duration(clock, "cancel", "clock.") or scenario.cancel_time
-    service = reader.keys(data.get("service", {}), "service", {"page_size", "retention"})
+    service = reader.keys(
+        data.get("service", {}), "service", {"page_size", "retention", "throttle", "burst", "latency"}
+    )
     scenario.page_size = reader.get(service, "page_size", "service.", int, 100)
     if scenario.page_size < 1:
         raise reader.fail("service.page_size", "expected a positive integer")
+    scenario.limits = _limits(reader, service)
     scenario.retention = reader.duration(service, "retention", "service.") or scenario.retention
     for index, raw in enumerate(reader.tables(data, "pipelines")):
         scenario.pipelines.append(_pipeline(reader, raw, f"pipelines[{index}]."))
@@ -184,6 +188,27 @@ def load_scenario(path: str | Path) -> Scenario:
     except ValueError as exc:
         raise ScenarioError(f"{where}: {exc}") from None
     return scenario
+
+
+def _limits(reader: _Reader, service: dict[str, Any]) -> ServiceLimits:
+    """``[service] throttle`` (reads a second, ``true`` for ARM's 25), ``burst``, ``latency``."""
+    raw = service.get("throttle", False)
+    rate: float | None
+    if raw is True:
+        rate = DEFAULT_READ_RATE
+    elif raw is False or raw == 0:
+        rate = None
+    elif isinstance(raw, int | float) and raw > 0:
+        rate = float(raw)
+    else:
+        raise reader.fail(
+            "service.throttle", f"expected true, false or a positive number of reads a second, got {raw!r}"
+        )
+    burst = reader.get(service, "burst", "service.", int, DEFAULT_READ_BURST)
+    if burst < 1:
+        raise reader.fail("service.burst", "expected a positive integer")
+    latency = reader.duration(service, "latency", "service.", zero=True)
+    return ServiceLimits(rate, burst, latency.total_seconds() if latency is not None else 0.0)
 
 
 def _pipeline(reader: _Reader, raw: dict[str, Any], where: str) -> Pipeline:

@@ -102,7 +102,7 @@ def _test(operand: str, values: list[str]) -> Predicate:
 
 def _sort_key(field: str) -> Callable[[EmulatedRun], Any]:
     if field == "RunStart":
-        return lambda r: r.start
+        return lambda r: micros(r.start)
     if field == "RunEnd":
         return lambda r: micros(r.end) if r.end is not None else _LAST
     if field == "PipelineName":
@@ -128,23 +128,54 @@ def _orders(raw: Any) -> list[tuple[str, bool]]:
     return orders
 
 
-def _encode_token(digest: str, offset: int, last: str) -> str:
-    raw = json.dumps({"h": digest, "o": offset, "r": last}, separators=(",", ":")).encode()
+class _Descending:
+    """One component of a position key sorted in descending order (it inverts ``<``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Descending) -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _position(values: list[Any], orders: list[tuple[str, bool]]) -> tuple[Any, ...]:
+    """The comparable key of a run's place in a sorted selection: the orderBy fields (each in
+    its direction), then the lastUpdated index's own order (lastUpdated, run ID)."""
+    head = [_Descending(v) if descending else v for v, (_, descending) in zip(values, orders, strict=False)]
+    return (*head, *values[len(orders) :])
+
+
+def _values(run: EmulatedRun, orders: list[tuple[str, bool]]) -> list[Any]:
+    """What a continuation token remembers of the last run sent: its sort values at that time."""
+    return [*(_sort_key(field)(run) for field, _ in orders), run.lu_key, run.run_id]
+
+
+def _encode_token(digest: str, last: list[Any]) -> str:
+    raw = json.dumps({"h": digest, "k": last}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: Any, digest: str) -> tuple[int, str]:
+def _decode_token(token: Any, digest: str, orders: list[tuple[str, bool]]) -> list[Any]:
     try:
         if not isinstance(token, str):
             raise ValueError
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset, last = int(data["o"]), str(data["r"])
+        last = data["k"]
+        if not isinstance(last, list) or len(last) != len(orders) + 2:
+            raise ValueError
         matches = data["h"] == digest
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise _bad("The continuationToken is not valid.") from None
     if not matches:
         raise _bad("The continuationToken belongs to a different query; send the same filter with it.")
-    return offset, last
+    return last
 
 
 class RunQueries:
@@ -168,21 +199,21 @@ class RunQueries:
         state = self.state
         with state.lock:
             state.advance(now)
-            runs, ids = self._selection(digest, after, before, predicates, orders, now)
+            runs, _ = self._selection(digest, after, before, predicates, orders, now)
             offset = 0
             if body.get("continuationToken") is not None:
-                offset, last = _decode_token(body["continuationToken"], digest)
-                if not (offset <= len(ids) and offset > 0 and ids[offset - 1] == last):
-                    # The runs moved since the last page: continue after the last run sent.
-                    try:
-                        offset = ids.index(last) + 1
-                    except ValueError:
-                        offset = min(offset, len(ids))
+                # Keyset paging: continue after the place the last run sent had WHEN it was sent.
+                # Finding that run by its ID instead skipped every unchanged run between its old
+                # and its new place when it was updated between two pages (a cancel, a status).
+                # A run that moves behind the cursor is not re-sent here: it changed, so a reader
+                # of lastUpdated ranges meets it again in the range it moved to.
+                last = _position(_decode_token(body["continuationToken"], digest, orders), orders)
+                offset = bisect.bisect_right(runs, last, key=lambda r: _position(_values(r, orders), orders))
             size = state.scenario.page_size
             page = runs[offset : offset + size]
             answer: dict[str, Any] = {"value": [state.run_json(r) for r in page]}
             if offset + size < len(runs):
-                answer["continuationToken"] = _encode_token(digest, offset + size, page[-1].run_id)
+                answer["continuationToken"] = _encode_token(digest, _values(page[-1], orders))
             return answer
 
     def _selection(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from backfill.emulator.faults import Fault
+from backfill.emulator.throttle import ServiceLimits
 from backfill.factory.protocol import FactoryRef
 from backfill.relative_time import RelativeTime
 from backfill.timeutil import parse_utc
@@ -255,6 +256,8 @@ class Scenario:
     cancel_time: timedelta = timedelta(seconds=5)  # a cancelled run stays Canceling this long
     retention: timedelta = timedelta(days=45)
     page_size: int = 100
+    # ARM's read throttling and added latency (emulator.throttle); off by default.
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
     pipelines: list[Pipeline] = field(default_factory=list)
     outcomes: list[OutcomeRule] = field(default_factory=list)
     history: list[PastRun] = field(default_factory=list)

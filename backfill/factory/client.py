@@ -21,15 +21,16 @@ from backfill.errors import FactoryError
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import ActivityRun, MalformedRun, PipelineInfo, Run
 from backfill.factory.settings import ConnectionSettings
+from backfill.factory.slicing import MAX_PAGES, next_page
 from backfill.timeutil import format_utc, require_utc, utcnow
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential
     from azure.mgmt.datafactory import DataFactoryManagementClient
 
+    from backfill.factory.slicing import FetchStats
+
 log = logging.getLogger("backfill.factory")
-# Pages one history query may follow: 45 days of a busy factory is far fewer (100 runs a page).
-MAX_PAGES = 100_000
 
 
 class StaticTokenCredential:
@@ -145,19 +146,22 @@ class FactoryClient:
     @property
     def sdk(self) -> DataFactoryManagementClient:
         if self._sdk is None:
-            from azure.mgmt.datafactory import DataFactoryManagementClient
-
-            options: dict[str, Any] = {
-                "raw_request_hook": self._count,
-                "connection_timeout": self.settings.connect_timeout,
-                "read_timeout": self.settings.read_timeout,
-            }
-            if self.settings.ca_bundle:
-                options["connection_verify"] = self.settings.ca_bundle
-            self._sdk = DataFactoryManagementClient(
-                self.credential(), self.ref.subscription_id, base_url=self.settings.endpoint, **options
-            )
+            self._sdk = self._new_sdk()
         return self._sdk
+
+    def _new_sdk(self) -> DataFactoryManagementClient:
+        from azure.mgmt.datafactory import DataFactoryManagementClient
+
+        options: dict[str, Any] = {
+            "raw_request_hook": self._count,
+            "connection_timeout": self.settings.connect_timeout,
+            "read_timeout": self.settings.read_timeout,
+        }
+        if self.settings.ca_bundle:
+            options["connection_verify"] = self.settings.ca_bundle
+        return DataFactoryManagementClient(
+            self.credential(), self.ref.subscription_id, base_url=self.settings.endpoint, **options
+        )
 
     def close(self) -> None:
         if self._sdk is not None:
@@ -204,21 +208,75 @@ class FactoryClient:
                 try:
                     run = Run.from_json(raw)
                 except MalformedRun as exc:
-                    # One record we cannot read must not stop every backfill; it is counted so
-                    # that whoever must be sure (the re-read before createRun) can tell.
-                    with self._lock:
-                        self.skipped_records += 1
-                        first = str(exc) not in self._warned
-                        self._warned.add(str(exc))
-                    if first:  # each bad record once, however often history is read
-                        log.warning("warning: skipped a pipeline run record: %s", exc)
+                    self.record_skipped(exc)
                     continue
                 yield run
             token = page.get("continuationToken")
             if not token:
                 return
-            _next_page(seen, token)
+            next_page(seen, token)
             body = {**body, "continuationToken": token}
+
+    def query_run_pages(
+        self,
+        *,
+        updated_after: datetime,
+        updated_before: datetime,
+        pipeline: str | None = None,
+        stats: FetchStats | None = None,
+        slices: int | None = None,
+        most_in_flight: int | None = None,
+    ) -> Iterator[list[Any]]:
+        """The raw run records of a history query, page by page, read in concurrent
+        last-updated slices (backfill.factory.slicing): pages in no particular order, and a run
+        updated during the fetch, or exactly on a slice's edge, may come twice (keep the newest).
+        Each worker thread has its own SDK client; the SDK's retries are off (the slicer paces
+        and retries, honouring Retry-After)."""
+        from backfill.factory.slicing import MOST_IN_FLIGHT, SLICES, fetch_slices
+
+        filters = [{"operand": "PipelineName", "operator": "Equals", "values": [pipeline]}] if pipeline else []
+        body = {"filters": filters, "orderBy": [{"orderBy": "RunStart", "order": "ASC"}]}
+        local = threading.local()
+        clients: list[DataFactoryManagementClient] = []
+
+        def fetch(request: Mapping[str, Any]) -> Mapping[str, Any]:
+            sdk = getattr(local, "sdk", None)
+            if sdk is None:
+                sdk = local.sdk = self._new_sdk()
+                with self._lock:
+                    clients.append(sdk)
+            return self._read_json(
+                lambda content: sdk.pipeline_runs.query_by_factory(
+                    self.ref.resource_group, self.ref.factory, content, stream=True, retry_total=0
+                ),
+                request,
+            )
+
+        try:
+            yield from fetch_slices(
+                fetch,
+                body,
+                after=require_utc(updated_after),
+                before=require_utc(updated_before),
+                started=utcnow(),
+                slices=slices or SLICES,
+                most_in_flight=most_in_flight or MOST_IN_FLIGHT,
+                stats=stats,
+                max_pages=MAX_PAGES,
+            )
+        finally:
+            for sdk in clients:
+                sdk.close()
+
+    def record_skipped(self, exc: MalformedRun) -> None:
+        """One record we cannot read must not stop every backfill; it is counted so that whoever
+        must be sure (the re-read before createRun) can tell, and logged once."""
+        with self._lock:
+            self.skipped_records += 1
+            first = str(exc) not in self._warned
+            self._warned.add(str(exc))
+        if first:  # each bad record once, however often history is read
+            log.warning("warning: skipped a pipeline run record: %s", exc)
 
     def get_run(self, run_id: str) -> Run:
         try:
@@ -252,7 +310,7 @@ class FactoryClient:
             token = page.get("continuationToken")
             if not token:
                 return result
-            _next_page(seen, token)
+            next_page(seen, token)
             body = {**body, "continuationToken": token}
 
     def get_pipeline(self, pipeline: str) -> PipelineInfo:
@@ -325,21 +383,6 @@ def _records(page: Mapping[str, Any]) -> list[Any]:
     if not isinstance(value, list):
         raise FactoryError(f"the factory answered a page whose value is a {type(value).__name__}, not a list")
     return value
-
-
-def _next_page(seen: set[str], token: Any) -> int:
-    """Remember a continuationToken; a token seen before would loop for ever (spec §14)."""
-    text = token if isinstance(token, str) else json.dumps(token, sort_keys=True)
-    if text in seen:
-        pages = f"{len(seen) + 1} page" + ("s" if len(seen) else "")
-        raise FactoryError(
-            f"the factory repeated a continuationToken after {pages}; "
-            "the history query was stopped (it would loop for ever)"
-        )
-    if len(seen) >= MAX_PAGES:
-        raise FactoryError(f"the history query was stopped after {MAX_PAGES} pages")
-    seen.add(text)
-    return len(seen)
 
 
 def _run_id_from(data: bytes) -> str:

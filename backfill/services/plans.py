@@ -119,6 +119,7 @@ def preview_plan(
     from backfill.checks.registry import build_checks
     from backfill.history import sync_history
     from backfill.masking import plan_secrets
+    from backfill.matching import match_fields
     from backfill.preview import compute_preview
     from backfill.store.history import load_history
     from backfill.target import sync_for_plan
@@ -132,7 +133,10 @@ def preview_plan(
             synced, _ = sync_for_plan(database, factory or connect_factory(loaded.ref), loaded)
         elif sync is Sync.HISTORY:
             secret = plan_secrets(loaded.plan.parameters)
-            synced = sync_history(database, factory or connect_factory(loaded.ref), loaded.pipeline, secret=secret)
+            fields = match_fields(loaded.windows, loaded.match_on)
+            synced = sync_history(
+                database, factory or connect_factory(loaded.ref), loaded.pipeline, secret=secret, key_fields=fields
+            )
         history = load_history(database, loaded.ref, loaded.pipeline)
         preview = compute_preview(loaded, history, checks)
     return PlanPreview(loaded, preview, history, checks, synced, synced_from)

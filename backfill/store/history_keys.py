@@ -79,6 +79,14 @@ def write_keys(conn: Connection, factory_key: str, pipeline: str, runs: Sequence
         _upsert_keys(conn, set_id, ((run.run_id, run.parameters) for run in runs), fields)
 
 
+def write_record_keys(conn: Connection, factory_key: str, pipeline: str, runs: Sequence[tuple[str, Any]]) -> None:
+    """``write_keys`` for (run ID, parameters) pairs: a sync's rows, keyed as they are written."""
+    if not runs:
+        return
+    for set_id, fields in key_sets(conn, factory_key, pipeline):
+        _upsert_keys(conn, set_id, runs, fields)
+
+
 def fill_keys(
     conn: Connection, factory_key: str, pipeline: str, set_id: int, fields: Sequence[str], *, runs: int | None = None
 ) -> int:

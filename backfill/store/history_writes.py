@@ -4,16 +4,30 @@ parameter names plans marked secret (``backfill.history.sync_history`` calls the
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.engine import Connection
 
-from backfill.factory.run import Run
+from backfill.factory.run import Run, RunStatus, decode_parameter
+from backfill.secrets import REDACTED
 from backfill.store.history import decode_run, known_secrets
-from backfill.store.history_keys import write_keys
-from backfill.store.history_tables import FETCH_CHUNK, NAME_LIMIT, RUNS, SECRETS, SYNC, SyncState, dialect_insert, to_us
+from backfill.store.history_keys import write_keys, write_record_keys
+from backfill.store.history_tables import (
+    EPOCH,
+    FETCH_CHUNK,
+    NAME_LIMIT,
+    RUNS,
+    SECRETS,
+    SYNC,
+    SyncState,
+    dialect_insert,
+    to_us,
+)
+
+_MICROSECOND = timedelta(microseconds=1)
 
 # One encoder for every document: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
@@ -132,3 +146,174 @@ def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: C
                 .values(parameters=_ENCODER.encode(dict(masked.parameters)), data=_ENCODER.encode(masked.to_json()))
             )
     return new
+
+
+# -- a sync's pages, straight into rows (issue 14: no Run built, masked and re-encoded per run) --
+
+_STATUSES = frozenset(status.value for status in RunStatus if status is not RunStatus.UNKNOWN)
+
+
+def _fast_time(value: Any) -> tuple[str | None, int | None] | None:
+    """ADF's ``2026-11-03T02:17:00.1234567Z`` as ``Run.to_json`` spells it and in microseconds;
+    None when the text is not the plain form (the record then takes ``Run.from_json``)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is not UTC or moment.year < 1000:
+        return None
+    return moment.isoformat()[:-6] + "Z", (moment - EPOCH) // _MICROSECOND
+
+
+def run_row(
+    factory_key: str, pipeline: str, run: Run, secret: Collection[str]
+) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """``record_row`` for a run already read (a factory that gives ``Run`` values, not pages)."""
+    from backfill.masking import mask_run
+
+    masked = mask_run(run, secret)
+    return _row(factory_key, pipeline, masked), masked.parameters
+
+
+def record_row(
+    factory_key: str, pipeline: str, raw: Any, secret: Collection[str]
+) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """The cache row of one run record as the service sent it, and its (masked) parameters: the
+    same row as ``_row`` of ``mask_run(Run.from_json(raw), secret)``, built without the ``Run``.
+    Raises ``MalformedRun`` for a record that cannot be read."""
+    row = _fast_row(factory_key, pipeline, raw, secret)
+    if row is not None:
+        return row
+    return run_row(factory_key, pipeline, Run.from_json(raw), secret)
+
+
+def _fast_row(
+    factory_key: str, pipeline: str, raw: Any, secret: Collection[str]
+) -> tuple[dict[str, Any], Mapping[str, Any]] | None:
+    if type(raw) is not dict:
+        return None
+    run_id, status, raw_params = raw.get("runId"), raw.get("status"), raw.get("parameters") or {}
+    group, latest, invoked = raw.get("runGroupId"), raw.get("isLatest", True), raw.get("invokedBy") or {}
+    duration_ms, message, name = raw.get("durationInMs"), raw.get("message") or "", raw.get("pipelineName") or ""
+    if (
+        type(run_id) is not str
+        or not run_id.strip()
+        or status not in _STATUSES
+        or type(raw_params) is not dict
+        or (group is not None and type(group) is not str)
+        or type(latest) is not bool
+        or type(invoked) is not dict
+        or (duration_ms is not None and (type(duration_ms) is not int or abs(duration_ms) > 10**12))
+        or type(message) is not str
+        or type(name) is not str
+    ):
+        return None
+    start, end, updated = (
+        _fast_time(raw.get("runStart")),
+        _fast_time(raw.get("runEnd")),
+        _fast_time(raw.get("lastUpdated")),
+    )
+    if start is None or end is None or updated is None:
+        return None
+    parameters = {str(k): decode_parameter(v) for k, v in raw_params.items()}
+    if secret:
+        parameters = {k: REDACTED if k in secret else v for k, v in parameters.items()}
+    by, by_type = invoked.get("name") or "", invoked.get("invokedByType") or ""
+    document = {
+        "run_id": run_id,
+        "pipeline": name,
+        "status": status,
+        "parameters": parameters,
+        "run_group_id": group,
+        "is_latest": latest,
+        "start": start[0],
+        "end": end[0],
+        "last_updated": updated[0],
+        "duration_ms": int(timedelta(milliseconds=duration_ms).total_seconds() * 1000)
+        if duration_ms is not None
+        else None,
+        "message": message,
+        "invoked_by": by if type(by) is str else str(by),
+        "invoked_by_type": by_type if type(by_type) is str else str(by_type),
+    }
+    row = {
+        "factory_key": factory_key,
+        "pipeline": pipeline,
+        "run_id": run_id,
+        "status": status,
+        "run_start_us": start[1],
+        "last_updated_us": updated[1],
+        "run_group_id": group,
+        "is_latest": latest,
+        "parameters": _ENCODER.encode(parameters),
+        "data": _ENCODER.encode(document),
+    }
+    return row, parameters
+
+
+_COLUMNS = (
+    "factory_key",
+    "pipeline",
+    "run_id",
+    "status",
+    "run_start_us",
+    "last_updated_us",
+    "run_group_id",
+    "is_latest",
+    "parameters",
+    "data",
+)
+
+
+def upsert_rows(
+    conn: Connection, factory_key: str, pipeline: str, rows: Sequence[tuple[dict[str, Any], Mapping[str, Any]]]
+) -> int:
+    """``upsert_runs`` for rows ``record_row`` built: newest per run ID, in primary-key order,
+    one executemany of the compiled upsert (no per-row bind processing), and the rows' keys for
+    every key set of the pipeline, in the caller's transaction. How many distinct runs."""
+    newest: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
+    for pair in rows:
+        run_id = pair[0]["run_id"]
+        seen = newest.get(run_id)
+        if seen is None or (pair[0]["last_updated_us"] or 0) >= (seen[0]["last_updated_us"] or 0):
+            newest[run_id] = pair
+    if not newest:
+        return 0
+    ordered = [newest[run_id] for run_id in sorted(newest)]
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        compiled = _compiled(conn)
+        names = compiled.positiontup or ()
+        conn.exec_driver_sql(compiled.string, [tuple(_bind(row, name) for name in names) for row, _ in ordered])
+    elif dialect == "postgresql":
+        compiled = _compiled(conn)
+        conn.exec_driver_sql(compiled.string, [{name: row[name] for name in _COLUMNS} for row, _ in ordered])
+    else:
+        # Other dialects take the careful path (select, delete, insert) of upsert_runs.
+        return upsert_runs(conn, factory_key, pipeline, [Run.from_cache(json.loads(row["data"])) for row, _ in ordered])
+    write_record_keys(conn, factory_key, pipeline, [(row["run_id"], parameters) for row, parameters in ordered])
+    return len(ordered)
+
+
+def _bind(row: dict[str, Any], name: str) -> Any:
+    # The compiled statement names columns; booleans go to SQLite as 0/1 as SQLAlchemy sends them.
+    value = row[name]
+    return int(value) if type(value) is bool else value
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(conn: Connection) -> Any:
+    """The upsert compiled once per dialect, for ``exec_driver_sql``."""
+    dialect = conn.dialect
+    compiled = _COMPILED.get(dialect.name)
+    if compiled is None:
+        updated = ("status", "run_start_us", "last_updated_us", "run_group_id", "is_latest", "parameters", "data")
+        stmt = _upsert(dialect.name, updated).values({name: bindparam(name) for name in _COLUMNS})
+        compiled = _COMPILED[dialect.name] = stmt.compile(dialect=dialect)
+    return compiled
