@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("backfill.cli.report", "report", "Evidence report for a backfill."),
     "sla": ("backfill.cli.sla", "sla", "SLA and duration-drift evidence per business date."),
     "emulator": ("backfill.cli.emulator", "emulator", "Run the local ADF emulator."),
+    "serve": ("backfill.cli.serve", "serve", "The supervisors' console in a browser."),
 }
 
 

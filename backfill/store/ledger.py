@@ -171,6 +171,8 @@ class Ledger:
         for draft in drafts:
             seq += 1
             payload = draft.payload if note is None else {**draft.payload, "client_actor": note}
+            if actor.principal_id is not None:
+                payload = {**payload, "principal_id": actor.principal_id}
             try:
                 event = make_event(
                     seq=seq,
