@@ -101,7 +101,7 @@ def create_app(settings: ConsoleSettings, db: Database | None = None) -> Starlet
     """The console over ``db`` (default: the ledger ``BACKFILL_LEDGER`` names, never created)."""
     from backfill.console import routes
 
-    database = db or Database(settings.ledger_url, create=False)
+    database = db or open_ledger(settings)
     console = Console(settings, database)
 
     @asynccontextmanager
@@ -129,6 +129,19 @@ def create_app(settings: ConsoleSettings, db: Database | None = None) -> Starlet
     )
     app.state.console = console
     return app
+
+
+def open_ledger(settings: ConsoleSettings) -> Database:
+    """The ledger to serve, never created: a console over nothing would only mislead."""
+    from backfill.errors import ConfigError
+
+    database = Database(settings.ledger_url, create=False)
+    if database.empty_view:
+        database.dispose()
+        raise ConfigError(
+            f"no ledger at {database.display_url} yet: set BACKFILL_LEDGER to the one backfill request wrote"
+        )
+    return database
 
 
 def _not_found(console: Console) -> Any:

@@ -1,0 +1,141 @@
+"""Shared set-up of the console tests: a seeded backfill, a console app, signing in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from backfill import events as ev
+from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.console.app import create_app
+from backfill.console.settings import ConsoleSettings, load_settings
+from backfill.identity import Actor, IdentitySource
+from backfill.store.backfills import create_backfill
+from backfill.store.database import Database
+from backfill.store.ledger import Ledger
+from backfill.timeutil import utcnow
+
+K1 = "2026-11-03T00:00:00Z/2026-11-03T00:15:00Z"
+K2 = "2026-11-03T00:15:00Z/2026-11-03T00:30:00Z"
+K3 = "2026-11-03T00:30:00Z/2026-11-03T00:45:00Z"
+REQUESTER = Actor("alice", IdentitySource.DECLARED)
+RUNNER = Actor("runner", IdentitySource.OS)
+FACTORY = {"subscription_id": "sub-1", "resource_group": "rg-energy", "factory": "adf-grid"}
+
+
+def frozen_preview(decisions: dict[str, str]) -> dict[str, Any]:
+    windows = []
+    for key, decision in decisions.items():
+        checks = []
+        if decision in ("run", "rerun", "blocked-partial"):
+            committed = 300 if decision == "blocked-partial" else 0
+            checks.append(
+                {
+                    "check": "readings-in-sink",
+                    "status": "partial" if committed else "clean",
+                    "reason": f"{committed} of 900 rows committed" if committed else "nothing committed",
+                    "evidence": {"committed": committed, "expected": 900},
+                }
+            )
+        windows.append({"key": key, "decision": decision, "reason": f"because {decision}", "checks": checks})
+    return {"factory": FACTORY, "windows": windows, "summary": {}}
+
+
+def seed(
+    *,
+    note: str | None = None,
+    requester: Actor = REQUESTER,
+    decisions: dict[str, str] | None = None,
+    title: str = "Replay north",
+    **policy: Any,
+) -> str:
+    """A requested backfill (three windows: rerun, blocked-partial, skip-succeeded by default)."""
+    chosen = decisions or {K1: "rerun", K2: "blocked-partial", K3: "skip-succeeded"}
+    record = BackfillRecord(
+        id="",
+        plan_path="/plans/north.toml",
+        plan_hash="ab" * 32,
+        pipeline="LoadMeterTelemetry",
+        factory_key="sub-1/rg-energy/adf-grid",
+        title=title,
+        ticket="INC-4821",
+        requester=requester.name,
+        requester_source=requester.source.value,
+        requested_at=utcnow(),
+        note=note,
+        policy=ApprovalPolicy(**policy),
+        decisions=chosen,
+        preview=frozen_preview(chosen),
+    )
+    runnable = [k for k, d in chosen.items() if d in ("run", "rerun")]
+    blocked = [k for k, d in chosen.items() if d.startswith("blocked")]
+    db = Database()
+    try:
+        return create_backfill(db, record, {"runnable": runnable, "blocked": blocked}, requester).id
+    finally:
+        db.dispose()
+
+
+def append(backfill_id: str, kind: str, key: str | None = None, actor: Actor = RUNNER, **payload: Any) -> None:
+    db = Database()
+    try:
+        Ledger(db).append(kind, payload, actor=actor, backfill_id=backfill_id, window_key=key)
+    finally:
+        db.dispose()
+
+
+def events(backfill_id: str) -> list[Any]:
+    db = Database()
+    try:
+        return list(Ledger(db).events(backfill_id=backfill_id))
+    finally:
+        db.dispose()
+
+
+def kinds(backfill_id: str) -> list[str]:
+    return [e.kind for e in events(backfill_id)]
+
+
+def dev_settings(users: str = "alice,bob,carol") -> ConsoleSettings:
+    return load_settings("dev", dev_users=users)
+
+
+@pytest.fixture
+def client_for() -> Iterator[Any]:
+    """``client_for(settings)``: a TestClient over a console on the test's ledger."""
+    made: list[TestClient] = []
+
+    def make(settings: ConsoleSettings | None = None) -> TestClient:
+        client = TestClient(create_app(settings or dev_settings()), base_url="http://127.0.0.1:8484")
+        client.__enter__()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.__exit__(None, None, None)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, user: str) -> None:
+    page = client.get("/signin").text
+    response = client.post("/signin", data={"user": user, "csrf": csrf_of(page)}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+
+
+def post(client: TestClient, path: str, **form: str) -> Any:
+    """A same-origin form POST with the session's token, as the browser sends it."""
+    page = client.get("/").text
+    return client.post(path, data={"csrf": csrf_of(page), **form}, follow_redirects=False)
+
+
+__all__ = ["ev"]
