@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from conftest import missing
 from starlette.testclient import TestClient
 
-from backfill import events as ev
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.console.app import create_app
 from backfill.console.settings import ConsoleSettings, load_settings
@@ -138,4 +139,56 @@ def post(client: TestClient, path: str, **form: str) -> Any:
     return client.post(path, data={"csrf": csrf_of(page), **form}, follow_redirects=False)
 
 
-__all__ = ["ev"]
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(settings: ConsoleSettings) -> Iterator[str]:
+    """The console served by uvicorn on a thread, as ``backfill serve`` serves it; its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the console did not start"
+        time.sleep(0.02)
+    try:
+        yield settings.base_url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+BOB = {"oid": "6f1c2a3b-0000-4000-8000-00000000b0b0", "preferred_username": "bob@contoso.com"}
+ALICE = {"oid": "6f1c2a3b-0000-4000-8000-0000000a11ce", "preferred_username": "alice@contoso.com"}
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real OIDC provider on a free loopback port; BACKFILL_OIDC_* point the console at it."""
+    try:
+        from oidc_provider_mock import User, run_server_in_thread
+    except ImportError:
+        missing("oidc-provider-mock")
+        raise
+    users = [User(sub="bob-sub", claims=BOB), User(sub="alice-sub", claims=ALICE)]
+    with run_server_in_thread(user_claims=users) as server:
+        issuer = f"http://localhost:{server.server_port}"
+        monkeypatch.setenv("BACKFILL_OIDC_ISSUER", issuer)
+        monkeypatch.setenv("BACKFILL_OIDC_CLIENT_ID", "backfill-console")
+        # A confidential client, as an Entra ID web app registration is (PKCE on top).
+        monkeypatch.setenv("BACKFILL_OIDC_CLIENT_SECRET", "console-secret-for-tests")
+        yield issuer

@@ -4,41 +4,18 @@ authorization code flow with PKCE, the ID token verified by authlib, and the tok
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2 as httpx
 import pytest
-from conftest import missing
-from console_support import client_for, events, post, seed
+from console_support import BOB, client_for, events, post, provider, seed
 
 from backfill import events as ev
 from backfill.console.settings import load_settings
 from backfill.errors import ConfigError
 
-__all__ = ["client_for"]
-
-BOB = {"oid": "6f1c2a3b-0000-4000-8000-00000000b0b0", "preferred_username": "bob@contoso.com"}
-ALICE = {"oid": "6f1c2a3b-0000-4000-8000-0000000a11ce", "preferred_username": "alice@contoso.com"}
-
-
-@pytest.fixture
-def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real OIDC provider on a free loopback port; BACKFILL_OIDC_* point the console at it."""
-    try:
-        from oidc_provider_mock import User, run_server_in_thread
-    except ImportError:
-        missing("oidc-provider-mock")
-        raise
-    users = [User(sub="bob-sub", claims=BOB), User(sub="alice-sub", claims=ALICE)]
-    with run_server_in_thread(user_claims=users) as server:
-        issuer = f"http://localhost:{server.server_port}"
-        monkeypatch.setenv("BACKFILL_OIDC_ISSUER", issuer)
-        monkeypatch.setenv("BACKFILL_OIDC_CLIENT_ID", "backfill-console")
-        # A confidential client, as an Entra ID web app registration is (PKCE on top).
-        monkeypatch.setenv("BACKFILL_OIDC_CLIENT_SECRET", "console-secret-for-tests")
-        yield issuer
+__all__ = ["client_for", "provider"]
 
 
 def sign_in_oidc(client: Any, sub: str) -> httpx.Response:
