@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backfill.console import csrf
 from backfill.console.auth import current_actor
+from backfill.console.frozen import FrozenRequests
 from backfill.console.settings import AuthMode, ConsoleSettings
 from backfill.store.database import Database
 
@@ -66,6 +67,7 @@ class Console:
     def __init__(self, settings: ConsoleSettings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        self.frozen = FrozenRequests(db)
         self.templates = Environment(
             loader=PackageLoader("backfill.console", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),

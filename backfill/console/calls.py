@@ -27,6 +27,7 @@ from backfill.approvals import (
     gate_window_acceptance,
     load_backfill,
 )
+from backfill.console.frozen import FrozenRequests, Shown
 from backfill.errors import UsageError
 from backfill.identity import Actor
 from backfill.progress import Progress, summarize
@@ -53,22 +54,21 @@ def progress_of(record: BackfillRecord, state: BackfillState, now: datetime) -> 
     return summarize((state.windows[k] for k in approved_keys(record, state)), now, state.concurrency)
 
 
-def list_backfills(db: Database, now: datetime | None = None) -> list[Listed]:
+def list_backfills(frozen: FrozenRequests, now: datetime | None = None) -> list[Listed]:
     """Every backfill with its derived state, as ``backfill status`` lists them."""
     from backfill.store.backfills import list_backfills as rows
 
     now = now or utcnow()
-    ledger = Ledger(db)
     listed = []
-    for record in rows(db):
-        state = derive_state(record, ledger.events(backfill_id=record.id), now)
+    for record in rows(frozen.db):
+        state = derive_state(record, frozen.events(record.id), now)
         listed.append(Listed(record, state, progress_of(record, state, now)))
     return listed
 
 
-def show_backfill(db: Database, backfill_id: str, now: datetime | None = None) -> tuple[BackfillRecord, BackfillState]:
+def show_backfill(frozen: FrozenRequests, backfill_id: str, now: datetime | None = None) -> Shown:
     """The frozen request (as the chain seals it) and its state, as ``backfill status ID`` reads them."""
-    return load_backfill(db, backfill_id, now)
+    return frozen.show(backfill_id, now or utcnow())
 
 
 def _load_for_decision(db: Database, backfill_id: str, actor: Actor) -> tuple[BackfillRecord, BackfillState]:

@@ -42,7 +42,7 @@ def routes(console: Console) -> list[Route]:
 
     async def index(request: Request) -> Response:
         now = utcnow()
-        items = await run_in_threadpool(calls.list_backfills, console.db, now)
+        items = await run_in_threadpool(calls.list_backfills, console.frozen, now)
         return console.render(request, "index.html", backfills=views.listing(items, now))
 
     async def backfill(request: Request) -> Response:
@@ -54,12 +54,13 @@ def routes(console: Console) -> list[Route]:
             page = 1
         now = utcnow()
         try:
-            record, state = await run_in_threadpool(calls.show_backfill, console.db, backfill_id, now)
+            shown = await run_in_threadpool(calls.show_backfill, console.frozen, backfill_id, now)
         except BackfillError as exc:
             return refused(request, str(exc), _status_for(exc))
         actor = current_actor(request, console.settings)
-        shown = views.backfill_page(record, state, now, decision=decision, page=page)
-        return console.render(request, "backfill.html", b=shown, allowed=calls.allowed_actions(record, state, actor))
+        page_values = views.backfill_page(shown, now, decision=decision, page=page)
+        allowed = calls.allowed_actions(shown.record, shown.state, actor)
+        return console.render(request, "backfill.html", b=page_values, allowed=allowed)
 
     def action(run: Callable[[Actor, str, Any], str | list[str] | Any]) -> Handler:
         """A POST: CSRF guards first, then the signed-in actor, then the one use-case call."""

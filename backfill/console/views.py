@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from backfill.approvals import BackfillRecord, BackfillState, BackfillStatus, Decided
+from backfill.approvals import BackfillRecord, BackfillStatus, Decided
 from backfill.console.calls import Listed, progress_of
+from backfill.console.frozen import Shown
 from backfill.ledger import redact_payload
 from backfill.progress import window_duration
 from backfill.timeutil import format_duration, format_utc
@@ -104,31 +105,18 @@ def _checks(frozen: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return shown
 
 
-def _frozen_windows(record: BackfillRecord, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    wanted = set(keys)
-    found: dict[str, Mapping[str, Any]] = {}
-    windows = record.preview.get("windows") if record.preview else None
-    for window in windows or ():
-        if isinstance(window, Mapping) and window.get("key") in wanted:
-            found[str(window["key"])] = window
-            if len(found) == len(wanted):
-                break
-    return found
-
-
-def backfill_page(
-    record: BackfillRecord, state: BackfillState, now: datetime, *, decision: str | None, page: int
-) -> dict[str, Any]:
+def backfill_page(shown: Shown, now: datetime, *, decision: str | None, page: int) -> dict[str, Any]:
     """Everything the backfill page shows, for one page of windows."""
+    record, state = shown.record, shown.state
     progress = progress_of(record, state, now)
     summary = Counter(record.decisions.values())
     keys = [k for k, d in record.decisions.items() if decision is None or d == decision]
     count = max(1, -(-len(keys) // PAGE_SIZE))
     number = min(max(page, 1), count)
-    shown = keys[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-    frozen = _frozen_windows(record, shown)
+    keys_shown = keys[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    frozen = shown.windows.get(keys_shown)
     windows = []
-    for key in shown:
+    for key in keys_shown:
         w = state.windows[key]
         run_id = w["run_id"]
         windows.append(
