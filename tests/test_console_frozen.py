@@ -31,7 +31,7 @@ def test_windows_decoded_on_demand_are_the_ones_json_loads_reads(
     text = json.dumps(preview, sort_keys=sort, indent=indent)
     frozen = FrozenWindows(text)
     whole = {w["key"]: w for w in json.loads(text)["windows"]}
-    asked = list(reversed(keys[: len(keys) // 2])) + ["not-a-key"]
+    asked = [*reversed(keys[: len(keys) // 2]), "not-a-key"]
     assert frozen.get(asked) == {k: whole[k] for k in asked if k in whole}
     assert frozen.get(keys) == whole
     # The values before the windows are read whole (json.dumps puts the rest after them).
