@@ -37,7 +37,9 @@ RUNNER = Actor("runner", IdentitySource.OS)
 
 
 def emit(figure: str, value: float, **extra: Any) -> None:
-    print(json.dumps({"bench": "console", "figure": figure, "value": round(value, 4), "unit": "s", **extra}), flush=True)
+    print(
+        json.dumps({"bench": "console", "figure": figure, "value": round(value, 4), "unit": "s", **extra}), flush=True
+    )
 
 
 def frozen_window(i: int, key: str, decision: str) -> dict[str, Any]:
