@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from starlette.testclient import TestClient
 from backfill.approvals import ApprovalPolicy, BackfillRecord
 from backfill.console.app import create_app
 from backfill.console.settings import ConsoleSettings, load_settings
+from backfill.demo import EVERY, FAST_SPEED, WINDOW_COUNT, demo_plan_text, demo_scenario, shifted_plan, yesterday
+from backfill.emulator import Emulator
 from backfill.identity import Actor, IdentitySource
 from backfill.store.backfills import create_backfill
 from backfill.store.database import Database
@@ -192,3 +195,18 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         # A confidential client, as an Entra ID web app registration is (PKCE on top).
         monkeypatch.setenv("BACKFILL_OIDC_CLIENT_SECRET", "console-secret-for-tests")
         yield issuer
+
+
+@pytest.fixture
+def demo_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The demo's emulated factory and plan (a blocked-partial window, a canary of one)."""
+    day = yesterday()
+    sink_url = f"sqlite:///{tmp_path / 'sink.db'}"
+    plan = tmp_path / "plan.toml"
+    plan.write_text(shifted_plan(demo_plan_text(), day, day + WINDOW_COUNT * EVERY), encoding="utf-8")
+    with Emulator(demo_scenario(day, sink_url, speed=FAST_SPEED)) as emulator:
+        for name, value in emulator.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TELEMETRY_SINK_URL", sink_url)
+        monkeypatch.setenv("BACKFILL_RECONCILE_SETTLE", "300ms")
+        yield plan

@@ -17,25 +17,19 @@ from typing import Any
 
 import pytest
 from conftest import missing
-from console_support import events, free_port, provider, served
+from console_support import demo_factory, events, free_port, provider, served
 
 from backfill import events as ev
 from backfill.cli import main
 from backfill.console.settings import load_settings
 from backfill.demo import (
     EVERY,
-    FAST_SPEED,
     PARTIAL,
-    WINDOW_COUNT,
-    demo_plan_text,
-    demo_scenario,
-    shifted_plan,
     yesterday,
 )
-from backfill.emulator import Emulator
 from backfill.windows import window_key
 
-__all__ = ["provider"]
+__all__ = ["demo_factory", "provider"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = (
@@ -58,21 +52,6 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
-
-
-@pytest.fixture
-def demo_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The demo's emulated factory and plan (a blocked-partial window, a canary of one)."""
-    day = yesterday()
-    sink_url = f"sqlite:///{tmp_path / 'sink.db'}"
-    plan = tmp_path / "plan.toml"
-    plan.write_text(shifted_plan(demo_plan_text(), day, day + WINDOW_COUNT * EVERY), encoding="utf-8")
-    with Emulator(demo_scenario(day, sink_url, speed=FAST_SPEED)) as emulator:
-        for name, value in emulator.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("TELEMETRY_SINK_URL", sink_url)
-        monkeypatch.setenv("BACKFILL_RECONCILE_SETTLE", "300ms")
-        yield plan
 
 
 def shot(page: Any, name: str) -> None:

@@ -28,7 +28,7 @@ from backfill.approvals import (
     load_backfill,
 )
 from backfill.console.frozen import FrozenRequests, Shown
-from backfill.errors import UsageError
+from backfill.errors import BackfillError, UsageError
 from backfill.identity import Actor
 from backfill.progress import Progress, summarize
 from backfill.store.database import Database
@@ -199,3 +199,57 @@ def stop_backfill_as(db: Database, backfill_id: str, actor: Actor) -> Sequence[s
     if refusal is not None:
         raise BackfillError(refusal)
     return stop_backfill(db, backfill_id, actor)
+
+
+@dataclass(frozen=True)
+class Changed:
+    key: str
+    frozen: str
+    now: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FreshPreview:
+    """What a preview computed now would change against the frozen one (spec §6: a window may drop
+    out at execution, none may be added)."""
+
+    dropped: list[Changed]
+    would_add: list[Changed]
+    other: list[Changed]
+    synced: str
+
+
+def fresh_preview(db: Database, record: BackfillRecord) -> FreshPreview:
+    """``backfill preview PLAN`` of the request's plan (synced first), compared window by window with
+    the frozen preview; BackfillError when the plan file changed (a new request is needed)."""
+    from backfill.checks.registry import build_checks
+    from backfill.execution import PLAN_CHANGED
+    from backfill.factory.client import connect
+    from backfill.history import load_history
+    from backfill.plan import load_plan
+    from backfill.preview import compute_preview
+    from backfill.target import sync_for_plan
+
+    # As ``run`` reads it: relative windows mean what they meant at the request.
+    loaded = load_plan(record.plan_path, now=record.requested_at)
+    if loaded.hash != record.plan_hash:
+        raise BackfillError(PLAN_CHANGED)
+    checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
+    synced, _ = sync_for_plan(db, connect(loaded.ref), loaded)
+    preview = compute_preview(loaded, load_history(db, loaded.ref, loaded.pipeline), checks)
+    runnable = {"run", "rerun"}
+    dropped, added, other = [], [], []
+    for item in preview.decisions:
+        was, now = record.decisions.get(item.key), item.decision.value
+        if was is None or was == now:
+            continue
+        change = Changed(item.key, was, now, item.reason)
+        if was in runnable and now not in runnable:
+            dropped.append(change)
+        elif now in runnable and was not in runnable:
+            added.append(change)
+        else:
+            other.append(change)
+    line = f"history of {loaded.pipeline} synced: {synced.fetched} runs fetched in {synced.api_calls} API calls"
+    return FreshPreview(dropped, added, other, line)

@@ -116,6 +116,15 @@ def routes(console: Console) -> list[Route]:
             return refused(request, str(exc), _status_for(exc))
         return console.render(request, "evidence.html", r=data)
 
+    async def fresh(request: Request) -> Response:
+        backfill_id = request.path_params["backfill_id"]
+        try:
+            shown = await run_in_threadpool(calls.show_backfill, console.frozen, backfill_id, utcnow())
+            result = await run_in_threadpool(calls.fresh_preview, console.db, shown.record)
+        except BackfillError as exc:
+            return console.render(request, "fresh.html", 200, bid=backfill_id, error=str(exc), fresh=None)
+        return console.render(request, "fresh.html", bid=shown.record.id, error=None, fresh=result)
+
     async def signin(request: Request) -> Response:
         settings = console.settings
         target = _next(request)
@@ -169,6 +178,7 @@ def routes(console: Console) -> list[Route]:
         Route("/backfills/{backfill_id}/stop", stop, methods=["POST"]),
         Route("/backfills/{backfill_id}/report", report),
         Route("/backfills/{backfill_id}/evidence", evidence),
+        Route("/backfills/{backfill_id}/fresh", fresh),
         Route("/signin", signin, methods=["GET", "POST"]),
         Route("/auth/callback", callback),
         Route("/signout", signout, methods=["POST"]),
