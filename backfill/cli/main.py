@@ -107,6 +107,11 @@ def _log_traceback(args: list[str]) -> str:
 def run(args: list[str] | None = None, **extra: Any) -> int:
     """Run the CLI and return its exit code (the single error handler of the program)."""
     try:
+        if os.environ.get("BACKFILL_NOTIFY", "").strip():
+            # Webhooks hear of ledger events this command writes (issue 15); imported only then.
+            from backfill.notify.deliver import install_from_env
+
+            install_from_env()
         # Without standalone mode click returns, not raises, the code of an Exit (exit_with).
         result = cli.main(args=args, standalone_mode=False, **extra)
     except BackfillError as exc:

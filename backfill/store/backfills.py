@@ -115,7 +115,7 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
         try:
             with db.writing() as conn:
                 conn.execute(insert(TABLE), _to_row(record))
-                ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, conn=conn)
+                requested = ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, conn=conn)
         except IntegrityError:
             # Two requests drew the same 24 random bits on the same day: draw again.
             continue
@@ -125,6 +125,7 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
             line = str(exc.orig).strip().splitlines()[0]
             reason = line[line.find("team ledger:") :] if "team ledger:" in line else f"ledger: {line}"
             raise LedgerError(reason) from None
+        ledger.announce([requested])  # committed: notifications may go out (issue 15)
         return record
     raise LedgerError("ledger: could not allocate a backfill ID; retry")
 
