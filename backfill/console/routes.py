@@ -142,6 +142,8 @@ def routes(console: Console) -> list[Route]:
             if name not in settings.dev_users:
                 return refused(request, f"{name} is not among --dev-users", 403)
             assert isinstance(name, str)
+            # A new token with a new identity: a form rendered before the sign-in no longer posts.
+            request.session.pop(csrf.SESSION_KEY, None)
             remember(request.session, Actor(name, IdentitySource.DECLARED))
             return RedirectResponse(target, status_code=303)
         return console.render(request, "signin.html", users=settings.dev_users, next=target)
@@ -154,6 +156,7 @@ def routes(console: Console) -> list[Route]:
         except BackfillError as exc:
             return refused(request, str(exc), 401)
         request.session.pop("user", None)
+        request.session.pop(csrf.SESSION_KEY, None)
         remember(request.session, actor)
         target = request.session.pop("next", "/")
         return RedirectResponse(target if isinstance(target, str) and target.startswith("/") else "/", 303)
