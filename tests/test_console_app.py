@@ -240,7 +240,7 @@ def test_a_verified_identity_policy_refuses_declared_dev_users(client_for: Any) 
         ("proxy", {"dev_users": "alice"}, "--dev-users goes with --auth dev only"),
     ],
 )
-def test_settings_refuse_unsafe_combinations(auth: str, kwargs: dict[str, str], message: str | None) -> None:
+def test_settings_refuse_unsafe_combinations(auth: str, kwargs: dict[str, Any], message: str | None) -> None:
     if message is None:
         assert load_settings(auth, **kwargs).dev_users == ("alice",)
         return
