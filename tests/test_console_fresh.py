@@ -14,7 +14,7 @@ from backfill.cli import main
 from backfill.console.settings import load_settings
 from backfill.demo import EVERY, LOCKED, yesterday
 from backfill.factory.client import connect
-from backfill.plan import load_plan
+from backfill.plan.loader import load_plan
 from backfill.timeutil import format_utc
 from backfill.windows import window_key
 

@@ -227,7 +227,7 @@ def fresh_preview(db: Database, record: BackfillRecord) -> FreshPreview:
     from backfill.execution import PLAN_CHANGED
     from backfill.factory.client import connect
     from backfill.history import load_history
-    from backfill.plan import load_plan
+    from backfill.plan.loader import load_plan
     from backfill.preview import compute_preview
     from backfill.target import sync_for_plan
 

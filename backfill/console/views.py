@@ -17,8 +17,8 @@ from urllib.parse import quote, urlencode
 from backfill.approvals import BackfillRecord, BackfillStatus, Decided
 from backfill.console.calls import Listed, progress_of
 from backfill.console.frozen import Shown
-from backfill.ledger import redact_payload
 from backfill.progress import window_duration
+from backfill.secrets import redact_payload
 from backfill.timeutil import format_duration, format_utc
 
 PAGE_SIZE = 100

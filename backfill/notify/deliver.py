@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from backfill.chain import LedgerEvent
 from backfill.errors import BackfillError
 from backfill.identity import Actor, IdentitySource
-from backfill.ledger import LedgerEvent
 from backfill.notify.messages import Notice, body, notice_for
 from backfill.notify.targets import Target
 from backfill.store.database import Database

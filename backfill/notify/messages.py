@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from backfill import events as ev
-from backfill.ledger import LedgerEvent
+from backfill.chain import LedgerEvent
 from backfill.timeutil import format_utc
 
 # The events a supervisor hears of, and how each reads.
