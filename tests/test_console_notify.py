@@ -7,18 +7,20 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from console_support import append, client_for, events, post, seed, sign_in
+from console_support import append, client_for, demo_factory, events, post, seed, sign_in
 
 from backfill import events as ev
 from backfill.cli import main
+from backfill.demo import demo_plan_text
 from backfill.errors import ConfigError
 from backfill.notify import deliver
 from backfill.notify.targets import parse_targets
 
-__all__ = ["client_for"]
+__all__ = ["client_for", "demo_factory"]
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -125,3 +127,34 @@ def test_backfill_notify_is_checked_and_used_by_every_command(
     assert main.run(["approve", bid]) == 0
     assert deliver._installed is not None and deliver._installed.drain()
     assert [d["headline"] for _, d in receiver.received] == ["approved"]
+
+
+def test_a_plans_notify_targets_hear_of_its_backfill(
+    receiver: Receiver,
+    demo_factory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AUDIT_HOOK_URL", receiver.url + "/audit")
+    plan = demo_factory.read_text(encoding="utf-8")
+    demo_factory.write_text(plan + '\n[notify]\ntargets = ["json=${AUDIT_HOOK_URL}"]\n', encoding="utf-8")
+    monkeypatch.setenv("BACKFILL_ACTOR", "alice")
+    assert main.run(["request", str(demo_factory)]) == 0, capsys.readouterr()
+    bid = capsys.readouterr().out.splitlines()[0]
+    monkeypatch.setenv("BACKFILL_ACTOR", "bob")
+    assert main.run(["approve", bid]) == 0
+    assert deliver._installed is not None and deliver._installed.drain()
+    assert [(p, d["headline"]) for p, d in receiver.received] == [
+        ("/audit", "requested: awaiting approval"),
+        ("/audit", "approved"),
+    ]
+
+
+def test_a_plan_never_holds_a_webhook_url_itself(tmp_path: Path) -> None:
+    from backfill.errors import PlanError
+    from backfill.plan.loader import load_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(demo_plan_text() + '\n[notify]\ntargets = ["teams=https://example.webhook.office.com/x"]\n')
+    with pytest.raises(PlanError, match=r"notify.targets\[0\].*write it as \$\{VAR\}"):
+        load_plan(plan)

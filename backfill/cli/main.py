@@ -49,6 +49,11 @@ class LazyGroup(click.Group):
         if spec is None:
             return None
         module_name, attribute, _ = spec
+        # Webhooks hear of the ledger events a command writes (issue 15); installed only once a
+        # command is chosen, so ``backfill --help`` imports nothing more.
+        from backfill.notify.deliver import install_from_env
+
+        install_from_env()
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
@@ -107,11 +112,6 @@ def _log_traceback(args: list[str]) -> str:
 def run(args: list[str] | None = None, **extra: Any) -> int:
     """Run the CLI and return its exit code (the single error handler of the program)."""
     try:
-        if os.environ.get("BACKFILL_NOTIFY", "").strip():
-            # Webhooks hear of ledger events this command writes (issue 15); imported only then.
-            from backfill.notify.deliver import install_from_env
-
-            install_from_env()
         # Without standalone mode click returns, not raises, the code of an Exit (exit_with).
         result = cli.main(args=args, standalone_mode=False, **extra)
     except BackfillError as exc:

@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
 
 from backfill.chain import LedgerEvent
 from backfill.errors import BackfillError
@@ -41,22 +43,66 @@ def http_post(url: str, data: bytes) -> int:
 
 @dataclass(frozen=True)
 class _Job:
-    db: Database
-    target: Target
+    # The ledger's URL, not the command's Database: holding that object here would keep its
+    # connections (and SQLite's -wal and -shm files) alive after the command let go of it.
+    ledger_url: str
     notice: Notice
     event: LedgerEvent
+
+
+PlanTargets = Callable[[str, str], Sequence[Target]]
+
+
+def plan_targets(ledger_url: str, backfill_id: str) -> list[Target]:
+    """The ``[notify] targets`` of the backfill's plan (as ``run`` reads it: relative windows as at
+    the request), or none when the plan cannot be read any more."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backfill.notify.targets import parse_targets
+    from backfill.plan.loader import load_plan
+    from backfill.store.backfills import TABLE
+
+    try:
+        # An engine of its own, disposed at once: this thread may outlive the command's database,
+        # and a connection left open would keep SQLite's -wal and -shm files after it exits.
+        engine = create_engine(ledger_url)
+        try:
+            with engine.connect() as conn:
+                query = select(TABLE.c.plan_path, TABLE.c.requested_at).where(TABLE.c.id == backfill_id)
+                row = conn.execute(query).first()
+        finally:
+            engine.dispose()
+        if row is None:
+            return []
+        plan_path, requested_at = str(row[0]), row[1]
+        # Most plans name no webhook: read the file, parse it only when it may.
+        if "notify" not in Path(plan_path).read_text(encoding="utf-8"):
+            return []
+        at = requested_at if requested_at.tzinfo else requested_at.replace(tzinfo=UTC)
+        loaded = load_plan(plan_path, now=at)
+    except (BackfillError, OSError, UnicodeDecodeError, SQLAlchemyError):
+        return []
+    return [t for text in loaded.plan.notify.targets for t in parse_targets(text, "notify.targets")]
 
 
 class Notifier:
     """One queue and one sender thread for a process."""
 
     def __init__(
-        self, targets: Sequence[Target], console_url: str, post: Post = http_post, backoff: Sequence[float] = BACKOFF
+        self,
+        targets: Sequence[Target],
+        console_url: str,
+        post: Post = http_post,
+        backoff: Sequence[float] = BACKOFF,
+        per_plan: PlanTargets | None = plan_targets,
     ) -> None:
         self.targets = list(targets)
         self.console_url = console_url
         self.post = post
         self.backoff = tuple(backoff)
+        self.per_plan = per_plan
+        self._plans: dict[str, list[Target]] = {}
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="backfill-notify", daemon=True)
         self._thread.start()
@@ -66,10 +112,8 @@ class Notifier:
         try:
             for event in events:
                 notice = notice_for(event, self.console_url)
-                if notice is None:
-                    continue
-                for target in self.targets:
-                    self._queue.put(_Job(db, target, notice, event))
+                if notice is not None:
+                    self._queue.put(_Job(db.url, notice, event))
         except Exception:  # a notification never stops the writer
             return
 
@@ -87,18 +131,31 @@ class Notifier:
             job = self._queue.get()
             try:
                 if job is not None:
-                    self._send(job)
+                    for target in self._targets_of(job):
+                        self._send(job, target)
             finally:
+                job = None
                 self._queue.task_done()
 
-    def _send(self, job: _Job) -> None:
-        data = json.dumps(body(job.target.kind, job.notice)).encode()
+    def _targets_of(self, job: _Job) -> list[Target]:
+        """``BACKFILL_NOTIFY``'s targets and the backfill's plan's, read once per backfill (here,
+        off the writer's thread: loading a plan of a year of windows takes a moment)."""
+        bid = job.notice.backfill_id
+        if self.per_plan is not None and bid not in self._plans:
+            try:
+                self._plans[bid] = list(self.per_plan(job.ledger_url, bid))
+            except Exception:
+                self._plans[bid] = []
+        return [*self.targets, *self._plans.get(bid, [])]
+
+    def _send(self, job: _Job, target: Target) -> None:
+        data = json.dumps(body(target.kind, job.notice)).encode()
         why = "not sent"
         for attempt, pause in enumerate((0.0, *self.backoff)):
             if attempt:
                 time.sleep(pause)
             try:
-                status = self.post(job.target.resolve(), data)
+                status = self.post(target.resolve(), data)
             except BackfillError as exc:  # an unset ${VAR}: retrying will not set it
                 why = str(exc)
                 break
@@ -109,16 +166,20 @@ class Notifier:
             if 200 <= status < 300:
                 return
             why = f"HTTP {status}"
-        self._record_failure(job, why, attempt + 1)
+        self._record_failure(job, target, why, attempt + 1)
 
-    def _record_failure(self, job: _Job, why: str, attempts: int) -> None:
+    def _record_failure(self, job: _Job, target: Target, why: str, attempts: int) -> None:
         from backfill.store.ledger import Ledger
 
-        payload = {"target": job.target.kind, "event_seq": job.event.seq, "event": job.event.kind, "reason": why}
+        payload = {"target": target.kind, "event_seq": job.event.seq, "event": job.event.kind, "reason": why}
         payload["attempts"] = attempts
         actor = Actor(job.event.actor, _source(job.event.identity_source))
         try:
-            Ledger(job.db).append(FAILED_KIND, payload, actor=actor, backfill_id=job.event.backfill_id)
+            db = Database(job.ledger_url, create=False)
+            try:
+                Ledger(db).append(FAILED_KIND, payload, actor=actor, backfill_id=job.event.backfill_id)
+            finally:
+                db.dispose()
         except Exception:  # the ledger refusing the record must not kill the sender either
             return
 
@@ -131,18 +192,19 @@ def _source(value: str) -> IdentitySource:
 
 
 _installed: Notifier | None = None
+_installed_for: tuple[str, str] | None = None
 
 
-def install(targets: Sequence[Target], console_url: str, post: Post = http_post) -> Notifier | None:
-    """Listen to committed ledger appends and notify ``targets`` (no-op without targets)."""
+def install(
+    targets: Sequence[Target], console_url: str, post: Post = http_post, per_plan: PlanTargets | None = plan_targets
+) -> Notifier:
+    """Listen to committed ledger appends; notify ``targets`` and each backfill's plan's."""
     global _installed
     from backfill.store import ledger
 
-    if not targets:
-        return None
     if _installed is not None and _installed in ledger.COMMITTED:
         ledger.COMMITTED.remove(_installed)
-    notifier = Notifier(targets, console_url, post)
+    notifier = Notifier(targets, console_url, post, per_plan=per_plan)
     ledger.COMMITTED.append(notifier)
     _installed = notifier
     atexit.register(notifier.drain)
@@ -150,22 +212,27 @@ def install(targets: Sequence[Target], console_url: str, post: Post = http_post)
 
 
 def uninstall() -> None:
-    global _installed
+    global _installed, _installed_for
     from backfill.store import ledger
 
     if _installed is not None and _installed in ledger.COMMITTED:
         ledger.COMMITTED.remove(_installed)
     _installed = None
+    _installed_for = None
 
 
-def install_from_env() -> Notifier | None:
-    """``BACKFILL_NOTIFY`` targets, linking to ``BACKFILL_CONSOLE_URL`` (default the local console)."""
+def install_from_env() -> Notifier:
+    """``BACKFILL_NOTIFY``'s targets and the plans' ``[notify]``, linking to ``BACKFILL_CONSOLE_URL``
+    (default: the local console)."""
     import os
 
     from backfill.notify.targets import parse_targets
 
+    global _installed_for
     value = os.environ.get("BACKFILL_NOTIFY", "").strip()
-    if not value:
-        return None
     console = os.environ.get("BACKFILL_CONSOLE_URL", "").strip() or "http://127.0.0.1:8484"
-    return install(parse_targets(value), console)
+    if _installed is not None and _installed_for == (value, console):
+        return _installed  # commands run in one process (the demo, tests) share the sender
+    notifier = install(parse_targets(value) if value else [], console)
+    _installed_for = (value, console)
+    return notifier
