@@ -1,27 +1,26 @@
-"""The use cases the console calls: the same functions, in the same order, as the CLI's commands.
+"""What the console asks of backfill: the CLI's use cases (``backfill.services``) and its gates.
 
-The web layer has no rules of its own (issue 15): every gate, every event and every message comes
-from ``backfill.approvals``, ``backfill.execution``, ``backfill.report`` and the ledger store, called
-exactly as ``cli/approvals.py``, ``cli/execute.py``, ``cli/status.py`` and ``cli/report.py`` call
-them. Each function takes the acting ``Actor`` (from the console's sign-in, never a form field) and
-returns the one line the CLI would print.
+The web layer has no rules of its own (issue 15): approving, rejecting, accepting a window and
+stopping are ``services.review`` and ``services.run`` calls, exactly as ``backfill approve``,
+``reject`` and ``stop`` make them, as the signed-in ``Actor`` (never a form field); the report
+and the fresh preview are ``services.status`` and ``services.plans``. Which buttons a page shows is
+asked of the same gate functions the services pass through (``allowed_actions``), and the server
+refuses whatever they refuse. Pages read through ``FrozenRequests`` (``derive_state`` over the
+ledger, kept between page views). Each action returns the line the CLI would print.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from backfill import events as ev
 from backfill.approvals import (
     BackfillRecord,
     BackfillState,
     BackfillStatus,
     approved_keys,
     derive_state,
-    expiry_reason,
     gate_approval,
     gate_rejection,
     gate_window_acceptance,
@@ -31,15 +30,9 @@ from backfill.console.frozen import FrozenRequests, Shown
 from backfill.errors import BackfillError, UsageError
 from backfill.identity import Actor
 from backfill.progress import Progress, summarize
+from backfill.services.common import recorded_text
 from backfill.store.database import Database
-from backfill.store.ledger import Ledger
-from backfill.terminal import strip_controls
-from backfill.timeutil import format_utc, utcnow
-
-
-def clean_text(value: str | None) -> str | None:
-    """A note or reason as the CLI records it: control characters stripped, empty is None."""
-    return strip_controls(value) or None if value is not None else None
+from backfill.timeutil import utcnow
 
 
 @dataclass(frozen=True)
@@ -71,71 +64,60 @@ def show_backfill(frozen: FrozenRequests, backfill_id: str, now: datetime | None
     return frozen.show(backfill_id, now or utcnow())
 
 
-def _load_for_decision(db: Database, backfill_id: str, actor: Actor) -> tuple[BackfillRecord, BackfillState]:
-    record, state = load_backfill(db, backfill_id)
-    if state.status is BackfillStatus.EXPIRED and not state.expiry_recorded:
-        # As the CLI does: the first command to notice a passed deadline records it.
-        Ledger(db).append(
-            ev.EXPIRED,
-            {"reason": expiry_reason(record, state), "expired_at": format_utc(state.expires_at)},
-            actor=actor,
-            backfill_id=record.id,
-        )
-    return record, state
-
-
 def approve_backfill(db: Database, backfill_id: str, actor: Actor, note: str | None) -> str:
     """``backfill approve ID``: the approval, or the canary approval at the pause."""
-    note = clean_text(note)
-    record, state = _load_for_decision(db, backfill_id, actor)
-    ledger = Ledger(db)
-    kind = gate_approval(record, state, actor)
-    if kind == ev.CANARY_APPROVED:
-        ledger.append(kind, {"note": note}, actor=actor, backfill_id=record.id)
-        return f"canary approved for {record.id}: the remaining windows may run"
-    count = len(state.approvals) + 1
-    approval: dict[str, object] = {"note": note, "approval": count, "required": state.required}
-    ledger.append(kind, approval, actor=actor, backfill_id=record.id)
-    if count >= state.required:
-        return f"approved {record.id} ({count} of {state.required}): backfill run {record.id}"
-    return f"approval recorded for {record.id} ({count} of {state.required}); {state.required - count} more needed"
+    from backfill.services.review import approve_backfill as approve
+
+    done = approve(backfill_id, actor=actor, note=note, db=db)
+    if done.what == "canary":
+        return f"canary approved for {done.backfill_id}: the remaining windows may run"
+    if done.complete:
+        return f"approved {done.backfill_id} ({done.count} of {done.required}): backfill run {done.backfill_id}"
+    more = done.required - done.count
+    return f"approval recorded for {done.backfill_id} ({done.count} of {done.required}); {more} more needed"
 
 
 def accept_window(db: Database, backfill_id: str, actor: Actor, window_key: str, note: str | None) -> str:
-    """``backfill approve ID --window KEY --accept partial --note TEXT``."""
-    note = clean_text(note)
+    """``backfill approve ID --window KEY --accept partial --note TEXT`` (the note is required, as there)."""
+    from backfill.services.review import approve_backfill as approve
+
+    note = recorded_text(note)
     if note is None:
         raise UsageError("accepting a partial window needs a note: why the partial window may run")
-    record, state = _load_for_decision(db, backfill_id, actor)
-    gate_window_acceptance(record, state, actor, window_key)
-    accepted = {"accept": "partial", "decision": record.decisions[window_key], "note": note}
-    Ledger(db).append(ev.WINDOW_ACCEPTED, accepted, actor=actor, backfill_id=record.id, window_key=window_key)
-    return f"accepted window {window_key} of {record.id} (partial): it runs with the backfill"
+    approve(backfill_id, actor=actor, note=note, window_key=window_key, accept="partial", db=db)
+    return f"accepted window {window_key} of {backfill_id} (partial): it runs with the backfill"
 
 
 def reject_backfill(db: Database, backfill_id: str, actor: Actor, reason: str | None) -> str:
-    """``backfill reject ID --reason TEXT``."""
-    text = clean_text(reason)
+    """``backfill reject ID --reason TEXT`` (a reason is required, as there)."""
+    from backfill.services.review import reject_backfill as reject
+
+    text = recorded_text(reason)
     if text is None:
         raise UsageError("a rejection must say why the backfill is rejected")
-    record, state = _load_for_decision(db, backfill_id, actor)
-    gate_rejection(record, state, actor)
-    Ledger(db).append(ev.REJECTED, {"reason": text}, actor=actor, backfill_id=record.id)
-    return f"rejected {record.id}: {text}"
+    return f"rejected {reject(backfill_id, actor=actor, reason=text, db=db)}: {text}"
 
 
-def stop_backfill(db: Database, backfill_id: str, actor: Actor) -> Sequence[str]:
-    """``backfill stop ID`` (without --cancel-run: cancelling runs stays a CLI decision)."""
-    from backfill.execution import request_stop
+def stop_backfill(db: Database, backfill_id: str, actor: Actor) -> str:
+    """``backfill stop ID`` (without --cancel-run: cancelling ADF runs stays a CLI decision);
+    refused for read-only readers (``may_stop``)."""
+    from backfill.services.run import stop_backfill as stop
 
-    return request_stop(db, backfill_id, actor=actor)
+    record, _ = load_backfill(db, backfill_id)
+    refusal = may_stop(record, actor)
+    if refusal is not None:
+        raise BackfillError(refusal)
+    done = stop(backfill_id, actor=actor, db=db)
+    if done.status is BackfillStatus.PAUSED:
+        return f"stopped {backfill_id} at its canary pause"
+    return f"stop requested for {backfill_id}: the runner stops after the windows in flight"
 
 
 def backfill_report(db: Database, backfill_id: str) -> dict[str, Any]:
     """``backfill report ID --json``: the evidence as plain data (docs/report-json.md)."""
-    from backfill.report import collect_report
+    from backfill.services.status import backfill_report as report
 
-    return collect_report(db, backfill_id)
+    return report(backfill_id, db=db)
 
 
 @dataclass(frozen=True)
@@ -190,17 +172,6 @@ def may_stop(record: BackfillRecord, actor: Actor) -> str | None:
     return f"{record.id}: {actor.name} is neither the requester nor among the approvers; read-only"
 
 
-def stop_backfill_as(db: Database, backfill_id: str, actor: Actor) -> Sequence[str]:
-    """``stop_backfill`` for a console user: refused for read-only readers (``may_stop``)."""
-    from backfill.errors import BackfillError
-
-    record, _ = load_backfill(db, backfill_id)
-    refusal = may_stop(record, actor)
-    if refusal is not None:
-        raise BackfillError(refusal)
-    return stop_backfill(db, backfill_id, actor)
-
-
 @dataclass(frozen=True)
 class Changed:
     key: str
@@ -221,26 +192,21 @@ class FreshPreview:
 
 
 def fresh_preview(db: Database, record: BackfillRecord) -> FreshPreview:
-    """``backfill preview PLAN`` of the request's plan (synced first), compared window by window with
-    the frozen preview; BackfillError when the plan file changed (a new request is needed)."""
-    from backfill.checks.registry import build_checks
-    from backfill.execution import PLAN_CHANGED
-    from backfill.factory.client import connect
-    from backfill.history import load_history
+    """The one preview (``services.plans.preview_plan``, synced first) of the request's plan, as
+    ``run`` loads it, compared window by window with the frozen preview; BackfillError when the
+    plan file changed (a new request is needed)."""
     from backfill.plan.loader import load_plan
-    from backfill.preview import compute_preview
-    from backfill.target import sync_for_plan
+    from backfill.services.plans import preview_plan
+    from backfill.services.run import PLAN_CHANGED
 
     # As ``run`` reads it: relative windows mean what they meant at the request.
     loaded = load_plan(record.plan_path, now=record.requested_at)
     if loaded.hash != record.plan_hash:
         raise BackfillError(PLAN_CHANGED)
-    checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
-    synced, _ = sync_for_plan(db, connect(loaded.ref), loaded)
-    preview = compute_preview(loaded, load_history(db, loaded.ref, loaded.pipeline), checks)
+    fresh = preview_plan(loaded, db=db)
     runnable = {"run", "rerun"}
     dropped, added, other = [], [], []
-    for item in preview.decisions:
+    for item in fresh.preview.decisions:
         was, now = record.decisions.get(item.key), item.decision.value
         if was is None or was == now:
             continue
@@ -251,5 +217,10 @@ def fresh_preview(db: Database, record: BackfillRecord) -> FreshPreview:
             added.append(change)
         else:
             other.append(change)
-    line = f"history of {loaded.pipeline} synced: {synced.fetched} runs fetched in {synced.api_calls} API calls"
+    synced = fresh.synced
+    line = (
+        f"history of {loaded.pipeline} synced: {synced.fetched} runs fetched in {synced.api_calls} API calls"
+        if synced is not None
+        else f"history of {loaded.pipeline} as cached"
+    )
     return FreshPreview(dropped, added, other, line)

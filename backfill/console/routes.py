@@ -95,7 +95,7 @@ def routes(console: Console) -> list[Route]:
             console.db, bid, actor, _text(form, "window") or "", _text(form, "note")
         )
     )
-    stop = action(lambda actor, bid, form: calls.stop_backfill_as(console.db, bid, actor))
+    stop = action(lambda actor, bid, form: calls.stop_backfill(console.db, bid, actor))
 
     async def report(request: Request) -> Response:
         from backfill.report_html import render_html
