@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backfill import events as ev
-from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.backfills import ApprovalPolicy, BackfillRecord
 from backfill.identity import Actor, IdentitySource
 from backfill.store.backfills import create_backfill
 from backfill.store.database import Database

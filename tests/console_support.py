@@ -12,7 +12,7 @@ import pytest
 from conftest import missing
 from starlette.testclient import TestClient
 
-from backfill.approvals import ApprovalPolicy, BackfillRecord
+from backfill.backfills import ApprovalPolicy, BackfillRecord
 from backfill.console.app import create_app
 from backfill.console.settings import ConsoleSettings, load_settings
 from backfill.demo import EVERY, FAST_SPEED, WINDOW_COUNT, demo_plan_text, demo_scenario, shifted_plan, yesterday

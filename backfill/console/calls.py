@@ -15,17 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from backfill.approvals import (
-    BackfillRecord,
-    BackfillState,
-    BackfillStatus,
-    approved_keys,
-    derive_state,
-    gate_approval,
-    gate_rejection,
-    gate_window_acceptance,
-    load_backfill,
-)
+from backfill.approvals import approved_keys, gate_approval, gate_rejection, gate_window_acceptance
+from backfill.backfills import BackfillRecord, BackfillState, BackfillStatus, derive_state
 from backfill.console.frozen import FrozenRequests, Shown
 from backfill.errors import BackfillError, UsageError
 from backfill.identity import Actor
@@ -102,6 +93,7 @@ def stop_backfill(db: Database, backfill_id: str, actor: Actor) -> str:
     """``backfill stop ID`` (without --cancel-run: cancelling ADF runs stays a CLI decision);
     refused for read-only readers (``may_stop``)."""
     from backfill.services.run import stop_backfill as stop
+    from backfill.store.backfills import load_backfill
 
     record, _ = load_backfill(db, backfill_id)
     refusal = may_stop(record, actor)
@@ -162,7 +154,7 @@ def allowed_actions(record: BackfillRecord, state: BackfillState, actor: Actor |
 def may_stop(record: BackfillRecord, actor: Actor) -> str | None:
     """Anyone may stop a backfill on the CLI; in the console a read-only reader (outside a set
     approvers list, and not the requester) may not: None when ``actor`` may, else why not."""
-    from backfill.approvals import same_person
+    from backfill.identity import same_person
 
     policy = record.policy
     if not policy.approvers or same_person(actor.name, record.requester, policy.aliases):

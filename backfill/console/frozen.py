@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from backfill.approvals import BackfillRecord, BackfillState, derive_state, sealed_record
+from backfill.backfills import BackfillRecord, BackfillState, derive_state, sealed_record
 from backfill.chain import LedgerEvent
 from backfill.store.database import Database
 from backfill.store.ledger import Ledger

@@ -98,7 +98,7 @@ def routes(console: Console) -> list[Route]:
     stop = action(lambda actor, bid, form: calls.stop_backfill(console.db, bid, actor))
 
     async def report(request: Request) -> Response:
-        from backfill.report_html import render_html
+        from backfill.report.html import render_html
 
         try:
             data = await run_in_threadpool(calls.backfill_report, console.db, request.path_params["backfill_id"])

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from backfill.approvals import BackfillRecord, BackfillStatus, Decided
+from backfill.backfills import BackfillRecord, BackfillStatus, Decided
 from backfill.console.calls import Listed, progress_of
 from backfill.console.frozen import Shown
 from backfill.progress import window_duration
