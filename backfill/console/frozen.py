@@ -115,7 +115,7 @@ class FrozenRequests:
         from backfill.store.backfills import TABLE, get_backfill
 
         record = get_backfill(self.db, key, with_preview=False)
-        with self.db.engine.connect() as conn:
+        with self.db.reading() as conn:
             text = conn.execute(select(TABLE.c.preview).where(TABLE.c.id == record.id)).scalar_one()
         windows = FrozenWindows(str(text))
         # What the console reads of the preview besides its windows (the factory, the history).
