@@ -12,20 +12,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backfill.console import csrf
-from backfill.console.auth import current_actor
-from backfill.console.frozen import FrozenRequests
-from backfill.console.settings import AuthMode, ConsoleSettings
+from backfill.console.context import Console
+from backfill.console.settings import ConsoleSettings
 from backfill.store.database import Database
 
 COOKIE = "backfill_console"
@@ -59,44 +56,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-class Console:
-    """What every handler needs: settings, the ledger database, templates, the OIDC client."""
-
-    def __init__(self, settings: ConsoleSettings, db: Database) -> None:
-        self.settings = settings
-        self.db = db
-        self.frozen = FrozenRequests(db)
-        self.templates = Environment(
-            loader=PackageLoader("backfill.console", "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-        )
-        self.oauth: Any = None
-        if settings.auth is AuthMode.OIDC:
-            from backfill.console.oidc import oidc_client
-
-            self.oauth = oidc_client(settings)
-
-    def origin(self, request: Request) -> str:
-        if self.settings.public_url:
-            scheme, _, rest = self.settings.base_url.partition("://")
-            return f"{scheme}://{rest.split('/', 1)[0]}"
-        return f"{request.url.scheme}://{request.url.netloc}"
-
-    def render(self, request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
-        actor = current_actor(request, self.settings)
-        flash = request.session.pop("flash", None) if "session" in request.scope else None
-        context = {
-            "actor": actor,
-            "auth": self.settings.auth.value,
-            "dev": self.settings.auth is AuthMode.DEV,
-            "csrf": csrf.token(request.session),
-            "flash": flash,
-            "ledger": self.db.display_url,
-            **values,
-        }
-        return HTMLResponse(self.templates.get_template(name).render(context), status_code=status_code)
 
 
 def create_app(settings: ConsoleSettings, db: Database | None = None) -> Starlette:

@@ -21,7 +21,7 @@ from backfill.identity import Actor, IdentitySource
 from backfill.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from backfill.console.app import Console
+    from backfill.console.context import Console
 
 Handler = Callable[[Request], Awaitable[Response]]
 
