@@ -158,3 +158,14 @@ def test_a_plan_never_holds_a_webhook_url_itself(tmp_path: Path) -> None:
     plan.write_text(demo_plan_text() + '\n[notify]\ntargets = ["teams=https://example.webhook.office.com/x"]\n')
     with pytest.raises(PlanError, match=r"notify.targets\[0\].*write it as \$\{VAR\}"):
         load_plan(plan)
+
+
+def test_plans_naming_no_webhook_keep_their_hash(tmp_path: Path) -> None:
+    from backfill.plan.loader import canonical_json, load_plan
+
+    plain, empty, named = tmp_path / "plain.toml", tmp_path / "empty.toml", tmp_path / "named.toml"
+    plain.write_text(demo_plan_text())
+    empty.write_text(demo_plan_text() + "\n[notify]\ntargets = []\n")
+    named.write_text(demo_plan_text() + '\n[notify]\ntargets = ["json=${HOOK}"]\n')
+    assert "notify" not in canonical_json(load_plan(plain).plan)
+    assert load_plan(plain).hash == load_plan(empty).hash != load_plan(named).hash
