@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from console_support import K1, K2, append, client_for, csrf_of, events, kinds, post, seed, sign_in
+from console_support import K1, K2, K3, append, client_for, csrf_of, events, kinds, post, seed, sign_in
 
 from backfill import events as ev
 from backfill.console.settings import load_settings
@@ -246,3 +246,14 @@ def test_settings_refuse_unsafe_combinations(auth: str, kwargs: dict[str, Any], 
         return
     with pytest.raises(UsageError, match=message):
         load_settings(auth, **kwargs)
+
+
+def test_each_blocked_partial_window_is_accepted_on_its_own(client_for: Any) -> None:
+    bid = seed(decisions={K1: "blocked-partial", K2: "blocked-partial", K3: "run"})
+    client = client_for()
+    sign_in(client, "bob")
+    assert client.get(f"/backfills/{bid}").text.count('class="accept"') == 2
+    assert post(client, f"/backfills/{bid}/accept", window=K1, note="checked").status_code == 303
+    page = client.get(f"/backfills/{bid}").text
+    assert page.count('class="accept"') == 1 and "(accepted)" in page
+    assert post(client, f"/backfills/{bid}/accept", window=K1, note="again").status_code == 403

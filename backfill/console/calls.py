@@ -125,8 +125,6 @@ class Allowed:
 
 
 def allowed_actions(record: BackfillRecord, state: BackfillState, actor: Actor | None) -> Allowed:
-    from backfill.errors import BackfillError
-
     def refusal(gate: Any, *args: Any) -> str | None:
         if actor is None:
             return "sign in to act"
@@ -136,7 +134,9 @@ def allowed_actions(record: BackfillRecord, state: BackfillState, actor: Actor |
             return str(exc)
         return None
 
-    acceptable = next((k for k in record.blocked_keys if record.decisions[k] == "blocked-partial"), None)
+    acceptable = next(
+        (k for k, d in record.decisions.items() if d == "blocked-partial" and k not in state.accepted_windows), None
+    )
     accept = refusal(gate_window_acceptance, acceptable) if acceptable else "no blocked-partial window"
     live = state.status in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
     stop = None if live else f"{record.id} is {state.status.value}; nothing to stop"
