@@ -55,10 +55,24 @@ def show_backfill(frozen: FrozenRequests, backfill_id: str, now: datetime | None
     return frozen.show(backfill_id, now or utcnow())
 
 
+TEAM_MODE = (
+    "team mode: the database stamps every event with its login, and the console has one login; "
+    "act with your own (backfill approve, reject, stop), the console reads only"
+)
+
+
+def _writable(db: Database) -> None:
+    # In team mode the identity is the database role (spec §15): an action sent through the
+    # console's single login would be recorded as the console, whoever signed in.
+    if db.team_mode:
+        raise BackfillError(TEAM_MODE)
+
+
 def approve_backfill(db: Database, backfill_id: str, actor: Actor, note: str | None) -> str:
     """``backfill approve ID``: the approval, or the canary approval at the pause."""
     from backfill.services.review import approve_backfill as approve
 
+    _writable(db)
     done = approve(backfill_id, actor=actor, note=note, db=db)
     if done.what == "canary":
         return f"canary approved for {done.backfill_id}: the remaining windows may run"
@@ -72,6 +86,7 @@ def accept_window(db: Database, backfill_id: str, actor: Actor, window_key: str,
     """``backfill approve ID --window KEY --accept partial --note TEXT`` (the note is required, as there)."""
     from backfill.services.review import approve_backfill as approve
 
+    _writable(db)
     note = recorded_text(note)
     if note is None:
         raise UsageError("accepting a partial window needs a note: why the partial window may run")
@@ -83,6 +98,7 @@ def reject_backfill(db: Database, backfill_id: str, actor: Actor, reason: str | 
     """``backfill reject ID --reason TEXT`` (a reason is required, as there)."""
     from backfill.services.review import reject_backfill as reject
 
+    _writable(db)
     text = recorded_text(reason)
     if text is None:
         raise UsageError("a rejection must say why the backfill is rejected")
@@ -124,10 +140,14 @@ class Allowed:
     canary: bool
 
 
-def allowed_actions(record: BackfillRecord, state: BackfillState, actor: Actor | None) -> Allowed:
+def allowed_actions(
+    record: BackfillRecord, state: BackfillState, actor: Actor | None, *, team_mode: bool = False
+) -> Allowed:
     def refusal(gate: Any, *args: Any) -> str | None:
         if actor is None:
             return "sign in to act"
+        if team_mode:
+            return TEAM_MODE
         try:
             gate(record, state, actor, *args)
         except BackfillError as exc:
@@ -141,7 +161,7 @@ def allowed_actions(record: BackfillRecord, state: BackfillState, actor: Actor |
     live = state.status in (BackfillStatus.RUNNING, BackfillStatus.PAUSED)
     stop = None if live else f"{record.id} is {state.status.value}; nothing to stop"
     if stop is None:
-        stop = "sign in to act" if actor is None else may_stop(record, actor)
+        stop = "sign in to act" if actor is None else TEAM_MODE if team_mode else may_stop(record, actor)
     return Allowed(
         approve=refusal(gate_approval),
         reject=refusal(gate_rejection),

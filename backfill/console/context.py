@@ -22,6 +22,7 @@ class Console:
         self.settings = settings
         self.db = db
         self.frozen = FrozenRequests(db)
+        self.team_mode = db.team_mode
         self.templates = Environment(
             loader=PackageLoader("backfill.console", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),

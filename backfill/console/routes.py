@@ -59,7 +59,7 @@ def routes(console: Console) -> list[Route]:
             return refused(request, str(exc), _status_for(exc))
         actor = current_actor(request, console.settings)
         page_values = views.backfill_page(shown, now, decision=decision, page=page)
-        allowed = calls.allowed_actions(shown.record, shown.state, actor)
+        allowed = calls.allowed_actions(shown.record, shown.state, actor, team_mode=console.team_mode)
         return console.render(request, "backfill.html", b=page_values, allowed=allowed)
 
     def action(run: Callable[[Actor, str, Any], str | list[str] | Any]) -> Handler:
