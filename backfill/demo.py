@@ -29,7 +29,7 @@ LEDGER_FILE = "backfill-ledger.db"
 SINK_FILE = "telemetry-sink.db"
 # A 12-minute run takes 0.6 s at the normal speed, 36 ms with --fast.
 SPEED, FAST_SPEED = 1200.0, 20000.0
-STEPS = ("preview", "all")
+STEPS = ("preview", "request", "all")
 
 LOCK_MESSAGE = "Failure happened on 'Sink' side. ErrorCode=SqlOperationFailed,'Lock request time out period exceeded.'"
 

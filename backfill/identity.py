@@ -54,6 +54,9 @@ def clean_identity(name: str, where: str) -> str:
 class Actor:
     name: str
     source: IdentitySource
+    # A token's stable object ID (Entra ID ``oid``) beside its readable name, when signed in
+    # through the console: the ledger records it with the event (issue 15).
+    principal_id: str | None = None
 
     def __str__(self) -> str:
         return f"{self.name} ({self.source.value})"

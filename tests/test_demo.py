@@ -152,7 +152,7 @@ def test_keep_refuses_a_folder_with_files(tmp_path: Path, capsys: pytest.Capture
 
 def test_unknown_step_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main.run(["demo", "--step", "run"]) == 2
-    assert "Invalid value for '--step': 'run' is not one of 'preview', 'all'." in capsys.readouterr().err
+    assert "Invalid value for '--step': 'run' is not one of 'preview', 'request', 'all'." in capsys.readouterr().err
 
 
 def test_packaged_plan_is_plans_demo_toml() -> None:

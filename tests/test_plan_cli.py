@@ -38,7 +38,7 @@ MALFORMED: list[tuple[str, str, str]] = [
     (
         "unknown-section",
         _spec("[execution]", "[exectuion]"),
-        "exectuion: unknown key; expected one of approval, checks, execution, match, parameters, target, "
+        "exectuion: unknown key; expected one of approval, checks, execution, match, notify, parameters, target, "
         "ticket, title, windows",
     ),
     (

@@ -1,4 +1,4 @@
-"""``backfill demo [--keep DIR] [--fast] [--step preview|all]``: the whole story on the emulator."""
+"""``backfill demo [--keep DIR] [--fast] [--step preview|request|all]``: the whole story on the emulator."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import click
 @click.option(
     "--step",
     "stop_after",
-    type=click.Choice(["preview", "all"]),
+    type=click.Choice(["preview", "request", "all"]),
     default="all",
     show_default=True,
     help="Stop after this step.",

@@ -211,6 +211,12 @@ def _commands(story: Story, emulator: Emulator, day: datetime, options: DemoOpti
     )
     backfill_id = requested.splitlines()[0].strip()
     _check_frozen(backfill_id, expected_decisions(day))
+    if options.stop_after == "request":
+        # Left for a supervisor to approve in the console (issue 15), as bob: alice requested it.
+        story.say()
+        story.say(f"# Stopped after the request (--step request): {backfill_id} awaits approval. In the console:")
+        story.say("#   backfill serve --auth dev --dev-users alice,bob   then sign in as bob and approve it")
+        return
     story.say()
     story.say("# 3. A supervisor approves: four eyes, the requester cannot approve her own request.")
     story.command(["approve", backfill_id], expect=0, why="approved", actor=SUPERVISOR)

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("backfill.cli.report", "report", "Evidence report for a backfill."),
     "sla": ("backfill.cli.sla", "sla", "SLA and duration-drift evidence per business date."),
     "emulator": ("backfill.cli.emulator", "emulator", "Run the local ADF emulator."),
+    "serve": ("backfill.cli.serve", "serve", "The supervisors' console in a browser."),
 }
 
 
@@ -49,6 +50,11 @@ class LazyGroup(click.Group):
         if spec is None:
             return None
         module_name, attribute, _ = spec
+        # Webhooks hear of the ledger events a command writes (issue 15); installed only once a
+        # command is chosen, so ``backfill --help`` imports nothing more.
+        from backfill.notify.deliver import install_from_env
+
+        install_from_env()
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command

@@ -208,6 +208,9 @@ def canonical_json(plan: Plan) -> str:
     if data["execution"].get("settle") is None:
         # Unset, it is not part of the meaning: plans written before the key keep their hash.
         data["execution"].pop("settle", None)
+    if not data.get("notify", {}).get("targets"):
+        # Added with issue 15: a plan naming no webhook keeps the hash it had before [notify].
+        data.pop("notify", None)
     if data["windows"]["list"] is not None:
         data["windows"]["list"] = sorted(data["windows"]["list"])
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

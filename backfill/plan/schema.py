@@ -227,6 +227,29 @@ class Execution(_Section):
         return self
 
 
+class Notify(_Section):
+    targets: list[StrictStr] = Field(
+        default_factory=list,
+        description='Webhooks told of this backfill\'s events: "KIND=${VAR}", KIND teams, slack or json; '
+        "the URL is a secret, so always a ${VAR} (issue 15).",
+    )
+
+    @model_validator(mode="after")
+    def _targets(self) -> Notify:
+        from backfill.errors import ConfigError
+        from backfill.notify.targets import parse_targets
+        from backfill.secrets import variables_in
+
+        for index, text in enumerate(self.targets):
+            try:
+                parse_targets(text, where=f"notify.targets[{index}]")
+            except ConfigError as exc:
+                raise rule(f"targets[{index}]", str(exc).split(": ", 1)[-1]) from None
+            if not variables_in(text.partition("=")[2]):
+                raise rule(f"targets[{index}]", "a webhook URL is a secret: write it as ${VAR}, never in the plan")
+        return self
+
+
 class Plan(_Section):
     """A backfill plan (spec §3)."""
 
@@ -239,6 +262,7 @@ class Plan(_Section):
     checks: list[CheckModel] = Field(default_factory=list)
     approval: Approval = Field(default_factory=Approval)
     execution: Execution = Field(default_factory=Execution)
+    notify: Notify = Field(default_factory=Notify)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Plan:

@@ -115,7 +115,7 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
         try:
             with db.writing() as conn:
                 conn.execute(insert(TABLE), _to_row(record))
-                ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, conn=conn)
+                requested = ledger.append(ev.REQUESTED, payload, actor=actor, backfill_id=record.id, conn=conn)
         except IntegrityError:
             # Two requests drew the same 24 random bits on the same day: draw again.
             continue
@@ -125,17 +125,20 @@ def create_backfill(db: Database, draft: BackfillRecord, payload: Mapping[str, A
             line = str(exc.orig).strip().splitlines()[0]
             reason = line[line.find("team ledger:") :] if "team ledger:" in line else f"ledger: {line}"
             raise LedgerError(reason) from None
+        ledger.announce([requested])  # committed: notifications may go out (issue 15)
         return record
     raise LedgerError("ledger: could not allocate a backfill ID; retry")
 
 
-def get_backfill(db: Database, backfill_id: str) -> BackfillRecord:
-    """The request, or BackfillError (exit 1) when no backfill has this ID."""
+def get_backfill(db: Database, backfill_id: str, *, with_preview: bool = True) -> BackfillRecord:
+    """The request, or BackfillError (exit 1) when no backfill has this ID (``with_preview=False``:
+    without the frozen preview, megabytes for a year of windows, which the console reads lazily)."""
+    columns = [c for c in TABLE.c if with_preview or c.name != "preview"]
     with db.reading() as conn:
-        row = conn.execute(select(TABLE).where(TABLE.c.id == backfill_id.strip())).mappings().first()
+        row = conn.execute(select(*columns).where(TABLE.c.id == backfill_id.strip())).mappings().first()
     if row is None:
         raise BackfillError(f"no backfill {backfill_id} in the ledger (backfill status lists them)")
-    return _to_record(row)
+    return _to_record(row, with_preview=with_preview)
 
 
 def list_backfills(db: Database) -> list[BackfillRecord]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -63,6 +63,11 @@ TEAM_SOURCE = "database"
 _SEEN_EVERY = 0.25
 # "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
 _PG_LOCK_KEY = 0x6261636B66696C6C
+# Called with the events of every committed append (notifications, issue 15: sent after the
+# event is written). A listener never raises into the writer: it must catch its own errors.
+COMMITTED: list[Callable[[Database, list[LedgerEvent]], None]] = []
+
+
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
 
 
@@ -137,15 +142,23 @@ class Ledger:
         if not items:
             return []
         if conn is not None:
+            # The caller's transaction: it announces the events once it committed (``announce``).
             return self._append(conn, items, actor)
         try:
             with self.db.writing() as own:
                 events = self._append(own, items, actor)
             self._trust(events)
+            self.announce(events)
             return events
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
+
+    def announce(self, events: list[LedgerEvent]) -> None:
+        """Tell the ``COMMITTED`` listeners of events now committed (appends in the caller's
+        transaction call this after it commits)."""
+        for listener in list(COMMITTED):
+            listener(self.db, events)
 
     def _append(self, conn: Connection, drafts: list[Draft], actor: Actor) -> list[LedgerEvent]:
         statements = _statements(conn)
@@ -171,6 +184,8 @@ class Ledger:
         for draft in drafts:
             seq += 1
             payload = draft.payload if note is None else {**draft.payload, "client_actor": note}
+            if actor.principal_id is not None:
+                payload = {**payload, "principal_id": actor.principal_id}
             try:
                 event = make_event(
                     seq=seq,
