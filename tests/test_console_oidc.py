@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx2 as httpx
+import httpx
 import pytest
 from console_support import BOB, client_for, events, post, provider, seed
 

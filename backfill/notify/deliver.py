@@ -35,9 +35,9 @@ Post = Callable[[str, bytes], int]
 
 
 def http_post(url: str, data: bytes) -> int:
-    import httpx2
+    import httpx
 
-    response = httpx2.post(url, content=data, headers={"content-type": "application/json"}, timeout=TIMEOUT)
+    response = httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=TIMEOUT)
     return int(response.status_code)
 
 
