@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -316,25 +316,12 @@ class Ledger:
         query = self._select().where(TABLE.c.seq > after_seq).order_by(TABLE.c.seq)
         names = [c.name for c in TABLE.c]
         for row in self._stream(query):
-            seq, at, actor, source, backfill_id, window_key, kind, payload_text, prev_hash, digest = row
+            seq, prev_hash = row[0], row[8]
             if seq == head_seq + 1 and prev_hash == head_hash and seq != stop_at:
-                at_text = _fast_at_text(at) if sqlite else _fast_at(at)
-                parsed = canonical_payload_text(payload_text) if type(payload_text) is str else None
-                if (
-                    at_text is not None
-                    and parsed is not None
-                    and type(seq) is int
-                    and type(actor) is str
-                    and type(source) is str
-                    and type(kind) is str
-                    and (backfill_id is None or type(backfill_id) is str)
-                    and (window_key is None or type(window_key) is str)
-                    and type(digest) is str
-                ):
-                    text = hashed_text(seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash)
-                    if fast_hash(text) == digest:
-                        head_seq, head_hash, count = seq, digest, count + 1
-                        continue
+                fields = _fast_fields(row, sqlite)
+                if fields is not None and fast_hash(hashed_text(*fields[:9])) == fields[9]:
+                    head_seq, head_hash, count = seq, fields[9], count + 1
+                    continue
             # The reference decides: an anomaly, a checkpoint, or a row the fast path declined.
             verifier.head_seq, verifier.head_hash, verifier.count = head_seq, head_hash, count
             try:
@@ -512,22 +499,9 @@ class Ledger:
         sqlite = self.db.dialect == "sqlite"
         names = [c.name for c in TABLE.c]
         for row in self._stream(query):
-            seq, at, actor, source, backfill_id, window_key, kind, payload_text, prev_hash, digest = row
-            at_text = _fast_at_text(at) if sqlite else _fast_at(at)
-            parsed = canonical_payload_text(payload_text) if type(payload_text) is str else None
-            if (
-                at_text is not None
-                and parsed is not None
-                and type(seq) is int
-                and type(actor) is str
-                and type(source) is str
-                and type(kind) is str
-                and (backfill_id is None or type(backfill_id) is str)
-                and (window_key is None or type(window_key) is str)
-                and type(prev_hash) is str
-                and type(digest) is str
-            ):
-                yield seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash, digest
+            fields = _fast_fields(row, sqlite)
+            if fields is not None:
+                yield fields
                 continue
             try:
                 event = _to_event(dict(zip(names, row, strict=True)))
@@ -659,6 +633,32 @@ def _fast_at(value: Any) -> str | None:
     # isoformat pads the year to four digits, as strftime does from year 1000 on.
     stamp: str = value.isoformat(timespec="microseconds")
     return stamp[:26] + "Z"
+
+
+FastFields = tuple[int, str, str, str, str | None, str | None, str, str, str, str]
+
+
+def _fast_fields(row: Sequence[Any], sqlite: bool) -> FastFields | None:
+    """A ledger row as verify's and export's fast paths read it: seq, the canonical time text,
+    actor, source, backfill, window, kind, the canonical payload text, prev_hash and hash; None
+    when any column is not of its expected type (the reference path then decides and names it)."""
+    seq, at, actor, source, backfill_id, window_key, kind, payload_text, prev_hash, digest = row
+    at_text = _fast_at_text(at) if sqlite else _fast_at(at)
+    parsed = canonical_payload_text(payload_text) if type(payload_text) is str else None
+    if (
+        at_text is not None
+        and parsed is not None
+        and type(seq) is int
+        and type(actor) is str
+        and type(source) is str
+        and type(kind) is str
+        and (backfill_id is None or type(backfill_id) is str)
+        and (window_key is None or type(window_key) is str)
+        and type(prev_hash) is str
+        and type(digest) is str
+    ):
+        return seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash, digest
+    return None
 
 
 def _to_event(row: Mapping[str, Any]) -> LedgerEvent:
