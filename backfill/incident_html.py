@@ -6,10 +6,11 @@ Every value goes through ``html.escape``: reasons, ADF error messages and parame
 from __future__ import annotations
 
 from collections.abc import Sequence
-from html import escape
 from typing import Any
 
 from backfill.incident import Incident
+from backfill.pages import escaped as _e
+from backfill.pages import table
 from backfill.runs_query import JudgedRun
 from backfill.timeutil import format_duration, format_utc
 
@@ -23,16 +24,8 @@ _STYLE = (
 )
 
 
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return table(headers, [[_e(c) for c in row] for row in rows], none="<p>(none)</p>")
 
 
 def _ms(value: int | None) -> str:

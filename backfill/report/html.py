@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from html import escape
 from typing import Any
 
 from backfill.backfills import BackfillStatus
 from backfill.decisions import Decision
 from backfill.factory.run import RunStatus
+from backfill.pages import escaped as _e
+from backfill.pages import table as _table
 from backfill.progress import WindowState
 from backfill.report.text import decided_text, format_seconds, ledger_text, summary_text
 from backfill.timeutil import format_utc, parse_utc
@@ -64,23 +65,10 @@ _BAD: frozenset[str] = frozenset(
 )
 
 
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
 def _status(value: Any) -> str:
     text = "" if value is None else str(value)
     tone = "ok" if text in _GOOD else "bad" if text in _BAD or text.startswith("blocked") else ""
     return f'<span class="{tone}">{_e(text)}</span>' if tone else _e(text)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """``rows`` hold HTML that the caller has already escaped."""
-    if not rows:
-        return '<p class="none">(none)</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _dl(items: Sequence[tuple[str, str]]) -> str:

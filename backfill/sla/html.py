@@ -9,11 +9,10 @@ tables. No script, no external asset; every value escaped (run IDs and titles ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from html import escape
-from typing import Any
 
+from backfill.pages import escaped as _e
+from backfill.pages import table as _table
 from backfill.sla.days import DayRow, DayStatus
 from backfill.sla.report import SlaReport
 from backfill.sla.text import HEADERS, OUTSIDE_HEADERS, signed, table_rows, utc_clock
@@ -44,10 +43,6 @@ svg{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px;max-width:1
 .legend span{display:inline-block;margin-right:1rem}.legend i{display:inline-block;width:.8rem;height:.8rem;
 border-radius:50%;margin-right:.3rem;vertical-align:middle}
 """
-
-
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
 
 
 def outcome_text(report: SlaReport) -> str:
@@ -256,14 +251,6 @@ def _ticks(high: float) -> list[float]:
     minute = 60_000.0
     step = next((s * minute for s in (5, 15, 30, 60, 120, 240) if high / (s * minute) <= 6), high / 4)
     return [step * n for n in range(1, int(high // step) + 1)]
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    if not rows:
-        return '<p class="none">(none)</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(report: SlaReport) -> str:
