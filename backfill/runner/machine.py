@@ -371,21 +371,7 @@ class WindowMachine:
                 skew=self.options.skew,
             )
             if ours:
-                run = ours[0]
-                self.view.append(
-                    ev.WINDOW_ADOPTED,
-                    {
-                        "run_id": run.run_id,
-                        "status": run.status_label,
-                        "attempt": claim.attempt,
-                        "reason": "found right before createRun",
-                        "evidence": dict(doubt),
-                    },
-                    key,
-                )
-                if run.status.is_final:
-                    return self._finish(key, run)
-                return self._follow(job, run.run_id, run.start or first)
+                return self._adopt(job, claim, ours[0], "found right before createRun", dict(doubt), first)
         skipped = self._skip_for(key, latest, active, "history re-read right before createRun")
         if skipped is not None:
             return skipped
@@ -476,21 +462,7 @@ class WindowMachine:
             job, at, payload, min(self.options.settle, self.options.refusal_settle)
         )
         if result.run is not None:
-            run = result.run
-            self.view.append(
-                ev.WINDOW_ADOPTED,
-                {
-                    "run_id": run.run_id,
-                    "status": run.status_label,
-                    "attempt": claim.attempt,
-                    "reason": f"createRun answered {exc}",
-                    "evidence": result.evidence,
-                },
-                key,
-            )
-            if run.status.is_final:
-                return self._finish(key, run)
-            return self._follow(job, run.run_id, run.start or intent_at)
+            return self._adopt(job, claim, result.run, f"createRun answered {exc}", result.evidence, intent_at)
         reason = f"createRun refused: {exc}" if not exc.throttled else f"createRun throttled {waits + 1} times: {exc}"
         if exc.throttled:
             # Never executed, but the service keeps refusing: an operator decides when to go on.
@@ -528,24 +500,31 @@ class WindowMachine:
         intent_at, result = self._reconcile_intent(job, at, payload, self.options.settle)
         evidence = {"doubt": why, "intent_at": format_utc(intent_at, precise=True), **result.evidence}
         if result.run is not None:
-            run = result.run
-            self.view.append(
-                ev.WINDOW_ADOPTED,
-                {
-                    "run_id": run.run_id,
-                    "status": run.status_label,
-                    "attempt": claim.attempt,
-                    "reason": why,
-                    "evidence": evidence,
-                },
-                key,
-            )
-            if run.status.is_final:
-                return self._finish(key, run)
-            return self._follow(job, run.run_id, run.start or intent_at)
+            return self._adopt(job, claim, result.run, why, evidence, intent_at)
         if result.ambiguous:
             return self._operator(key, f"{why}; history could not tell whether the run exists", evidence)
         return self._start(job, claim, evidence)
+
+    def _adopt(
+        self, job: Job, claim: Claim, run: Run, reason: str, evidence: Mapping[str, Any], since: datetime
+    ) -> str:
+        """Record ``run`` (found in history) as this window's run, then finish or follow it;
+        ``since`` stands for its start while ADF has not reported one."""
+        key = job.window.key
+        self.view.append(
+            ev.WINDOW_ADOPTED,
+            {
+                "run_id": run.run_id,
+                "status": run.status_label,
+                "attempt": claim.attempt,
+                "reason": reason,
+                "evidence": evidence,
+            },
+            key,
+        )
+        if run.status.is_final:
+            return self._finish(key, run)
+        return self._follow(job, run.run_id, run.start or since)
 
     def _operator(self, key: str, reason: str, evidence: Mapping[str, Any], run_id: str | None = None) -> str:
         return needs_operator(self.view, key, reason, evidence, run_id)
