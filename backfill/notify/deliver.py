@@ -1,7 +1,7 @@
 """Sending notifications after the ledger event is written, off the writer's thread.
 
 ``install(targets, console_url)`` listens to every committed ledger append (``Ledger``'s
-``COMMITTED`` hook). Messages are queued and sent by one background thread, each retried with
+``backfill.store.committed`` hook). Messages are queued and sent by one background thread, each retried with
 backoff (0.5 s, 1 s, 2 s); a target that still fails is recorded as a ``notify.failed`` event
 (the target's kind and the HTTP status or error class, never its URL, which is a secret), and the
 backfill goes on either way. At exit the queue is given a few seconds to drain.
@@ -18,13 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backfill.chain import LedgerEvent
 from backfill.errors import BackfillError
 from backfill.identity import Actor, IdentitySource
 from backfill.notify.messages import Notice, body, notice_for
 from backfill.notify.targets import Target
-from backfill.store.database import Database
+
+if TYPE_CHECKING:
+    # Imported where a notice is sent: every command installs the notifier, and SQLAlchemy's
+    # import (0.2 s) must not land on ``plan check`` and the other commands that need no ledger.
+    from backfill.store.database import Database
 
 FAILED_KIND = "notify.failed"
 BACKOFF = (0.5, 1.0, 2.0)
@@ -175,6 +180,8 @@ class Notifier:
         payload["attempts"] = attempts
         actor = Actor(job.event.actor, _source(job.event.identity_source))
         try:
+            from backfill.store.database import Database
+
             db = Database(job.ledger_url, create=False)
             try:
                 Ledger(db).append(FAILED_KIND, payload, actor=actor, backfill_id=job.event.backfill_id)
@@ -200,7 +207,7 @@ def install(
 ) -> Notifier:
     """Listen to committed ledger appends; notify ``targets`` and each backfill's plan's."""
     global _installed
-    from backfill.store import ledger
+    from backfill.store import committed as ledger
 
     if _installed is not None and _installed in ledger.COMMITTED:
         ledger.COMMITTED.remove(_installed)
@@ -213,7 +220,7 @@ def install(
 
 def uninstall() -> None:
     global _installed, _installed_for
-    from backfill.store import ledger
+    from backfill.store import committed as ledger
 
     if _installed is not None and _installed in ledger.COMMITTED:
         ledger.COMMITTED.remove(_installed)

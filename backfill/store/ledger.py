@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -38,6 +38,7 @@ from backfill.chain import (
 )
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
 from backfill.identity import Actor
+from backfill.store.committed import COMMITTED
 from backfill.store.database import Database
 from backfill.store.schema import METADATA
 from backfill.timeutil import require_utc, utcnow
@@ -63,9 +64,6 @@ TEAM_SOURCE = "database"
 _SEEN_EVERY = 0.25
 # "backfill" in ASCII: one application-wide advisory lock key for ledger appends on PostgreSQL.
 _PG_LOCK_KEY = 0x6261636B66696C6C
-# Called with the events of every committed append (notifications, issue 15: sent after the
-# event is written). A listener never raises into the writer: it must catch its own errors.
-COMMITTED: list[Callable[[Database, list[LedgerEvent]], None]] = []
 
 
 _LIMITS = {"actor": 320, "identity_source": 16, "backfill_id": 128, "window_key": 128, "kind": 64}
