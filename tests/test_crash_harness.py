@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from crash_hook import KILL_POINTS, crash_command
+from crash_hook import REACHED_POINTS, crash_command
 from hypothesis import given
 from hypothesis import strategies as st
 from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, scenario, write_plan
@@ -81,7 +81,7 @@ def test_kill_and_resume_until_completed(
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
         kills = 0
-        points = [rng.choice(KILL_POINTS) for _ in range(KILLS_PER_SEED)] + [LAST_POINT, None]
+        points = [rng.choice(REACHED_POINTS) for _ in range(KILLS_PER_SEED)] + [LAST_POINT, None]
         for point in points:
             done = _runner(bid, emu, ledger, tmp_path, point)
             FIGURES["cycles"] += 1
