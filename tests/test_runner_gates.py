@@ -67,12 +67,13 @@ def test_a_plan_edited_after_approval_is_refused(tmp_path: Path, monkeypatch: MP
 
 
 def test_rejected_and_expired_backfills_do_not_run(tmp_path: Path, monkeypatch: MP, capsys: Cap) -> None:
-    plan = write_plan(tmp_path, 1, approval={"expires": "1s"})
+    # 3 s: the request and its approval must both fit in it on a loaded machine.
+    plan = write_plan(tmp_path, 1, approval={"expires": "3s"})
     with emulator(scenario(base_time()), monkeypatch) as emu:
         rejected = request(plan, monkeypatch, capsys, approve=False)
         assert cli(monkeypatch, "bob", "reject", rejected, "--reason", "wrong ticket") == 0
         expired = request(plan, monkeypatch, capsys)
-        time.sleep(1.1)
+        time.sleep(3.1)
         capsys.readouterr()
         assert cli(monkeypatch, "carol", "run", rejected) == 1
         assert capsys.readouterr().err == f"error: {rejected} was rejected by bob: wrong ticket\n"
