@@ -49,6 +49,11 @@ class Decision(StrEnum):
         return self.value.startswith("blocked-")
 
 
+# The blocked decisions, for loops over every window of a plan (a set lookup, not a property).
+BLOCKED = frozenset(decision for decision in Decision if decision.blocked)
+RUNNABLE = frozenset(decision for decision in Decision if decision.runnable)
+
+
 @lru_cache(maxsize=64)
 def _utc(value: datetime) -> str:
     # The same horizon is formatted for every unknown window of a long plan.

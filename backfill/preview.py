@@ -8,6 +8,7 @@ decision table. Its JSON form is stable and documented in docs/preview-json.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from backfill.checks.base import Check, CheckResult
 from backfill.checks.runner import evaluate_all
-from backfill.decisions import Decision, decide, needs_checks
+from backfill.decisions import BLOCKED, RUNNABLE, Decision, decide, needs_checks
 from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import Run
 from backfill.gcpause import paused_gc
@@ -73,6 +74,8 @@ class WindowDecision:
 
     def check_summary(self) -> str:
         """``readings-in-sink: partial`` per check, or ``-`` when no check ran for the window."""
+        if not self.checks:
+            return "-"  # most windows of a large plan: no check needed to decide them
         return ", ".join(f"{r.check}: {r.status.value}" for r in self.checks) or "-"
 
     def to_json(self) -> dict[str, Any]:
@@ -111,10 +114,8 @@ class Preview:
 
     def summary(self) -> dict[str, int]:
         """Windows per decision: every decision, in table order, zeros included."""
-        counts = dict.fromkeys((d.value for d in Decision), 0)
-        for item in self.decisions:
-            counts[item.decision.value] += 1
-        return counts
+        tally = Counter(item.decision for item in self.decisions)
+        return {decision.value: tally[decision] for decision in Decision}
 
     def summary_line(self) -> str:
         """``24 windows: 18 skip-succeeded, 4 blocked-partial, 2 rerun``: most frequent first."""
@@ -126,11 +127,11 @@ class Preview:
 
     @property
     def runnable_keys(self) -> tuple[str, ...]:
-        return tuple(item.key for item in self.decisions if item.decision.runnable)
+        return tuple(item.window.key for item in self.decisions if item.decision in RUNNABLE)
 
     @property
     def blocked_keys(self) -> tuple[str, ...]:
-        return tuple(item.key for item in self.decisions if item.decision.blocked)
+        return tuple(item.window.key for item in self.decisions if item.decision in BLOCKED)
 
     def to_json(self) -> dict[str, Any]:
         factory = None

@@ -189,8 +189,6 @@ def _with_parameters(
     """Windows from ``moments[first]`` to ``moments[last]`` for each pair of ``bounds``, their
     parameters rendered a whole column at a time: each bound is formatted once per format, and a
     parameter that is the bare ``{start}`` or a literal costs a list index or nothing per window."""
-    if not parameters:
-        return [Window(moments[first], moments[last]) for first, last in bounds]
     if not bounds:
         return []
     formatted: dict[str | None, list[str]] = {}
@@ -201,13 +199,21 @@ def _with_parameters(
             found = formatted[fmt] = [_format_text(moment, fmt) for moment in moments]
         return found
 
-    names = list(parameters)
+    names = list(parameters or ())
     with paused_gc():
-        columns = [_column(template, texts, bounds) for template in parameters.values()]
-        return [
+        columns = [_column(template, texts, bounds) for template in (parameters or {}).values()]
+        rows = zip(*columns, strict=True) if columns else itertools.repeat(())
+        windows = [
             Window(moments[first], moments[last], dict(zip(names, row, strict=True)))
-            for (first, last), row in zip(bounds, zip(*columns, strict=True), strict=True)
+            for (first, last), row in zip(bounds, rows, strict=False)
         ]
+        # Every preview prints or looks up each key: formatted here from the bounds, each bound
+        # once (a bare {start} parameter has formatted them already), instead of twice per
+        # window on first use.
+        bound_texts = texts(None)
+        for window, (first, last) in zip(windows, bounds, strict=True):
+            object.__setattr__(window, "_key", f"{bound_texts[first]}/{bound_texts[last]}")
+        return windows
 
 
 def _column(template: Any, texts: Callable[[str | None], list[str]], bounds: list[tuple[int, int]]) -> list[Any]:

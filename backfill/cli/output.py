@@ -35,12 +35,12 @@ def fit(
     The other columns keep their natural width; the shrinkable ones share what is left, the
     narrow ones keeping their full text, never narrower than their header."""
     names = list(headers)
-    # tabulate makes a column at least its header plus two wide.
-    natural = [max([len(h) + HEADER_PAD] + [len(str(row[i])) for row in rows]) for i, h in enumerate(names)]
+    cells = [row if isinstance(row, list) else list(map(str, row)) for row in rows]
+    natural = _widths(names, cells)
     total = sum(natural) + GAP * (len(names) - 1)
     columns = [names.index(name) for name in shrink if name in names]
     if total <= width or not columns:
-        return [list(map(str, row)) for row in rows]
+        return cells
     budget = width - (total - sum(natural[i] for i in columns))
     limits: dict[int, int] = {}
     # Water-filling: the narrowest shrinkable column takes what it needs up to an equal share.
@@ -49,7 +49,17 @@ def fit(
         share = budget // (len(ordered) - n)
         limits[i] = max(len(names[i]) + HEADER_PAD, min(natural[i], share))
         budget -= limits[i]
-    return [[_cut(str(cell), limits.get(i)) for i, cell in enumerate(row)] for row in rows]
+    return [[_cut(cell, limits.get(i)) for i, cell in enumerate(row)] for row in cells]
+
+
+def _widths(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int]:
+    """Each column's natural width: its longest cell, and at least its header plus two (as
+    tabulate draws it). One pass per column (a year of windows: 35,040 rows)."""
+    columns = list(zip(*cells, strict=True)) if cells else [() for _ in headers]
+    return [
+        max(len(header) + HEADER_PAD, max(map(len, column), default=0))
+        for header, column in zip(headers, columns, strict=True)
+    ]
 
 
 def _cut(text: str, limit: int | None) -> str:
@@ -62,43 +72,52 @@ def echo_table(
     headers: Sequence[str], rows: Iterable[Sequence[Any]], *, shrink: Sequence[str] = (), wide: bool = True
 ) -> None:
     """Print a table; unless ``wide``, cut the ``shrink`` columns to fit ``WIDTH`` columns."""
-    cells = [[str(cell) for cell in row] for row in rows]
+    cells = [list(map(str, row)) for row in rows]
     if not wide:
         cells = fit(headers, cells, shrink)
-    if len(cells) >= FAST_TABLE_ROWS and _plain(headers, cells):
-        click.echo(simple_table(headers, cells))
+    if _plain(headers, cells):
+        echo_text(simple_table(headers, cells))
         return
     from tabulate import tabulate
 
     click.echo(tabulate(cells, headers=list(headers), tablefmt="simple", disable_numparse=True))
 
 
-# From this many rows a table is drawn by simple_table: tabulate takes ~60 us a row (2 s for a
-# year of 15-minute windows), most of it guessing types we told it not to use.
-FAST_TABLE_ROWS = 500
+def echo_text(text: str) -> None:
+    """``click.echo(text)`` in one write. Text without an escape character is written as it is:
+    stripping ANSI codes (what click does when stdout is not a terminal) would run a regular
+    expression over every character of a 96,000-line preview for nothing."""
+    click.echo(text, color=True if "\x1b" not in text else None)
 
 
 def _plain(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> bool:
-    """Cells that tabulate would draw as they are: one line, printable ASCII, no edge spaces."""
-    for row in (headers, *cells):
-        for cell in row:
-            if not (cell.isascii() and cell.isprintable()) or cell != cell.strip():
-                return False
+    """Cells that tabulate would draw as they are: one line, printable ASCII, no edge spaces.
+
+    Checked a column at a time (one joined string: str methods run in C): a cell holding a line
+    break shows as one line break too many, an edge space as a space next to a line break."""
+    if not set(map(len, cells)) <= {len(headers)}:
+        return False
+    for column in zip(headers, *cells, strict=True):
+        joined = "\n".join(column)
+        if not joined.isascii() or joined.count("\n") != len(column) - 1:
+            return False
+        if not joined.replace("\n", "").isprintable():
+            return False
+        if joined.startswith(" ") or joined.endswith(" ") or " \n" in joined or "\n " in joined:
+            return False
     return True
 
 
 def simple_table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
     """tabulate's ``simple`` format (strings left-aligned), character for character, for
     single-line ASCII cells (``_plain``); the other tables go to tabulate."""
-    widths = [max([len(h) + HEADER_PAD] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    widths = _widths(headers, cells)
     gap = " " * GAP
-
-    def line(row: Sequence[str]) -> str:
-        # tabulate ends a line at its last character: the last columns' padding is dropped.
-        return gap.join([cell.ljust(widths[i]) for i, cell in enumerate(row)]).rstrip()
-
-    lines = [line(headers), gap.join("-" * width for width in widths)]
-    lines.extend(line(row) for row in cells)
+    # One format for every line; tabulate ends a line at its last character, so the padding of
+    # the last columns is dropped.
+    line = gap.join(f"{{:<{width}}}" for width in widths).format
+    lines = [line(*headers).rstrip(), gap.join("-" * width for width in widths)]
+    lines.extend([line(*row).rstrip() for row in cells])
     return "\n".join(lines)
 
 

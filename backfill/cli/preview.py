@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import textwrap
+from operator import itemgetter
 from pathlib import Path
 
 import click
 
-from backfill.cli.output import WIDTH, echo_json, echo_table, exit_with, short_id
+from backfill.cli.output import WIDTH, echo_json, echo_table, echo_text, exit_with, short_id
+from backfill.decisions import BLOCKED, Decision
 from backfill.errors import ExitCode
-from backfill.preview import Preview
+from backfill.gcpause import paused_gc
+from backfill.preview import Preview, WindowDecision
 
 
 def echo_preview(result: Preview, *, wide: bool = False) -> None:
@@ -20,40 +23,46 @@ def echo_preview(result: Preview, *, wide: bool = False) -> None:
     skipped window's reason only repeats its run and status, and the others' follow the table
     whole, so the table fits ``WIDTH`` columns (the checks column is cut if it must be)."""
     headers = ["window", "latest run", "status", "checks", "decision"]
+    # Enum members' .value is a Python property: looked up once per decision, not per window.
+    names = {decision: decision.value for decision in Decision}
     rows = []
+    notable: list[tuple[bool, WindowDecision]] = []
     for item in result.decisions:
         run = item.latest_run
-        row = [
-            item.key,
-            (run.run_id if wide else short_id(run.run_id)) if run else "-",
-            run.status.value if run else "-",
-            item.check_summary(),
-            item.decision.value,
-        ]
-        rows.append([*row, item.reason] if wide else row)
+        decision = item.decision
+        if run is None:
+            row = [item.window.key, "-", "-", item.check_summary(), names[decision]]
+        else:
+            run_id = run.run_id if wide else short_id(run.run_id)
+            row = [item.window.key, run_id, run.status.value, item.check_summary(), names[decision]]
+        if wide:
+            row.append(item.reason)
+        rows.append(row)
+        if decision is not Decision.SKIP_SUCCEEDED:
+            notable.append((decision not in BLOCKED, item))
     echo_table([*headers, "reason"] if wide else headers, rows, shrink=["checks"], wide=wide)
     if not wide:
         # What a window that is not plainly skipped needs is the point of the preview, so its
         # reason follows whole (wrapped), blocked ones first.
-        notable = [item for item in result.decisions if item.decision.value != "skip-succeeded"]
         lines: list[str] = []
-        wrapped: dict[tuple[str, str, int], list[str]] = {}
-        for item in sorted(notable, key=lambda item: not item.decision.blocked):
-            # Windows share a few reasons and their keys have no spaces, so each reason is
-            # wrapped once with a stand-in of the key's length (a year of windows: 30,000 lines).
-            shape = (item.decision.value, item.reason, len(item.key))
-            template = wrapped.get(shape)
-            if template is None:
-                template = wrapped[shape] = textwrap.wrap(
-                    f"{item.decision.value} {_STAND_IN * len(item.key)}: {item.reason}",
-                    WIDTH,
-                    initial_indent="  ",
-                    subsequent_indent="    ",
+        # Windows share a few reasons and their keys have no spaces, so each reason is wrapped
+        # once with a stand-in of the key's length, and each window's lines are the two halves
+        # around it joined by its key (a year of windows: 60,000 lines).
+        halves: dict[tuple[str, str, int], list[str]] = {}
+        # sorted() is stable: within blocked and not blocked, the plan's order.
+        for _, item in sorted(notable, key=itemgetter(0)):
+            key = item.window.key
+            shape = (names[item.decision], item.reason, len(key))
+            parts = halves.get(shape)
+            if parts is None:
+                stand_in = _STAND_IN * len(key)
+                wrapped = textwrap.wrap(
+                    f"{shape[0]} {stand_in}: {item.reason}", WIDTH, initial_indent="  ", subsequent_indent="    "
                 )
-            stand_in = _STAND_IN * len(item.key)
-            lines.extend(line.replace(stand_in, item.key) for line in template)
+                parts = halves[shape] = "\n".join(wrapped).split(stand_in)
+            lines.append(key.join(parts))
         if lines:
-            click.echo("\n".join(lines))
+            echo_text("\n".join(lines))
     click.echo(result.summary_line())
 
 
@@ -81,9 +90,12 @@ def preview(path: Path, as_json: bool, no_sync: bool, wide: bool) -> None:
     if planned.history.synced_at is None:
         click.echo(f"note: the history of {pipeline} was never synced; run without --no-sync", err=True)
     result = planned.preview
-    if as_json:
-        echo_json(result.to_json())
-    else:
-        echo_preview(result, wide=wide)
+    # The output is a few hundred thousand short-lived strings, lists and dicts, no cycles:
+    # without the pause, collections of the oldest generation walk the whole preview again.
+    with paused_gc():
+        if as_json:
+            echo_json(result.to_json())
+        else:
+            echo_preview(result, wide=wide)
     if result.blocked_keys:
         exit_with(ExitCode.BLOCKED)
