@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, func, select
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, UniqueConstraint, func, select
 from sqlalchemy.engine import Connection
-from sqlmodel import Field
 
 from backfill.factory.run import RunStatus
-from backfill.store.orm import TableModel
+from backfill.store.schema import METADATA
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -34,76 +33,66 @@ FETCH_CHUNK = 500
 LOAD_CHUNK = 20_000
 
 
-class HistoryRun(TableModel, table=True):
-    __tablename__ = "history_runs"
-    __table_args__ = (Index("ix_history_runs_start", "factory_key", "pipeline", "run_start_us"),)
-
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
-    run_id: str = Field(primary_key=True, max_length=64)
-    status: str = Field(max_length=16)
-    run_start_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    last_updated_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    run_group_id: str | None = Field(default=None, max_length=64)
-    is_latest: bool = True
-    parameters: str = Field(sa_column=Column(Text, nullable=False))
-    data: str = Field(sa_column=Column(Text, nullable=False))
-
-
-class HistorySync(TableModel, table=True):
-    __tablename__ = "history_sync"
-
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
-    watermark_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    horizon_us: int = Field(sa_column=Column(BigInteger, nullable=False))
-    synced_at_us: int = Field(sa_column=Column(BigInteger, nullable=False))
-
-
-class HistoryKeySet(TableModel, table=True):
-    """A set of matched fields of one pipeline whose keys ``history_keys`` holds."""
-
-    __tablename__ = "history_key_sets"
-    __table_args__ = (UniqueConstraint("factory_key", "pipeline", "signature", name="uq_history_key_sets"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    factory_key: str = Field(max_length=255)
-    pipeline: str = Field(max_length=260)
-    signature: str = Field(max_length=64)
-    fields: str = Field(sa_column=Column(Text, nullable=False))
-
-
-class HistoryKey(TableModel, table=True):
-    """One cached run's match key under one key set (NULL: a matched field is missing)."""
-
-    __tablename__ = "history_keys"
-    __table_args__ = (Index("ix_history_keys_hash", "set_id", "key_hash"),)
-
-    set_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    run_id: str = Field(primary_key=True, max_length=64)
-    key_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-
+# Core tables, not SQLModel classes: a preview reads them, and SQLModel's import with the ORM
+# behind it cost the preview command a fifth of its start-up (issue 14). Columns as the SQLModel
+# classes declared them (revision 0001 and 0003 create them; a test compares the two).
+RUNS = Table(
+    "history_runs",
+    METADATA,
+    Column("factory_key", String(255), primary_key=True),
+    Column("pipeline", String(260), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("run_start_us", BigInteger, nullable=True),
+    Column("last_updated_us", BigInteger, nullable=True),
+    Column("run_group_id", String(64), nullable=True),
+    Column("is_latest", Boolean, nullable=False, default=True),
+    Column("parameters", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Index("ix_history_runs_start", "factory_key", "pipeline", "run_start_us"),
+)
+SYNC = Table(
+    "history_sync",
+    METADATA,
+    Column("factory_key", String(255), primary_key=True),
+    Column("pipeline", String(260), primary_key=True),
+    Column("watermark_us", BigInteger, nullable=True),
+    Column("horizon_us", BigInteger, nullable=False),
+    Column("synced_at_us", BigInteger, nullable=False),
+)
+# A set of matched fields of one pipeline whose keys ``history_keys`` holds.
+KEY_SETS = Table(
+    "history_key_sets",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("factory_key", String(255), nullable=False),
+    Column("pipeline", String(260), nullable=False),
+    Column("signature", String(64), nullable=False),
+    Column("fields", Text, nullable=False),
+    UniqueConstraint("factory_key", "pipeline", "signature", name="uq_history_key_sets"),
+)
+# One cached run's match key under one key set (NULL: a matched field is missing).
+KEYS = Table(
+    "history_keys",
+    METADATA,
+    Column("set_id", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), primary_key=True),
+    Column("key_hash", BigInteger, nullable=True),
+    Index("ix_history_keys_hash", "set_id", "key_hash"),
+)
 
 NAME_LIMIT = 128
 
-
-class HistorySecret(TableModel, table=True):
-    """A parameter of a pipeline that a plan marked secret: masked in every cached run."""
-
-    __tablename__ = "history_secrets"
-
-    factory_key: str = Field(primary_key=True, max_length=255)
-    pipeline: str = Field(primary_key=True, max_length=260)
+# A parameter of a pipeline that a plan marked secret: masked in every cached run.
+SECRETS = Table(
+    "history_secrets",
+    METADATA,
+    Column("factory_key", String(255), primary_key=True),
+    Column("pipeline", String(260), primary_key=True),
     # Within MariaDB's 3072-byte key (utf8mb4) together with the two columns above.
-    name: str = Field(primary_key=True, max_length=NAME_LIMIT)
-
-
+    Column("name", String(NAME_LIMIT), primary_key=True),
+)
 _STATUSES = {status.value: status for status in RunStatus}
-RUNS = HistoryRun.__table__  # type: ignore[attr-defined]
-SYNC = HistorySync.__table__  # type: ignore[attr-defined]
-KEY_SETS = HistoryKeySet.__table__  # type: ignore[attr-defined]
-KEYS = HistoryKey.__table__  # type: ignore[attr-defined]
-SECRETS = HistorySecret.__table__  # type: ignore[attr-defined]
 
 
 class RunRecord(NamedTuple):

@@ -1,4 +1,4 @@
-"""The base of the tables still written as SQLModel classes (history cache, window claims).
+"""The base of the tables still written as SQLModel classes (window claims).
 
 They register on ``store.schema.METADATA`` like the Core tables, so one metadata describes the
 whole schema; importing this module imports SQLModel and the ORM, which read paths never do.
