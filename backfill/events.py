@@ -6,15 +6,20 @@ so ``decode`` never loses a key: a payload key a type does not model, or whose v
 the field's type, is kept in ``extra``, and ``encode(decode(kind, payload))`` gives the payload
 back as it was stored (``tests/test_events.py``). Writers still hand the ledger plain payloads
 (their bytes are what the chain hashes); readers decode once and match on the types.
+
+The types are frozen keyword-only dataclasses (``@event``): ``dataclasses.fields``, ``replace``,
+equality, hashing and ``repr`` behave as with ``@dataclass(frozen=True, kw_only=True)``, but the
+methods are the ones ``Event`` defines once, instead of six generated and compiled per type (30
+types: most of the import, which every command that reads the ledger pays; issue 14).
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, dataclass_transform
 
 REQUESTED: Final = "backfill.requested"
 APPROVED: Final = "backfill.approved"
@@ -46,15 +51,78 @@ RUN_CANCELLED: Final = "run.cancelled"
 RUNS_EXPORTED: Final = "runs.exported"
 
 
-@dataclass(frozen=True, kw_only=True)
+_E = TypeVar("_E", bound="type[Event]")
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
+def event(cls: _E) -> _E:
+    """``@dataclass(frozen=True, kw_only=True)`` in effect: the fields are a dataclass's, the
+    methods ``Event``'s (see the module's docstring)."""
+    if cls.__doc__ is None:
+        cls.__doc__ = f"The {cls.kind or cls.__name__} event."  # dataclass would inspect a signature
+    dataclass(init=False, repr=False, eq=False, kw_only=True)(cls)
+    specs = fields(cls)
+    cls._init = tuple((f.name, f.default, f.default_factory) for f in specs)
+    cls._compared = tuple(f.name for f in specs if f.compare)
+    # As dataclass hashes: the compared fields, less those marked hash=False.
+    cls._hashed = tuple(f.name for f in specs if (f.compare if f.hash is None else f.hash))
+    return cls
+
+
+@event
 class Event:
     """A payload of some kind; ``extra`` holds what the type does not model, verbatim."""
 
     kind: ClassVar[str] = ""
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # Set by @event for each type: (name, default, default factory) of each field, in order; the
+    # fields compared and hashed.
+    _init: ClassVar[tuple[tuple[str, Any, Callable[[], Any] | Any], ...]] = ()
+    _compared: ClassVar[tuple[str, ...]] = ()
+    _hashed: ClassVar[tuple[str, ...]] = ()
+
+    if not TYPE_CHECKING:  # type checkers see the frozen dataclass's methods that @event stands for
+
+        def __init__(self, **values: Any) -> None:
+            cls = type(self)
+            state: dict[str, Any] = {}
+            for name, default, factory in cls._init:
+                if name in values:
+                    state[name] = values.pop(name)
+                elif factory is not MISSING:
+                    state[name] = factory()
+                elif default is not MISSING:
+                    state[name] = default
+                else:
+                    raise TypeError(f"{cls.__qualname__}.__init__() missing keyword-only argument: {name!r}")
+            if values:
+                raise TypeError(
+                    f"{cls.__qualname__}.__init__() got an unexpected keyword argument {next(iter(values))!r}"
+                )
+            self.__dict__.update(state)
+
+        # Frozen. Hidden from type checkers too: a __setattr__ would let them allow any assignment.
+        def __setattr__(self, name: str, value: Any) -> None:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+        def __delattr__(self, name: str) -> None:
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = self._compared
+        return tuple(getattr(self, name) for name in names) == tuple(getattr(other, name) for name in names)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, name) for name in self._hashed))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name, _, _ in self._init)
+        return f"{type(self).__qualname__}({shown})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class BackfillEvent(Event):
     """An event about the whole backfill; ``note`` or ``reason`` is what a reviewer wrote."""
 
@@ -62,7 +130,7 @@ class BackfillEvent(Event):
     reason: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowEvent(Event):
     """An event about one window (its ledger ``window_key``): any of them may name the run, its
     ADF status (Queued, InProgress, Succeeded...) and why."""
@@ -73,7 +141,7 @@ class WindowEvent(Event):
     message: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Requested(BackfillEvent):
     """The sealed request (spec §15): what gates and ``run`` read instead of the mutable row."""
 
@@ -93,77 +161,77 @@ class Requested(BackfillEvent):
     windows: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Approved(BackfillEvent):
     kind: ClassVar[str] = APPROVED
     approval: int | None = None  # which approval this is, of ``required``
     required: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Ended(BackfillEvent):
     """An event that ends the backfill or its wait; ``windows`` tallies window states."""
 
     windows: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Rejected(Ended):
     kind: ClassVar[str] = REJECTED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Expired(Ended):
     kind: ClassVar[str] = EXPIRED
     expired_at: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Completed(Ended):
     kind: ClassVar[str] = COMPLETED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Failed(Ended):
     kind: ClassVar[str] = FAILED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Stopped(Ended):
     kind: ClassVar[str] = STOPPED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Started(BackfillEvent):
     kind: ClassVar[str] = STARTED
     concurrency: int | None = None  # used for the estimated finish
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Resumed(BackfillEvent):
     kind: ClassVar[str] = RESUMED
     stopped_by: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class CanaryPaused(BackfillEvent):
     kind: ClassVar[str] = CANARY_PAUSED
     canary: int | None = None
     succeeded: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class CanaryApproved(BackfillEvent):
     kind: ClassVar[str] = CANARY_APPROVED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class StopRequested(BackfillEvent):
     kind: ClassVar[str] = STOP_REQUESTED
     cancel_run: bool | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowAccepted(WindowEvent):
     """A supervisor cleared a blocked-partial window (a gate, but about one window)."""
 
@@ -173,19 +241,19 @@ class WindowAccepted(WindowEvent):
     decision: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowSkipped(WindowEvent):
     kind: ClassVar[str] = WINDOW_SKIPPED
     decision: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowChecked(WindowEvent):
     kind: ClassVar[str] = WINDOW_CHECKED
     decision: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowIntent(WindowEvent):
     """Written BEFORE createRun with the exact parameters; ``intent_at`` is when it was meant."""
 
@@ -197,29 +265,29 @@ class WindowIntent(WindowEvent):
     intent_at: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowCreated(WindowEvent):
     kind: ClassVar[str] = WINDOW_CREATED
     attempt: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowAdopted(WindowEvent):
     kind: ClassVar[str] = WINDOW_ADOPTED
     attempt: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowCreateFailed(WindowEvent):
     kind: ClassVar[str] = WINDOW_CREATE_FAILED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowStatus(WindowEvent):
     kind: ClassVar[str] = WINDOW_STATUS
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowFinished(WindowEvent):
     """How the run ended: ADF's ``durationInMs`` and the failing activity when it failed."""
 
@@ -235,24 +303,24 @@ class WindowFinished(WindowEvent):
     activity_error: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowNeedsOperator(WindowEvent):
     kind: ClassVar[str] = WINDOW_NEEDS_OPERATOR
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class WindowCancelled(WindowEvent):
     kind: ClassVar[str] = WINDOW_CANCELLED
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class Unknown(Event):
     """A kind this version does not know (a newer writer's): kept whole in ``extra``."""
 
     name: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class RunEvent(Event):
     """An event about one pipeline run (``runs cancel``): which run, of which pipeline and factory."""
 
@@ -262,7 +330,7 @@ class RunEvent(Event):
     status: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class RunCancelRequested(RunEvent):
     """The guarded cancel's evidence, recorded before the cancel is sent."""
 
@@ -275,7 +343,7 @@ class RunCancelRequested(RunEvent):
     usual_ms: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class RunCancelled(RunEvent):
     """ADF confirmed ``Cancelled`` after ``waited_ms``."""
 
@@ -283,7 +351,7 @@ class RunCancelled(RunEvent):
     waited_ms: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@event
 class RunsExported(Event):
     """Who exported which range of runs, and how many from where; never the runs."""
 

@@ -3,8 +3,10 @@ the hash chain covers (``encode(decode(kind, payload)) == payload``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,3 +49,50 @@ def test_an_unknown_kind_is_kept_whole() -> None:
 )
 def test_decoding_then_encoding_gives_the_stored_payload_back(kind: str, payload: dict[str, Any]) -> None:
     assert ev.encode(ev.decode(kind, payload)) == (kind, payload)
+
+
+# --- @event behaves as @dataclass(frozen=True, kw_only=True) (issue 14: the import cost) -------------
+
+_VALUES = st.one_of(st.none(), st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2))
+
+
+def _reference(cls: type[ev.Event]) -> type:
+    """The same fields as a real frozen keyword-only dataclass, named like ``cls``."""
+    specs = [
+        (f.name, Any, dataclasses.field(default=f.default, default_factory=f.default_factory, hash=f.hash))
+        for f in dataclasses.fields(cls)
+    ]
+    made = dataclasses.make_dataclass(cls.__name__, specs, frozen=True, kw_only=True)
+    made.__qualname__ = cls.__qualname__
+    return made
+
+
+@given(st.sampled_from(sorted(ev.REGISTRY)), st.data())
+def test_event_types_behave_as_frozen_dataclasses(kind: str, data: st.DataObject) -> None:
+    cls = ev.REGISTRY[kind]
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+    values: dict[str, Any] = data.draw(st.dictionaries(st.sampled_from(names), _VALUES, max_size=4))
+    other: dict[str, Any] = data.draw(st.dictionaries(st.sampled_from(names), _VALUES, max_size=4))
+    reference = _reference(cls)
+    made, twin, expected = cls(**values), cls(**other), reference(**values)
+    assert repr(made) == repr(expected)
+    assert (made == twin) == (expected == reference(**other))
+    assert made == cls(**values) and made != ev.Unknown(name=kind)
+    try:
+        expected_hash: int | None = hash(expected)
+    except TypeError:
+        expected_hash = None  # a list value: unhashable in both
+    if expected_hash is None:
+        with pytest.raises(TypeError):
+            hash(made)
+    else:
+        assert hash(made) == expected_hash
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, "note", "changed")  # noqa: B010
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        delattr(made, "extra")
+    with pytest.raises(TypeError):
+        cls(no_such_field=1)  # type: ignore[call-arg]
+    assert dataclasses.replace(made, extra={"x": 1}) == cls(**values, extra={"x": 1})
+    assert made.extra == {} and made.extra is not cls().extra  # a fresh dict per event
+    assert cls.__match_args__ == ()
