@@ -441,13 +441,45 @@ def _accepted(hint: Any) -> tuple[type, ...]:
 _FIELDS: dict[type[Event], Mapping[str, tuple[type, ...]]] = {}
 
 
+# The names the fields' annotations use, as ``_accepted`` resolves them (None: admits nothing).
+_RUNTIME: Mapping[str, type | None] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "Mapping": dict,
+    "None": None,
+}
+
+
+def _accepted_text(annotation: str) -> tuple[type, ...] | None:
+    """``_accepted`` of an annotation as written (``"Mapping[str, Any] | None"``) without
+    evaluating it; None for a form it does not know. ``typing.get_type_hints`` evaluates every
+    annotation of a type: most of the first ``status`` read of a ledger (issue 14)."""
+    accepted: list[type] = []
+    for option in annotation.split("|"):
+        head, _, rest = option.strip().partition("[")
+        if "[" in rest or head not in _RUNTIME:
+            return None
+        runtime = _RUNTIME[head]
+        if runtime is not None:
+            accepted.append(runtime)
+    return tuple(accepted)
+
+
 def _fields(cls: type[Event]) -> Mapping[str, tuple[type, ...]]:
     """A type's payload fields and the types each admits (resolved once per type: the fold
     decodes every event it reads)."""
     known = _FIELDS.get(cls)
     if known is None:
-        hints = typing.get_type_hints(cls)
-        known = _FIELDS[cls] = {f.name: _accepted(hints[f.name]) for f in fields(cls) if f.name != "extra"}
+        specs = [f for f in fields(cls) if f.name != "extra"]
+        read = {f.name: _accepted_text(f.type) if isinstance(f.type, str) else None for f in specs}
+        if any(accepted is None for accepted in read.values()):
+            hints = typing.get_type_hints(cls)
+            read = {f.name: _accepted(hints[f.name]) for f in specs}
+        known = _FIELDS[cls] = typing.cast(dict[str, tuple[type, ...]], read)
     return known
 
 

@@ -4,6 +4,7 @@ the hash chain covers (``encode(decode(kind, payload)) == payload``)."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import pytest
@@ -96,3 +97,13 @@ def test_event_types_behave_as_frozen_dataclasses(kind: str, data: st.DataObject
     assert dataclasses.replace(made, extra={"x": 1}) == cls(**values, extra={"x": 1})
     assert made.extra == {} and made.extra is not cls().extra  # a fresh dict per event
     assert cls.__match_args__ == ()
+
+
+def test_field_types_read_from_the_annotations_are_the_evaluated_ones() -> None:
+    for cls in ev.REGISTRY.values():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name != "extra":
+                assert ev._accepted_text(str(f.type)) == ev._accepted(hints[f.name]), (cls, f.name)
+    assert ev._accepted_text("Sequence[int] | None") is None  # unknown: evaluated instead
+    assert ev._accepted_text("list[list[int]]") is None
