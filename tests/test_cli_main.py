@@ -81,3 +81,25 @@ def test_unreachable_endpoint_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert code == 1
     assert err.startswith("error: factory: cannot reach the factory endpoint")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_the_program_exits_with_the_commands_code(args: list[str], code: int) -> None:
+    # main() freezes the collector's objects before exiting (issue 14): the exit code and the
+    # output written are still the command's.
+    done = subprocess.run([sys.executable, "-m", "backfill", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == code, done.stderr
+    assert (done.stdout if code == 0 else done.stderr).strip()
+
+
+def test_atexit_work_still_runs_after_the_command() -> None:
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('drained'))\n"
+        "sys.argv = ['backfill', '--version']\n"
+        "from backfill.cli.main import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "drained"

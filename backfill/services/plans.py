@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backfill.errors import ConfigError
+from backfill.gcpause import paused_gc
 from backfill.services.common import connect_factory, database_for
 from backfill.timeutil import utcnow
 
@@ -116,13 +117,14 @@ def preview_plan(
 ) -> PlanPreview:
     """Sync the history, load it, build the checks and decide every window: the one preview of
     ``preview``, ``request`` and ``run``."""
-    from backfill.checks.registry import build_checks
-    from backfill.history import sync_history
-    from backfill.masking import plan_secrets
-    from backfill.matching import match_fields
-    from backfill.preview import compute_preview
-    from backfill.store.history import load_history
-    from backfill.target import sync_for_plan
+    with paused_gc():  # imports: nothing for the collector to find (see backfill.cli.main)
+        from backfill.checks.registry import build_checks
+        from backfill.history import sync_history
+        from backfill.masking import plan_secrets
+        from backfill.matching import match_fields
+        from backfill.preview import compute_preview
+        from backfill.store.history import load_history
+        from backfill.target import sync_for_plan
 
     # Built before any network call, so a wrong check definition fails fast.
     checks = build_checks(loaded.check_specs, base_dir=loaded.path.parent)
@@ -144,6 +146,7 @@ def preview_plan(
 
 def preview_plan_file(path: str | Path, *, sync: bool = True, db: Database | None = None) -> PlanPreview:
     """``preview_plan`` of the plan file at ``path`` (``sync=False``: the cache as it is)."""
-    from backfill.plan.loader import load_plan
+    with paused_gc():  # pydantic's import, the plan's models
+        from backfill.plan.loader import load_plan
 
     return preview_plan(load_plan(path), sync=Sync.TARGET if sync else Sync.NONE, db=db)
