@@ -170,10 +170,22 @@ def compute_preview(
         ]
         results = evaluate_all(checks, pending, concurrency=check_concurrency)
     decisions = []
+    horizon = history.horizon
+    # A window with no run and no check result is decided by whether it starts before the
+    # history we hold, nothing else: decided once for each side (most windows of a long plan:
+    # 30,721 of a year's 35,040 in the bench), and they share the reason's text.
+    unrun: dict[bool, tuple[Decision, str]] = {}
     with paused_gc():
         for window, (run, active) in zip(windows, pairs, strict=True):
             found = results.get(window.key, ()) if results and active is None and needs_checks(run) else ()
-            decision, reason = decide(window, run, found, horizon=history.horizon, active=active)
+            if run is None and active is None and not found:
+                before = horizon is None or window.start < horizon
+                made = unrun.get(before)
+                if made is None:
+                    made = unrun[before] = decide(window, None, (), horizon=horizon)
+                decision, reason = made
+            else:
+                decision, reason = decide(window, run, found, horizon=horizon, active=active)
             decisions.append(WindowDecision(window, decision, reason, run, found, active))
     return Preview(
         plan_hash=loaded.hash,

@@ -205,3 +205,16 @@ def test_json_form(tmp_path: Path) -> None:
     ]
     assert "s3cret" not in json.dumps(data)
     assert data["windows"][5]["latest_run"] is None
+
+
+def test_windows_without_runs_are_decided_as_decide_decides_each(tmp_path: Path) -> None:
+    # compute_preview decides the windows without a run once per side of the horizon (issue 14):
+    # the same decision and reason as deciding each window alone, the horizon anywhere.
+    from backfill.decisions import decide
+
+    loaded = plan(tmp_path)
+    for horizon in (None, T0 - timedelta(days=1), T0 + timedelta(minutes=45), T0 + timedelta(days=1)):
+        view = HistoryView([], horizon=horizon)
+        preview = compute_preview(loaded, view, [])
+        expected = [decide(window, None, (), horizon=horizon) for window in loaded.windows]
+        assert [(d.decision, d.reason) for d in preview.decisions] == expected

@@ -60,7 +60,14 @@ def echo_preview(result: Preview, *, wide: bool = False) -> None:
                     f"{shape[0]} {stand_in}: {item.reason}", WIDTH, initial_indent="  ", subsequent_indent="    "
                 )
                 parts = halves[shape] = "\n".join(wrapped).split(stand_in)
-            lines.append(key.join(parts))
+            if len(parts) == 2:
+                lines.append(key.join(parts))
+            else:  # the stand-in was broken across lines (a key wider than a line): wrap alone
+                lines.extend(
+                    textwrap.wrap(
+                        f"{shape[0]} {key}: {item.reason}", WIDTH, initial_indent="  ", subsequent_indent="    "
+                    )
+                )
         if lines:
             echo_text("\n".join(lines))
     click.echo(result.summary_line())
