@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from crash_hook import REACHED_POINTS, crash_command
+from crash_hook import REACHED_POINTS, CrashPoint, crash_command
 from hypothesis import given
 from hypothesis import strategies as st
 from runner_support import FAST_ENV, base_time, creates_per_window, emulator, events, scenario, write_plan
 from runner_support import request as request_backfill
 
 from backfill import events as ev
+from backfill.chain import LedgerEvent
 from backfill.cli import main
 from backfill.emulator import Emulator
 
@@ -67,6 +68,29 @@ def _assert_every_window_complete(bid: str, emu: Emulator, ledger: str) -> None:
     assert all(e.payload.get("status") == "Succeeded" for e in recorded if e.kind == ev.WINDOW_FINISHED)
 
 
+def _reachable(recorded: list[LedgerEvent]) -> list[str]:
+    """The kill points the next runner is sure to reach, from what the ledger holds: one it
+    never reached would let it run the rest of the backfill unkilled, and how far each killed
+    runner got depends on the machine's load. ``:N`` of an intent or a create needs N windows no
+    runner has touched (a window with an intent may be adopted, not created); the others, any
+    window not finished."""
+    touched: set[str | None] = set()
+    finished: set[str | None] = set()
+    for event in recorded:
+        if event.kind in (ev.WINDOW_INTENT, ev.WINDOW_CREATED, ev.WINDOW_ADOPTED):
+            touched.add(event.window_key)
+        elif event.kind == ev.WINDOW_FINISHED:
+            finished.add(event.window_key)
+    fresh, unfinished = WINDOWS - len(touched), WINDOWS - len(finished)
+    reachable: list[str] = []
+    for text in REACHED_POINTS:
+        point = CrashPoint.parse(text)
+        needs = fresh if point.kind in (ev.WINDOW_INTENT, ev.WINDOW_CREATED) else unfinished
+        if needs >= (point.nth if point.kind in (ev.WINDOW_INTENT, ev.WINDOW_CREATED) else 1):
+            reachable.append(text)
+    return reachable
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("seed", "backend"), [(1, "sqlite"), (2, "postgres")])
 def test_kill_and_resume_until_completed(
@@ -80,9 +104,14 @@ def test_kill_and_resume_until_completed(
     plan = write_plan(tmp_path, WINDOWS, base=base, execution={"concurrency": 2})
     with emulator(scenario(base), monkeypatch) as emu:
         bid = request_backfill(plan, monkeypatch, capsys)
-        kills = 0
-        points = [rng.choice(REACHED_POINTS) for _ in range(KILLS_PER_SEED)] + [LAST_POINT, None]
-        for point in points:
+        kills, last_drawn = 0, False
+        for _ in range(3 * KILLS_PER_SEED):
+            reachable = _reachable(events(bid, ledger))
+            point: str | None
+            if kills < KILLS_PER_SEED and reachable:
+                point = rng.choice(reachable)
+            else:
+                point, last_drawn = (None, True) if last_drawn else (LAST_POINT, True)
             done = _runner(bid, emu, ledger, tmp_path, point)
             FIGURES["cycles"] += 1
             if done.returncode == -signal.SIGKILL:
