@@ -128,6 +128,12 @@ _C_ENCODE: Any = (
 _SCAN: Any = getattr(json.decoder.JSONDecoder(), "scan_once")  # noqa: B009 (not in the stubs)
 
 
+def json_string(value: str) -> str:
+    """``value`` as ``json.dumps(value, ensure_ascii=False)`` writes it; TypeError if not a str."""
+    encoded: str = _STRING(value)
+    return encoded
+
+
 def _encode(value: Any) -> str:
     if _C_ENCODE is None:
         return _ENCODER.encode(value)
@@ -148,6 +154,107 @@ def canonical_payload_text(text: str) -> tuple[dict[str, Any], str] | None:
         return payload, _encode(payload)
     except (TypeError, ValueError):
         return None
+
+
+# --- stored payloads proven canonical without parsing them -------------------------------------
+#
+# The hash covers the payload's canonical text, and the writer stores exactly that text (a Text
+# column, never jsonb). Hashing the stored text as it is therefore gives the reference's verdict
+# for every payload that *is* canonical; for one that is not (a forger's whitespace, reordered or
+# duplicate keys, ``\u`` escapes, ``1.50``) the reference re-encodes it and reports a mismatch, so
+# the stored text may be hashed only once it is proven canonical. Parsing and re-encoding proves
+# it but costs most of a verify; instead, the first canonical payload of each shape (its keys and
+# structure) is turned into a regular expression that matches exactly the texts of that shape
+# whose values need no escaping: strings without ``"``, ``\`` or control characters, canonical
+# integers, ``true``/``false``/``null``, and floats written as ``repr`` writes them (checked on the
+# captured text). Such a text is the canonical text of its own parse: the keys, their order and
+# the structure are the proven payload's, and each value is written as the encoder writes it.
+
+_STRING_HOLE = r'"[^"\\\x00-\x1f]*+"'
+# At most 18 digits: json.loads refuses integers past 4,300 digits, and no ledger writes such.
+_SCALAR_HOLE = rf"(?:{_STRING_HOLE}|-?(?:0|[1-9][0-9]{{0,17}})|true|false|null)"
+_FLOAT_HOLE = r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:e[-+][0-9]+)?)"
+_SHAPES_PER_KIND = 8
+_SHAPES_LIMIT = 256
+_SHAPE_TEXT_LIMIT = 4096
+
+
+def _shape_pattern(value: Any) -> tuple[str, int]:
+    """The pattern of texts shaped like ``value`` (parsed from a canonical text), and how many
+    float holes (capturing groups) it has."""
+    if type(value) is dict:
+        parts, floats = [], 0
+        for key, item in value.items():
+            pattern, count = _shape_pattern(item)
+            parts.append(re.escape(_STRING(key)) + ":" + pattern)
+            floats += count
+        return r"\{" + ",".join(parts) + r"\}", floats
+    if type(value) is list:
+        if all(type(item) is not float and type(item) not in (dict, list) for item in value):
+            return rf"\[(?:{_SCALAR_HOLE}(?:,{_SCALAR_HOLE})*+)?\]", 0
+        parts, floats = [], 0
+        for item in value:
+            pattern, count = _shape_pattern(item)
+            parts.append(pattern)
+            floats += count
+        return r"\[" + ",".join(parts) + r"\]", floats
+    if type(value) is float:
+        return f"(?:{_SCALAR_HOLE}|{_FLOAT_HOLE})", 1
+    return _SCALAR_HOLE, 0
+
+
+def _float_checked(fullmatch: Any) -> Any:
+    def check(text: str) -> bool:
+        match = fullmatch(text)
+        # A float is canonical when it is what repr writes for the float it parses to (which is
+        # what json.loads makes of it: float() of the same text); "inf" never equals its text.
+        return match is not None and all(g is None or repr(float(g)) == g for g in match.groups())
+
+    return check
+
+
+class PayloadShapes:
+    """Stored payload texts proven canonical by shape, learnt as they are met (one per verify or
+    export: the shapes of one ledger, a few per kind).
+
+    ``current[kind]`` is the last shape that matched a payload of that kind: a callable that is
+    truthy for a text proven canonical. ``canonical`` is the slower way for the rest."""
+
+    def __init__(self) -> None:
+        self.current: dict[Any, Any] = {}
+        self._by_kind: dict[Any, list[Any]] = {}
+        self._learnt = 0
+
+    def canonical(self, kind: Any, text: Any) -> str | None:
+        """The canonical text of a stored payload: ``text`` itself when it is canonical, the
+        re-encoded text when it parses to a JSON object whose encoding differs, None when the
+        reference must decide (not a string, not a JSON object, not encodable)."""
+        if type(text) is not str:
+            return None
+        shapes = self._by_kind.get(kind, [])
+        for shape in shapes:
+            if shape(text):
+                self.current[kind] = shape
+                return text
+        parsed = canonical_payload_text(text)
+        if parsed is None:
+            return None
+        if parsed[1] == text:
+            self._learn(kind, parsed[0], text, shapes)
+        return parsed[1]
+
+    def _learn(self, kind: Any, value: dict[str, Any], text: str, shapes: list[Any]) -> None:
+        if len(shapes) >= _SHAPES_PER_KIND or self._learnt >= _SHAPES_LIMIT or len(text) > _SHAPE_TEXT_LIMIT:
+            return
+        pattern, floats = _shape_pattern(value)
+        fullmatch = re.compile(pattern).fullmatch
+        shape = _float_checked(fullmatch) if floats else fullmatch
+        if not shape(text):  # cannot happen for a canonical text; never trust a shape that would
+            return
+        shapes.append(shape)
+        self._by_kind[kind] = shapes
+        self.current[kind] = shape
+        self._learnt += 1
 
 
 def hashed_text(

@@ -10,13 +10,16 @@ The database itself refuses UPDATE and DELETE through triggers (Alembic revision
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
+from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, null, select, type_coerce
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
@@ -27,14 +30,14 @@ from backfill.chain import (
     Draft,
     LedgerEvent,
     PayloadError,
+    PayloadShapes,
     VerifyReport,
     canonical_json,
-    canonical_payload_text,
     export_line,
-    fast_hash,
     format_at,
-    hashed_text,
+    json_string,
     make_event,
+    parse_at,
 )
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
 from backfill.identity import Actor
@@ -303,34 +306,117 @@ class Ledger:
     def _verify_stream(self, verifier: ChainVerifier, after_seq: int) -> VerifyReport:
         """Feed every event after ``after_seq`` to ``verifier``, in one streamed read.
 
-        Each row is hashed with the fast encoder (``backfill.chain.hashed_text``). A row it
-        declines or whose hash, seq or link does not check out goes to the reference path
-        (``_to_event`` + ``ChainVerifier.feed``), so a report of tampering is exactly the one the
-        reference gives; the fast path only ever says "this event is fine" when it is.
+        Each row is hashed over a text built directly from the stored values, the stored payload
+        text included once ``PayloadShapes`` proved it canonical (see ``backfill.chain``). A row
+        the fast path declines or whose hash, seq or link does not check out goes to the
+        reference (``_to_event`` + ``ChainVerifier.feed``), so a report of tampering is exactly
+        the one the reference gives; the fast path only ever says "this event is fine" when the
+        reference would (tests/test_ledger_fast_verify.py compares them with hypothesis).
         """
         stop_at = verifier.checkpoint[0] if verifier.checkpoint is not None else -1
         head_seq, head_hash, count = verifier.head_seq, verifier.head_hash, verifier.count
-        sqlite = self.db.dialect == "sqlite"
-        query = self._select().where(TABLE.c.seq > after_seq).order_by(TABLE.c.seq)
-        names = [c.name for c in TABLE.c]
-        for row in self._stream(query):
-            seq, prev_hash = row[0], row[8]
-            if seq == head_seq + 1 and prev_hash == head_hash and seq != stop_at:
-                fields = _fast_fields(row, sqlite)
-                if fields is not None and fast_hash(hashed_text(*fields[:9])) == fields[9]:
-                    head_seq, head_hash, count = seq, fields[9], count + 1
-                    continue
-            # The reference decides: an anomaly, a checkpoint, or a row the fast path declined.
-            verifier.head_seq, verifier.head_hash, verifier.count = head_seq, head_hash, count
-            try:
-                event = _to_event(dict(zip(names, row, strict=True)))
-            except _Unreadable as exc:
-                return verifier.fail(exc.seq, exc.kind, exc.reason)
-            if verifier.feed(event) is not None:
-                return verifier.finish()
-            head_seq, head_hash, count = verifier.head_seq, verifier.head_hash, verifier.count
+        # The text below writes head_hash unquoted: only a hash the chain proved (hex) is written.
+        clean = _HEX64.match(head_hash) is not None
+        shapes = PayloadShapes()
+        shape_of = shapes.current
+        quoted: dict[Any, str] = {}  # actors, sources, kinds, backfills, windows: JSON-encoded
+        sha256, from_iso, sqlite_at = hashlib.sha256, datetime.fromisoformat, _SQLITE_AT.fullmatch
+        with self._fast_rows(after_seq) as (form, rows, reference_row):
+            sqlite, datetimes = form == "sqlite", form == "datetime"
+            for row in rows:
+                seq, at, actor, source, backfill_id, window_key, kind, payload, prev_hash, digest, _ = row
+                if seq == head_seq + 1 and prev_hash == head_hash and seq != stop_at and clean:
+                    try:
+                        if sqlite:
+                            # The stored form YYYY-MM-DD HH:MM:SS.ffffff, a valid time (fromisoformat
+                            # raises otherwise): its canonical form differs by two characters.
+                            at = f"{at[:10]}T{at[11:]}Z" if sqlite_at(at) and from_iso(at) else None
+                        elif datetimes:
+                            at = _fast_at(at)
+                        # else PostgreSQL wrote the canonical text itself (None out of range).
+                        check = shape_of.get(kind)
+                        if check is None or not check(payload):
+                            payload = shapes.canonical(kind, payload)
+                        if at is not None and payload is not None:
+                            a = quoted.get(actor) or _quote(quoted, actor)
+                            s = quoted.get(source) or _quote(quoted, source)
+                            k = quoted.get(kind) or _quote(quoted, kind)
+                            b = (
+                                "null"
+                                if backfill_id is None
+                                else quoted.get(backfill_id) or _quote(quoted, backfill_id)
+                            )
+                            w = "null" if window_key is None else quoted.get(window_key) or _quote(quoted, window_key)
+                            # chain.hashed_text, inlined: a call per event is measurable here.
+                            text = (
+                                f'{{"actor":{a},"at":"{at}","backfill_id":{b},"identity_source":{s},'
+                                f'"kind":{k},"payload":{payload},"prev_hash":"{head_hash}",'
+                                f'"seq":{head_seq + 1},"window_key":{w}}}'
+                            )
+                            if sha256(text.encode()).hexdigest() == digest:
+                                head_seq, head_hash, count = head_seq + 1, digest, count + 1
+                                continue
+                    except (TypeError, ValueError):
+                        pass  # not of the expected type, an invalid time, not UTF-8: the reference
+                # The reference decides: an anomaly, a checkpoint, or a row the fast path declined.
+                verifier.head_seq, verifier.head_hash, verifier.count = head_seq, head_hash, count
+                try:
+                    event = _to_event(reference_row(row))
+                except _Unreadable as exc:
+                    return verifier.fail(exc.seq, exc.kind, exc.reason)
+                if verifier.feed(event) is not None:
+                    return verifier.finish()
+                head_seq, head_hash, count = verifier.head_seq, verifier.head_hash, verifier.count
+                clean = _HEX64.match(head_hash) is not None
         verifier.head_seq, verifier.head_hash, verifier.count = head_seq, head_hash, count
         return verifier.finish()
+
+    @contextmanager
+    def _fast_rows(
+        self, after_seq: int
+    ) -> Iterator[tuple[str, Iterable[tuple[Any, ...]], Callable[[tuple[Any, ...]], dict[str, Any]]]]:
+        """Every row after ``after_seq`` in seq order, in one read transaction (one snapshot;
+        on SQLite a deferred read that takes no lock), as plain driver tuples: the ledger's
+        columns plus one. Also says the form of the time column, and gives the function that
+        turns a row into what the reference select returns (``_to_event`` reads that).
+
+        ``sqlite``: the stored text, read by the driver's own cursor (a result row of SQLAlchemy
+        costs as much again as the read). ``canonical`` (PostgreSQL): the server writes the
+        canonical time (years 1000-9999; otherwise NULL and the time itself in the extra
+        column), streamed in chunks, so the server produces rows while this process hashes.
+        ``datetime``: anything else, the reference select through SQLAlchemy.
+        """
+        names = [c.name for c in TABLE.c]
+        with self.db.reading() as conn:
+            dialect = conn.dialect.name
+            if dialect == "sqlite":
+                cursor = _driver(conn).cursor()
+                try:
+                    cursor.execute(_SQLITE_FAST, (after_seq,))
+                    yield "sqlite", cursor, lambda row: dict(zip(names, row[:10], strict=True))
+                finally:
+                    cursor.close()
+            elif dialect == "postgresql":
+                from psycopg import pq
+
+                cursor = _driver(conn).cursor()
+                # Chunked results need libpq 17 (and psycopg 3.2); before, one row at a time.
+                size = _PG_CHUNK if pq.version() >= 170000 else 1
+                try:
+                    stream = cursor.stream(_PG_FAST, (after_seq,), size=size)
+                except TypeError:  # psycopg 3.1: no size
+                    stream = cursor.stream(_PG_FAST, (after_seq,))
+                try:
+                    yield "canonical", stream, _pg_reference_row
+                finally:
+                    # A stream left early is cancelled and drained, so the transaction can end.
+                    stream.close()
+                    cursor.close()
+            else:
+                query = self._select().add_columns(null()).where(TABLE.c.seq > after_seq).order_by(TABLE.c.seq)
+                result = conn.execution_options(yield_per=_STREAM_BATCH).execute(query)
+                rows = (tuple(row) for partition in result.partitions() for row in partition)
+                yield "datetime", rows, lambda row: dict(zip(names, row[:10], strict=True))
 
     def _stream(self, query: Select[Any]) -> Iterator[tuple[Any, ...]]:
         """Rows of ``query`` in one read transaction, fetched in batches (a server-side cursor
@@ -496,8 +582,9 @@ class Ledger:
         unreadable one) and is formatted by the reference."""
         sqlite = self.db.dialect == "sqlite"
         names = [c.name for c in TABLE.c]
+        shapes = PayloadShapes()
         for row in self._stream(query):
-            fields = _fast_fields(row, sqlite)
+            fields = _fast_fields(row, sqlite, shapes)
             if fields is not None:
                 yield fields
                 continue
@@ -598,25 +685,62 @@ def _to_row(event: LedgerEvent) -> dict[str, Any]:
     }
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_QUOTED_LIMIT = 100_000
+_PG_CHUNK = 1000
+_COLUMNS = "seq, {at}, actor, identity_source, backfill_id, window_key, kind, payload, prev_hash, hash"
+_SQLITE_FAST = f"SELECT {_COLUMNS.format(at='at')}, NULL FROM ledger_events WHERE seq > ? ORDER BY seq"
+# The form SQLAlchemy stores a time in on SQLite, ASCII digits only (fromisoformat also takes
+# week dates such as 2026-W01-1, whose canonical form is another text).
+_SQLITE_AT = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+# On PostgreSQL the server writes the canonical time (format_at) for the years strftime pads to
+# four digits; any other time (or NULL) comes as itself in the last column, for the reference.
+_PG_IN_RANGE = "at >= TIMESTAMPTZ '1000-01-01 00:00:00+00' AND at < TIMESTAMPTZ '10000-01-01 00:00:00+00'"
+_PG_AT = f"""CASE WHEN {_PG_IN_RANGE} THEN to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+_PG_FAST = (
+    f"SELECT {_COLUMNS.format(at=_PG_AT)}, CASE WHEN {_PG_IN_RANGE} THEN NULL ELSE at END "
+    "FROM ledger_events WHERE seq > %s ORDER BY seq"
+)
+_NAMES = [c.name for c in TABLE.c]
+
+
+def _driver(conn: Connection) -> Any:
+    """The DBAPI connection under ``conn`` (same transaction), for a cursor of the driver's own."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return driver
+
+
+def _pg_reference_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """What the reference select returns for a row of ``_PG_FAST``: the time as a datetime."""
+    values = dict(zip(_NAMES, row[:10], strict=True))
+    values["at"] = row[10] if row[1] is None else parse_at(row[1])
+    return values
+
+
+def _quote(memo: dict[Any, str], value: Any) -> str:
+    """``value`` as JSON writes a string, remembered; TypeError for anything but a string."""
+    if len(memo) > _QUOTED_LIMIT:
+        memo.clear()
+    memo[value] = encoded = json_string(value)
+    return encoded
+
+
 _ZERO = timedelta(0)
 
 
 def _fast_at_text(text: Any) -> str | None:
     """The canonical form (``format_at``) of a time as SQLite stores it
-    (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), without building a datetime twice; None for any other
-    form (``_to_event`` then says what is wrong with it, or formats it itself)."""
-    if type(text) is not str or len(text) != 26 or not text.isascii():
-        return None
-    if text[10] != " " or text[19] != "." or text[0] == "0":
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC, ASCII digits, year 1000 on), without building a
+    datetime twice; None for any other form (``_to_event`` then says what is wrong with it, or
+    formats it itself)."""
+    if type(text) is not str or not _SQLITE_AT.fullmatch(text):
         return None
     try:
-        parsed = datetime.fromisoformat(text)
+        datetime.fromisoformat(text)
     except ValueError:
         return None
-    if parsed.tzinfo is not None or parsed.year < 1000:
-        return None
-    # fromisoformat accepted it and every separator sits where ours does: the digits are the
-    # ones strftime would write.
+    # A valid time with every digit where ours are: the digits are the ones strftime writes.
     return f"{text[:10]}T{text[11:]}Z"
 
 
@@ -636,13 +760,14 @@ def _fast_at(value: Any) -> str | None:
 FastFields = tuple[int, str, str, str, str | None, str | None, str, str, str, str]
 
 
-def _fast_fields(row: Sequence[Any], sqlite: bool) -> FastFields | None:
+def _fast_fields(row: Sequence[Any], sqlite: bool, shapes: PayloadShapes) -> FastFields | None:
     """A ledger row as verify's and export's fast paths read it: seq, the canonical time text,
     actor, source, backfill, window, kind, the canonical payload text, prev_hash and hash; None
     when any column is not of its expected type (the reference path then decides and names it)."""
     seq, at, actor, source, backfill_id, window_key, kind, payload_text, prev_hash, digest = row
     at_text = _fast_at_text(at) if sqlite else _fast_at(at)
-    parsed = canonical_payload_text(payload_text) if type(payload_text) is str else None
+    check = shapes.current.get(kind) if type(payload_text) is str else None
+    parsed = payload_text if check is not None and check(payload_text) else shapes.canonical(kind, payload_text)
     if (
         at_text is not None
         and parsed is not None
@@ -655,7 +780,7 @@ def _fast_fields(row: Sequence[Any], sqlite: bool) -> FastFields | None:
         and type(prev_hash) is str
         and type(digest) is str
     ):
-        return seq, at_text, actor, source, backfill_id, window_key, kind, parsed[1], prev_hash, digest
+        return seq, at_text, actor, source, backfill_id, window_key, kind, parsed, prev_hash, digest
     return None
 
 
