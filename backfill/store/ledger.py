@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, null, select, type_coerce
+from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
@@ -319,18 +319,30 @@ class Ledger:
         clean = _HEX64.match(head_hash) is not None
         shapes = PayloadShapes()
         shape_of = shapes.current
-        quoted: dict[Any, str] = {}  # actors, sources, kinds, backfills, windows: JSON-encoded
+        # The JSON of the few distinct (actor, source, kind, backfill) of a ledger, as the two
+        # pieces of text around the time, and of the window keys.
+        prefixes: dict[tuple[Any, ...], tuple[str, str]] = {}
+        windows: dict[Any, str] = {None: "null"}
+        last_at, last_text = None, None  # a batch of appends shares one time
         sha256, from_iso, sqlite_at = hashlib.sha256, datetime.fromisoformat, _SQLITE_AT.fullmatch
         with self._fast_rows(after_seq) as (form, rows, reference_row):
             sqlite, datetimes = form == "sqlite", form == "datetime"
             for row in rows:
-                seq, at, actor, source, backfill_id, window_key, kind, payload, prev_hash, digest, _ = row
-                if seq == head_seq + 1 and prev_hash == head_hash and seq != stop_at and clean:
+                seq, at, actor, source, backfill_id, window_key, kind, payload, prev_hash, digest = row
+                n = head_seq + 1
+                if seq == n and prev_hash == head_hash and seq != stop_at and clean:
                     try:
                         if sqlite:
-                            # The stored form YYYY-MM-DD HH:MM:SS.ffffff, a valid time (fromisoformat
-                            # raises otherwise): its canonical form differs by two characters.
-                            at = f"{at[:10]}T{at[11:]}Z" if sqlite_at(at) and from_iso(at) else None
+                            if at == last_at:
+                                at = last_text
+                            elif sqlite_at(at) and from_iso(at):
+                                # The stored form YYYY-MM-DD HH:MM:SS.ffffff, a valid time
+                                # (fromisoformat raises otherwise): the canonical one differs by
+                                # two characters.
+                                last_at, at = at, f"{at[:10]}T{at[11:]}Z"
+                                last_text = at
+                            else:
+                                at = None
                         elif datetimes:
                             at = _fast_at(at)
                         # else PostgreSQL wrote the canonical text itself (None out of range).
@@ -338,23 +350,15 @@ class Ledger:
                         if check is None or not check(payload):
                             payload = shapes.canonical(kind, payload)
                         if at is not None and payload is not None:
-                            a = quoted.get(actor) or _quote(quoted, actor)
-                            s = quoted.get(source) or _quote(quoted, source)
-                            k = quoted.get(kind) or _quote(quoted, kind)
-                            b = (
-                                "null"
-                                if backfill_id is None
-                                else quoted.get(backfill_id) or _quote(quoted, backfill_id)
-                            )
-                            w = "null" if window_key is None else quoted.get(window_key) or _quote(quoted, window_key)
+                            key = (actor, source, kind, backfill_id)
+                            pre = prefixes.get(key) or _prefix(prefixes, key)
+                            w = windows.get(window_key) or _quote(windows, window_key)
                             # chain.hashed_text, inlined: a call per event is measurable here.
                             text = (
-                                f'{{"actor":{a},"at":"{at}","backfill_id":{b},"identity_source":{s},'
-                                f'"kind":{k},"payload":{payload},"prev_hash":"{head_hash}",'
-                                f'"seq":{head_seq + 1},"window_key":{w}}}'
+                                f'{pre[0]}{at}{pre[1]}{payload},"prev_hash":"{head_hash}","seq":{n},"window_key":{w}}}'
                             )
                             if sha256(text.encode()).hexdigest() == digest:
-                                head_seq, head_hash, count = head_seq + 1, digest, count + 1
+                                head_seq, head_hash, count = n, digest, count + 1
                                 continue
                     except (TypeError, ValueError):
                         pass  # not of the expected type, an invalid time, not UTF-8: the reference
@@ -376,14 +380,15 @@ class Ledger:
         self, after_seq: int
     ) -> Iterator[tuple[str, Iterable[tuple[Any, ...]], Callable[[tuple[Any, ...]], dict[str, Any]]]]:
         """Every row after ``after_seq`` in seq order, in one read transaction (one snapshot;
-        on SQLite a deferred read that takes no lock), as plain driver tuples: the ledger's
-        columns plus one. Also says the form of the time column, and gives the function that
-        turns a row into what the reference select returns (``_to_event`` reads that).
+        on SQLite a deferred read that takes no lock), as plain driver tuples of the ledger's
+        columns. Also says the form of the time column, and gives the function that turns a row
+        into what the reference select returns (``_to_event`` reads that).
 
         ``sqlite``: the stored text, read by the driver's own cursor (a result row of SQLAlchemy
-        costs as much again as the read). ``canonical`` (PostgreSQL): the server writes the
-        canonical time (years 1000-9999; otherwise NULL and the time itself in the extra
-        column), streamed in chunks, so the server produces rows while this process hashes.
+        costs as much again as the read; each extra column ~0.2 µs). ``canonical``
+        (PostgreSQL): the server writes the canonical time, streamed in chunks, so the server
+        produces rows while this process hashes; a time it cannot write (a year before 1000
+        or NULL) comes as NULL, and the reference reads that row again by itself.
         ``datetime``: anything else, the reference select through SQLAlchemy.
         """
         names = [c.name for c in TABLE.c]
@@ -393,7 +398,7 @@ class Ledger:
                 cursor = _driver(conn).cursor()
                 try:
                     cursor.execute(_SQLITE_FAST, (after_seq,))
-                    yield "sqlite", cursor, lambda row: dict(zip(names, row[:10], strict=True))
+                    yield "sqlite", cursor, lambda row: dict(zip(names, row, strict=True))
                 finally:
                     cursor.close()
             elif dialect == "postgresql":
@@ -407,16 +412,26 @@ class Ledger:
                 except TypeError:  # psycopg 3.1: no size
                     stream = cursor.stream(_PG_FAST, (after_seq,))
                 try:
-                    yield "canonical", stream, _pg_reference_row
+                    yield "canonical", stream, self._pg_reference_row
                 finally:
                     # A stream left early is cancelled and drained, so the transaction can end.
                     stream.close()
                     cursor.close()
             else:
-                query = self._select().add_columns(null()).where(TABLE.c.seq > after_seq).order_by(TABLE.c.seq)
+                query = self._select().where(TABLE.c.seq > after_seq).order_by(TABLE.c.seq)
                 result = conn.execution_options(yield_per=_STREAM_BATCH).execute(query)
                 rows = (tuple(row) for partition in result.partitions() for row in partition)
-                yield "datetime", rows, lambda row: dict(zip(names, row[:10], strict=True))
+                yield "datetime", rows, lambda row: dict(zip(names, row, strict=True))
+
+    def _pg_reference_row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """What the reference select returns for a row of ``_PG_FAST``: the time as a datetime
+        (the same instant as the server's text), or, for a time the server did not write, the
+        row read again by the reference select (the stream holds the connection)."""
+        if row[1] is not None:
+            return {**dict(zip(_NAMES, row, strict=True)), "at": parse_at(row[1])}
+        with self.db.reading() as conn:
+            found = conn.execute(self._select().where(TABLE.c.seq == row[0])).mappings().first()
+        return dict(found) if found is not None else dict(zip(_NAMES, row, strict=True))
 
     def _stream(self, query: Select[Any]) -> Iterator[tuple[Any, ...]]:
         """Rows of ``query`` in one read transaction, fetched in batches (a server-side cursor
@@ -689,18 +704,15 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _QUOTED_LIMIT = 100_000
 _PG_CHUNK = 1000
 _COLUMNS = "seq, {at}, actor, identity_source, backfill_id, window_key, kind, payload, prev_hash, hash"
-_SQLITE_FAST = f"SELECT {_COLUMNS.format(at='at')}, NULL FROM ledger_events WHERE seq > ? ORDER BY seq"
+_SQLITE_FAST = f"SELECT {_COLUMNS.format(at='at')} FROM ledger_events WHERE seq > ? ORDER BY seq"
 # The form SQLAlchemy stores a time in on SQLite, ASCII digits only (fromisoformat also takes
 # week dates such as 2026-W01-1, whose canonical form is another text).
 _SQLITE_AT = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
 # On PostgreSQL the server writes the canonical time (format_at) for the years strftime pads to
-# four digits; any other time (or NULL) comes as itself in the last column, for the reference.
+# four digits, NULL for any other (the reference then reads the row itself).
 _PG_IN_RANGE = "at >= TIMESTAMPTZ '1000-01-01 00:00:00+00' AND at < TIMESTAMPTZ '10000-01-01 00:00:00+00'"
 _PG_AT = f"""CASE WHEN {_PG_IN_RANGE} THEN to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
-_PG_FAST = (
-    f"SELECT {_COLUMNS.format(at=_PG_AT)}, CASE WHEN {_PG_IN_RANGE} THEN NULL ELSE at END "
-    "FROM ledger_events WHERE seq > %s ORDER BY seq"
-)
+_PG_FAST = f"SELECT {_COLUMNS.format(at=_PG_AT)} FROM ledger_events WHERE seq > %s ORDER BY seq"
 _NAMES = [c.name for c in TABLE.c]
 
 
@@ -711,19 +723,28 @@ def _driver(conn: Connection) -> Any:
     return driver
 
 
-def _pg_reference_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    """What the reference select returns for a row of ``_PG_FAST``: the time as a datetime."""
-    values = dict(zip(_NAMES, row[:10], strict=True))
-    values["at"] = row[10] if row[1] is None else parse_at(row[1])
-    return values
-
-
 def _quote(memo: dict[Any, str], value: Any) -> str:
     """``value`` as JSON writes a string, remembered; TypeError for anything but a string."""
     if len(memo) > _QUOTED_LIMIT:
         memo.clear()
+        memo[None] = "null"
     memo[value] = encoded = json_string(value)
     return encoded
+
+
+def _prefix(memo: dict[tuple[Any, ...], tuple[str, str]], key: tuple[Any, ...]) -> tuple[str, str]:
+    """The hashed text's pieces before and after the time, for (actor, source, kind, backfill);
+    TypeError unless all are strings (the backfill may be None)."""
+    actor, source, kind, backfill_id = key
+    b = "null" if backfill_id is None else json_string(backfill_id)
+    pieces = (
+        f'{{"actor":{json_string(actor)},"at":"',
+        f'","backfill_id":{b},"identity_source":{json_string(source)},"kind":{json_string(kind)},"payload":',
+    )
+    if len(memo) > _QUOTED_LIMIT:
+        memo.clear()
+    memo[key] = pieces
+    return pieces
 
 
 _ZERO = timedelta(0)
