@@ -405,6 +405,9 @@ class Ledger:
                 from psycopg import pq
 
                 cursor = _driver(conn).cursor()
+                # Rows in primary-key order, never sorted by the server: without statistics (a
+                # young table) the planner picks a scan and an on-disk sort of the whole ledger.
+                cursor.execute("SET LOCAL enable_sort = off")
                 # Chunked results need libpq 17 (and psycopg 3.2); before, one row at a time.
                 size = _PG_CHUNK if pq.version() >= 170000 else 1
                 try:
