@@ -281,3 +281,18 @@ def test_an_old_time_goes_to_the_reference_with_its_datetime(postgres_url: str) 
     assert format_at(ledger.events()[0].at).startswith("999-")
     assert ledger.verify().ok
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_stream_left_early_ends_its_transaction(postgres_url: str) -> None:
+    # More rows than one chunk of the stream: verify stops at event 3 and cancels the rest.
+    db = Database(postgres_url)
+    ledger = Ledger(db)
+    ledger.append_many([Draft("window.status", {"n": i}, "bf", f"w{i}") for i in range(2500)], actor=ALICE)
+    with db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE ledger_events DISABLE TRIGGER USER"))
+        conn.exec_driver_sql("UPDATE ledger_events SET payload = '{\"n\": 7}' WHERE seq = 3")
+    for _ in range(3):  # the pooled connection is fit for the next verify
+        assert ledger.verify().message == "ledger: event 3 (window.status) hash mismatch"
+    assert ledger.verify((2, ledger.hashes_at({2})[2])).message == "ledger: event 3 (window.status) hash mismatch"
+    db.dispose()
