@@ -172,7 +172,8 @@ def canonical_payload_text(text: str) -> tuple[dict[str, Any], str] | None:
 
 _STRING_HOLE = r'"[^"\\\x00-\x1f]*+"'
 # At most 18 digits: json.loads refuses integers past 4,300 digits, and no ledger writes such.
-_SCALAR_HOLE = rf"(?:{_STRING_HOLE}|-?(?:0|[1-9][0-9]{{0,17}})|true|false|null)"
+# "-0" is not canonical: it parses to the integer 0, which the encoder writes "0".
+_SCALAR_HOLE = rf"(?:{_STRING_HOLE}|0|-?[1-9][0-9]{{0,17}}|true|false|null)"
 _FLOAT_HOLE = r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:e[-+][0-9]+)?)"
 _SHAPES_PER_KIND = 8
 _SHAPES_LIMIT = 256
