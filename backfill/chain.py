@@ -80,10 +80,14 @@ def normalise_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     Datetimes become canonical UTC strings and enums their values; tuples become lists. Anything
     else that is not JSON raises ``PayloadError``.
     """
-    cleaned = redact_payload(payload)
-    result = json.loads(canonical_json(_jsonable(cleaned, "payload")))
+    result = json.loads(_payload_text(payload))
     assert isinstance(result, dict)
     return result
+
+
+def _payload_text(payload: Mapping[str, Any]) -> str:
+    """The canonical JSON text of the redacted payload: what is stored, and what is hashed."""
+    return canonical_json(_jsonable(redact_payload(payload), "payload"))
 
 
 def _jsonable(value: Any, path: str) -> Any:
@@ -385,10 +389,46 @@ def make_event(
 ) -> LedgerEvent:
     """A new event chained onto ``prev_hash``: payload redacted and normalised, time truncated to
     microseconds in UTC, hash computed."""
+    return new_event(
+        seq=seq,
+        at=at,
+        actor=actor,
+        identity_source=identity_source,
+        kind=kind,
+        payload=payload,
+        prev_hash=prev_hash,
+        backfill_id=backfill_id,
+        window_key=window_key,
+    )[0]
+
+
+def new_event(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    identity_source: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    prev_hash: str,
+    backfill_id: str | None = None,
+    window_key: str | None = None,
+) -> tuple[LedgerEvent, str]:
+    """``make_event``, and its payload's canonical JSON text (the stored form).
+
+    The payload is encoded once: its text is the normalised payload's canonical JSON (a JSON
+    value's canonical text survives ``json.loads`` unchanged), and the hash is taken over
+    ``hashed_text``, the reference encoding built directly (tests/test_ledger_chain.py proves the
+    two equal). Text that is not UTF-8 goes through ``compute_hash``, which names the reason."""
     if seq < 1:
         raise ValueError(f"ledger seq must start at 1, got {seq}")
     at = require_utc(at, "ledger time")
-    unsigned = LedgerEvent(
+    text = _payload_text(payload)
+    normalised = json.loads(text)
+    digest = fast_hash(
+        hashed_text(seq, format_at(at), actor, identity_source, backfill_id, window_key, kind, text, prev_hash)
+    )
+    event = LedgerEvent(
         seq=seq,
         at=at,
         actor=actor,
@@ -396,11 +436,13 @@ def make_event(
         backfill_id=backfill_id,
         window_key=window_key,
         kind=kind,
-        payload=normalise_payload(payload),
+        payload=normalised,
         prev_hash=prev_hash,
-        hash="",
+        hash=digest or "",
     )
-    return replace(unsigned, hash=unsigned.expected_hash())
+    if digest is None:
+        event = replace(event, hash=event.expected_hash())  # raises PayloadError
+    return event, text
 
 
 # --- verification --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ value is read from the environment only at the moment a run is created or a chec
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -109,6 +110,8 @@ def _key_words(key: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
 
 
+# Pure, and asked for every key of every ledger payload, of which there are few distinct ones.
+@functools.lru_cache(maxsize=4096)
 def is_denied_key(key: str) -> bool:
     """True for keys named like a credential: ``connection_string``, ``sinkPassword``, ``url``...
 
@@ -128,6 +131,11 @@ def scrub_text(text: str) -> str:
     Values that are still ``${VAR}`` templates are left as written: they name the secret, not
     its value.
     """
+
+    if text.isascii() and "=" not in text and "@" not in text and "bearer" not in text.lower():
+        # None of the three patterns can match: each needs its "=", "@" or "bearer" (ASCII text, so
+        # lower() is exactly the patterns' case folding). Most payload strings end here.
+        return text
 
     def assignment(match: re.Match[str]) -> str:
         value = match.group(3)
