@@ -179,6 +179,10 @@ class Database:
         # Set by Ledger.verify_for_action: the head this process verified and then extended.
         self.trusted_head: tuple[int, str] | None = None
         self.trusted_written = 0.0  # time.monotonic() of its last write to the state file
+        # (seq, hash) of the last event this process's own append transactions committed: the head
+        # its next append most likely extends. Only a guess: the append's guarded insert checks it
+        # against the ledger (backfill.store.ledger), so a stale one costs the locked path, no more.
+        self.appended: tuple[int, str] | None = None
         self.state_dir: Path | None = None
         self.migrate(create=create)
 

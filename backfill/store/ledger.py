@@ -5,6 +5,13 @@ SQLite an append is a ``Database.writing()`` transaction (``BEGIN IMMEDIATE``), 
 append transaction takes a transaction-scoped advisory lock, on Azure SQL an application lock.
 ``seq`` is the primary key, the last guard against two writers taking the same number.
 The database itself refuses UPDATE and DELETE through triggers (Alembic revision 0001_baseline).
+
+An append usually extends the head this process itself committed last (``Database.appended``).
+It is then one guarded INSERT: the rows go in only if the head is still that (seq, hash), the
+advisory lock is taken inside the same statement on PostgreSQL, and ``ON CONFLICT (seq) DO
+NOTHING`` catches a writer that committed while the statement waited for the lock. Anything else
+(no such head, another writer was first) inserts nothing and the append takes the locked path:
+lock, read the head, insert. See ``_Statements``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, insert, select, type_coerce
+from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, select, type_coerce
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
@@ -36,7 +43,7 @@ from backfill.chain import (
     export_line,
     format_at,
     json_string,
-    make_event,
+    new_event,
     parse_at,
 )
 from backfill.errors import LedgerError, LedgerInvalid, UsageError
@@ -108,6 +115,11 @@ class _Unreadable(Exception):
         self.reason = reason
 
 
+class _Stale(Exception):
+    """A guarded insert of several events found the head moved on while it waited for the lock,
+    and wrote some of them after it: the transaction is rolled back and the append redone."""
+
+
 class Ledger:
     """The append-only, hash-chained event record in the ledger database."""
 
@@ -144,16 +156,24 @@ class Ledger:
             return []
         if conn is not None:
             # The caller's transaction: it announces the events once it committed (``announce``).
-            return self._append(conn, items, actor)
+            # Always the locked path: a guarded batch may have to be rolled back, and this
+            # transaction is not ours to roll back.
+            return self._append(conn, items, actor, None)
         try:
-            with self.db.writing() as own:
-                events = self._append(own, items, actor)
-            self._trust(events)
-            self.announce(events)
-            return events
+            try:
+                with self.db.writing() as own:
+                    events = self._append(own, items, actor, self.db.appended)
+            except _Stale:
+                with self.db.writing() as own:
+                    events = self._append(own, items, actor, None)
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
+        # Committed: the next append of this process extends it (a guess the guard checks).
+        self.db.appended = (events[-1].seq, events[-1].hash)
+        self._trust(events)
+        self.announce(events)
+        return events
 
     def announce(self, events: list[LedgerEvent]) -> None:
         """Tell the ``COMMITTED`` listeners of events now committed (appends in the caller's
@@ -161,34 +181,65 @@ class Ledger:
         for listener in list(COMMITTED):
             listener(self.db, events)
 
-    def _append(self, conn: Connection, drafts: list[Draft], actor: Actor) -> list[LedgerEvent]:
+    def _append(
+        self, conn: Connection, drafts: list[Draft], actor: Actor, after: tuple[int, str] | None
+    ) -> list[LedgerEvent]:
+        """Insert ``drafts`` after the head ``after`` if it still is the head (one guarded
+        statement), else, or without ``after``, after the head read under the append lock."""
         statements = _statements(conn)
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-        elif dialect == "mssql":
-            conn.exec_driver_sql(
-                "EXEC sp_getapplock @Resource = 'backfill-ledger', @LockMode = 'Exclusive', "
-                "@LockOwner = 'Transaction', @LockTimeout = 30000"
-            )
-        head = conn.exec_driver_sql(statements.head).first()
-        seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+        identity = self._identity(actor)
+        try:
+            if after is not None and statements.guarded:
+                events, rows = self._chain(statements, drafts, identity, actor, after)
+                inserted = statements.insert_after(conn, after, rows)
+                if inserted == len(rows):
+                    return events
+                if inserted:
+                    raise _Stale
+                # Nothing written: another writer was first. The locked path, same transaction.
+            if statements.lock is not None:
+                conn.exec_driver_sql(statements.lock)
+            head = conn.exec_driver_sql(statements.head).first()
+            after = (int(head[0]), str(head[1])) if head else None
+            events, rows = self._chain(statements, drafts, identity, actor, after)
+            conn.exec_driver_sql(statements.insert, rows[0] if len(rows) == 1 else rows)
+        except DBAPIError as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise LedgerError(refusal) from None
+        return events
+
+    def _identity(self, actor: Actor) -> tuple[str, str, str | None]:
+        """The actor's name and source as stored, and the note of what the client claimed."""
+        if not self.db.team_mode:
+            return actor.name, actor.source.value, None
+        # Team mode: the database's role is the identity, stamped here exactly as its trigger
+        # demands (so the stored row is the hashed one); what the client claimed is a note.
+        name = self.db.session_user()
+        return name, TEAM_SOURCE, None if actor.name == name else str(actor)
+
+    def _chain(
+        self,
+        statements: _Statements,
+        drafts: list[Draft],
+        identity: tuple[str, str, str | None],
+        actor: Actor,
+        head: tuple[int, str] | None,
+    ) -> tuple[list[LedgerEvent], list[tuple[Any, ...]]]:
+        """The events chained onto ``head`` (None: the genesis), and their rows."""
+        seq, prev_hash = head if head is not None else (0, GENESIS_HASH)
+        name, source, note = identity
         at = utcnow()
-        name, source, note = actor.name, actor.source.value, None
-        if self.db.team_mode:
-            # Team mode: the database's role is the identity, stamped here exactly as its trigger
-            # demands (so the stored row is the hashed one); what the client claimed is a note.
-            name, source = self.db.session_user(), TEAM_SOURCE
-            if actor.name != name:
-                note = str(actor)
         events: list[LedgerEvent] = []
+        rows: list[tuple[Any, ...]] = []
         for draft in drafts:
             seq += 1
             payload = draft.payload if note is None else {**draft.payload, "client_actor": note}
             if actor.principal_id is not None:
                 payload = {**payload, "principal_id": actor.principal_id}
             try:
-                event = make_event(
+                event, text = new_event(
                     seq=seq,
                     at=at,
                     actor=name,
@@ -202,16 +253,9 @@ class Ledger:
             except PayloadError as exc:
                 raise LedgerError(f"ledger: {draft.kind} event payload refused: {exc}") from None
             events.append(event)
+            rows.append(statements.row(event, text))
             prev_hash = event.hash
-        try:
-            rows = [statements.row(e) for e in events]
-            conn.exec_driver_sql(statements.insert, rows[0] if len(rows) == 1 else rows)
-        except DBAPIError as exc:
-            refusal = _refusal(exc)
-            if refusal is None:
-                raise
-            raise LedgerError(refusal) from None
-        return events
+        return events, rows
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -625,41 +669,114 @@ class Ledger:
 
 
 class _Statements:
-    """The append's two statements compiled once per dialect and sent with ``exec_driver_sql``:
-    a Core ``execute`` spends longer building the statement's cache key and coercing it than
+    """The append's statements, written once per dialect and sent with ``exec_driver_sql``: a
+    Core ``execute`` spends longer building the statement's cache key and coercing it than
     SQLite spends running it. Values go through the columns' own bind processors (the time's
-    storage form on SQLite), so the stored row is the one ``insert(TABLE)`` would write."""
+    storage form on SQLite), so the stored row is the one ``insert(TABLE)`` would write
+    (tests/test_ledger_append.py compares them).
+
+    The locked path: ``lock`` (PostgreSQL, Azure SQL; SQLite's writing() already holds the
+    write lock), ``head``, ``insert``. In one statement the lock would not do: PostgreSQL reads
+    with the snapshot of the statement's start, taken before the lock is granted, so a head read
+    in the same statement can miss the event its holder just committed.
+
+    ``insert_after`` (SQLite and PostgreSQL) is the guarded insert: the rows go in only if the
+    head is (seq, hash), else none. On SQLite the transaction holds the write lock, so that is
+    exact. On PostgreSQL the statement takes the advisory lock itself (so writers of the locked
+    path, this release's or an older one's, still take turns with it), but its guard reads the
+    statement's snapshot: a writer that committed while it waited for the lock is caught by the
+    primary key instead, ``ON CONFLICT (seq) DO NOTHING``. Rows are never updated or deleted and
+    every insert extends the head, so seq N + 1 taken means the head moved on. A batch may then
+    have gone in partly (the rows past the other writer's): the caller rolls it back.
+    """
 
     def __init__(self, dialect: Dialect) -> None:
         query = select(TABLE.c.seq, TABLE.c.hash).order_by(TABLE.c.seq.desc()).limit(1)
         if dialect.name not in ("sqlite", "postgresql", "mssql"):
             query = query.with_for_update()
         self.head = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        compiled = insert(TABLE).compile(dialect=dialect)
-        self.insert = str(compiled)
-        self.order: list[str] | None = (
-            list(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        )
-        self.names = list(compiled.binds) if self.order is None else self.order
-        self.at = TABLE.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+        # Rows are tuples in column order, for every statement: the positional marker of the
+        # drivers a ledger runs on (sqlite3 and pyodbc "?", psycopg "%s").
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+        if marker is None:
+            raise LedgerError(
+                f"ledger: the {dialect.driver} driver's parameter style {dialect.paramstyle} is not supported"
+            )
+        self._marker = marker
+        self._dialect = dialect.name
+        self._columns = ", ".join(c.name for c in TABLE.c)
+        self._one = "(" + ", ".join([marker] * len(TABLE.c)) + ")"
+        self.insert = f"INSERT INTO ledger_events ({self._columns}) VALUES {self._one}"
+        processors = ((i, c.type.dialect_impl(dialect).bind_processor(dialect)) for i, c in enumerate(TABLE.c))
+        self.processors = [(i, process) for i, process in processors if process is not None]
+        self.lock: str | None = None
+        if dialect.name == "postgresql":
+            self.lock = f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})"
+        elif dialect.name == "mssql":
+            self.lock = (
+                "EXEC sp_getapplock @Resource = 'backfill-ledger', @LockMode = 'Exclusive', "
+                "@LockOwner = 'Transaction', @LockTimeout = 30000"
+            )
+        self.guarded = dialect.name in ("sqlite", "postgresql")
+        self._guarded: dict[int, str] = {}
 
-    def row(self, event: LedgerEvent) -> Any:
-        values = _to_row(event)
-        if self.at is not None:
-            values["at"] = self.at(values["at"])
-        if self.order is None:
-            return values
-        return tuple(values[name] for name in self.order)
+    def row(self, event: LedgerEvent, payload_text: str) -> tuple[Any, ...]:
+        values = [
+            event.seq,
+            event.at,
+            event.actor,
+            event.identity_source,
+            event.backfill_id,
+            event.window_key,
+            event.kind,
+            payload_text,
+            event.prev_hash,
+            event.hash,
+        ]
+        for i, process in self.processors:
+            values[i] = process(values[i])
+        return tuple(values)
+
+    def insert_after(self, conn: Connection, head: tuple[int, str], rows: list[tuple[Any, ...]]) -> int:
+        """Insert ``rows`` if ``head`` (seq, hash) is the ledger's head; how many went in."""
+        first = rows[:_GUARDED_ROWS]
+        values = [value for row in first for value in row]
+        inserted = int(conn.exec_driver_sql(self._guarded_sql(len(first)), (*values, *head)).rowcount)
+        if inserted == len(first) and len(rows) > len(first):
+            # The lock is held and the head is ours: the rest cannot collide.
+            conn.exec_driver_sql(self.insert, rows[len(first) :])
+            inserted = len(rows)
+        return inserted
+
+    def _guarded_sql(self, count: int) -> str:
+        found = self._guarded.get(count)
+        if found is not None:
+            return found
+        values = ", ".join([self._one] * count)
+        guard = f"({self._marker}, {self._marker}) = (SELECT seq, hash FROM ledger_events ORDER BY seq DESC LIMIT 1)"
+        if self._dialect == "postgresql":
+            sql = (
+                f"WITH append_lock AS (SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})) "
+                f"INSERT INTO ledger_events ({self._columns}) SELECT v.* FROM append_lock, (VALUES {values}) AS v "
+                f"WHERE {guard} ON CONFLICT (seq) DO NOTHING"
+            )
+        else:
+            sql = f"INSERT INTO ledger_events ({self._columns}) SELECT * FROM (VALUES {values}) WHERE {guard}"
+        self._guarded[count] = sql
+        return sql
 
 
-_STATEMENTS: dict[str, _Statements] = {}
+_STATEMENTS: dict[tuple[str, str, str], _Statements] = {}
+# Rows in one guarded statement; a larger batch sends the rest as a plain insert after it.
+_GUARDED_ROWS = 32
 
 
 def _statements(conn: Connection) -> _Statements:
-    name = conn.dialect.name
-    found = _STATEMENTS.get(name)
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle)  # the SQL text depends on all three
+    found = _STATEMENTS.get(key)
     if found is None:
-        found = _STATEMENTS[name] = _Statements(conn.dialect)
+        found = _STATEMENTS[key] = _Statements(dialect)
     return found
 
 
