@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,3 +255,21 @@ def test_the_stored_row_is_the_one_a_core_insert_writes(db: Database) -> None:
         core = conn.exec_driver_sql("SELECT * FROM ledger_events_copy").one()
         copy.drop(conn)
     assert tuple(ours) == tuple(core)
+
+
+def test_sqlite_appends_are_durable(tmp_path: Path) -> None:
+    """WAL with synchronous=FULL on every pooled connection: the WAL is synced at each commit,
+    so a committed event survives a power cut (NORMAL would not promise that)."""
+    database = Database(f"sqlite:///{tmp_path / 'durable.db'}")
+    try:
+        Ledger(database).append("a", {}, actor=ALICE)
+        raw = database.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            cursor.close()
+        finally:
+            raw.close()
+    finally:
+        database.dispose()
