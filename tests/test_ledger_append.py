@@ -29,12 +29,15 @@ BOB = Actor("bob", IdentitySource.OS)
 
 
 @contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """The statements ``db`` sends while the block runs, as the driver receives them."""
+def statements(db: Database, autocommit: list[bool] | None = None) -> Iterator[list[str]]:
+    """The statements ``db`` sends while the block runs, as the driver receives them (and in
+    ``autocommit``, whether each was sent as a transaction of its own)."""
     seen: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()))
+        if autocommit is not None:
+            autocommit.append(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
@@ -56,7 +59,8 @@ def test_an_append_after_our_own_is_one_guarded_insert(db: Database) -> None:
     ledger = Ledger(db)
     first = ledger.append("request", {"i": 0}, actor=ALICE, backfill_id="bf-1")
     assert db.appended == (1, first.hash)
-    with statements(db) as sent:
+    alone: list[bool] = []
+    with statements(db, alone) as sent:
         second = ledger.append("approval", {"i": 1}, actor=ALICE, backfill_id="bf-1")
         batch = ledger.append_many([Draft("tick", {"i": i}, "bf-1") for i in range(2, 7)], actor=ALICE)
     # No head read and no lock statement of its own: the insert checks the head (and on
@@ -64,6 +68,10 @@ def test_an_append_after_our_own_is_one_guarded_insert(db: Database) -> None:
     inserts = [s for s in sent if s.startswith(("INSERT", "WITH"))]
     assert len(inserts) == 2 and all("ORDER BY seq DESC LIMIT 1" in s for s in inserts)
     assert len(sent) == (4 if db.dialect == "sqlite" else 2)
+    if db.dialect == "postgresql":
+        # One event: the statement is its own transaction (no BEGIN, no COMMIT round trip); the
+        # batch is one transaction (a part written must be rolled back).
+        assert alone == [True, False]
     assert (second.seq, second.prev_hash) == (2, first.hash)
     assert [e.seq for e in batch] == [3, 4, 5, 6, 7] and batch[0].prev_hash == second.hash
     assert db.appended == (7, batch[-1].hash)
@@ -169,13 +177,16 @@ def test_a_writer_that_commits_while_the_guarded_insert_waits_for_the_lock(postg
             rollbacks.append(conn)
 
         event.listen(db.engine, "rollback", rolled_back)
-        with statements(db) as sent:
+        alone: list[bool] = []
+        with statements(db, alone) as sent:
             events = _holding_the_lock_then(db, other, lambda: ledger.append_many(drafts, actor=ALICE))
         event.remove(db.engine, "rollback", rolled_back)
-        # The guarded insert (and for a batch, after the rollback, a second transaction) then the
-        # locked path: the lock, the head, the insert.
+        # The guarded insert (one event: a transaction of its own; a batch: rolled back) then the
+        # locked path in a transaction: the lock, the head, the insert.
         assert [s.split()[0] for s in sent] == ["WITH", "SELECT", "SELECT", "INSERT"]
-        assert len(rollbacks) == (0 if count == 1 else 1)
+        assert alone == [count == 1, False, False, False]
+        if count > 1:
+            assert len(rollbacks) == 1
         assert [e.seq for e in events] == list(range(4, 4 + count))
         stored = assert_one_chain(db, 3 + count)
         assert stored[2].kind == "b" and events[0].prev_hash == stored[2].hash
@@ -273,3 +284,39 @@ def test_sqlite_appends_are_durable(tmp_path: Path) -> None:
             raw.close()
     finally:
         database.dispose()
+
+
+@pytest.mark.postgres
+def test_after_a_statement_of_its_own_the_pooled_connection_is_transactional_again(postgres_url: str) -> None:
+    """The one-statement append borrows a pooled connection in autocommit: the pool must hand it
+    back transactional, or a later writing() (a claim with its event) would not be atomic."""
+    db = Database(postgres_url)
+    try:
+        ledger = Ledger(db)
+        ledger.append("a", {"i": 0}, actor=ALICE)
+        used: list[Any] = []
+
+        def driver_connection(conn: Any, *_args: Any) -> None:
+            used.append((conn.connection.dbapi_connection, conn.connection.dbapi_connection.autocommit))
+
+        event.listen(db.engine, "before_cursor_execute", driver_connection)
+        ledger.append("a", {"i": 1}, actor=ALICE)
+        event.remove(db.engine, "before_cursor_execute", driver_connection)
+        assert [lent for _, lent in used] == [True]
+        assert used[0][0].autocommit is False  # back in the pool as it was lent
+        with pytest.raises(RuntimeError), db.writing() as conn:
+            conn.exec_driver_sql("INSERT INTO ledger_meta (name, value) VALUES ('probe', 'x')")
+            raise RuntimeError("the transaction fails after its insert")
+        with db.reading() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM ledger_meta WHERE name = 'probe'").scalar() == 0
+    finally:
+        db.dispose()
+
+
+def test_single_statement_is_for_postgresql_only(db: Database) -> None:
+    if db.dialect == "postgresql":
+        with db.single_statement() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        return
+    with pytest.raises(ValueError, match="single_statement"), db.single_statement():
+        pass

@@ -248,6 +248,18 @@ class Database:
             yield conn
 
     @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection on which each statement is a transaction of its own,
+        committed as it completes (the driver's autocommit). A write that is one statement then
+        costs one round trip: no BEGIN, no COMMIT. Not for SQLite, whose writes take the write
+        lock first (``writing()``)."""
+        if self.dialect != "postgresql":
+            raise ValueError(f"single_statement() is for PostgreSQL, not {self.dialect}")
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @contextmanager
     def _transaction(self, *, writes: bool) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.execution_options(**{_WRITES: writes})

@@ -159,13 +159,22 @@ class Ledger:
             # Always the locked path: a guarded batch may have to be rolled back, and this
             # transaction is not ours to roll back.
             return self._append(conn, items, actor, None)
+        after = self.db.appended
+        events = None
         try:
-            try:
-                with self.db.writing() as own:
-                    events = self._append(own, items, actor, self.db.appended)
-            except _Stale:
-                with self.db.writing() as own:
-                    events = self._append(own, items, actor, None)
+            if after is not None and len(items) == 1 and self.db.dialect == "postgresql":
+                # One event after our own head: the guarded insert alone, a transaction of its own
+                # (no BEGIN and no COMMIT round trip). It writes that one event or nothing.
+                with self.db.single_statement() as own:
+                    events = self._guarded(own, items, actor, after)
+                after = None  # another writer was first: straight to the locked path
+            if events is None:
+                try:
+                    with self.db.writing() as own:
+                        events = self._append(own, items, actor, after)
+                except _Stale:
+                    with self.db.writing() as own:
+                        events = self._append(own, items, actor, None)
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
             raise LedgerError("ledger: another writer appended at the same moment; retry") from None
@@ -186,29 +195,37 @@ class Ledger:
     ) -> list[LedgerEvent]:
         """Insert ``drafts`` after the head ``after`` if it still is the head (one guarded
         statement), else, or without ``after``, after the head read under the append lock."""
+        if after is not None:
+            events = self._guarded(conn, drafts, actor, after)
+            if events is not None:
+                return events
+            # Nothing written: another writer was first. The locked path, same transaction.
         statements = _statements(conn)
-        identity = self._identity(actor)
-        try:
-            if after is not None and statements.guarded:
-                events, rows = self._chain(statements, drafts, identity, actor, after)
-                inserted = statements.insert_after(conn, after, rows)
-                if inserted == len(rows):
-                    return events
-                if inserted:
-                    raise _Stale
-                # Nothing written: another writer was first. The locked path, same transaction.
+        with _refusals():
             if statements.lock is not None:
                 conn.exec_driver_sql(statements.lock)
             head = conn.exec_driver_sql(statements.head).first()
             after = (int(head[0]), str(head[1])) if head else None
-            events, rows = self._chain(statements, drafts, identity, actor, after)
+            events, rows = self._chain(statements, drafts, self._identity(actor), actor, after)
             conn.exec_driver_sql(statements.insert, rows[0] if len(rows) == 1 else rows)
-        except DBAPIError as exc:
-            refusal = _refusal(exc)
-            if refusal is None:
-                raise
-            raise LedgerError(refusal) from None
         return events
+
+    def _guarded(
+        self, conn: Connection, drafts: list[Draft], actor: Actor, after: tuple[int, str]
+    ) -> list[LedgerEvent] | None:
+        """The events, inserted in one guarded statement if ``after`` is still the head; None
+        if nothing was written (the head is another; a dialect without the guarded insert)."""
+        statements = _statements(conn)
+        if not statements.guarded:
+            return None
+        with _refusals():
+            events, rows = self._chain(statements, drafts, self._identity(actor), actor, after)
+            inserted = statements.insert_after(conn, after, rows)
+        if inserted == len(rows):
+            return events
+        if inserted:
+            raise _Stale
+        return None
 
     def _identity(self, actor: Actor) -> tuple[str, str, str | None]:
         """The actor's name and source as stored, and the note of what the client claimed."""
@@ -778,6 +795,18 @@ def _statements(conn: Connection) -> _Statements:
     if found is None:
         found = _STATEMENTS[key] = _Statements(dialect)
     return found
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The team ledger trigger's or a missing grant's refusal of an insert as a LedgerError."""
+    try:
+        yield
+    except DBAPIError as exc:
+        refusal = _refusal(exc)
+        if refusal is None:
+            raise
+        raise LedgerError(refusal) from None
 
 
 def _refusal(exc: DBAPIError) -> str | None:
