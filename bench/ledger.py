@@ -4,13 +4,14 @@ Prints one JSON line per figure, on SQLite (a temporary file) and on PostgreSQL 
 BACKFILL_BENCH_POSTGRES (default: postgresql+psycopg://postgres@127.0.0.1:5432/test) is reachable.
 Each append figure comes with the limit measured in the same run: the same durable transaction
 sent through the bare driver, and the ratio to it. An append after this process's own is one
-guarded insert (SQLite: BEGIN IMMEDIATE, INSERT, COMMIT; PostgreSQL: the lock and the insert in one
-statement, COMMIT): that is ``bare_driver``; ``bare_driver_locked_path`` is the transaction of the
-locked path (lock, head read, insert, commit), what every append sent before issue 14. The lines
-also carry the statements sent per append and this process's CPU per append (on PostgreSQL the
-server's work is not in it), and every line the 1-minute load average (the machine may be shared).
-``ledger_two_writers_appends_per_second`` is two processes appending at once (each one's guess
-goes stale at the other's turn: the locked path).
+guarded insert (SQLite: BEGIN IMMEDIATE, INSERT, COMMIT; PostgreSQL: the lock and the insert in
+one statement, a transaction of its own: one round trip): that is ``bare_driver``.
+``bare_driver_locked_path`` is the locked path's transaction (lock, head read, insert, commit),
+what every append sent before issue 14. The lines also carry the statements sent per append and
+this process's CPU per append (on PostgreSQL the server's work is not in it), and every line the
+1-minute load average (the machine may be shared). ``ledger_two_writers_appends_per_second`` is
+two processes appending at once (each one's guess goes stale at the other's turn: the locked
+path).
 
     .venv/bin/python bench/ledger.py [--events 2000] [--sizes 10000,100000]
 """
@@ -274,7 +275,8 @@ def bare_sqlite(path: Path, count: int) -> dict[str, float]:
 
 def bare_postgres(url: str, count: int) -> dict[str, float]:
     """The same appends through psycopg alone. ``guarded``: the advisory lock and the guarded
-    insert in one statement, COMMIT; ``locked``: lock, head read, insert, COMMIT."""
+    insert in one statement, a transaction of its own (autocommit); ``locked``: BEGIN, lock,
+    head read, insert, COMMIT."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -304,6 +306,7 @@ def bare_postgres(url: str, count: int) -> dict[str, float]:
     assert head is not None
     seq, prev = head
     conn.commit()
+    conn.autocommit = True
     guarded = (
         "WITH l AS (SELECT pg_advisory_xact_lock(42)) INSERT INTO bare_t SELECT v.* FROM l, (VALUES (%s, %s, %s)) AS v "
         "WHERE (%s, %s) = (SELECT seq, hash FROM bare_t ORDER BY seq DESC LIMIT 1) ON CONFLICT (seq) DO NOTHING"
@@ -313,7 +316,6 @@ def bare_postgres(url: str, count: int) -> dict[str, float]:
         text = json.dumps(payload(i), sort_keys=True)
         digest = hashlib.sha256((prev + text).encode()).hexdigest()
         conn.execute(guarded, (seq + 1, text, digest, seq, prev))
-        conn.commit()
         seq, prev = seq + 1, digest
     rates["guarded"] = count / (time.perf_counter() - started)
     conn.close()
