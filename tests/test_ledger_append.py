@@ -85,7 +85,7 @@ def test_a_head_another_writer_moved_costs_the_locked_path_not_a_fork(db: Databa
     try:
         mine, theirs = Ledger(db), Ledger(other)
         mine.append("a", {"i": 0}, actor=ALICE)
-        theirs.append("b", {"i": 0}, actor=BOB)  # no guess yet: the locked path
+        theirs.append("b", {"i": 0}, actor=BOB)  # no guess yet: the head is read first
         with statements(db) as sent:
             stale = mine.append("a", {"i": 1}, actor=ALICE)
         # The guarded insert wrote nothing; the same transaction read the head and inserted.
@@ -161,9 +161,9 @@ def _someone_waits_for_an_advisory_lock(db: Database) -> bool:
 @pytest.mark.parametrize("count", [1, 3])
 def test_a_writer_that_commits_while_the_guarded_insert_waits_for_the_lock(postgres_url: str, count: int) -> None:
     """PostgreSQL's guard reads the snapshot taken before the lock was granted, so it still sees
-    our head; the primary key catches the other writer's event. One event: nothing written, the
-    locked path follows. A batch: the rows past the other's event went in, so the transaction is
-    rolled back and the batch appended after it."""
+    our head; the primary key catches the other writer's event. One event: nothing written, it
+    is tried again after the head read anew. A batch: the rows past the other's event went in,
+    so the transaction is rolled back and the batch appended after it."""
     db, other = Database(postgres_url), Database(postgres_url)
     try:
         ledger = Ledger(db)
@@ -181,12 +181,16 @@ def test_a_writer_that_commits_while_the_guarded_insert_waits_for_the_lock(postg
         with statements(db, alone) as sent:
             events = _holding_the_lock_then(db, other, lambda: ledger.append_many(drafts, actor=ALICE))
         event.remove(db.engine, "rollback", rolled_back)
-        # The guarded insert (one event: a transaction of its own; a batch: rolled back) then the
-        # locked path in a transaction: the lock, the head, the insert.
-        assert [s.split()[0] for s in sent] == ["WITH", "SELECT", "SELECT", "INSERT"]
-        assert alone == [count == 1, False, False, False]
-        if count > 1:
-            assert len(rollbacks) == 1
+        if count == 1:
+            # The guarded insert wrote nothing: the head read again and the insert tried again,
+            # each statement a transaction of its own.
+            assert [s.split()[0] for s in sent] == ["WITH", "SELECT", "WITH"]
+            assert alone == [True, True, True]
+        else:
+            # The batch went in partly: rolled back, then the locked path in a transaction (the
+            # lock, the head, the insert).
+            assert [s.split()[0] for s in sent] == ["WITH", "SELECT", "SELECT", "INSERT"]
+            assert alone == [False, False, False, False] and len(rollbacks) == 1
         assert [e.seq for e in events] == list(range(4, 4 + count))
         stored = assert_one_chain(db, 3 + count)
         assert stored[2].kind == "b" and events[0].prev_hash == stored[2].hash
@@ -320,3 +324,48 @@ def test_single_statement_is_for_postgresql_only(db: Database) -> None:
         return
     with pytest.raises(ValueError, match="single_statement"), db.single_statement():
         pass
+
+
+@pytest.mark.postgres
+def test_one_event_on_postgresql_reads_the_head_without_a_transaction(postgres_url: str) -> None:
+    """A process's first event (no guess yet): the head read and the guarded insert, each a
+    transaction of its own: two round trips. The ledger's first event takes the locked path."""
+    db, other = Database(postgres_url), Database(postgres_url)
+    try:
+        assert not db.team_mode and not other.team_mode  # ledger_meta read once, before
+        alone: list[bool] = []
+        with statements(other, alone) as sent:
+            first = Ledger(other).append("a", {"i": 0}, actor=BOB)
+        # An empty ledger read: the genesis takes the locked path (lock, head, insert).
+        assert [s.split()[0] for s in sent] == ["SELECT", "SELECT", "SELECT", "INSERT"]
+        assert alone == [True, False, False, False]
+        with statements(db, alone := []) as sent:
+            second = Ledger(db).append("a", {"i": 1}, actor=ALICE)
+        assert [s.split()[0] for s in sent] == ["SELECT", "WITH"] and alone == [True, True]
+        assert (second.seq, second.prev_hash) == (2, first.hash)
+    finally:
+        db.dispose()
+        other.dispose()
+
+
+@pytest.mark.postgres
+def test_one_event_that_keeps_missing_takes_the_locked_path(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Database(postgres_url)
+    try:
+        ledger = Ledger(db)
+        ledger.append("a", {"i": 0}, actor=ALICE)
+        misses: list[int] = []
+
+        def another_writer_was_first(*_args: Any) -> None:
+            misses.append(1)
+
+        monkeypatch.setattr(Ledger, "_guarded", another_writer_was_first)
+        with statements(db) as sent:
+            event_ = ledger.append("a", {"i": 1}, actor=ALICE)
+        assert len(misses) == 3  # then the lock, the head, the insert in one transaction
+        assert [s.split()[0] for s in sent][-3:] == ["SELECT", "SELECT", "INSERT"]
+        assert "pg_advisory_xact_lock" in sent[-3]
+        assert event_.seq == 2
+        assert_one_chain(db, 2)
+    finally:
+        db.dispose()

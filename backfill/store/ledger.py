@@ -162,12 +162,9 @@ class Ledger:
         after = self.db.appended
         events = None
         try:
-            if after is not None and len(items) == 1 and self.db.dialect == "postgresql":
-                # One event after our own head: the guarded insert alone, a transaction of its own
-                # (no BEGIN and no COMMIT round trip). It writes that one event or nothing.
-                with self.db.single_statement() as own:
-                    events = self._guarded(own, items, actor, after)
-                after = None  # another writer was first: straight to the locked path
+            if len(items) == 1 and self.db.dialect == "postgresql":
+                events = self._append_alone(items, actor, after)
+                after = None  # not written: straight to the locked path
             if events is None:
                 try:
                     with self.db.writing() as own:
@@ -189,6 +186,26 @@ class Ledger:
         transaction call this after it commits)."""
         for listener in list(COMMITTED):
             listener(self.db, events)
+
+    def _append_alone(
+        self, drafts: list[Draft], actor: Actor, after: tuple[int, str] | None
+    ) -> list[LedgerEvent] | None:
+        """PostgreSQL, one event: the guarded insert as a transaction of its own (no BEGIN and no
+        COMMIT round trip), after ``after`` or else the head just read. It writes that one event
+        or nothing; when another writer was first, the head is read again and the insert tried
+        again (each miss is another writer's success), a few times, then None: the locked path."""
+        with self.db.single_statement() as conn:
+            for _ in range(_ALONE_TRIES):
+                if after is None:
+                    head = conn.exec_driver_sql(_statements(conn).head).first()
+                    if head is None:
+                        return None  # the first event of the ledger: the locked path
+                    after = (int(head[0]), str(head[1]))
+                events = self._guarded(conn, drafts, actor, after)
+                if events is not None:
+                    return events
+                after = None
+        return None
 
     def _append(
         self, conn: Connection, drafts: list[Draft], actor: Actor, after: tuple[int, str] | None
@@ -786,6 +803,9 @@ class _Statements:
 _STATEMENTS: dict[tuple[str, str, str], _Statements] = {}
 # Rows in one guarded statement; a larger batch sends the rest as a plain insert after it.
 _GUARDED_ROWS = 32
+# Guarded inserts one event tries on PostgreSQL before it takes the locked path (each miss means
+# another writer appended in between: two writers at once rarely miss twice in a row).
+_ALONE_TRIES = 3
 
 
 def _statements(conn: Connection) -> _Statements:
