@@ -10,8 +10,8 @@ one statement, a transaction of its own: one round trip): that is ``bare_driver`
 what every append sent before issue 14. The lines also carry the statements sent per append and
 this process's CPU per append (on PostgreSQL the server's work is not in it), and every line the
 1-minute load average (the machine may be shared). ``ledger_two_writers_appends_per_second`` is
-two processes appending at once (each one's guess goes stale at the other's turn: the locked
-path).
+two processes appending at once (each one's guess goes stale at the other's turn: on SQLite the
+head read under the write lock, on PostgreSQL a head read and a second guarded insert).
 
     .venv/bin/python bench/ledger.py [--events 2000] [--sizes 10000,100000]
 """
@@ -147,7 +147,7 @@ def _two_writers_worker(url: str, count: int, ready: Any, go: Any, sent: Any) ->
 
 def measure_two_writers(url: str, backend: str, count: int) -> None:
     """Two processes appending ``count`` events each at the same time: the total rate, and the
-    statements per append (the locked path after a stale guess costs one more than before)."""
+    statements per append (a stale guess costs a head read and another insert)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
