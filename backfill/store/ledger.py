@@ -11,7 +11,9 @@ It is then one guarded INSERT: the rows go in only if the head is still that (se
 advisory lock is taken inside the same statement on PostgreSQL, and ``ON CONFLICT (seq) DO
 NOTHING`` catches a writer that committed while the statement waited for the lock. Anything else
 (no such head, another writer was first) inserts nothing and the append takes the locked path:
-lock, read the head, insert. See ``_Statements``.
+lock, read the head, insert. See ``_Statements``. On PostgreSQL one event's guarded insert is a
+transaction of its own (``Database.single_statement``): one round trip, where the locked path's
+transaction takes five; when it misses, the head is read and the insert tried again.
 """
 
 from __future__ import annotations
