@@ -856,21 +856,6 @@ def _check_lengths(actor: Actor, draft: Draft) -> None:
             raise LedgerError(f"ledger: {name} is longer than {_LIMITS[name]} characters")
 
 
-def _to_row(event: LedgerEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "at": event.at,
-        "actor": event.actor,
-        "identity_source": event.identity_source,
-        "backfill_id": event.backfill_id,
-        "window_key": event.window_key,
-        "kind": event.kind,
-        "payload": canonical_json(event.payload),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
-
-
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _QUOTED_LIMIT = 100_000
 _PG_CHUNK = 1000
