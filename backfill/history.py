@@ -26,6 +26,7 @@ from backfill.timeutil import require_utc, utcnow
 if TYPE_CHECKING:
     from backfill.store.database import Database
     from backfill.store.history_tables import SyncState
+    from backfill.store.history_writes import Row
 
 RETENTION = timedelta(days=45)
 OVERLAP = timedelta(minutes=5)
@@ -70,7 +71,14 @@ def sync_history(
     from backfill.store.history import known_secrets, read_state
     from backfill.store.history_keys import key_set
     from backfill.store.history_tables import from_us
-    from backfill.store.history_writes import record_row, remember_secrets, run_row, upsert_rows, write_state
+    from backfill.store.history_writes import (
+        UPDATED,
+        record_row,
+        remember_secrets,
+        run_row,
+        upsert_rows,
+        write_state,
+    )
 
     now = require_utc(now, "now") if now is not None else utcnow()
     key = factory.ref.key
@@ -88,13 +96,13 @@ def sync_history(
     calls_before = factory.api_calls
     fetched = 0
     seen_max_us: int | None = None
-    batch: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
+    batch: list[tuple[Row, Mapping[str, Any]]] = []
     read_pages = getattr(factory, "query_run_pages", None)
     skipped = getattr(factory, "record_skipped", None)
-    rows: Iterator[tuple[dict[str, Any], Mapping[str, Any]]]
+    rows: Iterator[tuple[Row, Mapping[str, Any]]]
     if read_pages is not None:
 
-        def from_pages() -> Iterator[tuple[dict[str, Any], Mapping[str, Any]]]:
+        def from_pages() -> Iterator[tuple[Row, Mapping[str, Any]]]:
             for page in read_pages(updated_after=after, updated_before=now + FUTURE, pipeline=pipeline):
                 for raw in page:
                     try:
@@ -113,7 +121,7 @@ def sync_history(
         for pair in rows:
             batch.append(pair)
             fetched += 1
-            updated_us = pair[0]["last_updated_us"]
+            updated_us = pair[0][UPDATED]
             if updated_us is not None and (seen_max_us is None or updated_us > seen_max_us):
                 seen_max_us = updated_us
             if len(batch) >= BATCH:
@@ -157,7 +165,7 @@ class _BatchWriter:
 
     def __init__(self, db: Database, key: str, pipeline: str) -> None:
         self._db, self._key, self._pipeline = db, key, pipeline
-        self._queue: queue.Queue[list[tuple[dict[str, Any], Mapping[str, Any]]] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[list[tuple[Row, Mapping[str, Any]]] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._thread.start()
@@ -174,7 +182,7 @@ class _BatchWriter:
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
-    def write(self, batch: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> None:
+    def write(self, batch: list[tuple[Row, Mapping[str, Any]]]) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(batch)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.emulator import Emulator, PastRun, Pipeline, Scenario
@@ -234,11 +234,33 @@ _TIMES = st.one_of(
     st.none(),
     st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)).map(adf_time),
     st.sampled_from(["2026-11-03T02:00:00Z", "2026-11-03T02:00:00+01:00", "not a time", "", "0999-01-01T00:00:00Z"]),
+    # The fast path cuts ADF's 28-character form: any 7th digit, and look-alikes it must refuse
+    # (week dates, another separator, a zero fraction, a year before 1000, a bad digit).
+    st.builds(
+        lambda moment, digit: adf_time(moment)[:-2] + str(digit) + "Z",
+        st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+        st.integers(0, 9),
+    ),
+    st.sampled_from(
+        [
+            "2026-11-03T02:00:00.0000000Z",
+            "2026-11-03T02:00:00.0000009Z",
+            "2026-11-03T02:00:00.9999999Z",
+            "2026-11-03 02:00:00.1234567Z",
+            "2026-11-03X02:00:00.1234567Z",
+            "2026-W45-2T02:00:00.123456Z",
+            "2026-11-03T02:00:00.123456xZ",
+            "0999-11-03T02:00:00.1234567Z",
+            "2026-11-03T02:00:00.1234567z",
+            "2026-11-03T24:00:00.0000000Z",
+            "2026-02-30T02:00:00.1234567Z",
+        ]
+    ),
 )
 _RECORDS = st.fixed_dictionaries(
-    {"runId": st.sampled_from(["r1", "", " ", 5])},
+    {"runId": st.sampled_from(["r1", "", " ", 5, 'r\u00e9"1'])},
     optional={
-        "pipelineName": st.sampled_from(["P", "", None]),
+        "pipelineName": st.sampled_from(["P", "", None, "P\\\u2603"]),
         "status": st.sampled_from(["Succeeded", "Failed", "InProgress", "Canceled", "Waiting", None, 3]),
         "parameters": st.one_of(
             st.none(),
@@ -248,18 +270,26 @@ _RECORDS = st.fixed_dictionaries(
                 st.one_of(st.text(max_size=5), st.sampled_from(['["x"]', '{"k": 1}', "{bad", "***"])),
             ),
         ),
-        "runGroupId": st.sampled_from(["g", None, 7]),
+        "runGroupId": st.sampled_from(["g", None, 7, "gr\u00fcn"]),
         "isLatest": st.sampled_from([True, False, 1, None]),
         "runStart": _TIMES,
         "runEnd": _TIMES,
         "lastUpdated": _TIMES,
         "durationInMs": st.one_of(st.none(), st.integers(-(10**13), 10**13), st.floats(0, 1e6), st.just(True)),
-        "message": st.sampled_from(["", "boom", None, 4]),
-        "invokedBy": st.one_of(st.none(), st.just("x"), st.fixed_dictionaries({"name": st.sampled_from(["m", 1])})),
+        "message": st.sampled_from(["", "boom", None, 4, 'quote " and \\ and \u00e9 and \U0001f600']),
+        "invokedBy": st.one_of(
+            st.none(),
+            st.just("x"),
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["m", 1, "caf\u00e9"])},
+                optional={"invokedByType": st.sampled_from(["Manual", 2, "\t"])},
+            ),
+        ),
     },
 )
 
 
+@settings(max_examples=400)
 @given(_RECORDS, st.sampled_from([frozenset(), frozenset({"secret"})]))
 def test_a_record_becomes_the_row_the_run_path_writes(raw: dict[str, Any], secret: frozenset[str]) -> None:
     try:

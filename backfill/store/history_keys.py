@@ -174,16 +174,36 @@ def _upsert_keys(conn: Connection, set_id: int, runs: Iterable[tuple[str, Any]],
     if not rows:
         return
     dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        stmt = dialect_insert(dialect, KEYS)
-        # A run's parameters never change, but a racing fill may have written the row first.
-        conn.execute(
-            stmt.on_conflict_do_update(index_elements=["set_id", "run_id"], set_={"key_hash": stmt.excluded.key_hash}),
-            rows,
-        )
+    if dialect == "sqlite":
+        # The statement compiled once and the rows bound as tuples: a sync writes 200,000 keys.
+        conn.exec_driver_sql(_compiled_upsert(conn).string, [(r["set_id"], r["run_id"], r["key_hash"]) for r in rows])
+        return
+    if dialect == "postgresql":
+        conn.exec_driver_sql(_compiled_upsert(conn).string, rows)
         return
     for start in range(0, len(rows), FETCH_CHUNK):
         chunk = rows[start : start + FETCH_CHUNK]
         ids = [row["run_id"] for row in chunk]
         conn.execute(delete(KEYS).where(KEYS.c.set_id == set_id, KEYS.c.run_id.in_(ids)))
         conn.execute(KEYS.insert(), chunk)
+
+
+_COMPILED: dict[str, Any] = {}
+_KEY_COLUMNS = ("set_id", "run_id", "key_hash")
+
+
+def _compiled_upsert(conn: Connection) -> Any:
+    """The keys' upsert, compiled once per dialect (positional on SQLite, in _KEY_COLUMNS order)."""
+    dialect = conn.dialect
+    compiled = _COMPILED.get(dialect.name)
+    if compiled is None:
+        stmt = dialect_insert(dialect.name, KEYS)
+        # A run's parameters never change, but a racing fill may have written the row first.
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["set_id", "run_id"], set_={"key_hash": stmt.excluded.key_hash}
+        ).values({name: bindparam(name) for name in _KEY_COLUMNS})
+        compiled = upsert.compile(dialect=dialect)
+        if compiled.positional and tuple(compiled.positiontup or ()) != _KEY_COLUMNS:
+            raise RuntimeError("the key upsert binds its columns in an unexpected order")
+        _COMPILED[dialect.name] = compiled
+    return compiled

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, select
@@ -151,37 +152,65 @@ def remember_secrets(conn: Connection, factory_key: str, pipeline: str, names: C
 # -- a sync's pages, straight into rows (issue 14: no Run built, masked and re-encoded per run) --
 
 _STATUSES = frozenset(status.value for status in RunStatus if status is not RunStatus.UNKNOWN)
+# The cache row of a sync, a tuple in the column order of the compiled upsert (``_COLUMNS``):
+# bound as it is on SQLite, no dict built and read back per run.
+Row = tuple[str, str, str, str, int | None, int | None, str | None, bool, str, str]
+_COLUMNS = (
+    "factory_key",
+    "pipeline",
+    "run_id",
+    "status",
+    "run_start_us",
+    "last_updated_us",
+    "run_group_id",
+    "is_latest",
+    "parameters",
+    "data",
+)
+RUN_ID, UPDATED = _COLUMNS.index("run_id"), _COLUMNS.index("last_updated_us")
+# JSON string literals as ``_ENCODER`` writes them (ASCII, escaped), without building a dict.
+_QUOTE: Any = encode_basestring_ascii
+_fromisoformat = datetime.fromisoformat
 
 
 def _fast_time(value: Any) -> tuple[str | None, int | None] | None:
     """ADF's ``2026-11-03T02:17:00.1234567Z`` as ``Run.to_json`` spells it and in microseconds;
-    None when the text is not the plain form (the record then takes ``Run.from_json``)."""
+    None when the text is not the plain form (the record then takes ``Run.from_json``).
+
+    ADF always writes that one 28-character form, so the cached spelling is cut from the text
+    (``format_utc`` drops a zero fraction) once ``fromisoformat`` has accepted it."""
     if value is None:
         return None, None
-    if not isinstance(value, str) or not value.endswith("Z"):
+    if type(value) is not str or not value.endswith("Z"):
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = _fromisoformat(value)
     except ValueError:
         return None
     if moment.tzinfo is not UTC or moment.year < 1000:
         return None
-    return moment.isoformat()[:-6] + "Z", (moment - EPOCH) // _MICROSECOND
+    delta = moment - EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if len(value) == 28 and value[4:20:3] == "--T::." and "0" <= value[26] <= "9":
+        # Only YYYY-MM-DDTHH:MM:SS.fffffffZ has these separators at 4, 7, ... 19 (fromisoformat
+        # reads ASCII digits only); the 7th digit is below a microsecond and dropped by both.
+        return (value[:19] + "Z" if moment.microsecond == 0 else value[:26] + "Z"), us
+    return moment.isoformat()[:-6] + "Z", us
 
 
-def run_row(
-    factory_key: str, pipeline: str, run: Run, secret: Collection[str]
-) -> tuple[dict[str, Any], Mapping[str, Any]]:
+def _tuple_row(row: Mapping[str, Any]) -> Row:
+    return tuple(row[name] for name in _COLUMNS)  # type: ignore[return-value]
+
+
+def run_row(factory_key: str, pipeline: str, run: Run, secret: Collection[str]) -> tuple[Row, Mapping[str, Any]]:
     """``record_row`` for a run already read (a factory that gives ``Run`` values, not pages)."""
     from backfill.masking import mask_run
 
     masked = mask_run(run, secret)
-    return _row(factory_key, pipeline, masked), masked.parameters
+    return _tuple_row(_row(factory_key, pipeline, masked)), masked.parameters
 
 
-def record_row(
-    factory_key: str, pipeline: str, raw: Any, secret: Collection[str]
-) -> tuple[dict[str, Any], Mapping[str, Any]]:
+def record_row(factory_key: str, pipeline: str, raw: Any, secret: Collection[str]) -> tuple[Row, Mapping[str, Any]]:
     """The cache row of one run record as the service sent it, and its (masked) parameters: the
     same row as ``_row`` of ``mask_run(Run.from_json(raw), secret)``, built without the ``Run``.
     Raises ``MalformedRun`` for a record that cannot be read."""
@@ -193,12 +222,13 @@ def record_row(
 
 def _fast_row(
     factory_key: str, pipeline: str, raw: Any, secret: Collection[str]
-) -> tuple[dict[str, Any], Mapping[str, Any]] | None:
+) -> tuple[Row, Mapping[str, Any]] | None:
     if type(raw) is not dict:
         return None
-    run_id, status, raw_params = raw.get("runId"), raw.get("status"), raw.get("parameters") or {}
-    group, latest, invoked = raw.get("runGroupId"), raw.get("isLatest", True), raw.get("invokedBy") or {}
-    duration_ms, message, name = raw.get("durationInMs"), raw.get("message") or "", raw.get("pipelineName") or ""
+    get = raw.get
+    run_id, status, raw_params = get("runId"), get("status"), get("parameters") or {}
+    group, latest, invoked = get("runGroupId"), get("isLatest", True), get("invokedBy") or {}
+    duration_ms, message, name = get("durationInMs"), get("message") or "", get("pipelineName") or ""
     if (
         type(run_id) is not str
         or not run_id.strip()
@@ -212,108 +242,91 @@ def _fast_row(
         or type(name) is not str
     ):
         return None
-    start, end, updated = (
-        _fast_time(raw.get("runStart")),
-        _fast_time(raw.get("runEnd")),
-        _fast_time(raw.get("lastUpdated")),
-    )
+    start, end, updated = _fast_time(get("runStart")), _fast_time(get("runEnd")), _fast_time(get("lastUpdated"))
     if start is None or end is None or updated is None:
         return None
     parameters = {str(k): decode_parameter(v) for k, v in raw_params.items()}
     if secret:
         parameters = {k: REDACTED if k in secret else v for k, v in parameters.items()}
     by, by_type = invoked.get("name") or "", invoked.get("invokedByType") or ""
-    document = {
-        "run_id": run_id,
-        "pipeline": name,
-        "status": status,
-        "parameters": parameters,
-        "run_group_id": group,
-        "is_latest": latest,
-        "start": start[0],
-        "end": end[0],
-        "last_updated": updated[0],
-        "duration_ms": int(timedelta(milliseconds=duration_ms).total_seconds() * 1000)
-        if duration_ms is not None
-        else None,
-        "message": message,
-        "invoked_by": by if type(by) is str else str(by),
-        "invoked_by_type": by_type if type(by_type) is str else str(by_type),
-    }
-    row = {
-        "factory_key": factory_key,
-        "pipeline": pipeline,
-        "run_id": run_id,
-        "status": status,
-        "run_start_us": start[1],
-        "last_updated_us": updated[1],
-        "run_group_id": group,
-        "is_latest": latest,
-        "parameters": _ENCODER.encode(parameters),
-        "data": _ENCODER.encode(document),
-    }
-    return row, parameters
-
-
-_COLUMNS = (
-    "factory_key",
-    "pipeline",
-    "run_id",
-    "status",
-    "run_start_us",
-    "last_updated_us",
-    "run_group_id",
-    "is_latest",
-    "parameters",
-    "data",
-)
+    encoded = _ENCODER.encode(parameters)
+    # Run.to_json's document, written directly: the same keys in the same order and the same
+    # literals _ENCODER gives (the parameters' text is the column's), one dict fewer per run.
+    document = "".join(
+        [
+            '{"run_id":',
+            _QUOTE(run_id),
+            ',"pipeline":',
+            _QUOTE(name),
+            ',"status":',
+            _QUOTE(status),
+            ',"parameters":',
+            encoded,
+            ',"run_group_id":',
+            "null" if group is None else _QUOTE(group),
+            ',"is_latest":',
+            "true" if latest else "false",
+            ',"start":',
+            "null" if start[0] is None else f'"{start[0]}"',
+            ',"end":',
+            "null" if end[0] is None else f'"{end[0]}"',
+            ',"last_updated":',
+            "null" if updated[0] is None else f'"{updated[0]}"',
+            ',"duration_ms":',
+            "null" if duration_ms is None else str(int(timedelta(milliseconds=duration_ms).total_seconds() * 1000)),
+            ',"message":',
+            _QUOTE(message),
+            ',"invoked_by":',
+            _QUOTE(by if type(by) is str else str(by)),
+            ',"invoked_by_type":',
+            _QUOTE(by_type if type(by_type) is str else str(by_type)),
+            "}",
+        ]
+    )
+    return (factory_key, pipeline, run_id, status, start[1], updated[1], group, latest, encoded, document), parameters
 
 
 def upsert_rows(
-    conn: Connection, factory_key: str, pipeline: str, rows: Sequence[tuple[dict[str, Any], Mapping[str, Any]]]
+    conn: Connection, factory_key: str, pipeline: str, rows: Sequence[tuple[Row, Mapping[str, Any]]]
 ) -> int:
     """``upsert_runs`` for rows ``record_row`` built: newest per run ID, in primary-key order,
     one executemany of the compiled upsert (no per-row bind processing), and the rows' keys for
     every key set of the pipeline, in the caller's transaction. How many distinct runs."""
-    newest: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
+    newest: dict[str, tuple[Row, Mapping[str, Any]]] = {}
     for pair in rows:
-        run_id = pair[0]["run_id"]
+        run_id = pair[0][RUN_ID]
         seen = newest.get(run_id)
-        if seen is None or (pair[0]["last_updated_us"] or 0) >= (seen[0]["last_updated_us"] or 0):
+        if seen is None or (pair[0][UPDATED] or 0) >= (seen[0][UPDATED] or 0):
             newest[run_id] = pair
     if not newest:
         return 0
     ordered = [newest[run_id] for run_id in sorted(newest)]
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        compiled = _compiled(conn)
-        names = compiled.positiontup or ()
-        conn.exec_driver_sql(compiled.string, [tuple(_bind(row, name) for name in names) for row, _ in ordered])
+        # The tuples as they are: sqlite3 binds a bool as the 0/1 SQLAlchemy would send.
+        conn.exec_driver_sql(_compiled(conn).string, [row for row, _ in ordered])
     elif dialect == "postgresql":
-        compiled = _compiled(conn)
-        conn.exec_driver_sql(compiled.string, [{name: row[name] for name in _COLUMNS} for row, _ in ordered])
+        conn.exec_driver_sql(_compiled(conn).string, [dict(zip(_COLUMNS, row, strict=True)) for row, _ in ordered])
     else:
         # Other dialects take the careful path (select, delete, insert) of upsert_runs.
-        return upsert_runs(conn, factory_key, pipeline, [Run.from_cache(json.loads(row["data"])) for row, _ in ordered])
-    write_record_keys(conn, factory_key, pipeline, [(row["run_id"], parameters) for row, parameters in ordered])
+        return upsert_runs(conn, factory_key, pipeline, [Run.from_cache(json.loads(row[-1])) for row, _ in ordered])
+    write_record_keys(conn, factory_key, pipeline, [(row[RUN_ID], parameters) for row, parameters in ordered])
     return len(ordered)
-
-
-def _bind(row: dict[str, Any], name: str) -> Any:
-    # The compiled statement names columns; booleans go to SQLite as 0/1 as SQLAlchemy sends them.
-    value = row[name]
-    return int(value) if type(value) is bool else value
 
 
 _COMPILED: dict[str, Any] = {}
 
 
 def _compiled(conn: Connection) -> Any:
-    """The upsert compiled once per dialect, for ``exec_driver_sql``."""
+    """The upsert compiled once per dialect, for ``exec_driver_sql`` (positional on SQLite, in
+    ``_COLUMNS`` order: the rows are bound as they are)."""
     dialect = conn.dialect
     compiled = _COMPILED.get(dialect.name)
     if compiled is None:
         updated = ("status", "run_start_us", "last_updated_us", "run_group_id", "is_latest", "parameters", "data")
         stmt = _upsert(dialect.name, updated).values({name: bindparam(name) for name in _COLUMNS})
-        compiled = _COMPILED[dialect.name] = stmt.compile(dialect=dialect)
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.positional and tuple(compiled.positiontup or ()) != _COLUMNS:
+            raise RuntimeError("the history upsert binds its columns in an unexpected order")
+        _COMPILED[dialect.name] = compiled
     return compiled
