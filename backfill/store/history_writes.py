@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.engine import Connection
@@ -167,7 +167,10 @@ _COLUMNS = (
     "parameters",
     "data",
 )
-RUN_ID, UPDATED = _COLUMNS.index("run_id"), _COLUMNS.index("last_updated_us")
+# Their places in a Row (checked against _COLUMNS below).
+RUN_ID: Final = 2
+UPDATED: Final = 5
+assert _COLUMNS[RUN_ID] == "run_id" and _COLUMNS[UPDATED] == "last_updated_us"
 # JSON string literals as ``_ENCODER`` writes them (ASCII, escaped), without building a dict.
 _QUOTE: Any = encode_basestring_ascii
 _fromisoformat = datetime.fromisoformat
@@ -199,7 +202,7 @@ def _fast_time(value: Any) -> tuple[str | None, int | None] | None:
 
 
 def _tuple_row(row: Mapping[str, Any]) -> Row:
-    return tuple(row[name] for name in _COLUMNS)  # type: ignore[return-value]
+    return tuple(row[name] for name in _COLUMNS)
 
 
 def run_row(factory_key: str, pipeline: str, run: Run, secret: Collection[str]) -> tuple[Row, Mapping[str, Any]]:
