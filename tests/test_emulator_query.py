@@ -3,7 +3,7 @@ the filters select, each once, in the asked order (no HTTP: the query engine its
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from backfill.emulator import PastRun, Pipeline, Scenario
 from backfill.emulator.query import RunQueries
 from backfill.emulator.state import FactoryState
+from backfill.emulator.wire import adf_time
 from backfill.timeutil import format_utc
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -142,3 +143,16 @@ def test_a_run_updated_between_pages_hides_no_unchanged_run(
         page = queries.query({**body, "continuationToken": page["continuationToken"]}, clock)
     unchanged = {run.run_id for run in state.runs.values()} - touched
     assert unchanged <= set(seen)
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+    | st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([timezone(timedelta(0)), timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_adf_time_spells_what_strftime_spells(moment: datetime) -> None:
+    # adf_time takes isoformat's faster path (issue 14); ADF's seven-digit form must not change.
+    assert adf_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"

@@ -37,7 +37,14 @@ def adf_time(value: datetime | None) -> str | None:
     """ADF's timestamps: UTC, seven fractional digits, ``Z`` (``2018-06-16T00:37:44.6257014Z``)."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+    # isoformat (several times faster than strftime; a page has 300 times) spells the same
+    # digits, and leaves the fraction out when it is zero.
+    text = value.isoformat()
+    return text[:-6] + "0Z" if value.microsecond else text[:-6] + ".0000000Z"
 
 
 def duration_ms(start: datetime | None, end: datetime | None) -> int | None:
