@@ -171,14 +171,11 @@ class _BatchWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        from backfill.store.history_writes import upsert_rows
-
         while (batch := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain: the caller learns of the failure at its next write
             try:
-                with self._db.writing() as conn:
-                    upsert_rows(conn, self._key, self._pipeline, batch)
+                _write_relaxed(self._db, self._key, self._pipeline, batch)
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
@@ -193,6 +190,37 @@ class _BatchWriter:
         self._thread.join()
         if raise_error and self._error is not None:
             raise self._error
+
+
+def _write_relaxed(db: Database, key: str, pipeline: str, batch: list[tuple[Row, Mapping[str, Any]]]) -> None:
+    """One batch of rows in its own write transaction, committed without waiting for the disk
+    (SQLite ``synchronous=NORMAL`` on this connection in WAL mode, PostgreSQL
+    ``synchronous_commit`` off for this transaction): a commit then costs no fsync.
+
+    Safe because the cache is rebuildable and the watermark is written afterwards, in a
+    transaction committed durably (``sync_history``): both logs are sequential, so a crash can
+    lose only a suffix of the commits, and a watermark that survived has every batch before it
+    on disk. A lost batch is a lost suffix, watermark included: the next sync fetches it again."""
+    from backfill.store.history_writes import upsert_rows
+
+    if db.dialect != "sqlite":
+        with db.writing() as conn:
+            if db.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            upsert_rows(conn, key, pipeline, batch)
+        return
+    with db.engine.connect() as conn:
+        # Set outside the transaction (the driver is in autocommit mode, see database.py) and
+        # put back before the connection returns to the pool, where ledger appends find it.
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        was = driver.execute("PRAGMA synchronous").fetchone()[0]
+        driver.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with conn.begin():  # BEGIN IMMEDIATE, as Database.writing does
+                upsert_rows(conn, key, pipeline, batch)
+        finally:
+            driver.execute(f"PRAGMA synchronous={int(was)}")
 
 
 def _next_state(

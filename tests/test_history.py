@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from plan_samples import plan_toml
 
+from backfill import history
 from backfill.cli import main
 from backfill.emulator import Emulator, HistorySeries, OutcomeRule, PastRun, Pipeline, Scenario
 from backfill.factory.run import RunStatus
@@ -191,3 +192,20 @@ def test_cli_history_sync_unreachable_factory(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.startswith("error: factory: ")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_batches_committed_without_fsync_leave_every_run_cached_and_the_pool_durable(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches go through the writer thread, whose commits skip the fsync (issue 14); the
+    # connection must go back to the pool as durable as it came, for the ledger's appends.
+    monkeypatch.setattr(history, "BATCH", 40)
+    with Emulator(scenario()) as emu:
+        result = sync_history(db, emu.client(), PIPELINE)
+        assert result.fetched == 300
+        assert cached(db, emu) == 300
+    if db.dialect == "sqlite":
+        with db.engine.connect() as conn:
+            driver = conn.connection.dbapi_connection
+            assert driver is not None
+            assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
