@@ -299,3 +299,26 @@ def test_a_record_becomes_the_row_the_run_path_writes(raw: dict[str, Any], secre
             record_row("f", PIPELINE, raw, secret)
         return
     assert record_row("f", PIPELINE, raw, secret) == expected
+
+
+def test_an_ordinary_adf_record_takes_the_fast_path() -> None:
+    # Otherwise the equality above would only compare the reference path with itself.
+    from backfill.store.history_writes import _fast_row
+
+    raw = {
+        "runId": "0b6c1f3e-1a2b-4c3d-a4e5-f6a7b8c9d0e1",
+        "runGroupId": "0b6c1f3e-1a2b-4c3d-a4e5-f6a7b8c9d0e1",
+        "pipelineName": PIPELINE,
+        "parameters": {"windowStart": "2026-11-03T02:00:00Z", "feederRegion": "north", "ids": '["a"]'},
+        "invokedBy": {"id": "x", "name": "Manual", "invokedByType": "Manual"},
+        "runStart": "2026-11-03T02:17:00.1234567Z",
+        "runEnd": "2026-11-03T02:20:00.0000000Z",
+        "durationInMs": 179877,
+        "status": "Succeeded",
+        "message": "",
+        "lastUpdated": "2026-11-03T02:20:00.0000001Z",
+        "isLatest": True,
+    }
+    fast = _fast_row("f", PIPELINE, raw, frozenset({"feederRegion"}))
+    assert fast is not None
+    assert fast == run_row("f", PIPELINE, Run.from_json(raw), frozenset({"feederRegion"}))
