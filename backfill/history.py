@@ -194,8 +194,8 @@ class _BatchWriter:
 
 def _write_relaxed(db: Database, key: str, pipeline: str, batch: list[tuple[Row, Mapping[str, Any]]]) -> None:
     """One batch of rows in its own write transaction, committed without waiting for the disk
-    (SQLite ``synchronous=NORMAL`` on this connection in WAL mode, PostgreSQL
-    ``synchronous_commit`` off for this transaction): a commit then costs no fsync.
+    (``Database.writing_unsynced``: SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
+    ``synchronous_commit`` off): a commit then costs no fsync.
 
     Safe because the cache is rebuildable and the watermark is written afterwards, in a
     transaction committed durably (``sync_history``): both logs are sequential, so a crash can
@@ -203,24 +203,8 @@ def _write_relaxed(db: Database, key: str, pipeline: str, batch: list[tuple[Row,
     on disk. A lost batch is a lost suffix, watermark included: the next sync fetches it again."""
     from backfill.store.history_writes import upsert_rows
 
-    if db.dialect != "sqlite":
-        with db.writing() as conn:
-            if db.dialect == "postgresql":
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            upsert_rows(conn, key, pipeline, batch)
-        return
-    with db.engine.connect() as conn:
-        # Set outside the transaction (the driver is in autocommit mode, see database.py) and
-        # put back before the connection returns to the pool, where ledger appends find it.
-        driver = conn.connection.dbapi_connection
-        assert driver is not None
-        was = driver.execute("PRAGMA synchronous").fetchone()[0]
-        driver.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with conn.begin():  # BEGIN IMMEDIATE, as Database.writing does
-                upsert_rows(conn, key, pipeline, batch)
-        finally:
-            driver.execute(f"PRAGMA synchronous={int(was)}")
+    with db.writing_unsynced() as conn:
+        upsert_rows(conn, key, pipeline, batch)
 
 
 def _next_state(

@@ -260,6 +260,29 @@ class Database:
             yield conn
 
     @contextmanager
+    def writing_unsynced(self) -> Iterator[Connection]:
+        """``writing()`` whose commit does not wait for the disk: only for data that can be
+        rebuilt and that nothing durable claims before it is (the history cache's batches, see
+        ``backfill.history``). SQLite: ``synchronous=NORMAL`` on the connection (WAL keeps it
+        consistent), put back before it returns to the pool, where ledger appends find it;
+        PostgreSQL: ``synchronous_commit`` off for this transaction only."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITES: True})
+            driver = conn.connection.dbapi_connection if self.dialect == "sqlite" else None
+            was = 2  # FULL, SQLite's default
+            if driver is not None:
+                was = int(driver.execute("PRAGMA synchronous").fetchone()[0])
+                driver.execute("PRAGMA synchronous=NORMAL")  # autocommit mode: outside a transaction
+            try:
+                with conn.begin():
+                    if self.dialect == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                    yield conn
+            finally:
+                if driver is not None:
+                    driver.execute(f"PRAGMA synchronous={was}")
+
+    @contextmanager
     def _transaction(self, *, writes: bool) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.execution_options(**{_WRITES: writes})
