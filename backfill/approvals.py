@@ -19,7 +19,7 @@ from backfill.backfills import (
     BackfillState,
     BackfillStatus,
 )
-from backfill.decisions import Decision
+from backfill.decision_kinds import Decision
 from backfill.errors import AwaitingApproval, BackfillError
 from backfill.identity import VERIFIED_SOURCES, Actor, IdentitySource, describe_source, same_name, same_person
 from backfill.timeutil import format_duration, format_utc, require_utc

@@ -18,12 +18,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from backfill import events as ev
-from backfill.decisions import Decision
+from backfill.decision_kinds import Decision
 from backfill.errors import BackfillError, LedgerInvalid
-from backfill.factory.run import RunStatus
 from backfill.identity import Actor, same_person
 from backfill.progress import WindowProgress, WindowState, initial_windows, new_window
-from backfill.seal import seal_request
 from backfill.secrets import redact_payload
 from backfill.timeutil import format_utc, parse_utc, require_utc
 
@@ -335,15 +333,20 @@ def apply_event(record: BackfillRecord, state: BackfillState, event: EventLike) 
 
 
 # ADF's run status -> the window state it means (a status this tool does not know keeps the state).
+# Keyed by ``RunStatus``'s values (tests/test_backfills_fold_keys.py holds them to the enum): the
+# fold runs on every ``status``, which need not import the factory's run model (issue 14).
 _FROM_ADF_STATUS: Mapping[str, WindowState] = {
-    RunStatus.QUEUED: WindowState.RUNNING,
-    RunStatus.IN_PROGRESS: WindowState.RUNNING,
-    RunStatus.CANCELING: WindowState.RUNNING,
-    RunStatus.SUCCEEDED: WindowState.SUCCEEDED,
-    RunStatus.FAILED: WindowState.FAILED,
-    RunStatus.CANCELLED: WindowState.CANCELLED,
+    "Queued": WindowState.RUNNING,
+    "InProgress": WindowState.RUNNING,
+    "Canceling": WindowState.RUNNING,
+    "Succeeded": WindowState.SUCCEEDED,
+    "Failed": WindowState.FAILED,
+    "Cancelled": WindowState.CANCELLED,
     "Canceled": WindowState.CANCELLED,  # the spelling some ADF documents use
 }
+
+
+_FAILED = "Failed"  # RunStatus.FAILED's value: a refused createRun counts as a failed run
 
 
 def _apply_window(
@@ -429,7 +432,7 @@ def _apply_run(state: BackfillState, key: str, body: ev.WindowEvent, actor: str,
         run.status = body.status
     match body:
         case ev.WindowCreateFailed():
-            run.status = RunStatus.FAILED.value
+            run.status = _FAILED
             run.error = body.reason
         case ev.WindowCancelled():
             run.cancel_requested = True
@@ -518,6 +521,9 @@ def draft_request(
 ) -> tuple[BackfillRecord, dict[str, Any]]:
     """The request (its ID still empty) and the ``backfill.requested`` payload; the store writes
     both in one transaction (``backfill.store.backfills.create_backfill``)."""
+    # Only a request seals its inputs: the fold, which every ``status`` loads, does not (issue 14).
+    from backfill.seal import seal_request
+
     plan = loaded.plan
     policy = ApprovalPolicy.from_plan(plan.approval)
     decisions = {wd.window.key: str(wd.decision) for wd in preview.decisions}

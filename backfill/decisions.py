@@ -19,39 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import lru_cache
 
 from backfill.checks.base import CheckResult, CheckStatus
+
+# Re-exported: the decisions are named here too, beside the table that makes them.
+from backfill.decision_kinds import BLOCKED as BLOCKED
+from backfill.decision_kinds import RUNNABLE as RUNNABLE
+from backfill.decision_kinds import Decision as Decision
 from backfill.factory.run import Run, RunStatus
 from backfill.timeutil import format_utc
 from backfill.windows import Window
 
 MESSAGE_LIMIT = 160
-
-
-class Decision(StrEnum):
-    RUN = "run"
-    RERUN = "rerun"
-    SKIP_SUCCEEDED = "skip-succeeded"
-    SKIP_IN_PROGRESS = "skip-in-progress"
-    SKIP_COMPLETE_IN_SINK = "skip-complete-in-sink"
-    BLOCKED_PARTIAL = "blocked-partial"
-    BLOCKED_CHECK_ERROR = "blocked-check-error"
-    BLOCKED_UNKNOWN = "blocked-unknown"
-
-    @property
-    def runnable(self) -> bool:
-        return self in (Decision.RUN, Decision.RERUN)
-
-    @property
-    def blocked(self) -> bool:
-        return self.value.startswith("blocked-")
-
-
-# The blocked decisions, for loops over every window of a plan (a set lookup, not a property).
-BLOCKED = frozenset(decision for decision in Decision if decision.blocked)
-RUNNABLE = frozenset(decision for decision in Decision if decision.runnable)
 
 
 @lru_cache(maxsize=64)

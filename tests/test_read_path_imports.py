@@ -81,3 +81,31 @@ def test_a_preview_from_the_cache_imports_no_sdk_and_no_orm(tmp_path: Path, ledg
 def test_help_imports_no_database(tmp_path: Path, ledger: str) -> None:
     modules = imported_by(["--help"], ledger, tmp_path)
     assert not heavy(modules, ("sqlalchemy", *NOT_FOR_READS, "pyodbc"))
+
+
+# What status and verify load of ours (issue 14): the fold and the chain, not the decision table,
+# the sink checks, the factory's run model, the request's seal, or the notices' texts and targets
+# (every command installs the notifier; a read path sends nothing).
+NOT_OURS_FOR_READS = (
+    "backfill.decisions",
+    "backfill.checks",
+    "backfill.factory",
+    "backfill.windows",
+    "backfill.seal",
+    "backfill.notify.messages",
+    "backfill.notify.targets",
+    "backfill.plan",
+)
+
+
+@pytest.mark.parametrize("args", [["status"], ["ledger", "verify"]])
+def test_status_and_verify_leave_the_decision_table_and_the_notices_alone(
+    tmp_path: Path, ledger: str, args: list[str]
+) -> None:
+    modules = imported_by(args, ledger, tmp_path)
+    assert not heavy(modules, NOT_OURS_FOR_READS)
+    assert "backfill.approvals" not in modules or args == ["status"]  # status: the approved windows
+
+
+def test_verify_needs_no_time_range_parser(tmp_path: Path, ledger: str) -> None:
+    assert not heavy(imported_by(["ledger", "verify"], ledger, tmp_path), ("backfill.spans", "backfill.relative_time"))

@@ -13,7 +13,6 @@ from backfill.chain import LedgerEvent, canonical_json, format_checkpoint, parse
 from backfill.cli.output import echo_json, echo_table
 from backfill.errors import UsageError
 from backfill.services import ledger as service
-from backfill.spans import parse_range
 from backfill.store.ledger import EXPORT_FORMATS
 from backfill.timeutil import format_utc, utcnow
 
@@ -21,6 +20,9 @@ _PAYLOAD_WIDTH = 60
 
 
 def _range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    # Only ``show`` and ``export`` take a range: ``verify`` need not import the time parser.
+    from backfill.spans import parse_range
+
     span = parse_range(since, until, utcnow())
     return span.since, span.until
 

@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from backfill import progress as pg
-from backfill.approvals import approved_keys
 from backfill.backfills import FINISHED, BackfillRecord, BackfillState, BackfillStatus, Decided
 from backfill.cli.output import echo_json, echo_table, short_id
 from backfill.progress import Progress, summarize, window_duration
@@ -28,6 +27,9 @@ def _decided(item: Decided | None) -> dict[str, Any] | None:
 
 
 def _progress(record: BackfillRecord, state: BackfillState, now: datetime) -> Progress:
+    # Here, not at the top: the approval gates are the only thing of theirs ``status`` needs.
+    from backfill.approvals import approved_keys
+
     return summarize((state.windows[k] for k in approved_keys(record, state)), now, state.concurrency)
 
 

@@ -20,13 +20,16 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backfill.chain import LedgerEvent
 from backfill.errors import BackfillError
-from backfill.identity import Actor, IdentitySource
-from backfill.notify.messages import Notice, body, notice_for
-from backfill.notify.targets import Target
 
 if TYPE_CHECKING:
+    # Every command installs the notifier, most never send a notice (``status``, ``ledger
+    # verify``): the messages, the targets and the identities are imported where one is sent.
+    from backfill.chain import LedgerEvent
+    from backfill.identity import IdentitySource
+    from backfill.notify.messages import Notice
+    from backfill.notify.targets import Target
+
     # Imported where a notice is sent: every command installs the notifier, and SQLAlchemy's
     # import (0.2 s) must not land on ``plan check`` and the other commands that need no ledger.
     from backfill.store.database import Database
@@ -55,7 +58,7 @@ class _Job:
     event: LedgerEvent
 
 
-PlanTargets = Callable[[str, str], Sequence[Target]]
+PlanTargets = Callable[[str, str], Sequence["Target"]]
 
 
 def plan_targets(ledger_url: str, backfill_id: str) -> list[Target]:
@@ -115,6 +118,8 @@ class Notifier:
     def __call__(self, db: Database, events: list[LedgerEvent]) -> None:
         """The ledger hook: queue a message per target for each event worth telling. Never raises."""
         try:
+            from backfill.notify.messages import notice_for
+
             for event in events:
                 notice = notice_for(event, self.console_url)
                 if notice is not None:
@@ -154,6 +159,8 @@ class Notifier:
         return [*self.targets, *self._plans.get(bid, [])]
 
     def _send(self, job: _Job, target: Target) -> None:
+        from backfill.notify.messages import body
+
         data = json.dumps(body(target.kind, job.notice)).encode()
         why = "not sent"
         for attempt, pause in enumerate((0.0, *self.backoff)):
@@ -174,6 +181,7 @@ class Notifier:
         self._record_failure(job, target, why, attempt + 1)
 
     def _record_failure(self, job: _Job, target: Target, why: str, attempts: int) -> None:
+        from backfill.identity import Actor
         from backfill.store.ledger import Ledger
 
         payload = {"target": target.kind, "event_seq": job.event.seq, "event": job.event.kind, "reason": why}
@@ -192,6 +200,8 @@ class Notifier:
 
 
 def _source(value: str) -> IdentitySource:
+    from backfill.identity import IdentitySource
+
     try:
         return IdentitySource(value)
     except ValueError:
@@ -233,13 +243,16 @@ def install_from_env() -> Notifier:
     (default: the local console)."""
     import os
 
-    from backfill.notify.targets import parse_targets
-
     global _installed_for
     value = os.environ.get("BACKFILL_NOTIFY", "").strip()
     console = os.environ.get("BACKFILL_CONSOLE_URL", "").strip() or "http://127.0.0.1:8484"
     if _installed is not None and _installed_for == (value, console):
         return _installed  # commands run in one process (the demo, tests) share the sender
-    notifier = install(parse_targets(value) if value else [], console)
+    targets: list[Target] = []
+    if value:  # most shells set no webhook: the parser is imported only for one
+        from backfill.notify.targets import parse_targets
+
+        targets = parse_targets(value)
+    notifier = install(targets, console)
     _installed_for = (value, console)
     return notifier
