@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from test_ledger_fast_verify import _reference_report, json_values, payloads, texts
 
-from backfill.chain import PayloadError, PayloadShapes, canonical_json, format_at, hashed_text
+from backfill.chain import LEARN_AFTER, PayloadError, PayloadShapes, canonical_json, format_at, hashed_text
 from backfill.identity import Actor, IdentitySource
 from backfill.store.database import Database
 from backfill.store.ledger import Draft, Ledger, _fast_at_text, _to_event, _Unreadable
@@ -83,7 +83,7 @@ def _reference_canonical(textual: str) -> str | None:
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payloads, st.data())
 def test_a_learnt_shape_accepts_only_canonical_texts(first: dict[str, Any], data: st.DataObject) -> None:
-    shapes = PayloadShapes()
+    shapes = PayloadShapes(learn_after=1)
     learnt = canonical_json(first)
     assert shapes.canonical("k", learnt) == learnt
     candidate = _mutate(data, canonical_json(_same_shape(data, first)))
@@ -100,7 +100,7 @@ def test_a_learnt_shape_accepts_only_canonical_texts(first: dict[str, Any], data
 @settings(max_examples=300, deadline=None)
 @given(st.lists(json_values, min_size=1, max_size=3), st.data())
 def test_shapes_learnt_from_other_payloads_accept_only_canonical_texts(learnt: list[Any], data: st.DataObject) -> None:
-    shapes = PayloadShapes()
+    shapes = PayloadShapes(learn_after=1)
     for i, value in enumerate(learnt):
         shapes.canonical("k", canonical_json({"v": value, "i": i}))
     candidate = _mutate(data, canonical_json({"v": data.draw(json_values), "i": data.draw(scalars)}))
@@ -109,7 +109,7 @@ def test_shapes_learnt_from_other_payloads_accept_only_canonical_texts(learnt: l
 
 
 def test_a_shape_learns_a_few_payloads_per_kind_and_generalises_values() -> None:
-    shapes = PayloadShapes()
+    shapes = PayloadShapes(learn_after=1)
     shapes.canonical("k", canonical_json({"n": 1, "s": "x", "f": 1.5, "l": [1, "a"], "d": {"e": None}}))
     check = shapes.current["k"]
     assert check(canonical_json({"n": -42, "s": "é\u2028", "f": 2.5e-07, "l": [], "d": {"e": True}}))
@@ -301,3 +301,14 @@ def test_a_stream_left_early_ends_its_transaction(postgres_url: str) -> None:
         assert ledger.verify().message == "ledger: event 3 (window.status) hash mismatch"
     assert ledger.verify((2, ledger.hashes_at({2})[2])).message == "ledger: event 3 (window.status) hash mismatch"
     db.dispose()
+
+
+def test_a_kind_met_a_few_times_is_parsed_and_learnt_only_once_it_repeats() -> None:
+    shapes = PayloadShapes()
+    texts = [canonical_json({"n": i, "s": "x"}) for i in range(LEARN_AFTER)]
+    for payload in texts[:-1]:
+        assert shapes.canonical("k", payload) == payload  # the same answer, by the reference parse
+    assert "k" not in shapes.current
+    assert shapes.canonical("k", texts[-1]) == texts[-1]
+    assert shapes.current["k"](canonical_json({"n": 99, "s": "y"}))
+    assert shapes.canonical("k", '{"s":"x", "n":1}') == '{"n":1,"s":"x"}'  # re-encoded, never learnt
