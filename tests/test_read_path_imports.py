@@ -109,3 +109,23 @@ def test_status_and_verify_leave_the_decision_table_and_the_notices_alone(
 
 def test_verify_needs_no_time_range_parser(tmp_path: Path, ledger: str) -> None:
     assert not heavy(imported_by(["ledger", "verify"], ledger, tmp_path), ("backfill.spans", "backfill.relative_time"))
+
+
+def test_only_the_entry_point_freezes_the_imports(tmp_path: Path, ledger: str) -> None:
+    # main() freezes what a command's imports made (the collector then skips it); run(), which
+    # tests and the demo call many times in one process, leaves the collector alone.
+    script = (
+        "import gc, sys\n"
+        "from backfill.cli.main import run\n"
+        "assert run(['status']) == 0\n"
+        "assert gc.get_freeze_count() == 0, gc.get_freeze_count()\n"
+        "import backfill.cli.main as m\n"
+        "m._FREEZE_IMPORTS = True\n"
+        "m.cli.get_command(None, 'ledger')\n"
+        "assert gc.get_freeze_count() > 0\n"
+    )
+    env = {**os.environ, "BACKFILL_LEDGER": ledger}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
