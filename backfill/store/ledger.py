@@ -169,10 +169,10 @@ class Ledger:
                 after = None  # not written: straight to the locked path
             if events is None:
                 try:
-                    with self.db.writing() as own:
+                    with self.db.appending() as own:
                         events = self._append(own, items, actor, after)
                 except _Stale:
-                    with self.db.writing() as own:
+                    with self.db.appending() as own:
                         events = self._append(own, items, actor, None)
         except IntegrityError:
             # Only reachable on a dialect without an append lock: another writer took this seq.
