@@ -431,10 +431,18 @@ def new_event(
     if seq < 1:
         raise ValueError(f"ledger seq must start at 1, got {seq}")
     at = require_utc(at, "ledger time")
-    text = _payload_text(payload)
+    try:
+        # canonical_json's text through the encoder built once (json.dumps builds one per call).
+        # No cycle check needed: _jsonable has built a fresh tree of JSON values.
+        text = _encode(_jsonable(redact_payload(payload), "payload"))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"not canonical JSON: {exc}") from None
     normalised = json.loads(text)
+    # format_at's text: isoformat is what strftime writes for a four-digit year, at a fifth of
+    # the cost ("+00:00" becomes "Z"; timespec keeps the microseconds even when they are 0).
+    at_text = at.isoformat(timespec="microseconds")[:-6] + "Z" if at.year >= 1000 else format_at(at)
     digest = fast_hash(
-        hashed_text(seq, format_at(at), actor, identity_source, backfill_id, window_key, kind, text, prev_hash)
+        hashed_text(seq, at_text, actor, identity_source, backfill_id, window_key, kind, text, prev_hash)
     )
     event = LedgerEvent(
         seq=seq,
