@@ -431,10 +431,11 @@ def new_event(
     if seq < 1:
         raise ValueError(f"ledger seq must start at 1, got {seq}")
     at = require_utc(at, "ledger time")
+    value = _jsonable(redact_payload(payload), "payload")  # names what JSON cannot carry
     try:
         # canonical_json's text through the encoder built once (json.dumps builds one per call).
         # No cycle check needed: _jsonable has built a fresh tree of JSON values.
-        text = _encode(_jsonable(redact_payload(payload), "payload"))
+        text = _encode(value)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"not canonical JSON: {exc}") from None
     normalised = json.loads(text)
