@@ -182,8 +182,9 @@ class FactoryClient:
 
     def _new_sdk(self) -> DataFactoryManagementClient:
         # The SDK's import builds tens of thousands of long-lived objects (its models, 38,000 lines
-        # of TypedDicts): collecting meanwhile finds no garbage and cost a third of the import.
-        with paused_gc():
+        # of TypedDicts): collecting meanwhile finds no garbage and cost a third of the import;
+        # frozen after it, they are not walked by the collections of the sync either.
+        with paused_gc(freeze=True):
             from azure.core.pipeline.transport import RequestsTransport
             from azure.mgmt.datafactory import DataFactoryManagementClient
 

@@ -117,7 +117,7 @@ def preview_plan(
 ) -> PlanPreview:
     """Sync the history, load it, build the checks and decide every window: the one preview of
     ``preview``, ``request`` and ``run``."""
-    with paused_gc():  # imports: nothing for the collector to find (see backfill.cli.main)
+    with paused_gc(freeze=True):  # imports: nothing for the collector to find (see backfill.cli.main)
         from backfill.checks.registry import build_checks
         from backfill.history import sync_history
         from backfill.masking import plan_secrets
@@ -146,7 +146,7 @@ def preview_plan(
 
 def preview_plan_file(path: str | Path, *, sync: bool = True, db: Database | None = None) -> PlanPreview:
     """``preview_plan`` of the plan file at ``path`` (``sync=False``: the cache as it is)."""
-    with paused_gc():  # pydantic's import, the plan's models
+    with paused_gc(freeze=True):  # pydantic's import, the plan's models
         from backfill.plan.loader import load_plan
 
     return preview_plan(load_plan(path), sync=Sync.TARGET if sync else Sync.NONE, db=db)
