@@ -395,6 +395,17 @@ def test_new_event_is_the_reference_event_encoded_once(
     """The append encodes a payload once and hashes the text built directly: the same event,
     hash and stored text as the reference (normalise, then hash the fields), and the same
     refusal where the reference refuses."""
+    fields: dict[str, Any] = {
+        "seq": seq,
+        "at": T0,
+        "actor": actor,
+        "identity_source": "os",
+        "kind": kind,
+        "payload": payload,
+        "prev_hash": prev_hash,
+        "backfill_id": backfill_id,
+        "window_key": window_key,
+    }
     try:
         normalised = normalise_payload(payload)
         reference = replace(
@@ -403,34 +414,13 @@ def test_new_event_is_the_reference_event_encoded_once(
         reference = replace(reference, hash=reference.expected_hash())
     except PayloadError as exc:
         with pytest.raises(PayloadError, match=re.escape(str(exc))):
-            new_event(seq=seq, at=T0, actor=actor, identity_source="os", kind=kind, payload=payload,
-                      prev_hash=prev_hash, backfill_id=backfill_id, window_key=window_key)  # fmt: skip
+            new_event(**fields)
         return
-    event, text = new_event(
-        seq=seq,
-        at=T0,
-        actor=actor,
-        identity_source="os",
-        kind=kind,
-        payload=payload,
-        prev_hash=prev_hash,
-        backfill_id=backfill_id,
-        window_key=window_key,
-    )
+    event, text = new_event(**fields)
     assert event == reference
     assert event.hash == reference.hash
     assert text == canonical_json(event.payload)
-    assert event == make_event(
-        seq=seq,
-        at=T0,
-        actor=actor,
-        identity_source="os",
-        kind=kind,
-        payload=payload,
-        prev_hash=prev_hash,
-        backfill_id=backfill_id,
-        window_key=window_key,
-    )
+    assert event == make_event(**fields)
 
 
 # Pieces of what the three patterns look for, joined at random: they match now and then.
